@@ -1,0 +1,99 @@
+"""Outputs of the call core: what the runner must do. Plain slotted dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hotline.call.events import TimerName
+from hotline.call.record import TimelineStage, TranscriptTurn
+
+
+# -- to Twilio --------------------------------------------------------------------------
+@dataclass(slots=True)
+class TwilioMediaOut:
+    payload_b64: str
+
+
+@dataclass(slots=True)
+class TwilioMarkOut:
+    name: str
+
+
+@dataclass(slots=True)
+class TwilioClear:
+    pass
+
+
+TwilioMessage = TwilioMediaOut | TwilioMarkOut | TwilioClear
+
+
+# -- to the engine ----------------------------------------------------------------------
+@dataclass(slots=True)
+class AppendAudio:
+    audio_b64: str
+
+
+@dataclass(slots=True)
+class CreateResponse:
+    instructions: str | None = None
+
+
+@dataclass(slots=True)
+class UpdateInstructions:
+    instructions: str
+
+
+@dataclass(slots=True)
+class Truncate:
+    item_id: str
+    audio_end_ms: int
+
+
+@dataclass(slots=True)
+class CancelResponse:
+    pass
+
+
+@dataclass(slots=True)
+class AddUserText:
+    """A user text item in the conversation (e.g. the digits a caller pressed)."""
+
+    text: str
+
+
+EngineMessage = AppendAudio | CreateResponse | UpdateInstructions | Truncate | CancelResponse | AddUserText
+
+
+# -- to the runner ----------------------------------------------------------------------
+@dataclass(slots=True)
+class SendToTwilio:
+    message: TwilioMessage
+
+
+@dataclass(slots=True)
+class SendToEngine:
+    message: EngineMessage
+
+
+@dataclass(slots=True)
+class Record:
+    item: TimelineStage | TranscriptTurn
+
+
+@dataclass(slots=True)
+class StartTimer:
+    timer: TimerName
+    delay_ms: int
+
+
+@dataclass(slots=True)
+class CancelTimer:
+    timer: TimerName
+
+
+@dataclass(slots=True)
+class EndCall:
+    reason: str  # becomes the call's outcome
+
+
+Command = SendToTwilio | SendToEngine | Record | StartTimer | CancelTimer | EndCall

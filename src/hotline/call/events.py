@@ -1,0 +1,153 @@
+"""Inputs of the call core: what happened, on either socket or on the clock.
+
+Plain slotted dataclasses (built per audio frame: no validation, no freezing). The codecs
+build them from wire text; the runner adds the socket-closed and timer events.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class TimerName(enum.Enum):
+    SILENCE = "silence"
+    MAX_DURATION = "max_duration"
+
+
+# -- Twilio Media Streams ---------------------------------------------------------------
+@dataclass(slots=True)
+class TwilioConnected:
+    protocol: str
+    version: str
+
+
+@dataclass(slots=True)
+class TwilioStart:
+    stream_sid: str
+    call_sid: str
+    account_sid: str
+    parameters: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class TwilioMedia:
+    payload_b64: str
+    timestamp_ms: int
+
+
+@dataclass(slots=True)
+class TwilioMark:
+    name: str
+
+
+@dataclass(slots=True)
+class TwilioDtmf:
+    digit: str
+
+
+@dataclass(slots=True)
+class TwilioStop:
+    pass
+
+
+@dataclass(slots=True)
+class TwilioClosed:
+    """The Twilio socket closed (with or without a stop)."""
+
+
+# -- Realtime engine --------------------------------------------------------------------
+@dataclass(slots=True)
+class EngineSessionUpdated:
+    instructions_chars: int
+
+
+@dataclass(slots=True)
+class EngineResponseCreated:
+    response_id: str
+
+
+@dataclass(slots=True)
+class EngineAudioDelta:
+    response_id: str
+    item_id: str
+    delta_b64: str
+
+
+@dataclass(slots=True)
+class EngineAgentTranscript:
+    response_id: str
+    item_id: str
+    transcript: str
+
+
+@dataclass(slots=True)
+class EngineCallerTranscript:
+    item_id: str
+    transcript: str
+
+
+@dataclass(slots=True)
+class EngineSpeechStarted:
+    audio_start_ms: int
+    item_id: str
+
+
+@dataclass(slots=True)
+class EngineSpeechStopped:
+    audio_end_ms: int
+    item_id: str
+
+
+@dataclass(slots=True)
+class EngineResponseDone:
+    response_id: str
+    status: str
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class EngineTruncated:
+    item_id: str
+    audio_end_ms: int
+
+
+@dataclass(slots=True)
+class EngineError:
+    code: str
+    message: str
+    event_id: str | None = None
+
+
+@dataclass(slots=True)
+class EngineClosed:
+    """The engine socket closed."""
+
+
+@dataclass(slots=True)
+class TimerFired:
+    timer: TimerName
+
+
+TwilioEvent = (
+    TwilioConnected | TwilioStart | TwilioMedia | TwilioMark | TwilioDtmf | TwilioStop
+    | TwilioClosed
+)
+EngineEvent = (
+    EngineSessionUpdated | EngineResponseCreated | EngineAudioDelta | EngineAgentTranscript
+    | EngineCallerTranscript | EngineSpeechStarted | EngineSpeechStopped | EngineResponseDone
+    | EngineTruncated | EngineError | EngineClosed
+)
+CallEvent = TwilioEvent | EngineEvent | TimerFired
+
+
+class _Unhandled:
+    """A well-formed message the core has no use for (like h11's NEED_DATA: a named value)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNHANDLED"
+
+
+UNHANDLED = _Unhandled()

@@ -1,0 +1,39 @@
+"""What is kept of a call once it ends: transcript, timeline, outcome. Plain values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(slots=True)
+class TranscriptTurn:
+    speaker: str  # "caller" | "agent"
+    text: str
+    started_ms: int  # ms since the webhook arrived
+    ended_ms: int
+    interrupted: bool = False
+
+
+@dataclass(slots=True)
+class TimelineStage:
+    stage: str
+    ms: float  # ms since the webhook arrived
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class CallRecord:
+    call_sid: str
+    business_slug: str
+    direction: str  # "inbound" | "outbound"
+    from_number: str
+    to_number: str
+    status: str
+    outcome: str
+    started_at: datetime
+    ended_at: datetime | None
+    template_name: str | None = None
+    variables: dict[str, str] = field(default_factory=dict)
+    transcript: list[TranscriptTurn] = field(default_factory=list)
+    timeline: list[TimelineStage] = field(default_factory=list)

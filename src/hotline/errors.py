@@ -1,0 +1,45 @@
+"""Hotline's exceptions, one hierarchy, each naming which side broke what.
+
+HotlineError
+ ├── TwilioProtocolError    Twilio (or whatever claims to be it) sent something off-protocol
+ ├── EngineProtocolError    the realtime engine sent something off-protocol
+ ├── InvalidStreamToken     a media stream presented a missing, wrong or reused token
+ ├── CallPlanNotFound       no plan for this CallSid (expired, or never made here)
+ ├── UnknownNumber          a call to a number no business answers
+ ├── TemplateError          an outbound template is missing or lacks a variable
+ └── StoreUnavailable       the database could not be reached
+"""
+
+from __future__ import annotations
+
+
+class HotlineError(Exception):
+    """Base class of every error Hotline raises on purpose."""
+
+
+class TwilioProtocolError(HotlineError):
+    """A Media Streams or webhook message that breaks Twilio's protocol."""
+
+
+class EngineProtocolError(HotlineError):
+    """A realtime engine message that breaks the Realtime protocol."""
+
+
+class InvalidStreamToken(HotlineError):
+    """The stream's per-call token is missing, wrong or already used."""
+
+
+class CallPlanNotFound(HotlineError):
+    """No CallPlan is registered for this call."""
+
+
+class UnknownNumber(HotlineError):
+    """No business answers this phone number."""
+
+
+class TemplateError(HotlineError):
+    """An outbound template is unknown or a placeholder has no value."""
+
+
+class StoreUnavailable(HotlineError):
+    """The database is down or refused the write."""

@@ -1,0 +1,146 @@
+"""CallPlan: everything one call needs, built before its media stream opens.
+
+Built in the voice webhook (inbound) or when the call is placed (outbound), from the
+in-memory config cache; the media loop only reads it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from hotline.business import BusinessConfig
+from hotline.prompts import compact_prompt, full_prompt, render_greeting
+from hotline.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    call_sid: str
+    token: str
+    business_slug: str
+    business_name: str
+    direction: str  # "inbound" | "outbound"
+    from_number: str
+    to_number: str
+    language: str
+    voice: str
+    greeting: str
+    compact_instructions: str
+    full_instructions: str
+    bot_speaks_first: bool
+    warmup_ms: int
+    echo_cooldown_ms: int
+    vad_threshold: float
+    vad_silence_ms: int
+    vad_prefix_padding_ms: int
+    transcription_model: str
+    # Wall clock (epoch ms) when the webhook arrived: the zero of the call's timeline,
+    # shared across instances, unlike a monotonic clock.
+    webhook_received_epoch_ms: float
+    template_name: str | None = None
+    variables: dict[str, str] = field(default_factory=dict)
+    # Stages reached before the stream opened, (stage, ms since the webhook arrived).
+    early_stages: tuple[tuple[str, float], ...] = ()
+
+    def with_call(self, call_sid: str, from_number: str, to_number: str) -> CallPlan:
+        return replace(self, call_sid=call_sid, from_number=from_number, to_number=to_number)
+
+    def with_stage(self, stage: str, ms: float) -> CallPlan:
+        return replace(self, early_stages=(*self.early_stages, (stage, round(ms, 3))))
+
+    def restarted(self, webhook_received_epoch_ms: float) -> CallPlan:
+        """A prebuilt (outbound) plan whose timeline starts now, with a fresh token."""
+        return replace(self, webhook_received_epoch_ms=webhook_received_epoch_ms,
+                       early_stages=(), token=new_stream_token())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CallPlan:
+        data = dict(data)
+        data["early_stages"] = tuple(tuple(s) for s in data.get("early_stages", ()))
+        return cls(**data)
+
+
+def new_stream_token() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def _common(settings: Settings, business: BusinessConfig) -> dict[str, Any]:
+    return {
+        "business_slug": business.slug,
+        "business_name": business.name,
+        "language": business.language,
+        "voice": business.voice,
+        "warmup_ms": settings.warmup_ms,
+        "echo_cooldown_ms": settings.echo_cooldown_ms,
+        "vad_threshold": settings.vad_threshold,
+        "vad_silence_ms": settings.vad_silence_ms,
+        "vad_prefix_padding_ms": settings.vad_prefix_padding_ms,
+        "transcription_model": settings.openai_transcription_model,
+    }
+
+
+def build_inbound_plan(
+    settings: Settings,
+    business: BusinessConfig,
+    *,
+    call_sid: str,
+    from_number: str,
+    to_number: str,
+    webhook_received_epoch_ms: float,
+) -> CallPlan:
+    return CallPlan(
+        call_sid=call_sid,
+        token=new_stream_token(),
+        direction="inbound",
+        from_number=from_number,
+        to_number=to_number,
+        greeting=business.greeting,
+        compact_instructions=compact_prompt(business, business.greeting),
+        full_instructions=full_prompt(business),
+        bot_speaks_first=business.bot_speaks_first,
+        webhook_received_epoch_ms=webhook_received_epoch_ms,
+        **_common(settings, business),
+    )
+
+
+def build_outbound_plan(
+    settings: Settings,
+    business: BusinessConfig,
+    *,
+    template_name: str,
+    variables: dict[str, str],
+    from_number: str,
+    to_number: str,
+    created_epoch_ms: float,
+) -> CallPlan:
+    """Prebuilt when the call is placed; the answered webhook binds its CallSid."""
+    template = business.template(template_name)
+    greeting = render_greeting(template, variables)
+    extra = template.instructions.format_map(_Lenient(variables)) if template.instructions else ""
+    return CallPlan(
+        call_sid="",
+        token=new_stream_token(),
+        direction="outbound",
+        from_number=from_number,
+        to_number=to_number,
+        greeting=greeting,
+        compact_instructions=compact_prompt(business, greeting, extra),
+        full_instructions=full_prompt(business, extra),
+        bot_speaks_first=True,  # outbound: the callee said "hello?" already; we speak
+        webhook_received_epoch_ms=created_epoch_ms,
+        template_name=template.name,
+        variables=dict(variables),
+        **_common(settings, business),
+    )
+
+
+class _Lenient(dict[str, str]):
+    """format_map helper: unknown {names} in free-form instructions stay as written."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"

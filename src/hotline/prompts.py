@@ -1,0 +1,62 @@
+"""Build the two prompts of a call and its greeting text.
+
+The compact prompt is all the engine needs to say the greeting well (~800 chars): a short
+prompt keeps the engine's time to first audio low. The full prompt (~3200 chars and up)
+replaces it with `session.update` once the greeting is done.
+"""
+
+from __future__ import annotations
+
+import string
+
+from hotline.business import BusinessConfig, TemplateConfig
+from hotline.errors import TemplateError
+
+LANGUAGE_NAMES = {"he": "Hebrew", "en": "English", "ar": "Arabic", "ru": "Russian",
+                  "es": "Spanish", "fr": "French"}
+# The marker the greeting follows; the engine simulator looks for it too.
+GREETING_MARKER = "Open the call with exactly this greeting:"
+
+
+def language_name(code: str) -> str:
+    return LANGUAGE_NAMES.get(code, code)
+
+
+def render_greeting(template: TemplateConfig, variables: dict[str, str]) -> str:
+    """Fill a template's {placeholders}; a missing one is an error, not a blank."""
+    fields = {name for _, name, _, _ in string.Formatter().parse(template.greeting_template)
+              if name}
+    missing = sorted(fields - variables.keys())
+    if missing:
+        raise TemplateError(
+            f"template {template.name!r} needs {', '.join(missing)}; pass --var NAME=VALUE"
+        )
+    return template.greeting_template.format_map(variables)
+
+
+def compact_prompt(business: BusinessConfig, greeting: str, extra: str = "") -> str:
+    parts = [
+        business.role.strip(),
+        f"Tone: {business.tone.strip()}",
+        f"Always speak {language_name(business.language)}.",
+        business.greeting_rules.strip(),
+    ]
+    if extra:
+        parts.append(extra.strip())
+    parts.append(f'{GREETING_MARKER} "{greeting}"')
+    return "\n".join(p for p in parts if p)
+
+
+def full_prompt(business: BusinessConfig, extra: str = "") -> str:
+    parts = [
+        business.role.strip(),
+        f"Tone: {business.tone.strip()}",
+        f"Always speak {language_name(business.language)}.",
+        "The greeting has already been said; do not greet again.",
+        "# What you know\n" + business.knowledge.strip(),
+        "# Policies\n" + business.policies.strip(),
+        "# Frequent questions\n" + business.faq.strip(),
+    ]
+    if extra:
+        parts.append("# This call\n" + extra.strip())
+    return "\n\n".join(p for p in parts if p)

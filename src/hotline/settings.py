@@ -1,0 +1,66 @@
+"""Every knob of Hotline, one pydantic-settings class; each field is the env var HOTLINE_<NAME>."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REAL_TWILIO_API_URL = "https://api.twilio.com"
+REAL_OPENAI_REALTIME_URL = "wss://api.openai.com/v1"
+# Placeholder credentials: good enough for the simulators, refused by the real services.
+DEV_ACCOUNT_SID = "AC" + "0" * 32
+DEV_AUTH_TOKEN = "hotline-dev-auth-token"
+DEV_OPENAI_KEY = "sk-hotline-simulator"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HOTLINE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # Where Twilio reaches us: TwiML's wss://…/twilio/media and signature checks derive from it.
+    public_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    twilio_account_sid: str = DEV_ACCOUNT_SID
+    twilio_auth_token: SecretStr = SecretStr(DEV_AUTH_TOKEN)
+    twilio_api_url: str = REAL_TWILIO_API_URL
+    # Local development only; a disabled check is logged loudly at start-up.
+    twilio_validate_signatures: bool = True
+
+    openai_api_key: SecretStr = SecretStr(DEV_OPENAI_KEY)
+    openai_realtime_url: str = REAL_OPENAI_REALTIME_URL
+    openai_model: str = "gpt-realtime"
+    openai_transcription_model: str = "gpt-4o-mini-transcribe"
+
+    database_url: str = "sqlite+aiosqlite:///./hotline.db"
+    redis_url: str | None = None
+
+    # Call behaviour defaults (a business may not override these yet).
+    warmup_ms: int = Field(800, ge=0, description="caller-first: pickup noise dropped")
+    echo_cooldown_ms: int = Field(400, ge=0, description="after playback ends, no barge-in")
+    plan_ttl_s: int = Field(120, ge=5, description="how long a CallPlan waits for its stream")
+    vad_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    vad_silence_ms: int = Field(500, ge=100)
+    vad_prefix_padding_ms: int = Field(300, ge=0)
+    # How long the config cache trusts itself before reloading businesses from the store.
+    config_refresh_s: float = Field(30.0, gt=0)
+    log_level: str = "INFO"
+
+    @property
+    def media_stream_url(self) -> str:
+        """The wss:// URL Twilio opens for the media stream (no query string: Twilio forbids it)."""
+        base = self.public_url.rstrip("/")
+        if base.startswith("https://"):
+            base = "wss://" + base[len("https://") :]
+        elif base.startswith("http://"):
+            base = "ws://" + base[len("http://") :]
+        return base + "/twilio/media"
+
+    def public(self, path: str) -> str:
+        return self.public_url.rstrip("/") + path
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]
