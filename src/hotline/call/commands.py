@@ -61,7 +61,9 @@ class AddUserText:
     text: str
 
 
-EngineMessage = AppendAudio | CreateResponse | UpdateInstructions | Truncate | CancelResponse | AddUserText
+EngineMessage = (
+    AppendAudio | CreateResponse | UpdateInstructions | Truncate | CancelResponse | AddUserText
+)
 
 
 # -- to the runner ----------------------------------------------------------------------
