@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     openai_model: str = "gpt-realtime"
     openai_transcription_model: str = "gpt-4o-mini-transcribe"
 
+    # Bearer token for /api/*; unset leaves the API open (fine on localhost only).
+    api_token: SecretStr | None = None
+
     database_url: str = "sqlite+aiosqlite:///./hotline.db"
     redis_url: str | None = None
 
@@ -46,6 +49,8 @@ class Settings(BaseSettings):
     vad_prefix_padding_ms: int = Field(300, ge=0)
     # How long the config cache trusts itself before reloading businesses from the store.
     config_refresh_s: float = Field(30.0, gt=0)
+    # Call records the store could not take at shutdown wait here for the next start.
+    spool_path: str = "./hotline-spool.jsonl"
     log_level: str = "INFO"
 
     @property

@@ -53,8 +53,10 @@ def parse_twilio(text: str | bytes) -> TwilioEvent | _Unhandled:
         raise TwilioProtocolError(f"not JSON: {exc}") from None
     if not isinstance(message, dict):
         raise TwilioProtocolError("message is not a JSON object")
+    event = message.get("event")
+    if not isinstance(event, str):
+        raise TwilioProtocolError("'event' is missing or not a string")
     try:
-        event = message["event"]
         if event == "media":
             media = _obj(message, "media")
             payload = _str(media, "payload")
@@ -88,8 +90,6 @@ def parse_twilio(text: str | bytes) -> TwilioEvent | _Unhandled:
                                    str(message.get("version", "")))
     except KeyError as exc:
         raise TwilioProtocolError(f"{event!r} message lacks {exc.args[0]!r}") from None
-    if not isinstance(event, str):
-        raise TwilioProtocolError("'event' must be a string")
     return UNHANDLED
 
 

@@ -1,0 +1,76 @@
+"""create_app(): the FastAPI application, its routers and its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+
+from hotline import __version__
+from hotline.admin.api import router as api_router
+from hotline.call.recorder import CallRecorder
+from hotline.config_cache import ConfigCache
+from hotline.engine.openai_realtime import RealtimeEngine
+from hotline.registry import create_registry
+from hotline.services import Services
+from hotline.settings import Settings, load_settings
+from hotline.store.database import Store
+from hotline.telephony.media_stream import router as media_router
+from hotline.telephony.outbound import OutboundDialer
+from hotline.telephony.signature import SignatureChecker
+from hotline.telephony.webhooks import router as webhook_router
+
+log = logging.getLogger("hotline")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = Store(settings.database_url)
+        await store.upgrade()
+        config = ConfigCache(store, settings.config_refresh_s)
+        await config.load()
+        registry = create_registry(settings.redis_url)
+        recorder = CallRecorder(store, spool_path=Path(settings.spool_path))
+        await recorder.start()
+        engine = RealtimeEngine(settings)
+        dialer = OutboundDialer(settings, registry, config)
+        services = Services(
+            settings=settings, store=store, config=config, registry=registry,
+            recorder=recorder, engine=engine, dialer=dialer,
+            signatures=SignatureChecker(settings.twilio_auth_token.get_secret_value(),
+                                        settings.public_url),
+        )
+        app.state.services = services
+        if not settings.twilio_validate_signatures:
+            log.warning("X-Twilio-Signature checks are OFF (HOTLINE_TWILIO_VALIDATE_SIGNATURES"
+                        "=false): anyone can post webhooks. Local development only.")
+        config.start()
+        log.info("hotline %s ready: public URL %s, store %s, registry %s", __version__,
+                 settings.public_url, store.url, "redis" if settings.redis_url else "in-process")
+        try:
+            yield
+        finally:
+            await config.stop()
+            await recorder.stop()
+            await dialer.close()
+            await engine.close()
+            await registry.close()
+            await store.close()
+
+    app = FastAPI(title="Hotline", version=__version__, lifespan=lifespan)
+    app.include_router(webhook_router)
+    app.include_router(media_router)
+    app.include_router(api_router)
+
+    @app.get("/healthz", response_class=PlainTextResponse)
+    async def healthz() -> str:
+        return "ok"
+
+    return app

@@ -1,0 +1,251 @@
+"""The thin runner of one call: owns the two sockets, the clock and the timers.
+
+Two pumps (Twilio -> core, engine -> core) each do `parse -> session.handle -> execute`.
+`handle()` never awaits, so the pumps cannot interleave inside a state change. No
+database, no blocking call and no sleep happens here; records leave through the recorder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from websockets.exceptions import ConnectionClosed
+
+from hotline.call.commands import (
+    CancelTimer,
+    Command,
+    EndCall,
+    Record,
+    SendToEngine,
+    SendToTwilio,
+    StartTimer,
+)
+from hotline.call.events import (
+    UNHANDLED,
+    CallEvent,
+    EngineClosed,
+    TimerFired,
+    TimerName,
+    TwilioClosed,
+    TwilioStart,
+)
+from hotline.call.record import CallRecord, TimelineStage, TranscriptTurn
+from hotline.call.session import CallSession, Outcome
+from hotline.engine.openai_realtime import EngineConnection
+from hotline.engine.realtime_codec import parse_engine, render_engine
+from hotline.errors import EngineProtocolError, TwilioProtocolError
+from hotline.logs import CallLog
+from hotline.plan import CallPlan
+from hotline.telephony.media_codec import parse_twilio, render_twilio
+
+EngineOpener = Callable[[CallPlan], Awaitable[EngineConnection]]
+
+
+class ASGIWebSocket(Protocol):
+    """The raw ASGI side of Starlette's WebSocket: cheaper than its helpers per frame."""
+
+    async def receive(self) -> Any: ...
+    async def send(self, message: Any) -> None: ...
+
+
+class CallClock:
+    """ms since the webhook arrived: wall clock once (shared across instances), then
+    monotonic (immune to clock steps during the call)."""
+
+    def __init__(self, zero_epoch_ms: float) -> None:
+        self._mono0 = time.monotonic()
+        self._offset_ms = time.time() * 1000 - zero_epoch_ms
+
+    def now_ms(self) -> float:
+        return self._offset_ms + (time.monotonic() - self._mono0) * 1000
+
+
+class CallRunner:
+    def __init__(self, plan: CallPlan, twilio: ASGIWebSocket, open_engine: EngineOpener,
+                 log: CallLog, clock: CallClock) -> None:
+        self.plan = plan
+        self.session = CallSession(plan)
+        self.timeline = [TimelineStage(stage, ms) for stage, ms in plan.early_stages]
+        self.transcript: list[TranscriptTurn] = []
+        self._twilio = twilio
+        self._open_engine = open_engine
+        self._engine: EngineConnection | None = None
+        self._engine_ready = asyncio.Event()
+        self._log = log
+        self._clock = clock
+        self._ended = asyncio.Event()
+        self._timers: dict[TimerName, asyncio.TimerHandle] = {}
+        self._twilio_open = True
+        self._stream_sid = ""
+        self.failure: str | None = None
+
+    async def run(self, start: TwilioStart, started_at: datetime) -> CallRecord:
+        self._stream_sid = start.stream_sid
+        await self._dispatch(start)
+        twilio_pump = asyncio.create_task(self._pump_twilio(), name="twilio-pump")
+        engine_pump = asyncio.create_task(self._connect_and_pump_engine(), name="engine-pump")
+        ended = asyncio.create_task(self._ended.wait())
+        try:
+            await asyncio.wait({twilio_pump, engine_pump, ended},
+                               return_when=asyncio.FIRST_COMPLETED)
+            for task in (twilio_pump, engine_pump):
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    exc = task.exception()
+                    self._log.error("call failed in %s", task.get_name(), exc_info=exc)
+                    self.failure = f"{task.get_name()}: {exc!r}"
+                    self._record(TimelineStage("call_failed", self._clock.now_ms(),
+                                               self.failure[:300]))
+        finally:
+            for task in (twilio_pump, engine_pump, ended):
+                task.cancel()
+            await asyncio.gather(twilio_pump, engine_pump, ended, return_exceptions=True)
+            for handle in self._timers.values():
+                handle.cancel()
+            await self._close_sockets()
+        outcome = self.session.outcome or (Outcome.FAILED if self.failure else Outcome.COMPLETED)
+        if self.session.outcome is None:
+            for command in self.session.handle(TwilioClosed(), self._clock.now_ms()):
+                if isinstance(command, Record):
+                    self._record(command.item)
+        return CallRecord(
+            call_sid=self.plan.call_sid,
+            business_slug=self.plan.business_slug,
+            direction=self.plan.direction,
+            from_number=self.plan.from_number,
+            to_number=self.plan.to_number,
+            status="completed",
+            outcome=outcome,
+            started_at=started_at,
+            ended_at=datetime.now(UTC),
+            template_name=self.plan.template_name,
+            variables=dict(self.plan.variables),
+            transcript=self.transcript,
+            timeline=self.timeline,
+        )
+
+    # -- pumps ------------------------------------------------------------------------------
+    async def _pump_twilio(self) -> None:
+        receive = self._twilio.receive
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                self._twilio_open = False
+                await self._dispatch(TwilioClosed())
+                return
+            text = message.get("text")
+            if text is None:
+                self._log.warning("binary frame from Twilio ignored (protocol is JSON text)")
+                continue
+            try:
+                event = parse_twilio(text)
+            except TwilioProtocolError as exc:
+                self.session.stats.protocol_errors += 1
+                self._log.warning("malformed Twilio message ignored: %s", exc)
+                continue
+            if event is not UNHANDLED:
+                await self._dispatch(event)  # type: ignore[arg-type]
+
+    async def _connect_and_pump_engine(self) -> None:
+        try:
+            self._engine = await self._open_engine(self.plan)
+        except Exception as exc:
+            # Any failure to reach the engine ends this call, not the server.
+            self._log.error("engine connection failed: %r", exc)
+            self.failure = f"engine connection failed: {exc!r}"
+            self._record(TimelineStage("engine_failed", self._clock.now_ms(), repr(exc)[:300]))
+            self._engine_ready.set()  # releases senders waiting for it; they drop their data
+            await self._dispatch(EngineClosed())
+            return
+        self._record(TimelineStage("engine_connected", self._clock.now_ms()))
+        self._engine_ready.set()
+        recv = self._engine.recv_bytes
+        while True:
+            try:
+                data = await recv()
+            except ConnectionClosed as exc:
+                self._log.info("engine socket closed (%s)", exc.rcvd)
+                await self._dispatch(EngineClosed())
+                return
+            try:
+                event = parse_engine(data)
+            except EngineProtocolError as exc:
+                self._log.warning("malformed engine event ignored: %s", exc)
+                continue
+            if event is not UNHANDLED:
+                await self._dispatch(event)  # type: ignore[arg-type]
+
+    # -- the core and its commands ----------------------------------------------------------
+    async def _dispatch(self, event: CallEvent) -> None:
+        await self._execute(self.session.handle(event, self._clock.now_ms()))
+
+    async def _execute(self, commands: list[Command]) -> None:
+        for command in commands:
+            if isinstance(command, SendToTwilio):
+                await self._send_twilio(render_twilio(self._stream_sid, command.message))
+            elif isinstance(command, SendToEngine):
+                await self._send_engine(render_engine(command.message))
+            elif isinstance(command, Record):
+                self._record(command.item)
+            elif isinstance(command, StartTimer):
+                self._start_timer(command.timer, command.delay_ms)
+            elif isinstance(command, CancelTimer):
+                handle = self._timers.pop(command.timer, None)
+                if handle is not None:
+                    handle.cancel()
+            elif isinstance(command, EndCall):
+                self._log.info("call ending: %s", command.reason)
+                self._ended.set()
+
+    async def _send_twilio(self, text: str) -> None:
+        if not self._twilio_open:
+            return
+        try:
+            await self._twilio.send({"type": "websocket.send", "text": text})
+        except (OSError, RuntimeError, ConnectionClosed) as exc:
+            # Starlette/uvicorn raise these when the peer has gone: the call is over.
+            self._twilio_open = False
+            self._log.info("Twilio socket gone while sending: %r", exc)
+            await self._dispatch(TwilioClosed())
+
+    async def _send_engine(self, text: str) -> None:
+        if not self._engine_ready.is_set():
+            await self._engine_ready.wait()  # the cold path: the engine is still connecting
+        if self._engine is None:
+            return  # it never connected; the call is ending
+        try:
+            await self._engine.send_raw(text)
+        except ConnectionClosed:
+            await self._dispatch(EngineClosed())
+
+    def _start_timer(self, timer: TimerName, delay_ms: int) -> None:
+        old = self._timers.pop(timer, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[timer] = loop.call_later(
+            delay_ms / 1000, lambda: loop.create_task(self._dispatch(TimerFired(timer))))
+
+    def _record(self, item: TimelineStage | TranscriptTurn) -> None:
+        if isinstance(item, TimelineStage):
+            self.timeline.append(item)
+            self._log.info("stage %-24s %8.1f ms %s", item.stage, item.ms, item.detail)
+        else:
+            self.transcript.append(item)
+            self._log.info("%s: %s", item.speaker, item.text)
+
+    async def _close_sockets(self) -> None:
+        if self._engine is not None:
+            try:
+                await self._engine.close()
+            except (OSError, ConnectionClosed) as exc:
+                self._log.debug("engine close: %r", exc)
+        if self._twilio_open:
+            self._twilio_open = False
+            try:
+                await self._twilio.send({"type": "websocket.close", "code": 1000, "reason": ""})
+            except (OSError, RuntimeError) as exc:
+                self._log.debug("Twilio close: %r", exc)

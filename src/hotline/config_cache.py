@@ -1,0 +1,73 @@
+"""Businesses in memory, so the voice webhook never waits for a database query.
+
+Loaded at start-up; a background task asks the store for its config version (one cheap
+query) every few seconds and reloads only when something changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from hotline.business import BusinessConfig
+from hotline.errors import HotlineError
+
+log = logging.getLogger("hotline.config")
+
+
+class BusinessSource(Protocol):
+    async def list_businesses(self) -> list[BusinessConfig]: ...
+    async def config_version(self) -> str: ...
+
+
+class ConfigCache:
+    def __init__(self, source: BusinessSource, refresh_s: float) -> None:
+        self._source = source
+        self._refresh_s = refresh_s
+        self._by_slug: dict[str, BusinessConfig] = {}
+        self._by_number: dict[str, BusinessConfig] = {}
+        self._version: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def load(self) -> None:
+        version = await self._source.config_version()
+        businesses = await self._source.list_businesses()
+        self._by_slug = {b.slug: b for b in businesses}
+        self._by_number = {n: b for b in businesses for n in b.phone_numbers}
+        self._version = version
+        log.info("config loaded: %d businesses, %d numbers", len(self._by_slug),
+                 len(self._by_number))
+
+    async def refresh(self) -> bool:
+        """Reload if the store changed; True if it did."""
+        if await self._source.config_version() == self._version:
+            return False
+        await self.load()
+        return True
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._poll(), name="config-cache-refresh")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_s)
+            try:
+                await self.refresh()
+            except HotlineError as exc:
+                log.warning("config refresh failed, keeping the cached config: %s", exc)
+
+    def business_for_number(self, number: str) -> BusinessConfig | None:
+        return self._by_number.get(number)
+
+    def business(self, slug: str) -> BusinessConfig | None:
+        return self._by_slug.get(slug)
+
+    def businesses(self) -> list[BusinessConfig]:
+        return list(self._by_slug.values())

@@ -1,0 +1,66 @@
+"""In-process registry: a dict with expiries. The default for a single instance."""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from hotline.errors import CallPlanNotFound, InvalidStreamToken
+from hotline.plan import CallPlan
+
+CLAIMED_MEMORY_S = 600.0  # how long a used token is remembered, to name reuse as such
+
+
+class MemoryCallRegistry:
+    def __init__(self) -> None:
+        self._plans: dict[str, tuple[float, CallPlan]] = {}
+        self._pending: dict[str, tuple[float, CallPlan]] = {}
+        self._claimed: dict[str, float] = {}
+
+    def _sweep(self, now: float) -> None:
+        for table in (self._plans, self._pending):
+            for key in [k for k, (expiry, _) in table.items() if expiry <= now]:
+                del table[key]
+        for key in [k for k, expiry in self._claimed.items() if expiry <= now]:
+            del self._claimed[key]
+
+    async def put(self, plan: CallPlan, ttl_s: float) -> None:
+        now = time.monotonic()
+        if len(self._plans) % 64 == 0:
+            self._sweep(now)
+        self._plans[plan.call_sid] = (now + ttl_s, plan)
+
+    async def claim(self, call_sid: str, token: str) -> CallPlan:
+        now = time.monotonic()
+        entry = self._plans.get(call_sid)
+        if entry is None or entry[0] <= now:
+            self._plans.pop(call_sid, None)
+            if call_sid in self._claimed:
+                raise InvalidStreamToken(f"stream token for {call_sid} was already used")
+            raise CallPlanNotFound(f"no call plan for {call_sid} (expired or unknown)")
+        plan = entry[1]
+        if not hmac.compare_digest(plan.token.encode(), token.encode()):
+            raise InvalidStreamToken(f"wrong stream token for {call_sid}")
+        del self._plans[call_sid]
+        self._claimed[call_sid] = now + CLAIMED_MEMORY_S
+        return plan
+
+    async def discard(self, call_sid: str) -> None:
+        self._plans.pop(call_sid, None)
+
+    async def put_pending(self, pending_id: str, plan: CallPlan, ttl_s: float) -> None:
+        self._pending[pending_id] = (time.monotonic() + ttl_s, plan)
+
+    async def take_pending(self, pending_id: str) -> CallPlan | None:
+        entry = self._pending.pop(pending_id, None)
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        return entry[1]
+
+    async def count(self) -> int:
+        self._sweep(time.monotonic())
+        return len(self._plans) + len(self._pending)
+
+    async def close(self) -> None:
+        self._plans.clear()
+        self._pending.clear()

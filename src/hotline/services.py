@@ -1,0 +1,31 @@
+"""Everything one running Hotline holds, built by the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from hotline.call.recorder import CallRecorder
+from hotline.config_cache import ConfigCache
+from hotline.engine.openai_realtime import RealtimeEngine
+from hotline.registry import CallRegistry
+from hotline.settings import Settings
+from hotline.telephony.signature import SignatureChecker
+
+if TYPE_CHECKING:
+    from hotline.call.runner import CallRunner
+    from hotline.store.database import Store
+    from hotline.telephony.outbound import OutboundDialer
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    config: ConfigCache
+    registry: CallRegistry
+    recorder: CallRecorder
+    engine: RealtimeEngine
+    dialer: OutboundDialer
+    signatures: SignatureChecker
+    active_calls: dict[str, CallRunner] = field(default_factory=dict)

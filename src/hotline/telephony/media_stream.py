@@ -1,0 +1,81 @@
+"""WS /twilio/media: wait for `start`, claim the plan with its token, run the call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, WebSocket
+
+from hotline.call.events import UNHANDLED, TwilioStart
+from hotline.call.runner import CallClock, CallRunner
+from hotline.errors import CallPlanNotFound, InvalidStreamToken, TwilioProtocolError
+from hotline.logs import call_log
+from hotline.services import Services
+from hotline.telephony.media_codec import parse_twilio
+
+log = logging.getLogger("hotline.media")
+router = APIRouter()
+
+START_TIMEOUT_S = 10.0
+WS_POLICY_VIOLATION = 1008
+
+
+async def _wait_for_start(websocket: WebSocket) -> TwilioStart | None:
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return None
+        text = message.get("text")
+        if text is None:
+            continue
+        try:
+            event = parse_twilio(text)
+        except TwilioProtocolError as exc:
+            log.warning("malformed message before start ignored: %s", exc)
+            continue
+        if isinstance(event, TwilioStart):
+            return event
+        if event is not UNHANDLED:
+            log.debug("%s before start ignored", type(event).__name__)
+
+
+@router.websocket("/twilio/media")
+async def media_stream(websocket: WebSocket) -> None:
+    services: Services = websocket.app.state.services
+    signature = websocket.headers.get("x-twilio-signature")
+    if (services.settings.twilio_validate_signatures and signature is not None
+            and not services.signatures.valid_stream_upgrade(
+                services.settings.media_stream_url, signature)):
+        log.warning("media stream refused: bad X-Twilio-Signature on the upgrade")
+        await websocket.close(code=WS_POLICY_VIOLATION)
+        return
+    await websocket.accept()
+    try:
+        async with asyncio.timeout(START_TIMEOUT_S):
+            start = await _wait_for_start(websocket)
+    except TimeoutError:
+        log.warning("media stream closed: no start within %.0f s", START_TIMEOUT_S)
+        await websocket.close(code=WS_POLICY_VIOLATION)
+        return
+    if start is None:
+        return
+    started_at = datetime.now(UTC)
+    try:
+        plan = await services.registry.claim(start.call_sid, start.parameters.get("token", ""))
+    except (InvalidStreamToken, CallPlanNotFound) as exc:
+        log.warning("media stream for %s refused: %s", start.call_sid, exc)
+        await websocket.close(code=WS_POLICY_VIOLATION)
+        return
+    log_for_call = call_log(plan.call_sid)
+    runner = CallRunner(plan, websocket, services.engine.open_session, log_for_call,
+                        CallClock(plan.webhook_received_epoch_ms))
+    services.active_calls[plan.call_sid] = runner
+    try:
+        record = await runner.run(start, started_at)
+    finally:
+        services.active_calls.pop(plan.call_sid, None)
+    services.recorder.submit(record)
+    log_for_call.info("call %s ended: %s, %d turns", plan.call_sid, record.outcome,
+                  len(record.transcript))

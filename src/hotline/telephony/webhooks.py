@@ -1,0 +1,120 @@
+"""Twilio's HTTP side: the voice webhook (inbound and answered outbound calls) and status
+callbacks. The voice webhook answers from memory: config cache + registry, no database."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+from fastapi import APIRouter, Request, Response
+
+from hotline.call.recorder import CallStatusUpdate
+from hotline.plan import build_inbound_plan
+from hotline.services import Services
+from hotline.telephony.twiml import UNKNOWN_NUMBER_MESSAGE, connect_stream, say_and_hang_up
+
+log = logging.getLogger("hotline.webhooks")
+router = APIRouter(prefix="/twilio")
+
+FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+
+
+def _xml(body: str) -> Response:
+    return Response(content=body, media_type="application/xml")
+
+
+async def _signed_form(request: Request, services: Services) -> dict[str, str] | None:
+    """The form fields, or None when the signature does not match (the caller answers 403)."""
+    form = await request.form()
+    params = {key: str(value) for key, value in form.multi_items()}
+    if not services.settings.twilio_validate_signatures:
+        return params
+    signature = request.headers.get("X-Twilio-Signature")
+    if services.signatures.valid_form(request.url.path, request.url.query, params, signature):
+        return params
+    log.warning("rejected %s: %s X-Twilio-Signature (CallSid %s)", request.url.path,
+                "bad" if signature else "missing", params.get("CallSid", "?"))
+    return None
+
+
+@router.post("/voice")
+async def voice(request: Request) -> Response:
+    received_epoch_ms = time.time() * 1000
+    t0 = time.perf_counter()
+    services: Services = request.app.state.services
+    params = await _signed_form(request, services)
+    if params is None:
+        return Response("invalid signature", status_code=403)
+    call_sid = params.get("CallSid", "")
+    from_number, to_number = params.get("From", ""), params.get("To", "")
+    if not call_sid:
+        return Response("CallSid is required", status_code=400)
+    pending_id = request.query_params.get("outbound")
+    if pending_id:
+        plan = await services.registry.take_pending(pending_id)
+        if plan is None:
+            log.warning("outbound call %s: its plan expired or is unknown", call_sid)
+            return _xml(say_and_hang_up("Sorry, we can't continue this call. Goodbye."))
+        # Outbound: From is our number and To the callee, as Twilio reports them.
+        plan = plan.with_call(call_sid, from_number, to_number).restarted(received_epoch_ms)
+    else:
+        business = services.config.business_for_number(to_number)
+        if business is None:
+            log.warning("call %s to unknown number %s from %s: declined politely",
+                        call_sid, to_number, from_number)
+            return _xml(say_and_hang_up(UNKNOWN_NUMBER_MESSAGE))
+        plan = build_inbound_plan(services.settings, business, call_sid=call_sid,
+                                  from_number=from_number, to_number=to_number,
+                                  webhook_received_epoch_ms=received_epoch_ms)
+    plan = plan.with_stage("webhook_received", 0.0).with_stage(
+        "plan_ready", (time.perf_counter() - t0) * 1000)
+    twiml = connect_stream(services.settings.media_stream_url,
+                           {"token": plan.token, "business": plan.business_slug})
+    plan = plan.with_stage("twiml_sent", (time.perf_counter() - t0) * 1000)
+    await services.registry.put(plan, services.settings.plan_ttl_s)
+    log.info("call %s %s %s -> %s: plan ready for %s (compact %d chars, full %d chars)",
+             call_sid, plan.direction, from_number, to_number, plan.business_slug,
+             len(plan.compact_instructions), len(plan.full_instructions))
+    return _xml(twiml)
+
+
+@router.post("/status")
+async def status(request: Request) -> Response:
+    services: Services = request.app.state.services
+    params = await _signed_form(request, services)
+    if params is None:
+        return Response("invalid signature", status_code=403)
+    call_sid, call_status = params.get("CallSid", ""), params.get("CallStatus", "")
+    if not call_sid or not call_status:
+        return Response("CallSid and CallStatus are required", status_code=400)
+    services.recorder.submit(CallStatusUpdate(
+        call_sid=call_sid,
+        status=call_status,
+        at=_timestamp(params.get("Timestamp")),
+        sequence=_int(params.get("SequenceNumber")),
+        duration_s=_int(params.get("CallDuration")),
+    ))
+    if call_status in FINAL_STATUSES:
+        # A plan whose stream never opened must not outlive its call.
+        await services.registry.discard(call_sid)
+        await services.dialer.forget(call_sid)
+    log.info("status %s: %s", call_sid, call_status)
+    return Response(status_code=204)
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _timestamp(value: str | None) -> datetime:
+    if value:
+        try:
+            return parsedate_to_datetime(value).astimezone(UTC)
+        except (TypeError, ValueError):
+            pass
+    return datetime.now(UTC)

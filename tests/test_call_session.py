@@ -1,0 +1,330 @@
+"""The pure call core, event by event, with chosen clocks: no sockets, no sleeps."""
+
+from __future__ import annotations
+
+import base64
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hotline.call.commands import (
+    AppendAudio,
+    Command,
+    CreateResponse,
+    EndCall,
+    Record,
+    SendToEngine,
+    SendToTwilio,
+    Truncate,
+    TwilioClear,
+    TwilioMarkOut,
+    TwilioMediaOut,
+    UpdateInstructions,
+)
+from hotline.call.events import (
+    CallEvent,
+    EngineAgentTranscript,
+    EngineAudioDelta,
+    EngineCallerTranscript,
+    EngineClosed,
+    EngineResponseCreated,
+    EngineResponseDone,
+    EngineSessionUpdated,
+    EngineSpeechStarted,
+    EngineSpeechStopped,
+    TwilioDtmf,
+    TwilioMark,
+    TwilioMedia,
+    TwilioStart,
+    TwilioStop,
+)
+from hotline.call.record import TimelineStage, TranscriptTurn
+from hotline.call.session import CallPhase, CallSession
+from tests.factories import make_plan
+
+START = TwilioStart("MZ" + "a" * 32, "CA" + "1" * 32, "AC" + "0" * 32, {"token": "t"})
+
+
+def audio_b64(ms: int) -> str:
+    return base64.b64encode(bytes([0x7F]) * (ms * 8)).decode()
+
+
+def engine_sent(cmds: list[Command]) -> list[object]:
+    return [c.message for c in cmds if isinstance(c, SendToEngine)]
+
+
+def twilio_sent(cmds: list[Command]) -> list[object]:
+    return [c.message for c in cmds if isinstance(c, SendToTwilio)]
+
+
+def stages(cmds: list[Command]) -> list[str]:
+    return [c.item.stage for c in cmds if isinstance(c, Record)
+            and isinstance(c.item, TimelineStage)]
+
+
+def turns(cmds: list[Command]) -> list[TranscriptTurn]:
+    return [c.item for c in cmds if isinstance(c, Record) and isinstance(c.item, TranscriptTurn)]
+
+
+def marks(cmds: list[Command]) -> list[str]:
+    return [m.name for m in twilio_sent(cmds) if isinstance(m, TwilioMarkOut)]
+
+
+class Call:
+    """A session plus a log of every command, for scenario tests."""
+
+    def __init__(self, **plan_overrides: object) -> None:
+        self.session = CallSession(make_plan(**plan_overrides))
+        self.log: list[Command] = []
+
+    def __call__(self, event: CallEvent, now_ms: float) -> list[Command]:
+        cmds = self.session.handle(event, now_ms)
+        self.log += cmds
+        return cmds
+
+    def speak(self, response_id: str, item_id: str, chunks_ms: list[int], at_ms: float,
+              ) -> list[str]:
+        self(EngineResponseCreated(response_id), at_ms)
+        names: list[str] = []
+        for ms in chunks_ms:
+            names += marks(self(EngineAudioDelta(response_id, item_id, audio_b64(ms)), at_ms))
+        return names
+
+
+class TestGreeting:
+    def test_bot_first_requests_the_greeting_at_start(self) -> None:
+        call = Call()
+        cmds = call(START, 1000)
+        assert engine_sent(cmds) == [CreateResponse()]
+        assert stages(cmds) == ["stream_start", "greeting_requested"]
+        assert call.session.phase is CallPhase.GREETING
+
+    def test_greeting_is_requested_once(self) -> None:
+        call = Call()
+        call(START, 1000)
+        assert engine_sent(call(START, 1001)) == []
+
+    def test_caller_first_waits_and_drops_pickup_noise(self) -> None:
+        call = Call(bot_speaks_first=False, warmup_ms=800)
+        assert engine_sent(call(START, 1000)) == []
+        assert call.session.phase is CallPhase.LISTENING
+        assert engine_sent(call(TwilioMedia("AAAA", 20), 1500)) == []
+        payload = audio_b64(20)
+        sent = engine_sent(call(TwilioMedia(payload, 820), 1800))
+        assert sent == [AppendAudio(payload)]
+        assert sent[0].audio_b64 is payload  # passed through, not re-encoded
+        assert call.session.stats.media_dropped_warmup == 1
+
+    def test_bot_first_forwards_caller_audio_at_once(self) -> None:
+        call = Call()
+        call(START, 1000)
+        assert engine_sent(call(TwilioMedia("AAAA", 0), 1001)) == [AppendAudio("AAAA")]
+
+    def test_engine_audio_goes_to_twilio_untouched_with_a_mark(self) -> None:
+        call = Call()
+        call(START, 1000)
+        delta = audio_b64(100)
+        cmds = call(EngineAudioDelta("r1", "i1", delta), 1300)
+        sent = twilio_sent(cmds)
+        assert sent[0] == TwilioMediaOut(delta) and sent[0].payload_b64 is delta
+        assert isinstance(sent[1], TwilioMarkOut)
+        assert stages(cmds) == ["first_audio_from_engine", "first_audio_to_caller"]
+        assert stages(call(EngineAudioDelta("r1", "i1", delta), 1400)) == []
+
+
+class TestPromptUpgrade:
+    def test_full_prompt_after_the_greeting_is_done_and_only_then(self) -> None:
+        call = Call()
+        call(START, 1000)
+        call.speak("r1", "i1", [100, 100], 1200)
+        assert not any(isinstance(m, UpdateInstructions) for m in engine_sent(call.log))
+        cmds = call(EngineResponseDone("r1", "completed"), 1300)
+        assert engine_sent(cmds) == [UpdateInstructions(call.session.plan.full_instructions)]
+        assert stages(cmds) == ["greeting_done", "prompt_upgraded"]
+        assert call.session.phase is CallPhase.CONVERSING
+        call.speak("r2", "i2", [100], 3000)
+        assert engine_sent(call(EngineResponseDone("r2", "completed"), 3100)) == []
+
+    def test_upgrade_also_follows_an_interrupted_greeting(self) -> None:
+        call = Call()
+        call(START, 0)
+        call.speak("r1", "i1", [100], 10)
+        call(EngineSpeechStarted(0, "u1"), 50)
+        cmds = call(EngineResponseDone("r1", "cancelled", "turn_detected"), 60)
+        assert any(isinstance(m, UpdateInstructions) for m in engine_sent(cmds))
+
+    def test_caller_first_upgrades_after_the_first_reply(self) -> None:
+        call = Call(bot_speaks_first=False)
+        call(START, 0)
+        call.speak("r1", "i1", [100], 2000)
+        cmds = call(EngineResponseDone("r1", "completed"), 2100)
+        assert stages(cmds) == ["prompt_upgraded"]
+
+
+class TestBargeIn:
+    def test_clear_and_truncate_at_the_heard_position(self) -> None:
+        call = Call()
+        call(START, 0)
+        names = call.speak("r1", "i1", [100, 100, 100], 0)
+        call(TwilioMark(names[0]), 100)
+        call(TwilioMark(names[1]), 200)
+        cmds = call(EngineSpeechStarted(1000, "u1"), 250)
+        assert twilio_sent(cmds) == [TwilioClear()]
+        assert engine_sent(cmds) == [Truncate("i1", 250)]
+
+    def test_heard_position_never_passes_an_unechoed_mark(self) -> None:
+        call = Call()
+        call(START, 0)
+        names = call.speak("r1", "i1", [100, 100, 100], 0)
+        call(TwilioMark(names[0]), 100)
+        # Much later, but the second mark never came back: at most 200 ms were heard.
+        cmds = call(EngineSpeechStarted(1000, "u1"), 900)
+        assert engine_sent(cmds) == [Truncate("i1", 200)]
+
+    def test_nothing_heard_means_clear_without_truncate(self) -> None:
+        call = Call()
+        call(START, 0)
+        call.speak("r1", "i1", [100], 0)
+        cmds = call(EngineSpeechStarted(0, "u1"), 0)
+        assert twilio_sent(cmds) == [TwilioClear()]
+        assert engine_sent(cmds) == []
+
+    def test_flushed_marks_are_not_playback(self) -> None:
+        call = Call()
+        call(START, 0)
+        names = call.speak("r1", "i1", [100, 100], 0)
+        call(EngineSpeechStarted(0, "u1"), 50)
+        for name in names:  # Twilio returns every pending mark after a clear
+            assert call(TwilioMark(name), 51) == []
+        # Late deltas of the cancelled reply are not played.
+        assert twilio_sent(call(EngineAudioDelta("r1", "i1", audio_b64(100)), 60)) == []
+        assert call.session.stats.deltas_dropped == 1
+
+    def test_second_item_is_timed_from_when_the_first_finished(self) -> None:
+        call = Call()
+        call(START, 0)
+        first = call.speak("r1", "i1", [200], 0)
+        call(EngineResponseDone("r1", "completed"), 10)
+        second = call.speak("r2", "i2", [300], 100)  # queued behind the first
+        call(TwilioMark(first[0]), 200)  # first finished: second starts playing now
+        cmds = call(EngineSpeechStarted(0, "u1"), 320)
+        assert engine_sent(cmds) == [Truncate("i2", 120)]
+        assert second
+
+    def test_echo_cooldown_ignores_speech_right_after_the_agent(self) -> None:
+        call = Call(echo_cooldown_ms=400)
+        call(START, 0)
+        names = call.speak("r1", "i1", [100], 0)
+        call(EngineResponseDone("r1", "completed"), 20)
+        call(TwilioMark(names[0]), 100)  # played out: cooldown until 500
+        call.speak("r2", "i2", [100], 300)  # a quick next reply
+        cmds = call(EngineSpeechStarted(0, "u1"), 350)  # the echo of the first reply
+        assert twilio_sent(cmds) == [] and engine_sent(cmds) == []
+        assert call.session.stats.barge_ins_ignored_cooldown == 1
+        cmds = call(EngineSpeechStarted(0, "u2"), 600)  # past the cooldown: real barge-in
+        assert twilio_sent(cmds) == [TwilioClear()]
+
+    def test_speech_when_nothing_plays_is_a_plain_turn(self) -> None:
+        call = Call()
+        call(START, 0)
+        names = call.speak("r1", "i1", [100], 0)
+        call(EngineResponseDone("r1", "completed"), 10)
+        call(TwilioMark(names[0]), 100)
+        assert call(EngineSpeechStarted(0, "u1"), 2000) == []
+
+
+class TestTranscriptAndEnd:
+    def test_turns_are_recorded(self) -> None:
+        call = Call()
+        call(START, 0)
+        call.speak("r1", "i1", [100, 100], 0)
+        call(EngineAgentTranscript("r1", "i1", "Hi, Acme Dental"), 5)
+        [agent] = turns(call(EngineResponseDone("r1", "completed"), 6))
+        assert (agent.speaker, agent.text, agent.interrupted) == ("agent", "Hi, Acme Dental", False)
+        assert agent.ended_ms - agent.started_ms == 200
+        call(EngineSpeechStarted(0, "u1"), 1000)
+        call(EngineSpeechStopped(900, "u1"), 1900)
+        [caller] = turns(call(EngineCallerTranscript("u1", "I need a cleaning"), 2000))
+        assert (caller.speaker, caller.text, caller.started_ms, caller.ended_ms) == (
+            "caller", "I need a cleaning", 1000, 1900)
+
+    def test_interrupted_turn_is_marked(self) -> None:
+        call = Call()
+        call(START, 0)
+        names = call.speak("r1", "i1", [100, 100], 0)
+        call(TwilioMark(names[0]), 100)
+        call(EngineSpeechStarted(0, "u1"), 150)
+        call(EngineAgentTranscript("r1", "i1", "Hi, Acme"), 151)
+        [agent] = turns(call(EngineResponseDone("r1", "cancelled", "turn_detected"), 152))
+        assert agent.interrupted and agent.ended_ms - agent.started_ms == 150
+
+    def test_dtmf_reaches_the_model_and_the_transcript(self) -> None:
+        call = Call()
+        call(START, 0)
+        cmds = call(TwilioDtmf("5"), 10)
+        assert [t.text for t in turns(cmds)] == ["[pressed 5]"]
+        assert len(engine_sent(cmds)) == 1
+
+    def test_stop_ends_the_call_once(self) -> None:
+        call = Call()
+        call(START, 0)
+        cmds = call(TwilioStop(), 500)
+        assert [c for c in cmds if isinstance(c, EndCall)] == [EndCall("completed")]
+        assert call.session.phase is CallPhase.ENDED
+        assert call(TwilioMedia("AAAA", 0), 501) == []
+
+    def test_engine_closing_fails_the_call(self) -> None:
+        call = Call()
+        call(START, 0)
+        call.speak("r1", "i1", [100], 0)
+        cmds = call(EngineClosed(), 50)
+        assert EndCall("failed") in cmds
+        assert [t.speaker for t in turns(cmds)] == ["agent"]  # the unfinished reply is kept
+
+    def test_engine_configured_stage_once(self) -> None:
+        call = Call()
+        assert stages(call(EngineSessionUpdated(812), 5)) == ["engine_configured"]
+        assert stages(call(EngineSessionUpdated(3300), 500)) == []
+
+
+# -- properties over any sequence of events --------------------------------------------
+_item = st.sampled_from(["i1", "i2", "i3"])
+_resp = st.sampled_from(["r1", "r2", "r3"])
+_events = st.one_of(
+    st.builds(TwilioMedia, st.just("AAAA"), st.integers(0, 10_000)),
+    st.builds(TwilioMark, st.sampled_from([f"m{i}" for i in range(1, 12)] + ["x"])),
+    st.builds(EngineAudioDelta, _resp, _item, st.sampled_from([audio_b64(20), audio_b64(100)])),
+    st.builds(EngineResponseCreated, _resp),
+    st.builds(EngineResponseDone, _resp, st.sampled_from(["completed", "cancelled"])),
+    st.builds(EngineSpeechStarted, st.integers(0, 5000), st.sampled_from(["u1", "u2"])),
+    st.builds(EngineSpeechStopped, st.integers(0, 5000), st.sampled_from(["u1", "u2"])),
+    st.builds(EngineAgentTranscript, _resp, _item, st.text(max_size=5)),
+    st.builds(TwilioDtmf, st.sampled_from(list("0123456789*#"))),
+    st.just(TwilioStart("MZ1", "CA1", "AC1", {})),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_events, st.integers(0, 50)), max_size=60), st.booleans())
+def test_any_event_sequence_keeps_the_invariants(steps: list[tuple[CallEvent, int]],
+                                                 bot_first: bool) -> None:
+    session = CallSession(make_plan(bot_speaks_first=bot_first))
+    now = 0.0
+    greetings = upgrades = 0
+    sent_ms: dict[str, float] = {}
+    for event, dt in [(START, 0), *steps]:
+        now += dt
+        for cmd in session.handle(event, now):
+            if isinstance(cmd, SendToEngine) and isinstance(cmd.message, CreateResponse):
+                greetings += 1
+            if isinstance(cmd, SendToEngine) and isinstance(cmd.message, UpdateInstructions):
+                upgrades += 1
+            if isinstance(cmd, SendToTwilio) and isinstance(cmd.message, TwilioMediaOut):
+                assert isinstance(event, EngineAudioDelta)
+                sent_ms[event.item_id] = sent_ms.get(event.item_id, 0) + len(
+                    base64.b64decode(cmd.message.payload_b64)) / 8
+            if isinstance(cmd, SendToEngine) and isinstance(cmd.message, Truncate):
+                # Never beyond the audio sent for that item, never before any audio.
+                assert 0 < cmd.message.audio_end_ms <= sent_ms[cmd.message.item_id]
+    assert greetings == (1 if bot_first else 0)
+    assert upgrades <= 1 and session.prompt_upgraded == (upgrades == 1)
