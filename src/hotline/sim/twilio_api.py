@@ -1,0 +1,504 @@
+"""A simulated Twilio REST API (the Calls resource) that places calls with `SimulatedPhone`.
+
+Faithful enough that the official `twilio` SDK, sync or async, works against it once
+pointed at it (`client.api.base_url = sim.url`):
+
+    POST /2010-04-01/Accounts/{AccountSid}/Calls.json          create a call (201)
+    GET  /2010-04-01/Accounts/{AccountSid}/Calls.json          list calls
+    GET  /2010-04-01/Accounts/{AccountSid}/Calls/{Sid}.json    fetch one
+    POST /2010-04-01/Accounts/{AccountSid}/Calls/{Sid}.json    update: Status, Url, Twiml
+
+HTTP Basic auth (AccountSid:AuthToken). Errors use Twilio's JSON shape
+(`{"code", "message", "more_info", "status"}`): 20003 bad credentials (401), 20404 unknown
+call (404), 21201/21213/21205 missing To/From/Url (400), 21220 redirecting an ended call.
+
+After a create the call runs in the background like Twilio's: status callbacks for the
+requested `StatusCallbackEvent`s (`initiated`, `ringing`, `answered`, `completed`; default
+`completed`), each signed and form-encoded with `SequenceNumber` from 0, `Timestamp` and
+`CallbackSource`; after `ring_ms` the callee answers (or the number's outcome is `busy`,
+`no-answer` or `failed`) and a `SimulatedPhone` plays the call: it fetches `Url` with
+`CallStatus=in-progress` and `Direction=outbound-api` (or runs inline `Twiml`) and follows
+the callee's `CallScript`. Updating `Status=completed` hangs that phone up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import logging
+import math
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from hotline.sim.phone import (
+    API_VERSION,
+    CallbackRecord,
+    PhoneCall,
+    PhoneCallResult,
+    SimulatedPhone,
+    new_call_sid,
+    rfc2822_now,
+    send_twilio_request,
+)
+from hotline.sim.script import CallScript
+
+log = logging.getLogger(__name__)
+
+CALL_EVENTS = ("initiated", "ringing", "answered", "completed")
+UNANSWERED_OUTCOMES = frozenset({"busy", "no-answer", "failed"})
+_REPEATABLE = frozenset({"StatusCallbackEvent", "RecordingStatusCallbackEvent"})
+
+
+class LocalServer:
+    """Serves an ASGI app with uvicorn on this event loop, on an ephemeral port by default.
+
+    No signal handlers and no logging configuration are installed, so it can run next to
+    other servers in one process (the product, the engine simulator, tests).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+        self._server: uvicorn.Server | None = None
+        self._socket: socket.socket | None = None
+        self._main_loop: asyncio.Task[None] | None = None
+        self.url = ""
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        config = uvicorn.Config(self._app, lifespan="off", log_config=None, access_log=False,
+                                log_level="warning")
+        config.load()
+        server = uvicorn.Server(config)
+        server.lifespan = config.lifespan_class(config)
+        await server.startup(sockets=[sock])
+        self._server, self._socket = server, sock
+        self._main_loop = asyncio.create_task(server.main_loop(), name="local-server")
+        self.url = f"http://{host}:{sock.getsockname()[1]}"
+        return self.url
+
+    async def stop(self) -> None:
+        server, sock, main_loop = self._server, self._socket, self._main_loop
+        if server is None or sock is None or main_loop is None:
+            return
+        self._server = self._socket = self._main_loop = None
+        server.should_exit = True
+        main_loop.cancel()  # it only polls should_exit every 100 ms
+        await asyncio.gather(main_loop, return_exceptions=True)
+        await server.shutdown(sockets=[sock])
+        sock.close()
+
+
+def twilio_error(status: int, code: int, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"code": code, "message": message,
+         "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status},
+        status_code=status)
+
+
+@dataclass(slots=True)
+class SimulatedCall:
+    """One call created through the API: its parameters, resource fields and lifecycle."""
+
+    sid: str
+    params: dict[str, str | list[str]]
+    to: str
+    from_: str
+    events: frozenset[str]
+    status: str = "queued"
+    date_created: str = field(default_factory=rfc2822_now)
+    date_updated: str = field(default_factory=rfc2822_now)
+    start_time: str | None = None
+    end_time: str | None = None
+    duration: str | None = None
+    answered_by: str | None = None
+    answered_at: float | None = None
+    sequence: int = 0
+    phone_call: PhoneCall | None = None
+    hangup_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    callbacks: asyncio.Queue[tuple[str, dict[str, str]] | None] = field(
+        default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+
+    def param(self, name: str, default: str = "") -> str:
+        value = self.params.get(name, default)
+        return value[-1] if isinstance(value, list) else value
+
+
+class TwilioApiSimulator:
+    """The Twilio Calls API, served on `url`; `async with` starts and stops it.
+
+    `callee_scripts`: what the person at each To number does once they answer (default
+    `CallScript.default_callee()`). `outcomes`: per To number, `busy`, `no-answer` or
+    `failed` instead of an answer. `answered_by`: the AMD verdict per To number when
+    MachineDetection is requested (default `human`); with AsyncAmd=true it is POSTed to
+    AsyncAmdStatusCallback `amd_ms` after the answer. `application_urls`: the voice URL of
+    each ApplicationSid a call may name instead of Url. `server_url_for_phone`: where the
+    callee's phone actually sends its requests and stream (scheme + host + port), whatever
+    host `Url`, `StatusCallback` and the stream URL name; signatures still cover the URLs
+    as given. None: use the URLs as given.
+    """
+
+    def __init__(self, *, account_sid: str, auth_token: str, ring_ms: int = 300,
+                 callee_scripts: Mapping[str, CallScript] | None = None,
+                 outcomes: Mapping[str, str] | None = None,
+                 answered_by: Mapping[str, str] | None = None,
+                 amd_ms: int = 1200,
+                 application_urls: Mapping[str, str] | None = None,
+                 server_url_for_phone: str | None = None) -> None:
+        for number, outcome in (outcomes or {}).items():
+            if outcome not in UNANSWERED_OUTCOMES:
+                raise ValueError(f"outcome for {number} must be one of "
+                                 f"{sorted(UNANSWERED_OUTCOMES)}, got {outcome!r}")
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.ring_ms = ring_ms
+        self.callee_scripts: dict[str, CallScript] = dict(callee_scripts or {})
+        self.outcomes: dict[str, str] = dict(outcomes or {})
+        self.answered_by: dict[str, str] = dict(answered_by or {})
+        self.amd_ms = amd_ms
+        self.application_urls: dict[str, str] = dict(application_urls or {})
+        self.server_url_for_phone = server_url_for_phone
+        self.created: list[dict[str, str | list[str]]] = []
+        self.updates: list[tuple[str, dict[str, str | list[str]]]] = []
+        self.callbacks: list[CallbackRecord] = []
+        self.results: dict[str, PhoneCallResult] = {}
+        self.calls: dict[str, SimulatedCall] = {}
+        self._server = LocalServer(self._app())
+        self._http: httpx.AsyncClient | None = None
+        self._phone: SimulatedPhone | None = None
+        self.url = ""
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._http = httpx.AsyncClient(trust_env=False)
+        self._phone = SimulatedPhone(
+            server_url=self.server_url_for_phone or "http://127.0.0.1",
+            auth_token=self.auth_token, account_sid=self.account_sid, http=self._http,
+            connect_to=self.server_url_for_phone)
+        self.url = await self._server.start(host, port)
+        return self.url
+
+    async def stop(self) -> None:
+        """Hang up live calls (briefly waiting for them to end), then stop serving."""
+        live = [call for call in self.calls.values() if call.task and not call.task.done()]
+        for call in live:
+            call.hangup_requested.set()
+            if call.phone_call is not None:
+                call.phone_call.hangup()
+        tasks = [call.task for call in live if call.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=3)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._server.stop()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def __aenter__(self) -> TwilioApiSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def wait_for_call(
+            self, call_sid: str, timeout: float = 30.0,  # noqa: ASYNC109 (fixed public API)
+    ) -> PhoneCallResult:
+        """The call's result once it has ended (raises KeyError / TimeoutError)."""
+        call = self.calls[call_sid]
+        await asyncio.wait_for(call.done.wait(), timeout=timeout)
+        return self.results[call_sid]
+
+    # -- HTTP ----------------------------------------------------------------------------
+    def _app(self) -> Starlette:
+        calls = "/2010-04-01/Accounts/{account_sid}/Calls.json"
+        call = "/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json"
+        return Starlette(routes=[
+            Route(calls, self._create_or_list, methods=["GET", "POST"]),
+            Route(call, self._fetch_or_update, methods=["GET", "POST"]),
+        ])
+
+    def _authenticate(self, request: Request) -> JSONResponse | None:
+        header = request.headers.get("authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        try:
+            user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            user = password = ""
+        valid = (scheme.lower() == "basic"
+                 and hmac.compare_digest(user.encode(), self.account_sid.encode())
+                 and hmac.compare_digest(password.encode(), self.auth_token.encode())
+                 and request.path_params["account_sid"] == self.account_sid)
+        if valid:
+            return None
+        response = twilio_error(401, 20003, "Authenticate")
+        response.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
+        return response
+
+    async def _create_or_list(self, request: Request) -> Response:
+        denied = self._authenticate(request)
+        if denied is not None:
+            return denied
+        if request.method == "GET":
+            return self._list(request)
+        params = _form(await request.body())
+        self.created.append(params)
+        to, from_ = _single(params, "To"), _single(params, "From")
+        if not to:
+            return twilio_error(400, 21201, "No 'To' number is specified")
+        if not from_:
+            return twilio_error(400, 21213, "No 'From' number is specified")
+        if not any(_single(params, key) for key in ("Url", "Twiml", "ApplicationSid")):
+            return twilio_error(400, 21205, "Url parameter is required. Please provide a "
+                                            "Url, Twiml or ApplicationSid.")
+        requested = params.get("StatusCallbackEvent", [])
+        events = frozenset(
+            event.lower() for value in requested for event in str(value).split()
+        ) if requested else frozenset({"completed"})
+        call = SimulatedCall(sid=new_call_sid(), params=params, to=to, from_=from_,
+                             events=events)
+        self.calls[call.sid] = call
+        call.task = asyncio.create_task(self._run_call(call), name=f"api-call-{call.sid}")
+        return JSONResponse(self._resource(call), status_code=201)
+
+    def _list(self, request: Request) -> Response:
+        filters = {key: request.query_params[name] for key, name in
+                   (("status", "Status"), ("to", "To"), ("from", "From"))
+                   if name in request.query_params}
+        resources = [self._resource(call) for call in reversed(self.calls.values())]
+        resources = [r for r in resources if all(r[k] == v for k, v in filters.items())]
+        uri = f"/2010-04-01/Accounts/{self.account_sid}/Calls.json"
+        page_size = int(request.query_params.get("PageSize", "50"))
+        return JSONResponse({
+            "calls": resources[:page_size], "end": min(len(resources), page_size) - 1,
+            "first_page_uri": f"{uri}?PageSize={page_size}&Page=0", "next_page_uri": None,
+            "page": 0, "page_size": page_size, "previous_page_uri": None, "start": 0,
+            "uri": f"{uri}?PageSize={page_size}&Page=0",
+        })
+
+    async def _fetch_or_update(self, request: Request) -> Response:
+        denied = self._authenticate(request)
+        if denied is not None:
+            return denied
+        call_sid = request.path_params["call_sid"]
+        params = _form(await request.body()) if request.method == "POST" else {}
+        if request.method == "POST":
+            self.updates.append((call_sid, params))
+        call = self.calls.get(call_sid)
+        if call is None:
+            return twilio_error(404, 20404, f"The requested resource {request.url.path} was "
+                                            "not found")
+        if request.method == "GET":
+            return JSONResponse(self._resource(call))
+        ended = call.done.is_set() or call.hangup_requested.is_set()
+        status = _single(params, "Status")
+        if (_single(params, "Url") or _single(params, "Twiml")) and ended:
+            return twilio_error(400, 21220, "Call is not in-progress. Cannot redirect.")
+        # completed hangs up any live call; canceled only one not yet answered
+        if not ended and (status == "completed"
+                          or (status == "canceled" and call.status in ("queued", "ringing"))):
+            call.hangup_requested.set()
+            if call.phone_call is not None:
+                call.phone_call.hangup()
+        call.date_updated = rfc2822_now()
+        return JSONResponse(self._resource(call))
+
+    def _resource(self, call: SimulatedCall) -> dict[str, Any]:
+        uri = f"/2010-04-01/Accounts/{self.account_sid}/Calls/{call.sid}"
+        return {
+            "account_sid": self.account_sid, "annotation": None,
+            "answered_by": call.answered_by, "api_version": API_VERSION, "caller_name": None,
+            "date_created": call.date_created, "date_updated": call.date_updated,
+            "direction": "outbound-api", "duration": call.duration,
+            "end_time": call.end_time, "forwarded_from": None, "from": call.from_,
+            "from_formatted": call.from_, "group_sid": None, "parent_call_sid": None,
+            "phone_number_sid": None, "price": None, "price_unit": "USD", "queue_time": "0",
+            "sid": call.sid, "start_time": call.start_time, "status": call.status,
+            "subresource_uris": {
+                name: f"{uri}/{name.title().replace('_', '')}.json"
+                for name in ("notifications", "recordings", "payments", "events", "siprec",
+                             "streams", "transcriptions")
+            },
+            "to": call.to, "to_formatted": call.to, "trunk_sid": None, "uri": f"{uri}.json",
+        }
+
+    # -- a call's life -------------------------------------------------------------------
+    async def _run_call(self, call: SimulatedCall) -> None:
+        sender = asyncio.create_task(self._send_callbacks(call),
+                                     name=f"api-callbacks-{call.sid}")
+        result: PhoneCallResult | None = None
+        try:
+            result = await self._live(call)
+        except Exception:  # the simulator's own bug: end the call, keep serving
+            log.exception("simulated outbound call %s failed", call.sid)
+            _finish(call, "failed")
+        finally:
+            if result is None:
+                result = PhoneCallResult(call_sid=call.sid, account_sid=self.account_sid,
+                                         direction="outbound-api", from_number=call.from_,
+                                         to_number=call.to, ended_at=time.monotonic())
+            result.final_status = call.status
+            self._callback(call, "completed")
+            call.callbacks.put_nowait(None)
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(sender, timeout=20)
+            result.status_callbacks = [r for r in self.callbacks if r.call_sid == call.sid]
+            self.results[call.sid] = result
+            call.done.set()
+
+    async def _live(self, call: SimulatedCall) -> PhoneCallResult | None:
+        """Ring, then answer (running the phone) or not. None when nobody answered."""
+        self._callback(call, "initiated")
+        call.status = "ringing"
+        call.date_updated = rfc2822_now()
+        self._callback(call, "ringing")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(call.hangup_requested.wait(), timeout=self.ring_ms / 1000)
+        if call.hangup_requested.is_set():
+            _finish(call, "canceled")
+            return None
+        outcome = self.outcomes.get(call.to)
+        if outcome is not None:
+            _finish(call, outcome)
+            return None
+        call.status = "in-progress"
+        call.start_time = call.date_updated = rfc2822_now()
+        call.answered_at = time.monotonic()
+        self._callback(call, "answered")
+        extra: dict[str, str] = {}
+        amd = call.param("MachineDetection")
+        async_amd = call.param("AsyncAmd").lower() == "true"
+        if amd:
+            call.answered_by = self.answered_by.get(call.to, "human")
+            if not async_amd:
+                extra["AnsweredBy"] = call.answered_by
+        assert self._phone is not None
+        url = call.param("Url")
+        application_sid = call.param("ApplicationSid")
+        if not url and not call.param("Twiml") and application_sid:
+            url = self.application_urls.get(application_sid, "")
+        phone_call = self._phone.start_call(
+            to=call.to, from_=call.from_,
+            script=self.callee_scripts.get(call.to) or CallScript.default_callee(),
+            direction="outbound-api", call_sid=call.sid, webhook_url=url or None,
+            webhook_method=call.param("Method", "POST") or "POST",
+            twiml=None if url else (call.param("Twiml") or "<Response/>"),
+            call_status="in-progress", extra_params=extra)
+        call.phone_call = phone_call
+        if not url and not call.param("Twiml"):
+            phone_call.result.warnings.append(
+                f"ApplicationSid {application_sid} has no voice URL in application_urls")
+        amd_task = (asyncio.create_task(self._async_amd(call)) if amd and async_amd else None)
+        try:
+            result = await phone_call.wait()
+        finally:
+            if amd_task is not None:
+                amd_task.cancel()
+                await asyncio.gather(amd_task, return_exceptions=True)
+        _finish(call, "completed")
+        return result
+
+    async def _async_amd(self, call: SimulatedCall) -> None:
+        """AsyncAmd=true: the verdict goes to AsyncAmdStatusCallback, amd_ms after answer."""
+        url = call.param("AsyncAmdStatusCallback")
+        if not url:
+            return
+        await asyncio.sleep(self.amd_ms / 1000)
+        params = {"AccountSid": self.account_sid, "AnsweredBy": call.answered_by or "unknown",
+                  "CallSid": call.sid, "MachineDetectionDuration": str(self.amd_ms)}
+        assert self._http is not None
+        try:
+            await send_twilio_request(
+                self._http, url, params, auth_token=self.auth_token,
+                method=call.param("AsyncAmdStatusCallbackMethod", "POST") or "POST",
+                connect_to=self.server_url_for_phone)
+        except httpx.HTTPError as exc:
+            log.info("async AMD callback for %s failed: %s", call.sid, exc)
+
+    def _callback(self, call: SimulatedCall, event: str) -> None:
+        """Queue the status callback for `event` if it was requested (sent in order)."""
+        url = call.param("StatusCallback")
+        if not url or event not in call.events:
+            return
+        call_status = {"initiated": "initiated", "ringing": "ringing",
+                       "answered": "in-progress"}.get(event, call.status)
+        params = {
+            "AccountSid": self.account_sid, "ApiVersion": API_VERSION,
+            "CallSid": call.sid, "CallStatus": call_status, "Called": call.to,
+            "Caller": call.from_, "Direction": "outbound-api", "From": call.from_,
+            "To": call.to, "CallbackSource": "call-progress-events",
+            "SequenceNumber": str(call.sequence), "Timestamp": rfc2822_now(),
+        }
+        if event == "completed":
+            params["CallDuration"] = call.duration or "0"
+        if call.answered_by is not None:
+            params["AnsweredBy"] = call.answered_by
+        call.sequence += 1
+        call.callbacks.put_nowait((event, params))
+
+    async def _send_callbacks(self, call: SimulatedCall) -> None:
+        assert self._http is not None
+        url = call.param("StatusCallback")
+        method = call.param("StatusCallbackMethod", "POST") or "POST"
+        while (item := await call.callbacks.get()) is not None:
+            event, params = item
+            record = CallbackRecord(
+                at=time.monotonic(), call_sid=call.sid, event=event,
+                call_status=params["CallStatus"],
+                sequence_number=int(params["SequenceNumber"]), url=url)
+            try:
+                response = await send_twilio_request(
+                    self._http, url, params, auth_token=self.auth_token, method=method,
+                    connect_to=self.server_url_for_phone)
+                record.http_status = response.status_code
+            except httpx.HTTPError as exc:
+                record.error = f"{type(exc).__name__}: {exc}"
+            self.callbacks.append(record)
+
+
+def _finish(call: SimulatedCall, status: str) -> None:
+    call.status = status
+    call.end_time = call.date_updated = rfc2822_now()
+    if call.answered_at is not None:
+        call.duration = str(math.ceil(time.monotonic() - call.answered_at))
+    else:
+        call.duration = "0"
+
+
+def _form(body: bytes) -> dict[str, str | list[str]]:
+    """Form fields; the repeatable ones (StatusCallbackEvent…) always as lists."""
+    params: dict[str, str | list[str]] = {}
+    for key, value in parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True):
+        if key in _REPEATABLE:
+            existing = params.setdefault(key, [])
+            assert isinstance(existing, list)
+            existing.append(value)
+        else:
+            params[key] = value
+    return params
+
+
+def _single(params: Mapping[str, str | list[str]], key: str) -> str:
+    value = params.get(key, "")
+    return value[-1] if isinstance(value, list) else value
