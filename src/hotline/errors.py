@@ -7,6 +7,9 @@ HotlineError
  ├── CallPlanNotFound       no plan for this CallSid (expired, or never made here)
  ├── UnknownNumber          a call to a number no business answers
  ├── TemplateError          an outbound template is missing or lacks a variable
+ ├── InvalidBusiness        a business, phone number or template definition is invalid
+ ├── BusinessNotFound       no business has this slug
+ ├── DuplicateNumber        a phone number already belongs to another business
  └── StoreUnavailable       the database could not be reached
 """
 
@@ -39,6 +42,18 @@ class UnknownNumber(HotlineError):
 
 class TemplateError(HotlineError):
     """An outbound template is unknown or a placeholder has no value."""
+
+
+class InvalidBusiness(HotlineError):
+    """A business, phone number or template definition failed validation (names the field)."""
+
+
+class BusinessNotFound(HotlineError):
+    """No business has this slug."""
+
+
+class DuplicateNumber(HotlineError):
+    """A phone number is already answered by another business."""
 
 
 class StoreUnavailable(HotlineError):

@@ -1,0 +1,52 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both set up .venv when needed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Reinstall when pyproject.toml changes, and only then.
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+PG_TEST_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
+REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: demo test lint unit pg-test install system-deps bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP) system-deps
+
+# espeak-ng gives the simulators real speech; without it they fall back to a tone.
+system-deps:
+	@command -v espeak-ng >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing espeak-ng (simulated voices)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng) >/dev/null \
+	      || echo "espeak-ng could not be installed: the simulators will use a tone"; \
+	  else echo "espeak-ng not installed: the simulators will use a tone"; fi; }
+
+demo: install
+	$(BIN)/hotline demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# The store and end-to-end tests again, on PostgreSQL (CI always; locally when reachable).
+pg-test: $(STAMP)
+	HOTLINE_TEST_DATABASE_URL=$(PG_TEST_URL) $(BIN)/python -m pytest -q -m database
+
+test: install
+	$(BIN)/ruff check .
+	HOTLINE_TEST_REDIS_URL=$(REDIS_TEST_URL) $(BIN)/python -m pytest -q
+	HOTLINE_TEST_DATABASE_URL=$(PG_TEST_URL) HOTLINE_TEST_REDIS_URL=$(REDIS_TEST_URL) \
+	  $(BIN)/python -m pytest -q -m database
+
+bench: install
+	$(BIN)/hotline bench greeting
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache hotline.db

@@ -1,0 +1,493 @@
+"""`Store`: the one facade through which Hotline reads and writes its database.
+
+It takes and returns plain values (`BusinessConfig`, `TemplateConfig`, `CallRecord`); rows
+never leave this module. Every public method is one short transaction. A database that
+cannot be reached raises `StoreUnavailable`, whose message names the URL with its password
+masked.
+
+Call status: Twilio's status callbacks are the authority. Each one is kept
+(`CallStatusEvent`); the call's status is that of the callback with the highest
+`SequenceNumber` (callbacks without one rank below numbered ones, then by time). A call
+saved by the recorder takes the recorder's status only while no callback has been recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from operator import attrgetter
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    ScalarSelect,
+    Select,
+    delete,
+    event,
+    exists,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.orm import InstrumentedAttribute, selectinload
+from sqlalchemy.pool import StaticPool
+
+from hotline.business import BusinessConfig, TemplateConfig
+from hotline.call.record import CallRecord, TimelineStage, TranscriptTurn
+from hotline.errors import BusinessNotFound, DuplicateNumber, StoreUnavailable
+from hotline.store import models
+from hotline.store.migrate import current_revision, upgrade_to_head
+from hotline.store.urls import mask_url, normalise_database_url
+from hotline.store.validation import check_business, check_template
+
+# How long to wait for PostgreSQL to accept a connection (asyncpg's default is 60 s).
+CONNECT_TIMEOUT_S = 10.0
+# Twilio's final call statuses: the call is over once one arrives.
+FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+
+# A column, or the ORM attribute mapped to one.
+_Column = ColumnElement[Any] | InstrumentedAttribute[Any]
+# A call known only from a status callback so far: save_call fills in the rest.
+_STUB_CALL: dict[str, Any] = {
+    "business_id": None, "direction": "", "from_number": "", "to_number": "",
+    "template_name": None, "variables": {}, "outcome": "", "ended_at": None,
+}  # fmt: skip
+# Business fields copied one to one between `BusinessConfig` and `models.Business`.
+_BUSINESS_FIELDS = (
+    "name", "language", "voice", "greeting", "role", "tone", "greeting_rules",
+    "knowledge", "policies", "faq", "bot_speaks_first", "timezone",
+)  # fmt: skip
+
+
+class Store:
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self._url = normalise_database_url(url)
+        self.url = mask_url(self._url)
+        self._postgres = self._url.get_backend_name() == "postgresql"
+        options: dict[str, Any] = {}
+        if self._postgres:
+            options["pool_pre_ping"] = True
+            options["connect_args"] = {"timeout": CONNECT_TIMEOUT_S}
+        elif self._url.database in (None, "", ":memory:"):
+            options["poolclass"] = StaticPool  # one connection, or each sees its own database
+        self.engine: AsyncEngine = create_async_engine(self._url, echo=echo, **options)
+        if not self._postgres:
+            event.listen(self.engine.sync_engine, "connect", _enable_sqlite_foreign_keys)
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def upgrade(self) -> None:
+        """Apply the migrations up to head; a no-op (two cheap queries) when already there."""
+        async with self._connection() as connection, connection.begin():
+            await connection.run_sync(upgrade_to_head)
+
+    async def revision(self) -> str | None:
+        """The schema's current Alembic revision (None for an empty database)."""
+        async with self._connection() as connection:
+            return await connection.run_sync(current_revision)
+
+    async def check(self) -> None:
+        async with self._connection() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- businesses -----------------------------------------------------------------------
+    async def list_businesses(self) -> list[BusinessConfig]:
+        async with self._session() as session:
+            rows = await session.scalars(_business_query().order_by(models.Business.slug))
+            return [_business_config(row) for row in rows]
+
+    async def get_business(self, slug: str) -> BusinessConfig | None:
+        async with self._session() as session:
+            row = await session.scalar(_business_query().where(models.Business.slug == slug))
+            return None if row is None else _business_config(row)
+
+    async def save_business(self, business: BusinessConfig) -> BusinessConfig:
+        """Insert or update by slug; numbers are replaced, the templates given are upserted
+        by name (others kept). Returns the business as stored, all its templates included."""
+        business = check_business(business)
+        now = datetime.now(UTC)
+        async with self._session() as session:
+            await _refuse_taken_numbers(session, business)
+            row = await _lock_business(session, business.slug)
+            if row is None:
+                row = models.Business(
+                    slug=business.slug, created_at=now, revision=0, numbers=[], templates=[]
+                )
+                session.add(row)
+            for name in _BUSINESS_FIELDS:
+                setattr(row, name, getattr(business, name))
+            row.updated_at = now
+            row.revision += 1
+            if [n.number for n in row.numbers] != list(business.phone_numbers):
+                row.numbers.clear()
+                await session.flush()  # the DELETEs first: a kept number is inserted again
+                row.numbers.extend(models.PhoneNumber(number=n) for n in business.phone_numbers)
+            for template in business.templates:
+                _put_template(row, template, now)
+            await session.flush()
+            return _business_config(row)
+
+    async def save_template(self, business_slug: str, template: TemplateConfig) -> TemplateConfig:
+        """Insert or update the business's template of this name."""
+        template = check_template(template)
+        now = datetime.now(UTC)
+        async with self._session() as session:
+            row = await _lock_business(session, business_slug)
+            if row is None:
+                raise BusinessNotFound(f"no business {business_slug!r}")
+            row.updated_at = now
+            row.revision += 1
+            saved = _put_template(row, template, now)
+            await session.flush()
+            return _template_config(saved)
+
+    async def config_version(self) -> str:
+        """Changes whenever a business, one of its numbers or templates is saved or removed."""
+        query = select(
+            func.count(models.Business.id),
+            func.coalesce(func.sum(models.Business.revision), 0),
+            func.coalesce(func.max(models.Business.id), 0),
+        )
+        async with self._connection() as connection:
+            count, revisions, last_id = (await connection.execute(query)).one()
+        return f"{count}.{revisions}.{last_id}"
+
+    # -- calls ----------------------------------------------------------------------------
+    async def save_call(self, record: CallRecord) -> None:
+        """Insert or update by call_sid, replacing its transcript and timeline; a row a
+        status callback created first is completed, its status history kept."""
+        _require_aware(record.started_at, record.ended_at)
+        values = {
+            "business_id": _business_id(record.business_slug),
+            "direction": record.direction,
+            "from_number": record.from_number,
+            "to_number": record.to_number,
+            "template_name": record.template_name,
+            "variables": dict(record.variables),
+            "outcome": record.outcome,
+            "started_at": record.started_at,
+            "ended_at": record.ended_at,
+        }
+        async with self._session() as session:
+            call_id = await session.scalar(
+                self._insert_new_call()
+                .values(call_sid=record.call_sid, status=record.status, **values)
+                .returning(models.Call.id)
+            )
+            if call_id is None:  # already there: lock it against a concurrent status callback
+                call_id, has_history = (
+                    await session.execute(_lock_call(record.call_sid, _has_status_history()))
+                ).one()
+                if not has_history:
+                    values["status"] = record.status
+                if record.ended_at is None:  # a final status callback may have set it
+                    del values["ended_at"]
+                await session.execute(
+                    update(models.Call).where(models.Call.id == call_id).values(**values)
+                )
+                for table in (models.TranscriptTurn, models.TimelineEntry):
+                    await session.execute(delete(table).where(table.call_id == call_id))
+            if record.transcript:
+                await session.execute(
+                    insert(models.TranscriptTurn),
+                    [_turn_row(call_id, i, turn) for i, turn in enumerate(record.transcript)],
+                )
+            if record.timeline:
+                await session.execute(
+                    insert(models.TimelineEntry),
+                    [_stage_row(call_id, i, stage) for i, stage in enumerate(record.timeline)],
+                )
+
+    async def record_call_status(
+        self,
+        call_sid: str,
+        status: str,
+        *,
+        at: datetime,
+        sequence: int | None = None,
+        duration_s: int | None = None,
+    ) -> None:
+        """Keep one status callback and bring the call's status up to date (a stub row is
+        created for a call not saved yet). Callbacks may arrive in any order."""
+        _require_aware(at)
+        async with self._session() as session:
+            await session.execute(
+                self._insert_new_call().values(
+                    call_sid=call_sid, status=status, started_at=at, **_STUB_CALL
+                )
+            )
+            # The lock orders concurrent callbacks: the second one sees the first's event.
+            call_id, ended_at = (
+                await session.execute(_lock_call(call_sid, models.Call.ended_at))
+            ).one()
+            await session.execute(
+                insert(models.CallStatusEvent).values(
+                    call_sid=call_sid, status=status, sequence=sequence, at=at
+                )
+            )
+            changes: dict[str, Any] = {"status": _latest_status(call_sid)}
+            if duration_s is not None:
+                changes["duration_s"] = duration_s
+            if ended_at is None and status in FINAL_STATUSES:
+                changes["ended_at"] = at
+            await session.execute(
+                update(models.Call).where(models.Call.id == call_id).values(**changes)
+            )
+
+    async def list_calls(
+        self, *, limit: int = 50, business_slug: str | None = None
+    ) -> list[CallRecord]:
+        """Newest first, without transcript or timeline."""
+        query = (
+            select(models.Call, models.Business.slug)
+            .outerjoin(models.Business, models.Call.business_id == models.Business.id)
+            .order_by(models.Call.started_at.desc(), models.Call.id.desc())
+            .limit(limit)
+        )
+        if business_slug is not None:
+            query = query.where(models.Business.slug == business_slug)
+        async with self._session() as session:
+            rows = (await session.execute(query)).all()
+            return [_call_record(call, slug) for call, slug in rows]
+
+    async def get_call(self, call_sid: str) -> CallRecord | None:
+        """The call with its transcript and timeline, each in the order recorded."""
+        async with self._session() as session:
+            found = (
+                await session.execute(
+                    select(models.Call, models.Business.slug)
+                    .outerjoin(models.Business, models.Call.business_id == models.Business.id)
+                    .where(models.Call.call_sid == call_sid)
+                )
+            ).first()
+            if found is None:
+                return None
+            call, slug = found
+            turns = await session.scalars(
+                select(models.TranscriptTurn)
+                .where(models.TranscriptTurn.call_id == call.id)
+                .order_by(models.TranscriptTurn.position)
+            )
+            stages = await session.scalars(
+                select(models.TimelineEntry)
+                .where(models.TimelineEntry.call_id == call.id)
+                .order_by(models.TimelineEntry.position)
+            )
+            record = _call_record(call, slug)
+            record.transcript = [
+                TranscriptTurn(t.speaker, t.text, t.started_ms, t.ended_ms, t.interrupted)
+                for t in turns
+            ]
+            record.timeline = [TimelineStage(s.stage, s.ms, s.detail) for s in stages]
+            return record
+
+    async def call_statuses(self, call_sid: str) -> list[tuple[str, datetime]]:
+        """The call's status callbacks, oldest first (in the order that decides its status)."""
+        event_ = models.CallStatusEvent
+        query = (
+            select(event_.status, event_.at)
+            .where(event_.call_sid == call_sid)
+            .order_by(*(column.asc() for column in _status_order()))
+        )
+        async with self._connection() as connection:
+            return [(status, at) for status, at in await connection.execute(query)]
+
+    def _insert_new_call(self) -> Insert:
+        """INSERT INTO calls … ON CONFLICT (call_sid) DO NOTHING."""
+        insert_ = postgresql.insert if self._postgres else sqlite.insert
+        statement: Insert = insert_(models.Call).on_conflict_do_nothing(index_elements=["call_sid"])
+        return statement
+
+    # -- connections ----------------------------------------------------------------------
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            connection = await self.engine.connect()
+        except (DBAPIError, OSError) as exc:  # OSError: refused, unreachable, timed out
+            raise self._unavailable(exc) from exc
+        try:
+            yield connection
+        except (OperationalError, InterfaceError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        finally:
+            await connection.close()
+
+    @asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncSession]:
+        """One transaction, committed when the block ends without an exception."""
+        async with (
+            self._connection() as connection,
+            AsyncSession(bind=connection, expire_on_commit=False) as session,
+            session.begin(),
+        ):
+            yield session
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        cause = getattr(exc, "orig", None) or exc
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        return StoreUnavailable(f"database {self.url} is unavailable: {reason}")
+
+
+# -- businesses ---------------------------------------------------------------------------
+def _business_query() -> Select[models.Business]:
+    return select(models.Business).options(
+        selectinload(models.Business.numbers), selectinload(models.Business.templates)
+    )
+
+
+async def _lock_business(session: AsyncSession, slug: str) -> models.Business | None:
+    """The business row with numbers and templates, locked until commit (PostgreSQL)."""
+    query = _business_query().where(models.Business.slug == slug)
+    return await session.scalar(query.with_for_update(of=models.Business))
+
+
+async def _refuse_taken_numbers(session: AsyncSession, business: BusinessConfig) -> None:
+    taken = (
+        await session.execute(
+            select(models.PhoneNumber.number, models.Business.slug)
+            .join(models.Business)
+            .where(
+                models.PhoneNumber.number.in_(business.phone_numbers),
+                models.Business.slug != business.slug,
+            )
+            .order_by(models.PhoneNumber.number)
+        )
+    ).first()
+    if taken is not None:
+        number, owner = taken
+        raise DuplicateNumber(
+            f"{number} already belongs to business {owner!r}; "
+            f"remove it there before giving it to {business.slug!r}"
+        )
+
+
+def _put_template(
+    business: models.Business, template: TemplateConfig, now: datetime
+) -> models.OutboundTemplate:
+    for row in business.templates:
+        if row.name == template.name:
+            break
+    else:
+        row = models.OutboundTemplate(name=template.name)
+        business.templates.append(row)
+    row.greeting_template = template.greeting_template
+    row.instructions = template.instructions
+    row.updated_at = now
+    return row
+
+
+def _template_config(row: models.OutboundTemplate) -> TemplateConfig:
+    return TemplateConfig(
+        name=row.name,
+        greeting_template=row.greeting_template,
+        instructions=row.instructions,
+        id=row.id,
+    )
+
+
+def _business_config(row: models.Business) -> BusinessConfig:
+    return BusinessConfig(
+        slug=row.slug,
+        phone_numbers=tuple(n.number for n in row.numbers),
+        templates=tuple(_template_config(t) for t in sorted(row.templates, key=_template_name)),
+        id=row.id,
+        **{name: getattr(row, name) for name in _BUSINESS_FIELDS},
+    )
+
+
+_template_name = attrgetter("name")
+
+
+# -- calls --------------------------------------------------------------------------------
+def _lock_call(call_sid: str, column: _Column) -> Select[int, Any]:
+    """The call's id and one more column, the row locked until commit (PostgreSQL)."""
+    return (
+        select(models.Call.id, column)
+        .where(models.Call.call_sid == call_sid)
+        .with_for_update(of=models.Call)
+    )
+
+
+def _business_id(slug: str) -> ScalarSelect[int]:
+    return select(models.Business.id).where(models.Business.slug == slug).scalar_subquery()
+
+
+def _has_status_history() -> ColumnElement[bool]:
+    return exists().where(models.CallStatusEvent.call_sid == models.Call.call_sid)
+
+
+def _status_order() -> Sequence[_Column]:
+    event_ = models.CallStatusEvent
+    return (func.coalesce(event_.sequence, -1), event_.at, event_.id)
+
+
+def _latest_status(call_sid: str) -> ScalarSelect[str]:
+    return (
+        select(models.CallStatusEvent.status)
+        .where(models.CallStatusEvent.call_sid == call_sid)
+        .order_by(*(column.desc() for column in _status_order()))
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def _turn_row(call_id: int, position: int, turn: TranscriptTurn) -> dict[str, Any]:
+    return {
+        "call_id": call_id,
+        "position": position,
+        "speaker": turn.speaker,
+        "text": turn.text,
+        "started_ms": turn.started_ms,
+        "ended_ms": turn.ended_ms,
+        "interrupted": turn.interrupted,
+    }
+
+
+def _stage_row(call_id: int, position: int, stage: TimelineStage) -> dict[str, Any]:
+    return {
+        "call_id": call_id,
+        "position": position,
+        "stage": stage.stage,
+        "ms": stage.ms,
+        "detail": stage.detail,
+    }
+
+
+def _call_record(call: models.Call, business_slug: str | None) -> CallRecord:
+    return CallRecord(
+        call_sid=call.call_sid,
+        business_slug=business_slug or "",
+        direction=call.direction,
+        from_number=call.from_number,
+        to_number=call.to_number,
+        status=call.status,
+        outcome=call.outcome,
+        started_at=call.started_at,
+        ended_at=call.ended_at,
+        template_name=call.template_name,
+        variables=dict(call.variables),
+    )
+
+
+def _require_aware(*moments: datetime | None) -> None:
+    for moment in moments:
+        if moment is not None and moment.tzinfo is None:
+            raise ValueError(f"naive datetime {moment!r}: pass a timezone-aware one")
+
+
+def _enable_sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

@@ -1,0 +1,189 @@
+"""The tables: businesses with their numbers and outbound templates, and calls.
+
+Rows stay inside the store; the rest of Hotline sees `BusinessConfig` and `CallRecord`.
+Every datetime is timezone-aware in Python and stored in UTC (`UTCDateTime`).
+Changing a model means a new Alembic revision in `migrations/versions/`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    false,
+    true,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Deterministic constraint names, so later migrations (and SQLite batch mode) can name them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware datetime, stored in UTC (SQLite keeps no offset: it is implied)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass a timezone-aware one")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, str]: JSON}
+
+
+class Business(Base):
+    __tablename__ = "businesses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    language: Mapped[str] = mapped_column(String(16))
+    voice: Mapped[str] = mapped_column(String(32))
+    greeting: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(Text)
+    tone: Mapped[str] = mapped_column(Text)
+    greeting_rules: Mapped[str] = mapped_column(Text)
+    knowledge: Mapped[str] = mapped_column(Text)
+    policies: Mapped[str] = mapped_column(Text)
+    faq: Mapped[str] = mapped_column(Text)
+    bot_speaks_first: Mapped[bool] = mapped_column(Boolean, server_default=true())
+    timezone: Mapped[str] = mapped_column(String(64), server_default="UTC")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    # +1 on every save of the business or one of its templates: `Store.config_version()`
+    # sums it, so a concurrent save can never hide behind an equal timestamp.
+    revision: Mapped[int] = mapped_column(Integer, server_default="0")
+
+    numbers: Mapped[list[PhoneNumber]] = relationship(
+        back_populates="business",
+        cascade="all, delete-orphan",
+        order_by="PhoneNumber.id",
+        lazy="raise",
+    )
+    templates: Mapped[list[OutboundTemplate]] = relationship(
+        back_populates="business",
+        cascade="all, delete-orphan",
+        order_by="OutboundTemplate.name",
+        lazy="raise",
+    )
+
+
+class PhoneNumber(Base):
+    __tablename__ = "phone_numbers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(16), unique=True)  # E.164
+    business_id: Mapped[int] = mapped_column(
+        ForeignKey("businesses.id", ondelete="CASCADE"), index=True
+    )
+
+    business: Mapped[Business] = relationship(back_populates="numbers", lazy="raise")
+
+
+class OutboundTemplate(Base):
+    __tablename__ = "outbound_templates"
+    __table_args__ = (UniqueConstraint("business_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = mapped_column(ForeignKey("businesses.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    greeting_template: Mapped[str] = mapped_column(Text)
+    instructions: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+    business: Mapped[Business] = relationship(back_populates="templates", lazy="raise")
+
+
+class Call(Base):
+    __tablename__ = "calls"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    # NULL: a status callback for a call no business was matched to (or since deleted).
+    business_id: Mapped[int | None] = mapped_column(
+        ForeignKey("businesses.id", ondelete="SET NULL"), index=True
+    )
+    direction: Mapped[str] = mapped_column(String(16))  # "inbound" | "outbound" | "" (stub)
+    from_number: Mapped[str] = mapped_column(String(32))
+    to_number: Mapped[str] = mapped_column(String(32))
+    template_name: Mapped[str | None] = mapped_column(String(64))
+    variables: Mapped[dict[str, str]]
+    status: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(index=True)
+    ended_at: Mapped[datetime | None]
+    # Twilio's CallDuration, from the final status callback.
+    duration_s: Mapped[int | None] = mapped_column(Integer)
+
+
+class TranscriptTurn(Base):
+    __tablename__ = "transcript_turns"
+    __table_args__ = (UniqueConstraint("call_id", "position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"))
+    position: Mapped[int]
+    speaker: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    started_ms: Mapped[int]
+    ended_ms: Mapped[int]
+    interrupted: Mapped[bool] = mapped_column(Boolean, server_default=false())
+
+
+class TimelineEntry(Base):
+    __tablename__ = "timeline_entries"
+    __table_args__ = (UniqueConstraint("call_id", "position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"))
+    position: Mapped[int]
+    stage: Mapped[str] = mapped_column(String(64))
+    ms: Mapped[float] = mapped_column(Float)
+    detail: Mapped[str] = mapped_column(Text)
+
+
+class CallStatusEvent(Base):
+    """One Twilio status callback, as it arrived (kept even if the call row is a stub)."""
+
+    __tablename__ = "call_status_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(32))
+    sequence: Mapped[int | None]
+    at: Mapped[datetime]

@@ -1,0 +1,495 @@
+"""The Store against a real database: SQLite by default, PostgreSQL under CI (conftest)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import socket
+import traceback
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import event, inspect, select
+
+from hotline.business import BusinessConfig, TemplateConfig
+from hotline.business_yaml import load_businesses_yaml
+from hotline.call.record import CallRecord, TimelineStage, TranscriptTurn
+from hotline.errors import BusinessNotFound, DuplicateNumber, InvalidBusiness, StoreUnavailable
+from hotline.store import Store, models, normalise_database_url
+from hotline.store.migrate import head_revision
+
+DEMO_YAML = Path(__file__).parents[1] / "src" / "hotline" / "data" / "demo_businesses.yaml"
+T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+
+
+def business(slug: str = "acme", *numbers: str, **changes: Any) -> BusinessConfig:
+    base = BusinessConfig(
+        slug=slug,
+        name="Acme Plumbing",
+        language="en",
+        voice="marin",
+        greeting="Acme Plumbing, how can I help?",
+        role="You answer the phone for Acme Plumbing.",
+        tone="Warm.",
+        greeting_rules="Greet once.",
+        knowledge="Open 8-5.",
+        policies="No diagnoses.",
+        faq="Q: Price? A: $89.",
+        phone_numbers=numbers or ("+14155550111",),
+        templates=(TemplateConfig("reminder", "Hi {name}, a reminder.", "Confirm."),),
+    )
+    return replace(base, **changes)
+
+
+def without_ids(config: BusinessConfig) -> BusinessConfig:
+    templates = tuple(replace(t, id=None) for t in config.templates)
+    return replace(config, id=None, templates=templates)
+
+
+def call(call_sid: str = "CA0001", **changes: Any) -> CallRecord:
+    record = CallRecord(
+        call_sid=call_sid,
+        business_slug="acme",
+        direction="inbound",
+        from_number="+972501234567",
+        to_number="+14155550111",
+        status="completed",
+        outcome="answered",
+        started_at=T0,
+        ended_at=T0 + timedelta(seconds=42),
+        transcript=[
+            TranscriptTurn("agent", "Acme Plumbing, how can I help?", 420, 2900),
+            TranscriptTurn("caller", "My sink is leaking", 3100, 4800),
+            TranscriptTurn("agent", "I can send someone", 5000, 5600, interrupted=True),
+        ],
+        timeline=[
+            TimelineStage("webhook_received", 0.0),
+            TimelineStage("plan_ready", 1.25),
+            TimelineStage("stream_start", 410.5, "ws"),
+            TimelineStage("first_audio_to_caller", 420.75),
+        ],
+    )
+    return replace(record, **changes)
+
+
+class StatementCounter:
+    def __init__(self, store: Store) -> None:
+        self.statements: list[str] = []
+        event.listen(store.engine.sync_engine, "before_cursor_execute", self._count)
+        self._engine = store.engine.sync_engine
+
+    def _count(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        self.statements.append(statement)
+
+    def stop(self) -> int:
+        event.remove(self._engine, "before_cursor_execute", self._count)
+        return len(self.statements)
+
+
+# -- schema -------------------------------------------------------------------------------
+async def test_migrations_create_exactly_the_models(store: Store) -> None:
+    def differences(connection: Any) -> list[Any]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, models.Base.metadata))
+
+    async with store.engine.connect() as connection:
+        assert await connection.run_sync(differences) == []
+        tables = await connection.run_sync(lambda c: set(inspect(c).get_table_names()))
+    assert tables == set(models.Base.metadata.tables) | {"alembic_version"}
+
+
+async def test_upgrade_migrates_an_empty_database_and_is_idempotent(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        assert await store.revision() is None
+        await store.upgrade()
+        assert await store.revision() == head_revision()
+        await store.save_business(business())
+        counter = StatementCounter(store)
+        await store.upgrade()  # again: nothing to do, nothing lost
+        assert counter.stop() <= 6
+        assert await store.revision() == head_revision()
+        assert [b.slug for b in await store.list_businesses()] == ["acme"]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("postgresql://u:pw@db:5432/hotline", "postgresql+asyncpg://u:***@db:5432/hotline"),
+        ("postgres://u@db/hotline", "postgresql+asyncpg://u@db/hotline"),
+        ("postgresql+asyncpg://u@db/hotline", "postgresql+asyncpg://u@db/hotline"),
+        ("sqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("sqlite+aiosqlite:///./hotline.db", "sqlite+aiosqlite:///./hotline.db"),
+    ],
+)
+def test_database_urls_are_normalised_to_async_drivers(given: str, expected: str) -> None:
+    assert normalise_database_url(given).render_as_string(hide_password=True) == expected
+    assert Store(given).url == expected
+
+
+def test_database_url_with_a_sync_driver_is_refused_without_its_password() -> None:
+    with pytest.raises(StoreUnavailable, match="postgresql\\+asyncpg") as caught:
+        Store("postgresql+psycopg2://u:hunter2@db/hotline")
+    assert "hunter2" not in str(caught.value)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_unreachable_database_raises_store_unavailable_without_the_password() -> None:
+    store = Store(f"postgresql://hotline:s3cret-pw@127.0.0.1:{_closed_port()}/hotline")
+    assert "s3cret-pw" not in repr(store) and "s3cret-pw" not in store.url
+    try:
+        for operation in (store.check, store.upgrade, store.list_businesses, store.config_version):
+            with pytest.raises(StoreUnavailable) as caught:
+                await operation()
+            message = str(caught.value)
+            assert "postgresql+asyncpg://hotline:***@127.0.0.1" in message
+            assert "s3cret-pw" not in "".join(traceback.format_exception(caught.value))
+    finally:
+        await store.close()
+
+
+async def test_sqlite_file_in_a_missing_directory_is_unavailable(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'missing' / 'hotline.db'}")
+    try:
+        with pytest.raises(StoreUnavailable, match="unable to open database file"):
+            await store.check()
+    finally:
+        await store.close()
+
+
+async def test_check_passes_on_a_live_database(store: Store) -> None:
+    await store.check()
+
+
+# -- businesses ---------------------------------------------------------------------------
+async def test_demo_businesses_round_trip(store: Store) -> None:
+    demo = load_businesses_yaml(DEMO_YAML)
+    saved = [await store.save_business(b) for b in demo]
+    assert [without_ids(b) for b in saved] == demo
+    assert all(b.id is not None and all(t.id is not None for t in b.templates) for b in saved)
+    listed = await store.list_businesses()
+    assert [b.slug for b in listed] == sorted(b.slug for b in demo)
+    assert {b.slug: b for b in listed} == {b.slug: b for b in saved}
+    assert await store.get_business(demo[0].slug) == saved[0]
+    assert await store.get_business("nobody") is None
+
+
+async def test_save_business_upserts_by_slug(store: Store) -> None:
+    first = await store.save_business(
+        business(
+            "acme",
+            "+14155550111",
+            "+14155550112",
+            templates=(TemplateConfig("reminder", "Hi {name}"), TemplateConfig("survey", "Hey")),
+        )
+    )
+    second = await store.save_business(
+        business(
+            "acme",
+            "+14155550112",
+            "+14155550113",  # one number kept, one dropped, one new
+            name="Acme Plumbing & Heating",
+            bot_speaks_first=False,
+            timezone="America/Los_Angeles",
+            templates=(TemplateConfig("reminder", "Hello {name}!", "Be brief."),),
+        )
+    )
+    assert second.id == first.id
+    assert second.name == "Acme Plumbing & Heating"
+    assert second.phone_numbers == ("+14155550112", "+14155550113")
+    assert not second.bot_speaks_first and second.timezone == "America/Los_Angeles"
+    # The template given is updated in place; the one not given is kept.
+    assert [(t.name, t.greeting_template, t.instructions) for t in second.templates] == [
+        ("reminder", "Hello {name}!", "Be brief."),
+        ("survey", "Hey", ""),
+    ]
+    assert second.templates[0].id == first.templates[0].id
+    assert await store.get_business("acme") == second
+    # The dropped number is free for another business.
+    other = await store.save_business(business("other", "+14155550111", templates=()))
+    assert other.phone_numbers == ("+14155550111",)
+
+
+async def test_number_of_another_business_is_refused(store: Store) -> None:
+    await store.save_business(business("acme", "+14155550111"))
+    with pytest.raises(DuplicateNumber, match=r"\+14155550111 already belongs to business 'acme'"):
+        await store.save_business(business("rival", "+14155550199", "+14155550111"))
+    assert await store.get_business("rival") is None
+    assert [b.slug for b in await store.list_businesses()] == ["acme"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"phone_numbers": ("4155550111",)}, "numbers[0]"),
+        ({"phone_numbers": ("+1415",)}, "numbers[0]"),
+        ({"phone_numbers": ("+1415555011100000",)}, "numbers[0]"),
+        ({"phone_numbers": ()}, "numbers"),
+        ({"phone_numbers": ("+14155550111", "+1 415 555 0111")}, "numbers"),
+        ({"language": "Hebrew"}, "language"),
+        ({"language": ""}, "language"),
+        ({"slug": "Acme Inc"}, "slug"),
+        ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"role": "  "}, "prompt.role"),
+        ({"templates": (TemplateConfig("r", "Hi {name"),)}, "templates[r].greeting"),
+        ({"templates": (TemplateConfig("r", "Hi {0}"),)}, "templates[r].greeting"),
+    ],
+)
+async def test_invalid_business_is_refused_naming_the_field(
+    store: Store, changes: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidBusiness, match=f"^{re.escape(field)}:"):
+        await store.save_business(business(**changes))
+    assert await store.list_businesses() == []
+
+
+async def test_numbers_are_stored_in_e164(store: Store) -> None:
+    saved = await store.save_business(business(phone_numbers=("+1 (415) 555-0111",)))
+    assert saved.phone_numbers == ("+14155550111",)
+
+
+async def test_save_template_inserts_and_updates_by_name(store: Store) -> None:
+    await store.save_business(business(templates=()))
+    added = await store.save_template("acme", TemplateConfig("follow-up", "Hi {name}", "Ask."))
+    assert added.id is not None
+    updated = await store.save_template("acme", TemplateConfig("follow-up", "Hey {name}"))
+    assert (updated.id, updated.greeting_template, updated.instructions) == (
+        added.id,
+        "Hey {name}",
+        "",
+    )
+    stored = await store.get_business("acme")
+    assert stored is not None and stored.templates == (updated,)
+    with pytest.raises(BusinessNotFound, match="nobody"):
+        await store.save_template("nobody", TemplateConfig("x", "Hi"))
+    with pytest.raises(InvalidBusiness, match="placeholder"):
+        await store.save_template("acme", TemplateConfig("x", "Hi {first name}"))
+
+
+async def test_config_version_changes_with_every_edit(store: Store) -> None:
+    versions = [await store.config_version()]
+    assert await store.config_version() == versions[-1]  # reading changes nothing
+
+    async def changed() -> None:
+        version = await store.config_version()
+        assert version not in versions
+        versions.append(version)
+
+    await store.save_business(business("acme", "+14155550111"))
+    await changed()
+    await store.save_business(business("acme", "+14155550112"))  # a number
+    await changed()
+    await store.save_template("acme", TemplateConfig("reminder", "Hello {name}"))  # a template
+    await changed()
+    await store.save_business(business("other", "+14155550113"))  # a new business
+    await changed()
+    await store.save_business(business("acme", "+14155550112", greeting="Hi!"))
+    await changed()
+    await store.call_statuses("CA1")
+    await store.list_businesses()
+    assert await store.config_version() == versions[-1]
+
+
+async def test_config_version_is_one_query(store: Store) -> None:
+    await store.save_business(business())
+    counter = StatementCounter(store)
+    await store.config_version()
+    assert counter.stop() == 1
+
+
+# -- calls --------------------------------------------------------------------------------
+async def test_call_round_trip_keeps_transcript_and_timeline_order(store: Store) -> None:
+    await store.save_business(business())
+    jerusalem = timezone(timedelta(hours=2))
+    record = call(
+        started_at=datetime(2026, 3, 1, 11, 30, tzinfo=jerusalem),
+        ended_at=datetime(2026, 3, 1, 11, 30, 42, tzinfo=jerusalem),
+        template_name="reminder",
+        variables={"name": "Dana", "day": "Sunday"},
+        direction="outbound",
+    )
+    # Recorded order is kept even where the times disagree with it.
+    record.timeline.append(TimelineStage("engine_connected", 180.0, "late entry"))
+    await store.save_call(record)
+    loaded = await store.get_call("CA0001")
+    assert loaded == record
+    assert loaded is not None and loaded.started_at.tzinfo == UTC
+    assert loaded.started_at == T0
+    assert [s.stage for s in loaded.timeline][-1] == "engine_connected"
+    assert await store.get_call("CA-unknown") is None
+
+
+async def test_save_call_replaces_transcript_and_timeline(store: Store) -> None:
+    await store.save_business(business())
+    await store.save_call(call(status="in-progress", outcome="", ended_at=None))
+    final = call(
+        transcript=[TranscriptTurn("agent", "Bye", 9000, 9500)],
+        timeline=[TimelineStage("webhook_received", 0.0)],
+    )
+    await store.save_call(final)
+    assert await store.get_call("CA0001") == final
+    assert len(await store.list_calls()) == 1
+
+
+async def test_save_call_statement_count_does_not_grow_with_the_transcript(store: Store) -> None:
+    await store.save_business(business())
+
+    async def statements(record: CallRecord) -> int:
+        counter = StatementCounter(store)
+        await store.save_call(record)
+        return counter.stop()
+
+    turns = [TranscriptTurn("caller", f"turn {i}", i * 1000, i * 1000 + 900) for i in range(40)]
+    short, long = call("CA1"), call("CA2", transcript=turns)
+    inserted = [await statements(short), await statements(long)]
+    updated = [await statements(short), await statements(long)]
+    assert inserted[0] == inserted[1] <= 3
+    assert updated[0] == updated[1] <= 7
+
+
+async def test_list_calls_newest_first_filtered_and_without_details(store: Store) -> None:
+    await store.save_business(business("acme", "+14155550111"))
+    await store.save_business(business("other", "+14155550112"))
+    for i in range(5):
+        await store.save_call(
+            call(
+                f"CA{i}",
+                business_slug="acme" if i % 2 else "other",
+                started_at=T0 + timedelta(minutes=i),
+            )
+        )
+    calls = await store.list_calls()
+    assert [c.call_sid for c in calls] == ["CA4", "CA3", "CA2", "CA1", "CA0"]
+    assert all(c.transcript == [] and c.timeline == [] for c in calls)
+    assert [c.call_sid for c in await store.list_calls(limit=2)] == ["CA4", "CA3"]
+    acme = await store.list_calls(business_slug="acme")
+    assert [(c.call_sid, c.business_slug) for c in acme] == [("CA3", "acme"), ("CA1", "acme")]
+    assert await store.list_calls(business_slug="nobody") == []
+
+
+async def test_call_of_an_unknown_business_is_kept_without_one(store: Store) -> None:
+    await store.save_call(call(business_slug="gone"))
+    loaded = await store.get_call("CA0001")
+    assert loaded is not None and loaded.business_slug == ""
+    assert len(loaded.transcript) == 3
+
+
+async def test_status_callback_before_the_call_is_saved_creates_a_stub(store: Store) -> None:
+    await store.save_business(business())
+    await store.record_call_status("CA0001", "ringing", at=T0, sequence=0)
+    await store.record_call_status(
+        "CA0001", "in-progress", at=T0 + timedelta(seconds=2), sequence=1
+    )
+    (stub,) = await store.list_calls()
+    assert (stub.call_sid, stub.business_slug, stub.status, stub.started_at) == (
+        "CA0001",
+        "",
+        "in-progress",
+        T0,
+    )
+
+    # The recorder completes the row; Twilio's status stands, its history is kept.
+    await store.save_call(call(status="completed"))
+    loaded = await store.get_call("CA0001")
+    assert loaded is not None
+    assert (loaded.business_slug, loaded.direction, loaded.status) == (
+        "acme",
+        "inbound",
+        "in-progress",
+    )
+    assert len(loaded.transcript) == 3
+    await store.record_call_status(
+        "CA0001", "completed", at=T0 + timedelta(seconds=45), sequence=2, duration_s=43
+    )
+    loaded = await store.get_call("CA0001")
+    assert loaded is not None and loaded.status == "completed"
+    assert loaded.ended_at == T0 + timedelta(seconds=42)  # the recorder's, not overwritten
+    assert [s for s, _ in await store.call_statuses("CA0001")] == [
+        "ringing",
+        "in-progress",
+        "completed",
+    ]
+
+
+async def test_status_callbacks_after_the_call_is_saved(store: Store) -> None:
+    await store.save_business(business())
+    await store.save_call(call(status="in-progress", ended_at=None))
+    at = T0 + timedelta(seconds=50)
+    await store.record_call_status("CA0001", "completed", at=at, sequence=3, duration_s=50)
+    loaded = await store.get_call("CA0001")
+    assert loaded is not None
+    assert (loaded.status, loaded.ended_at, loaded.business_slug) == ("completed", at, "acme")
+    assert len(loaded.transcript) == 3
+    async with store.engine.connect() as connection:
+        duration = await connection.scalar(select(models.Call.duration_s))
+    assert duration == 50
+
+
+async def test_out_of_order_callbacks_leave_the_highest_sequence_status(store: Store) -> None:
+    events = [("initiated", 0), ("ringing", 1), ("in-progress", 2), ("completed", 3)]
+    for status, sequence in [events[3], events[1], events[0], events[2]]:
+        await store.record_call_status(
+            "CA9", status, at=T0 + timedelta(seconds=sequence), sequence=sequence
+        )
+    (stub,) = await store.list_calls()
+    assert stub.status == "completed"
+    assert stub.ended_at == T0 + timedelta(seconds=3)
+    assert await store.call_statuses("CA9") == [
+        (status, T0 + timedelta(seconds=sequence)) for status, sequence in events
+    ]
+    # A later save by the recorder does not overrule Twilio.
+    await store.save_call(call("CA9", status="in-progress"))
+    loaded = await store.get_call("CA9")
+    assert loaded is not None and loaded.status == "completed"
+
+
+async def test_concurrent_callbacks_still_end_on_the_highest_sequence(store: Store) -> None:
+    statuses = ["queued", "initiated", "ringing", "in-progress", "completed"]
+    order = list(enumerate(statuses))
+    random.Random(7).shuffle(order)
+    await asyncio.gather(
+        *(
+            store.record_call_status("CA7", status, at=T0 + timedelta(seconds=seq), sequence=seq)
+            for seq, status in order
+        )
+    )
+    loaded = await store.get_call("CA7")
+    assert loaded is not None and loaded.status == "completed"
+    assert [s for s, _ in await store.call_statuses("CA7")] == statuses
+
+
+async def test_callbacks_without_a_sequence_rank_by_time(store: Store) -> None:
+    await store.record_call_status("CA5", "in-progress", at=T0 + timedelta(seconds=5))
+    await store.record_call_status("CA5", "ringing", at=T0)
+    loaded = await store.get_call("CA5")
+    assert loaded is not None and loaded.status == "in-progress"
+
+
+async def test_save_call_without_callbacks_takes_the_record_status(store: Store) -> None:
+    await store.save_business(business())
+    await store.save_call(call(status="in-progress", ended_at=None))
+    await store.save_call(call(status="completed"))
+    loaded = await store.get_call("CA0001")
+    assert loaded is not None and loaded.status == "completed"
+    assert await store.call_statuses("CA0001") == []
+
+
+async def test_naive_datetimes_are_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="naive"):
+        await store.save_call(call(started_at=datetime(2026, 3, 1, 9, 30)))
+    with pytest.raises(ValueError, match="naive"):
+        await store.record_call_status("CA1", "ringing", at=datetime(2026, 3, 1, 9, 30))
+    assert await store.list_calls() == []
