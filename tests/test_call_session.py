@@ -115,6 +115,12 @@ class TestGreeting:
         assert sent[0].audio_b64 is payload  # passed through, not re-encoded
         assert call.session.stats.media_dropped_warmup == 1
 
+    def test_outbound_drops_the_pickup_hello_so_it_cannot_cut_the_greeting(self) -> None:
+        call = Call(direction="outbound")
+        assert engine_sent(call(START, 1000)) == [CreateResponse()]
+        assert engine_sent(call(TwilioMedia("AAAA", 20), 1500)) == []
+        assert engine_sent(call(TwilioMedia("AAAA", 820), 1801)) == [AppendAudio("AAAA")]
+
     def test_bot_first_forwards_caller_audio_at_once(self) -> None:
         call = Call()
         call(START, 1000)

@@ -30,6 +30,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 
 from hotline.audio import mulaw
+from hotline.local_server import LocalServer
 from hotline.sim import speech
 from hotline.sim.phone import PhoneCallResult, Playout, SimulatedPhone, route
 from hotline.sim.script import (
@@ -45,7 +46,6 @@ from hotline.sim.script import (
     WaitForAgentAudio,
     WaitForAgentSilence,
 )
-from hotline.sim.twilio_api import LocalServer
 from hotline.sim.twiml import Connect, Dial, Pause, Redirect, TwimlError, parse_twiml
 from hotline.sim.twiml import Hangup as HangupVerb
 from hotline.sim.twiml import Say as SayVerb

@@ -30,9 +30,10 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from twilio.twiml.voice_response import VoiceResponse
 
+from hotline.local_server import LocalServer
 from hotline.sim import speech
 from hotline.sim.script import CallScript, Hangup, Say, Silence, WaitForAgentSilence
-from hotline.sim.twilio_api import LocalServer, TwilioApiSimulator
+from hotline.sim.twilio_api import TwilioApiSimulator
 
 ACCOUNT_SID = "AC" + "2" * 32
 AUTH_TOKEN = "api-sim-token-fedcba9876543210"

@@ -44,6 +44,12 @@ class CallPlan:
     # Stages reached before the stream opened, (stage, ms since the webhook arrived).
     early_stages: tuple[tuple[str, float], ...] = ()
 
+    @property
+    def guards_pickup(self) -> bool:
+        """Caller audio in the first `warmup_ms` is pickup noise when the caller speaks first,
+        and on outbound calls the callee's "Hello?" that must not cut the greeting."""
+        return not self.bot_speaks_first or self.direction == "outbound"
+
     def with_call(self, call_sid: str, from_number: str, to_number: str) -> CallPlan:
         return replace(self, call_sid=call_sid, from_number=from_number, to_number=to_number)
 

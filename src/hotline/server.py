@@ -1,23 +1,15 @@
-"""Running the app under uvicorn, in this process: `hotline serve`, the demo and the tests.
-
-uvicorn settings are the measured-fastest ones here: uvloop, httptools, and the sans-I/O
-websockets protocol.
-"""
+"""Hotline's own server in this process (the demo, the tests, the benchmark)."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from dataclasses import dataclass
 
-import uvicorn
 from fastapi import FastAPI
 
 from hotline.app import create_app
+from hotline.local_server import LocalServer
 from hotline.services import Services
 from hotline.settings import Settings
-
-UVICORN_OPTIONS = {"http": "httptools", "ws": "websockets-sansio", "lifespan": "on"}
 
 
 def with_local_public_url(settings: Settings, host: str, port: int) -> Settings:
@@ -33,8 +25,7 @@ def with_local_public_url(settings: Settings, host: str, port: int) -> Settings:
 class RunningServer:
     settings: Settings
     app: FastAPI
-    server: uvicorn.Server
-    task: asyncio.Task[None]
+    local: LocalServer
 
     @property
     def services(self) -> Services:
@@ -42,28 +33,19 @@ class RunningServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.port}"
+        return self.local.url
 
     async def stop(self) -> None:
-        self.server.should_exit = True
-        await self.task
+        await self.local.stop()
 
 
-async def start_server(settings: Settings, *, host: str = "127.0.0.1", port: int = 0,
-                       log_level: str = "warning") -> RunningServer:
-    """Bind first (port 0 = any free port), then start uvicorn on that very socket."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    port = sock.getsockname()[1]
-    settings = with_local_public_url(settings, host, port)
+async def start_server(settings: Settings, *, host: str = "127.0.0.1",
+                       port: int = 0) -> RunningServer:
+    """Hotline itself: bind first (port 0 = any free port) so that the public URL, which the
+    TwiML and the signatures use, names the real port."""
+    sock = LocalServer.bind(host, port)
+    settings = with_local_public_url(settings, host, sock.getsockname()[1])
     app = create_app(settings)
-    config = uvicorn.Config(app, log_level=log_level, **UVICORN_OPTIONS)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
-    while not server.started:
-        if task.done():
-            task.result()  # raises what stopped it
-            raise RuntimeError("server stopped during start-up")
-        await asyncio.sleep(0.01)
-    return RunningServer(settings, app, server, task)
+    local = LocalServer(app, lifespan="on")
+    await local.start(host, sock=sock)
+    return RunningServer(settings, app, local)

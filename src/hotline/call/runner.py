@@ -85,9 +85,11 @@ class CallRunner:
 
     async def run(self, start: TwilioStart, started_at: datetime) -> CallRecord:
         self._stream_sid = start.stream_sid
+        engine_pump = asyncio.create_task(self._connect_and_pump_engine(), name="engine-pump")
+        # The start goes through the core before any media does; its engine commands wait
+        # for the connection if it is still being made.
         await self._dispatch(start)
         twilio_pump = asyncio.create_task(self._pump_twilio(), name="twilio-pump")
-        engine_pump = asyncio.create_task(self._connect_and_pump_engine(), name="engine-pump")
         ended = asyncio.create_task(self._ended.wait())
         try:
             await asyncio.wait({twilio_pump, engine_pump, ended},

@@ -207,9 +207,8 @@ class CallSession:
         self.stats.media_in += 1
         if self.phase is CallPhase.AWAITING_START:
             return []
-        if (not self.plan.bot_speaks_first
-                and now_ms - self._started_ms < self.plan.warmup_ms):
-            # Caller speaks first: the first moments are pickup noise, not speech.
+        if self.plan.guards_pickup and now_ms - self._started_ms < self.plan.warmup_ms:
+            # The first moments after pickup are noise or a "Hello?", not a turn.
             self.stats.media_dropped_warmup += 1
             return []
         return [SendToEngine(AppendAudio(event.payload_b64))]
@@ -241,7 +240,6 @@ class CallSession:
             if self._active_response_id is None:
                 # The agent's audio has finished playing: its echo may still come back.
                 self._cooldown_until_ms = now_ms + self.plan.echo_cooldown_ms
-            return self._stage_once("first_audio_played", now_ms)
         return []
 
     def _on_dtmf(self, event: TwilioDtmf, now_ms: float) -> list[Command]:

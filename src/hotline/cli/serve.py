@@ -9,8 +9,9 @@ import uvicorn
 
 from hotline.app import create_app
 from hotline.cli import app
+from hotline.local_server import UVICORN_OPTIONS
 from hotline.logs import configure_logging
-from hotline.server import UVICORN_OPTIONS, with_local_public_url
+from hotline.server import with_local_public_url
 from hotline.settings import load_settings
 from hotline.store.database import Store
 

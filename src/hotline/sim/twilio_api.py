@@ -30,7 +30,6 @@ import contextlib
 import hmac
 import logging
 import math
-import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,13 +38,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
 
+from hotline.local_server import LocalServer
 from hotline.sim.phone import (
     API_VERSION,
     CallbackRecord,
@@ -63,47 +61,6 @@ log = logging.getLogger(__name__)
 CALL_EVENTS = ("initiated", "ringing", "answered", "completed")
 UNANSWERED_OUTCOMES = frozenset({"busy", "no-answer", "failed"})
 _REPEATABLE = frozenset({"StatusCallbackEvent", "RecordingStatusCallbackEvent"})
-
-
-class LocalServer:
-    """Serves an ASGI app with uvicorn on this event loop, on an ephemeral port by default.
-
-    No signal handlers and no logging configuration are installed, so it can run next to
-    other servers in one process (the product, the engine simulator, tests).
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
-        self._server: uvicorn.Server | None = None
-        self._socket: socket.socket | None = None
-        self._main_loop: asyncio.Task[None] | None = None
-        self.url = ""
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        config = uvicorn.Config(self._app, lifespan="off", log_config=None, access_log=False,
-                                log_level="warning")
-        config.load()
-        server = uvicorn.Server(config)
-        server.lifespan = config.lifespan_class(config)
-        await server.startup(sockets=[sock])
-        self._server, self._socket = server, sock
-        self._main_loop = asyncio.create_task(server.main_loop(), name="local-server")
-        self.url = f"http://{host}:{sock.getsockname()[1]}"
-        return self.url
-
-    async def stop(self) -> None:
-        server, sock, main_loop = self._server, self._socket, self._main_loop
-        if server is None or sock is None or main_loop is None:
-            return
-        self._server = self._socket = self._main_loop = None
-        server.should_exit = True
-        main_loop.cancel()  # it only polls should_exit every 100 ms
-        await asyncio.gather(main_loop, return_exceptions=True)
-        await server.shutdown(sockets=[sock])
-        sock.close()
 
 
 def twilio_error(status: int, code: int, message: str) -> JSONResponse:

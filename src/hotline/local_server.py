@@ -1,0 +1,69 @@
+"""LocalServer: uvicorn serving an ASGI app on the running event loop.
+
+`hotline demo`, the simulators and the tests run several servers in one process, so no
+signal handlers and no logging set-up are installed (uvicorn's `serve()` would take
+SIGINT/SIGTERM away from the process). The uvicorn settings are the measured-fastest ones
+here: httptools and the sans-I/O websockets protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import uvicorn
+from starlette.types import ASGIApp
+
+UVICORN_OPTIONS = {"http": "httptools", "ws": "websockets-sansio"}
+GRACEFUL_SHUTDOWN_S = 5
+
+
+class LocalServer:
+    """uvicorn on an ephemeral port (by default) of this event loop."""
+
+    def __init__(self, app: ASGIApp, *, lifespan: str = "off") -> None:
+        self._app = app
+        self._lifespan = lifespan
+        self._server: uvicorn.Server | None = None
+        self._socket: socket.socket | None = None
+        self._main_loop: asyncio.Task[None] | None = None
+        self.url = ""
+        self.port = 0
+
+    @staticmethod
+    def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        return sock
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *,
+                    sock: socket.socket | None = None) -> str:
+        sock = sock or self.bind(host, port)
+        config = uvicorn.Config(self._app, lifespan=self._lifespan, log_config=None,
+                                access_log=False, log_level="warning",
+                                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+                                **UVICORN_OPTIONS)  # type: ignore[arg-type]
+        config.load()
+        server = uvicorn.Server(config)
+        server.lifespan = config.lifespan_class(config)
+        await server.startup(sockets=[sock])
+        if server.should_exit:
+            sock.close()
+            raise RuntimeError("the server failed to start (see the log above)")
+        self._server, self._socket = server, sock
+        self._main_loop = asyncio.create_task(server.main_loop(), name="local-server")
+        self.port = sock.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        return self.url
+
+    async def stop(self) -> None:
+        server, sock, main_loop = self._server, self._socket, self._main_loop
+        if server is None or sock is None or main_loop is None:
+            return
+        self._server = self._socket = self._main_loop = None
+        server.should_exit = True
+        main_loop.cancel()  # it only polls should_exit every 100 ms
+        await asyncio.gather(main_loop, return_exceptions=True)
+        await server.shutdown(sockets=[sock])
+        sock.close()

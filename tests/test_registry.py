@@ -1,0 +1,83 @@
+"""Both registries honour one contract: one claim per token, expiry, pending plans."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from hotline.errors import CallPlanNotFound, InvalidStreamToken
+from hotline.registry import CallRegistry, MemoryCallRegistry
+from hotline.registry.redis import RedisCallRegistry
+from tests.factories import make_outbound_plan, make_plan
+from tests.services import redis_url, unavailable
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def registry(request: pytest.FixtureRequest) -> AsyncIterator[CallRegistry]:
+    if request.param == "memory":
+        reg: CallRegistry = MemoryCallRegistry()
+    else:
+        redis_reg = RedisCallRegistry(redis_url(), prefix=f"test:{uuid.uuid4().hex}:")
+        try:
+            await redis_reg._redis.ping()
+        except OSError as exc:
+            await redis_reg.close()
+            unavailable("Redis", exc)
+        reg = redis_reg
+    yield reg
+    await reg.close()
+
+
+async def test_a_plan_is_claimed_once_with_its_token(registry: CallRegistry) -> None:
+    plan = make_plan()
+    await registry.put(plan, ttl_s=30)
+    assert await registry.count() == 1
+    with pytest.raises(InvalidStreamToken, match="wrong"):
+        await registry.claim(plan.call_sid, "not-the-token")
+    claimed = await registry.claim(plan.call_sid, plan.token)  # a wrong try did not consume it
+    assert claimed == plan
+    with pytest.raises(InvalidStreamToken, match="already used"):
+        await registry.claim(plan.call_sid, plan.token)
+    assert await registry.count() == 0
+
+
+async def test_unknown_call_is_not_found(registry: CallRegistry) -> None:
+    with pytest.raises(CallPlanNotFound):
+        await registry.claim("CA" + "9" * 32, "x")
+
+
+async def test_plans_expire(registry: CallRegistry) -> None:
+    plan = make_plan()
+    await registry.put(plan, ttl_s=0.05)
+    await asyncio.sleep(0.2)
+    with pytest.raises(CallPlanNotFound):
+        await registry.claim(plan.call_sid, plan.token)
+    assert await registry.count() == 0
+
+
+async def test_discard_forgets_the_plan(registry: CallRegistry) -> None:
+    plan = make_plan()
+    await registry.put(plan, ttl_s=30)
+    await registry.discard(plan.call_sid)
+    with pytest.raises(CallPlanNotFound):
+        await registry.claim(plan.call_sid, plan.token)
+
+
+async def test_pending_outbound_plans_are_taken_once(registry: CallRegistry) -> None:
+    plan = make_outbound_plan("Dana")
+    await registry.put_pending("p1", plan, ttl_s=30)
+    taken = await registry.take_pending("p1")
+    assert taken == plan and "Dana" in taken.greeting
+    assert await registry.take_pending("p1") is None
+
+
+async def test_only_one_of_two_racing_streams_wins(registry: CallRegistry) -> None:
+    plan = make_plan()
+    await registry.put(plan, ttl_s=30)
+    results = await asyncio.gather(registry.claim(plan.call_sid, plan.token),
+                                   registry.claim(plan.call_sid, plan.token),
+                                   return_exceptions=True)
+    assert sum(1 for r in results if not isinstance(r, Exception)) == 1
