@@ -236,10 +236,9 @@ class CallSession:
         elif current is not None and not any(i == item_id for i, _ in self._pending_marks.values()):
             # The previous item finished playing: the current one starts now.
             self._playhead = _Playhead(current, now_ms, 0.0)
-        if not self._pending_marks:
-            if self._active_response_id is None:
-                # The agent's audio has finished playing: its echo may still come back.
-                self._cooldown_until_ms = now_ms + self.plan.echo_cooldown_ms
+        if not self._pending_marks and self._active_response_id is None:
+            # The agent's audio has finished playing: its echo may still come back.
+            self._cooldown_until_ms = now_ms + self.plan.echo_cooldown_ms
         return []
 
     def _on_dtmf(self, event: TwilioDtmf, now_ms: float) -> list[Command]:
