@@ -1,0 +1,178 @@
+"""`hotline demo`: the whole product on this machine, with no keys and no network.
+
+The server, the simulated realtime engine and the simulated Twilio run in this process on
+free local ports. Two demo businesses are seeded; one inbound call goes to each and one
+outbound call is placed through the REST API. Each call's transcript and latency waterfall
+are printed; what each phone heard is written as a WAV file, its timings as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from hotline.business_yaml import load_businesses_yaml
+from hotline.call.record import CallRecord
+from hotline.server import RunningServer, start_server
+from hotline.settings import DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, DEV_OPENAI_KEY, Settings
+from hotline.sim.engine import EngineSimulator, LatencyProfile
+from hotline.sim.phone import PhoneCallResult, SimulatedPhone
+from hotline.sim.script import CallScript, Hangup, Say, WaitForAgentAudio, WaitForAgentSilence
+from hotline.sim.twilio_api import TwilioApiSimulator
+from hotline.store.database import Store
+from hotline.waterfall import render_transcript, render_waterfall
+
+DEMO_CALLER = "+15105550199"
+DEMO_LEAD = "+14155550123"
+
+
+@dataclass
+class DemoCall:
+    label: str
+    phone: PhoneCallResult
+    record: CallRecord
+
+
+def demo_businesses_path() -> Path:
+    return Path(str(resources.files("hotline") / "data" / "demo_businesses.yaml"))
+
+
+def _conversation(line: str, language: str, reply_ms: int = 300) -> CallScript:
+    """Listen to the greeting, say one thing, hear the answer, hang up."""
+    return CallScript([
+        WaitForAgentSilence(quiet_ms=700, timeout_ms=30_000),
+        Say(line, language=language),
+        WaitForAgentAudio(played_ms=reply_ms, timeout_ms=20_000),
+        WaitForAgentSilence(quiet_ms=700, timeout_ms=30_000),
+        Hangup(),
+    ])
+
+
+def prepare_output_dir(output_dir: Path) -> None:
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    output_dir.mkdir(parents=True)
+
+
+async def run_demo(output_dir: Path, *, profile: LatencyProfile,
+                   console: Console) -> list[DemoCall]:
+    database_url = f"sqlite+aiosqlite:///{output_dir / 'demo.db'}"
+    businesses = load_businesses_yaml(demo_businesses_path())
+    store = Store(database_url)
+    await store.upgrade()
+    for business in businesses:
+        await store.save_business(business)
+    await store.close()
+
+    engine = EngineSimulator(profile, api_key=DEV_OPENAI_KEY)
+    await engine.start()
+    lead_script = _conversation("Yes, speaking. Sure, I have a minute.", "en")
+    twilio = TwilioApiSimulator(account_sid=DEV_ACCOUNT_SID, auth_token=DEV_AUTH_TOKEN,
+                                ring_ms=800, callee_scripts={DEMO_LEAD: lead_script})
+    await twilio.start()
+    server: RunningServer | None = None
+    calls: list[DemoCall] = []
+    try:
+        server = await start_server(Settings(
+            database_url=database_url, openai_realtime_url=engine.url,
+            openai_api_key=DEV_OPENAI_KEY, twilio_api_url=twilio.url,
+            twilio_account_sid=DEV_ACCOUNT_SID, twilio_auth_token=DEV_AUTH_TOKEN,
+            spool_path=str(output_dir / "spool.jsonl"), api_token=None))
+        console.print(f"[dim]server {server.url} · engine simulator {engine.url} · "
+                      f"Twilio simulator {twilio.url} · profile {describe_profile(profile)}[/dim]")
+        phone = SimulatedPhone(server_url=server.url, auth_token=DEV_AUTH_TOKEN,
+                               account_sid=DEV_ACCOUNT_SID)
+        hebrew, english = businesses[0], businesses[1]
+        engine.caller_transcripts = ["שלום, אני רוצה לקבוע תור לניקוי שיניים בשבוע הבא"]
+        console.print(f"[bold]1/3[/bold] inbound call to {hebrew.name} ({hebrew.phone_numbers[0]})")
+        result = await phone.call(to=hebrew.phone_numbers[0], from_=DEMO_CALLER,
+                                  script=_conversation("שלום, אני רוצה לקבוע תור לניקוי שיניים "
+                                                       "בשבוע הבא", "he"))
+        calls.append(DemoCall(f"inbound → {hebrew.slug}", result,
+                              await _record(server, result.call_sid)))
+
+        engine.caller_transcripts = ["Hi, my kitchen sink is leaking. Can someone come today?"]
+        console.print(f"[bold]2/3[/bold] inbound call to {english.name} "
+                      f"({english.phone_numbers[0]})")
+        result = await phone.call(to=english.phone_numbers[0], from_=DEMO_CALLER,
+                                  script=_conversation("Hi, my kitchen sink is leaking. Can "
+                                                       "someone come today?", "en"))
+        calls.append(DemoCall(f"inbound → {english.slug}", result,
+                              await _record(server, result.call_sid)))
+
+        engine.caller_transcripts = ["Yes, speaking. Sure, I have a minute."]
+        template = english.templates[0]
+        console.print(f"[bold]3/3[/bold] outbound call from {english.name} to {DEMO_LEAD} "
+                      f"(template {template.name}, name=Dana)")
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            response = await http.post("/api/calls", json={
+                "business": english.slug, "to": DEMO_LEAD, "template": template.name,
+                "variables": {"name": "Dana"}})
+            response.raise_for_status()
+        call_sid = response.json()["call_sid"]
+        result = await twilio.wait_for_call(call_sid, timeout=120)
+        calls.append(DemoCall(f"outbound → {DEMO_LEAD}", result,
+                              await _record(server, call_sid)))
+    finally:
+        if server is not None:
+            await server.stop()
+        await twilio.stop()
+        await engine.stop()
+    return calls
+
+
+def save_recordings(calls: list[DemoCall], output_dir: Path) -> None:
+    for index, call in enumerate(calls, 1):
+        stem = output_dir / f"call{index}-{call.phone.call_sid}"
+        call.phone.save_wav(stem.with_suffix(".wav"), mix_caller=True)
+        call.phone.save_timings(stem.with_suffix(".json"))
+
+
+async def _record(server: RunningServer, call_sid: str) -> CallRecord:
+    """The call's record once the server has finished it and the recorder wrote it."""
+    services = server.services
+    for _ in range(1000):
+        if call_sid not in services.active_calls:
+            await services.recorder.flush(timeout_s=30)
+            record = await services.store.get_call(call_sid)
+            if record is not None and record.outcome:
+                return record
+        await asyncio.sleep(0.01)
+    raise RuntimeError(f"call {call_sid} was not recorded")
+
+
+def print_demo(calls: list[DemoCall], console: Console, output_dir: Path) -> None:
+    for call in calls:
+        console.rule(f"[bold]{call.label}[/bold] {call.record.call_sid}")
+        console.print(render_transcript(call.record.transcript, title="transcript"))
+        console.print(render_waterfall(call.record.timeline,
+                                       title="latency (ms since the webhook arrived)"))
+    summary = Table(title="stream start → first greeting frame, measured by the simulated phone")
+    for column in ("call", "webhook → TwiML ms", "start → first greeting frame ms",
+                   "agent audio heard s", "outcome"):
+        summary.add_column(column, justify="left" if column in ("call", "outcome") else "right")
+    for call in calls:
+        summary.add_row(call.label, _ms(call.phone.webhook_to_twiml_ms),
+                        _ms(call.phone.start_to_first_media_ms),
+                        f"{call.phone.played_ms / 1000:.1f}", call.record.outcome)
+    console.print(summary)
+    console.print(f"WAV recordings and timings: {output_dir}/ · call records: "
+                  f"HOTLINE_DATABASE_URL=sqlite+aiosqlite:///{output_dir}/demo.db "
+                  f"hotline calls list")
+
+
+def describe_profile(profile: LatencyProfile) -> str:
+    return (f"connect {profile.connect_ms:.0f} ms, session.update {profile.session_update_ms:.0f}"
+            f" ms, first audio {profile.first_audio_base_ms:.0f} ms + "
+            f"{profile.first_audio_per_1000_chars_ms:.0f} ms/1000 chars")
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
