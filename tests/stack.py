@@ -62,7 +62,8 @@ async def running_stack(database_url: str, tmp_path: Path, businesses: Iterable[
             database_url=database_url, openai_api_key=OPENAI_KEY,
             openai_realtime_url=engine.url, twilio_api_url=twilio.url,
             twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN,
-            spool_path=str(tmp_path / "spool.jsonl"), **settings))
+            spool_path=str(tmp_path / "spool.jsonl"),
+            greeting_cache_dir=str(tmp_path / "greetings"), **settings))
         stack = Stack(server, engine, twilio,
                       SimulatedPhone(server_url=server.url, auth_token=AUTH_TOKEN,
                                      account_sid=ACCOUNT_SID))

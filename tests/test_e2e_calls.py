@@ -1,5 +1,8 @@
 """Whole calls over real sockets: uvicorn, the simulated Twilio and the simulated engine.
 
+These cover the live greeting path (greeting cache off, warm sessions on); the cached
+greeting and the warm/cold paths have their own module, test_e2e_greeting.py.
+
 Assertions are on what the simulators saw from outside (the phone's timings and what it
 heard, the engine's received events), never on absolute durations.
 """
@@ -39,7 +42,7 @@ async def stack(database_url: str, tmp_path: Path):  # type: ignore[no-untyped-d
     businesses = [make_business(), make_business(
         slug="caller-first", name="Caller First Co", phone_numbers=("+15005550007",),
         bot_speaks_first=False, greeting="Caller First, hello.")]
-    async with running_stack(database_url, tmp_path, businesses) as running:
+    async with running_stack(database_url, tmp_path, businesses, greeting_cache=False) as running:
         yield running
 
 
@@ -154,7 +157,7 @@ async def test_outbound_template_without_its_variable_is_refused(stack: Stack) -
 async def test_barge_in_clears_and_truncates_at_what_was_heard(
         database_url: str, tmp_path: Path) -> None:
     business = make_business(greeting=LONG_GREETING)
-    async with running_stack(database_url, tmp_path, [business]) as stack:
+    async with running_stack(database_url, tmp_path, [business], greeting_cache=False) as stack:
         script = CallScript([WaitForAgentAudio(played_ms=1500, timeout_ms=20_000),
                              Say("Sorry, can I just ask something?"),
                              WaitForAgentSilence(quiet_ms=500), Hangup()])
@@ -300,7 +303,7 @@ async def test_the_redis_registry_carries_the_call(database_url: str, tmp_path: 
     except OSError as exc:
         unavailable("Redis", exc)
     async with running_stack(database_url, tmp_path, [make_business()],
-                             redis_url=redis_url()) as stack:
+                             redis_url=redis_url(), greeting_cache=False) as stack:
         result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER,
                                         script=LISTEN_THEN_HANG_UP)
         assert result.played_ms > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,9 +13,12 @@ from fastapi.responses import PlainTextResponse
 
 from hotline import __version__
 from hotline.admin.api import router as api_router
+from hotline.business import BusinessConfig
 from hotline.call.recorder import CallRecorder
 from hotline.config_cache import ConfigCache
 from hotline.engine.openai_realtime import RealtimeEngine
+from hotline.engine.warm import WarmSessions
+from hotline.greetings import GreetingCache
 from hotline.registry import create_registry
 from hotline.services import Services
 from hotline.settings import Settings, load_settings
@@ -35,17 +39,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = Store(settings.database_url)
         await store.upgrade()
         config = ConfigCache(store, settings.config_refresh_s)
-        await config.load()
         registry = create_registry(settings.redis_url)
         recorder = CallRecorder(store, spool_path=Path(settings.spool_path))
         await recorder.start()
         engine = RealtimeEngine(settings)
-        dialer = OutboundDialer(settings, registry, config)
+        greetings = GreetingCache(engine, Path(settings.greeting_cache_dir),
+                                  settings.openai_model)
+        background: set[asyncio.Task[None]] = set()
+        if settings.greeting_cache:
+            def render_greetings(businesses: list[BusinessConfig]) -> None:
+                task = asyncio.get_running_loop().create_task(greetings.sync(businesses))
+                background.add(task)
+                task.add_done_callback(background.discard)
+
+            config.listeners.append(render_greetings)
+        await config.load()
+        dialer = OutboundDialer(settings, registry, config, greetings)
         services = Services(
             settings=settings, store=store, config=config, registry=registry,
             recorder=recorder, engine=engine, dialer=dialer,
             signatures=SignatureChecker(settings.twilio_auth_token.get_secret_value(),
                                         settings.public_url),
+            warm=WarmSessions(engine, settings.warm_session_ttl_s), greetings=greetings,
         )
         app.state.services = services
         if not settings.twilio_validate_signatures:
@@ -58,6 +73,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await config.stop()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await services.warm.close()
             await recorder.stop()
             await dialer.close()
             await engine.close()

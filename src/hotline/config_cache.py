@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from hotline.business import BusinessConfig
@@ -29,6 +30,8 @@ class ConfigCache:
         self._by_number: dict[str, BusinessConfig] = {}
         self._version: str | None = None
         self._task: asyncio.Task[None] | None = None
+        # Called with the new list of businesses after every (re)load.
+        self.listeners: list[Callable[[list[BusinessConfig]], None]] = []
 
     async def load(self) -> None:
         version = await self._source.config_version()
@@ -36,6 +39,8 @@ class ConfigCache:
         self._by_slug = {b.slug: b for b in businesses}
         self._by_number = {n: b for b in businesses for n in b.phone_numbers}
         self._version = version
+        for listener in self.listeners:
+            listener(businesses)
         log.info("config loaded: %d businesses, %d numbers", len(self._by_slug),
                  len(self._by_number))
 

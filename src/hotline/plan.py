@@ -39,10 +39,26 @@ class CallPlan:
     # Wall clock (epoch ms) when the webhook arrived: the zero of the call's timeline,
     # shared across instances, unlike a monotonic clock.
     webhook_received_epoch_ms: float
+    # "compact": greet with the compact prompt, then upgrade; "full": the full one throughout.
+    greeting_prompt: str = "compact"
+    # Set when the greeting's audio is cached: it plays from memory at `start`.
+    greeting_audio_key: str | None = None
     template_name: str | None = None
     variables: dict[str, str] = field(default_factory=dict)
     # Stages reached before the stream opened, (stage, ms since the webhook arrived).
     early_stages: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def initial_instructions(self) -> str:
+        """What the engine is configured with before the greeting. A cached greeting needs
+        no engine to say it, so the engine gets the full prompt straight away."""
+        if self.greeting_audio_key or self.greeting_prompt == "full":
+            return self.full_instructions
+        return self.compact_instructions
+
+    @property
+    def upgrades_prompt(self) -> bool:
+        return self.initial_instructions != self.full_instructions
 
     @property
     def guards_pickup(self) -> bool:
@@ -87,6 +103,7 @@ def _common(settings: Settings, business: BusinessConfig) -> dict[str, Any]:
         "vad_silence_ms": settings.vad_silence_ms,
         "vad_prefix_padding_ms": settings.vad_prefix_padding_ms,
         "transcription_model": settings.openai_transcription_model,
+        "greeting_prompt": settings.greeting_prompt,
     }
 
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 from hotline.call.recorder import CallRecorder
 from hotline.config_cache import ConfigCache
 from hotline.engine.openai_realtime import RealtimeEngine
+from hotline.engine.warm import WarmSessions
+from hotline.greetings import GreetingCache
 from hotline.registry import CallRegistry
 from hotline.settings import Settings
 from hotline.telephony.signature import SignatureChecker
@@ -28,4 +30,6 @@ class Services:
     engine: RealtimeEngine
     dialer: OutboundDialer
     signatures: SignatureChecker
+    warm: WarmSessions
+    greetings: GreetingCache
     active_calls: dict[str, CallRunner] = field(default_factory=dict)

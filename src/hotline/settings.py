@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -39,6 +41,15 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./hotline.db"
     redis_url: str | None = None
+
+    # The greeting's critical path. Engine sessions are prepared by the voice webhook (warm);
+    # greetings are rendered to audio ahead and played from memory at `start` (cache).
+    warm_sessions: bool = True
+    warm_session_ttl_s: float = Field(30.0, gt=0, description="unclaimed warm sessions close")
+    greeting_cache: bool = True
+    greeting_cache_dir: str = "./greeting-cache"
+    # Instructions for a live greeting: "compact" (fast) then the full prompt, or "full".
+    greeting_prompt: Literal["compact", "full"] = "compact"
 
     # Call behaviour defaults (a business may not override these yet).
     warmup_ms: int = Field(800, ge=0, description="caller-first: pickup noise dropped")

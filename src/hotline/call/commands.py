@@ -61,8 +61,23 @@ class AddUserText:
     text: str
 
 
+@dataclass(slots=True)
+class AddAssistantText:
+    """An assistant message the agent said without the engine (a cached greeting)."""
+
+    item_id: str
+    text: str
+    previous_item_id: str | None = None
+
+
+@dataclass(slots=True)
+class DeleteItem:
+    item_id: str
+
+
 EngineMessage = (
     AppendAudio | CreateResponse | UpdateInstructions | Truncate | CancelResponse | AddUserText
+    | AddAssistantText | DeleteItem
 )
 
 

@@ -37,12 +37,13 @@ from hotline.call.record import CallRecord, TimelineStage, TranscriptTurn
 from hotline.call.session import CallSession, Outcome
 from hotline.engine.openai_realtime import EngineConnection
 from hotline.engine.realtime_codec import parse_engine, render_engine
+from hotline.engine.warm import EngineHandle
 from hotline.errors import EngineProtocolError, TwilioProtocolError
 from hotline.logs import CallLog
 from hotline.plan import CallPlan
 from hotline.telephony.media_codec import parse_twilio, render_twilio
 
-EngineOpener = Callable[[CallPlan], Awaitable[EngineConnection]]
+EngineOpener = Callable[[CallPlan], Awaitable[EngineHandle]]
 
 
 class ASGIWebSocket(Protocol):
@@ -66,9 +67,10 @@ class CallClock:
 
 class CallRunner:
     def __init__(self, plan: CallPlan, twilio: ASGIWebSocket, open_engine: EngineOpener,
-                 log: CallLog, clock: CallClock) -> None:
+                 log: CallLog, clock: CallClock,
+                 greeting_frames: tuple[str, ...] | None = None) -> None:
         self.plan = plan
-        self.session = CallSession(plan)
+        self.session = CallSession(plan, greeting_frames)
         self.timeline = [TimelineStage(stage, ms) for stage, ms in plan.early_stages]
         self.transcript: list[TranscriptTurn] = []
         self._twilio = twilio
@@ -153,7 +155,7 @@ class CallRunner:
 
     async def _connect_and_pump_engine(self) -> None:
         try:
-            self._engine = await self._open_engine(self.plan)
+            handle = await self._open_engine(self.plan)
         except Exception as exc:
             # Any failure to reach the engine ends this call, not the server.
             self._log.error("engine connection failed: %r", exc)
@@ -162,7 +164,10 @@ class CallRunner:
             self._engine_ready.set()  # releases senders waiting for it; they drop their data
             await self._dispatch(EngineClosed())
             return
-        self._record(TimelineStage("engine_connected", self._clock.now_ms()))
+        self._engine = handle.connection
+        for stage in handle.stages:
+            self._record(stage)
+        self._record(TimelineStage("engine_ready", self._clock.now_ms(), handle.path))
         self._engine_ready.set()
         recv = self._engine.recv_bytes
         while True:

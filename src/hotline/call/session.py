@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 
 from hotline.audio.mulaw import BYTES_PER_MS, b64_decoded_len
 from hotline.call.commands import (
+    AddAssistantText,
     AddUserText,
     AppendAudio,
     Command,
     CreateResponse,
+    DeleteItem,
     EndCall,
     Record,
     SendToEngine,
@@ -110,9 +112,16 @@ class CallStats:
     marks: int = field(default=0)
 
 
+# Our own ids for the cached greeting's conversation items (the engine did not make them).
+CACHED_GREETING_ITEM = "hotline_greeting"
+CACHED_GREETING_HEARD_ITEM = "hotline_greeting_heard"
+_CACHED = "cached-greeting"  # stands for a response id: no engine response says it
+
+
 class CallSession:
-    def __init__(self, plan: CallPlan) -> None:
+    def __init__(self, plan: CallPlan, greeting_frames: tuple[str, ...] | None = None) -> None:
         self.plan = plan
+        self._greeting_frames = greeting_frames
         self.phase = CallPhase.AWAITING_START
         self.stream_sid: str | None = None
         self.stats = CallStats()
@@ -192,16 +201,48 @@ class CallSession:
         self.stream_sid = event.stream_sid
         self._started_ms = now_ms
         commands: list[Command] = [Record(TimelineStage("stream_start", now_ms))]
+        if self._greeting_frames:
+            self.phase = CallPhase.GREETING
+            return commands + self._play_cached_greeting(self._greeting_frames, now_ms)
         if self.plan.bot_speaks_first:
             self.phase = CallPhase.GREETING
             commands.append(SendToEngine(CreateResponse()))
+            prompt = "compact" if self.plan.upgrades_prompt else "full"
             commands.append(Record(TimelineStage(
                 "greeting_requested", now_ms,
-                f"compact prompt {len(self.plan.compact_instructions)} chars")))
+                f"live, {prompt} prompt {len(self.plan.initial_instructions)} chars")))
             self._seen.add("greeting_requested")
         else:
             self.phase = CallPhase.LISTENING
         return commands
+
+    def _play_cached_greeting(self, frames: tuple[str, ...], now_ms: float) -> list[Command]:
+        """Every frame goes to Twilio at once (it buffers and plays in real time), each with
+        a mark; the engine's conversation is told the assistant said the greeting."""
+        item = self._items[CACHED_GREETING_ITEM] = _AgentItem(_CACHED, now_ms,
+                                                              transcript=self.plan.greeting)
+        self._current_item_id = CACHED_GREETING_ITEM
+        self._playhead = _Playhead(CACHED_GREETING_ITEM, now_ms, 0.0)
+        commands: list[Command] = []
+        for frame in frames:
+            item.sent_ms += b64_decoded_len(frame) / BYTES_PER_MS
+            self._mark_seq += 1
+            name = f"m{self._mark_seq}"
+            self._pending_marks[name] = (CACHED_GREETING_ITEM, item.sent_ms)
+            commands.append(SendToTwilio(TwilioMediaOut(frame)))
+            commands.append(SendToTwilio(TwilioMarkOut(name)))
+        self.stats.deltas_out += len(frames)
+        commands.append(SendToEngine(AddAssistantText(CACHED_GREETING_ITEM, self.plan.greeting)))
+        commands.append(Record(TimelineStage("greeting_requested", now_ms,
+                                             f"cached audio {int(item.sent_ms)} ms")))
+        commands += self._stage_once("first_audio_to_caller", now_ms)
+        return commands
+
+    def _finish_cached_greeting(self, now_ms: float, how: str) -> list[Command]:
+        self.phase = CallPhase.CONVERSING
+        self._first_response_done = True  # the engine's first response is a reply, not this
+        return [*self._record_agent_turns(_CACHED), *self._stage_once("greeting_done", now_ms,
+                                                                           how)]
 
     def _on_media(self, event: TwilioMedia, now_ms: float) -> list[Command]:
         self.stats.media_in += 1
@@ -236,10 +277,14 @@ class CallSession:
         elif current is not None and not any(i == item_id for i, _ in self._pending_marks.values()):
             # The previous item finished playing: the current one starts now.
             self._playhead = _Playhead(current, now_ms, 0.0)
+        commands: list[Command] = []
+        if item_id == CACHED_GREETING_ITEM and self.phase is CallPhase.GREETING and not any(
+                i == CACHED_GREETING_ITEM for i, _ in self._pending_marks.values()):
+            commands = self._finish_cached_greeting(now_ms, "cached audio played")
         if not self._pending_marks and self._active_response_id is None:
             # The agent's audio has finished playing: its echo may still come back.
             self._cooldown_until_ms = now_ms + self.plan.echo_cooldown_ms
-        return []
+        return commands
 
     def _on_dtmf(self, event: TwilioDtmf, now_ms: float) -> list[Command]:
         if self.phase is CallPhase.AWAITING_START:
@@ -300,6 +345,11 @@ class CallSession:
         detail = "nothing played yet"
         if item_id is not None:
             item = self._items[item_id]
+            if item.response_id == _CACHED:
+                commands += self._cut_cached_greeting(item, heard_ms, now_ms)
+                commands.append(Record(TimelineStage(
+                    "barge_in", now_ms, f"heard {heard_ms} of {int(item.sent_ms)} ms (cached)")))
+                return commands
             still_going = self._active_response_id == item.response_id
             if still_going:
                 # The engine cancels it (interrupt_response); late deltas must not play.
@@ -310,6 +360,19 @@ class CallSession:
             detail = f"heard {heard_ms} of {int(item.sent_ms)} ms"
         commands.append(Record(TimelineStage("barge_in", now_ms, detail)))
         return commands
+
+    def _cut_cached_greeting(self, item: _AgentItem, heard_ms: int,
+                             now_ms: float) -> list[Command]:
+        """The engine did not make the cached greeting's item, so it can't truncate it:
+        replace it with the part of the text the caller heard."""
+        item.truncated_at_ms = heard_ms
+        commands: list[Command] = [SendToEngine(DeleteItem(CACHED_GREETING_ITEM))]
+        heard_text = heard_part(self.plan.greeting, heard_ms / item.sent_ms if item.sent_ms else 0)
+        item.transcript = heard_text
+        if heard_text:
+            commands.append(SendToEngine(AddAssistantText(CACHED_GREETING_HEARD_ITEM,
+                                                          heard_text, previous_item_id="root")))
+        return commands + self._finish_cached_greeting(now_ms, "cut by the caller")
 
     def _heard_ms(self, now_ms: float) -> int:
         """How much of the current item the caller has heard, rounded down, never past what
@@ -340,11 +403,12 @@ class CallSession:
             if self.phase is CallPhase.GREETING:
                 self._greeting_response_id = event.response_id
                 commands += self._stage_once("greeting_done", now_ms, event.status)
-            commands.append(SendToEngine(UpdateInstructions(self.plan.full_instructions)))
-            commands.append(Record(TimelineStage(
-                "prompt_upgraded", now_ms,
-                f"full prompt {len(self.plan.full_instructions)} chars")))
-            self.prompt_upgraded = True
+            if self.plan.upgrades_prompt:
+                commands.append(SendToEngine(UpdateInstructions(self.plan.full_instructions)))
+                commands.append(Record(TimelineStage(
+                    "prompt_upgraded", now_ms,
+                    f"full prompt {len(self.plan.full_instructions)} chars")))
+                self.prompt_upgraded = True
             self.phase = CallPhase.CONVERSING
         if not self._pending_marks:
             self._cooldown_until_ms = now_ms + self.plan.echo_cooldown_ms
@@ -385,3 +449,12 @@ class CallSession:
         commands.append(Record(TimelineStage("call_ended", now_ms, reason)))
         commands.append(EndCall(outcome))
         return commands
+
+
+def heard_part(text: str, fraction: float) -> str:
+    """The words of `text` a caller heard when cut off at `fraction` of its audio."""
+    if fraction >= 1:
+        return text
+    cut = int(len(text) * max(0.0, fraction))
+    words = text[:cut].rsplit(" ", 1)[0] if " " in text[:cut] else ""
+    return f"{words}—" if words else ""

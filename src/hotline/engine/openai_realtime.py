@@ -7,14 +7,18 @@ orjson codec, which is ~100x cheaper per message than the typed helpers.
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import Protocol
 
+import orjson
 from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
 from hotline.engine.session_config import session_config
+from hotline.errors import EngineProtocolError
 from hotline.plan import CallPlan
+from hotline.prompts import GREETING_MARKER
 from hotline.settings import Settings
 
 log = logging.getLogger("hotline.engine")
@@ -38,18 +42,66 @@ class RealtimeEngine:
             websocket_base_url=settings.openai_realtime_url,
         )
 
-    async def open_session(self, plan: CallPlan) -> AsyncRealtimeConnection:
-        """Connect and configure with the compact instructions (no wait for session.updated:
-        the engine applies events in order, so a response.create sent next uses them)."""
+    async def open_session(self, plan: CallPlan, *,
+                           wait_configured: bool = False) -> AsyncRealtimeConnection:
+        """Connect and configure with the plan's initial instructions.
+
+        On the cold path there is no wait for `session.updated`: the engine applies events
+        in order, so a `response.create` sent next uses the new instructions. A warm session
+        (prepared in the background) waits for it, so that it is fully ready at `start` and
+        the call's reader starts on a clean stream of events."""
         connection = await self._client.realtime.connect(model=self._settings.openai_model).enter()
         try:
             await connection.session.update(
-                session=session_config(plan, plan.compact_instructions,  # type: ignore[arg-type]
+                session=session_config(plan, plan.initial_instructions,  # type: ignore[arg-type]
                                        self._settings.openai_model))
+            if wait_configured:
+                await self._until(connection, "session.updated")
         except BaseException:
             await connection.close()
             raise
         return connection
+
+    async def render_speech(self, text: str, voice: str) -> bytes:
+        """The engine itself speaks `text` in `voice`, as μ-law 8 kHz: a cached greeting
+        sounds exactly like the live agent."""
+        connection = await self._client.realtime.connect(model=self._settings.openai_model).enter()
+        try:
+            await connection.session.update(session={  # type: ignore[typeddict-item]
+                "type": "realtime",
+                "instructions": "You read texts aloud exactly as written, nothing else.",
+                "output_modalities": ["audio"],
+                "audio": {"input": {"format": {"type": "audio/pcmu"}, "turn_detection": None},
+                          "output": {"format": {"type": "audio/pcmu"}, "voice": voice}},
+            })
+            await connection.response.create(response={
+                "conversation": "none",
+                "instructions": f'Say this greeting word for word. {GREETING_MARKER} "{text}"',
+            })
+            audio = bytearray()
+            while True:
+                event = orjson.loads(await connection.recv_bytes())
+                kind = event.get("type")
+                if kind == "response.output_audio.delta":
+                    audio += base64.b64decode(event["delta"])
+                elif kind == "response.done":
+                    status = event["response"].get("status")
+                    if status != "completed" or not audio:
+                        raise EngineProtocolError(f"greeting render ended {status!r}")
+                    return bytes(audio)
+                elif kind == "error":
+                    raise EngineProtocolError(f"greeting render failed: {event['error']}")
+        finally:
+            await connection.close()
+
+    @staticmethod
+    async def _until(connection: AsyncRealtimeConnection, event_type: str) -> None:
+        while True:
+            event = orjson.loads(await connection.recv_bytes())
+            if event.get("type") == event_type:
+                return
+            if event.get("type") == "error":
+                raise EngineProtocolError(f"engine refused the session: {event['error']}")
 
     async def close(self) -> None:
         await self._client.close()

@@ -13,10 +13,12 @@ from typing import Any
 import orjson
 
 from hotline.call.commands import (
+    AddAssistantText,
     AddUserText,
     AppendAudio,
     CancelResponse,
     CreateResponse,
+    DeleteItem,
     EngineMessage,
     Truncate,
     UpdateInstructions,
@@ -113,6 +115,14 @@ def render_engine(message: EngineMessage) -> str:
         event = {"type": "conversation.item.create",
                  "item": {"type": "message", "role": "user",
                           "content": [{"type": "input_text", "text": message.text}]}}
+    elif isinstance(message, AddAssistantText):
+        event = {"type": "conversation.item.create",
+                 "item": {"id": message.item_id, "type": "message", "role": "assistant",
+                          "content": [{"type": "output_text", "text": message.text}]}}
+        if message.previous_item_id is not None:
+            event["previous_item_id"] = message.previous_item_id
+    elif isinstance(message, DeleteItem):
+        event = {"type": "conversation.item.delete", "item_id": message.item_id}
     else:
         raise TypeError(f"not an engine message: {message!r}")
     return orjson.dumps(event).decode()

@@ -1,7 +1,8 @@
 """What the simulated model says, and what the simulated transcriber hears.
 
-The simulator understands nothing: a response speaks, in order of precedence, the
-response's own short instructions, the greeting quoted after `GREETING_MARKER` in the
+The simulator understands nothing: a response speaks, in order of precedence, the text
+quoted after `GREETING_MARKER` in the response's instructions, the response's own short
+instructions, the greeting quoted after `GREETING_MARKER` in the
 session instructions (first assistant response only), or the next canned reply.
 """
 
@@ -69,6 +70,10 @@ class ReplyScript:
     def text_for(self, *, session_instructions: str, response_instructions: str | None,
                  first_assistant_response: bool) -> str:
         if response_instructions:
+            # A request to speak a given text (the product renders greetings this way).
+            quoted = greeting_in(response_instructions)
+            if quoted:
+                return quoted
             if len(response_instructions) < SHORT_INSTRUCTIONS_CHARS:
                 return response_instructions
             return LONG_INSTRUCTIONS_LINE

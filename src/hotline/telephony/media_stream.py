@@ -69,8 +69,9 @@ async def media_stream(websocket: WebSocket) -> None:
         await websocket.close(code=WS_POLICY_VIOLATION)
         return
     log_for_call = call_log(plan.call_sid)
-    runner = CallRunner(plan, websocket, services.engine.open_session, log_for_call,
-                        CallClock(plan.webhook_received_epoch_ms))
+    runner = CallRunner(plan, websocket, services.warm.claim, log_for_call,
+                        CallClock(plan.webhook_received_epoch_ms),
+                        greeting_frames=services.greetings.frames(plan.greeting_audio_key))
     services.active_calls[plan.call_sid] = runner
     try:
         record = await runner.run(start, started_at)

@@ -18,6 +18,7 @@ from twilio.rest import Client
 
 from hotline.config_cache import ConfigCache
 from hotline.errors import HotlineError, UnknownNumber
+from hotline.greetings import GreetingCache
 from hotline.plan import build_outbound_plan
 from hotline.registry import CallRegistry
 from hotline.settings import Settings
@@ -43,10 +44,11 @@ class PlacedCall:
 
 class OutboundDialer:
     def __init__(self, settings: Settings, registry: CallRegistry,
-                 config: ConfigCache) -> None:
+                 config: ConfigCache, greetings: GreetingCache) -> None:
         self._settings = settings
         self._registry = registry
         self._config = config
+        self._greetings = greetings
         self._http = AsyncTwilioHttpClient()
         self._client = Client(settings.twilio_account_sid,
                               settings.twilio_auth_token.get_secret_value(),
@@ -65,6 +67,9 @@ class OutboundDialer:
         plan = build_outbound_plan(self._settings, business, template_name=template,
                                    variables=variables, from_number=caller_id,
                                    to_number=to_number, created_epoch_ms=time.time() * 1000)
+        if self._settings.greeting_cache:
+            # Rendered while the phone rings; the answered webhook uses it if it is ready.
+            self._greetings.ensure_soon(plan.greeting, plan.voice)
         pending_id = secrets.token_urlsafe(12)
         await self._registry.put_pending(pending_id, plan, PENDING_TTL_S)
         try:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from fastapi import APIRouter, Request, Response
 
 from hotline.call.recorder import CallStatusUpdate
-from hotline.plan import build_inbound_plan
+from hotline.plan import CallPlan, build_inbound_plan
 from hotline.services import Services
 from hotline.telephony.twiml import UNKNOWN_NUMBER_MESSAGE, connect_stream, say_and_hang_up
 
@@ -68,16 +69,27 @@ async def voice(request: Request) -> Response:
         plan = build_inbound_plan(services.settings, business, call_sid=call_sid,
                                   from_number=from_number, to_number=to_number,
                                   webhook_received_epoch_ms=received_epoch_ms)
+    plan = _with_greeting_audio(services, plan)
     plan = plan.with_stage("webhook_received", 0.0).with_stage(
         "plan_ready", (time.perf_counter() - t0) * 1000)
     twiml = connect_stream(services.settings.media_stream_url,
                            {"token": plan.token, "business": plan.business_slug})
     plan = plan.with_stage("twiml_sent", (time.perf_counter() - t0) * 1000)
     await services.registry.put(plan, services.settings.plan_ttl_s)
+    if services.settings.warm_sessions:
+        services.warm.prepare(plan)  # in the background: the TwiML does not wait for it
     log.info("call %s %s %s -> %s: plan ready for %s (compact %d chars, full %d chars)",
              call_sid, plan.direction, from_number, to_number, plan.business_slug,
              len(plan.compact_instructions), len(plan.full_instructions))
     return _xml(twiml)
+
+
+def _with_greeting_audio(services: Services, plan: CallPlan) -> CallPlan:
+    """Use the cached greeting when its audio is in memory now; otherwise greet live."""
+    if not services.settings.greeting_cache:
+        return replace(plan, greeting_audio_key=None)
+    key = services.greetings.key(plan.greeting, plan.voice)
+    return replace(plan, greeting_audio_key=key if services.greetings.has(key) else None)
 
 
 @router.post("/status")
@@ -100,6 +112,7 @@ async def status(request: Request) -> Response:
         # A plan whose stream never opened must not outlive its call.
         await services.registry.discard(call_sid)
         await services.dialer.forget(call_sid)
+        await services.warm.discard(call_sid)
     log.info("status %s: %s", call_sid, call_status)
     return Response(status_code=204)
 

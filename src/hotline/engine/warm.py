@@ -1,0 +1,121 @@
+"""Warm engine sessions: connected and configured while Twilio is still opening the stream.
+
+The voice webhook calls `prepare()` (it returns at once); the media stream's `start`
+calls `claim()`. A session still connecting is awaited, never opened twice. An unclaimed
+session is closed after its expiry, or at once when a status callback says the call is
+over; a claim that finds nothing (expired, or the stream landed on another instance)
+connects on the spot, and the timeline says which path it took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from websockets.exceptions import ConnectionClosed
+
+from hotline.call.record import TimelineStage
+from hotline.engine.openai_realtime import EngineConnection, RealtimeEngine
+from hotline.plan import CallPlan
+
+log = logging.getLogger("hotline.engine.warm")
+
+
+@dataclass(slots=True)
+class EngineHandle:
+    """An engine connection for a call, and how it was obtained."""
+
+    connection: EngineConnection
+    path: str  # "warm" | "cold"
+    stages: list[TimelineStage] = field(default_factory=list)
+
+
+def _since_webhook_ms(plan: CallPlan) -> float:
+    return time.time() * 1000 - plan.webhook_received_epoch_ms
+
+
+@dataclass(slots=True)
+class _Warm:
+    task: asyncio.Task[EngineConnection]
+    expiry: asyncio.TimerHandle
+    stages: list[TimelineStage]
+
+
+class WarmSessions:
+    def __init__(self, engine: RealtimeEngine, ttl_s: float) -> None:
+        self._engine = engine
+        self._ttl_s = ttl_s
+        self._sessions: dict[str, _Warm] = {}
+        self.opened = 0
+        self.expired = 0
+
+    def prepare(self, plan: CallPlan) -> None:
+        if plan.call_sid in self._sessions:
+            return
+        stages: list[TimelineStage] = []
+        task = asyncio.get_running_loop().create_task(self._open(plan, stages),
+                                                      name=f"warm-{plan.call_sid}")
+        expiry = asyncio.get_running_loop().call_later(self._ttl_s, self._expire, plan.call_sid)
+        self._sessions[plan.call_sid] = _Warm(task, expiry, stages)
+        self.opened += 1
+
+    async def _open(self, plan: CallPlan, stages: list[TimelineStage]) -> EngineConnection:
+        connection = await self._engine.open_session(plan, wait_configured=True)
+        stages.append(TimelineStage("engine_connected", _since_webhook_ms(plan), "warm"))
+        stages.append(TimelineStage("engine_configured", _since_webhook_ms(plan),
+                                    f"instructions {len(plan.initial_instructions)} chars"))
+        return connection
+
+    async def claim(self, plan: CallPlan) -> EngineHandle:
+        """The call's warm session (awaited if still connecting), else a cold one."""
+        warm = self._sessions.pop(plan.call_sid, None)
+        if warm is not None:
+            warm.expiry.cancel()
+            try:
+                connection = await warm.task
+                return EngineHandle(connection, "warm", warm.stages)
+            except Exception as exc:
+                # The engine refused or dropped the prepared session: try once more, cold.
+                log.warning("warm session for %s failed (%r); connecting now",
+                            plan.call_sid, exc)
+        connection = await self._engine.open_session(plan)
+        return EngineHandle(connection, "cold",
+                            [TimelineStage("engine_connected", _since_webhook_ms(plan), "cold")])
+
+    def _expire(self, call_sid: str) -> None:
+        warm = self._sessions.get(call_sid)
+        if warm is not None:
+            self.expired += 1
+            log.info("warm session for %s unclaimed after %.0f s: closed", call_sid, self._ttl_s)
+            asyncio.get_running_loop().create_task(self.discard(call_sid))
+
+    async def discard(self, call_sid: str) -> None:
+        """Close a call's unclaimed session (its call failed, or was never answered)."""
+        warm = self._sessions.pop(call_sid, None)
+        if warm is None:
+            return
+        warm.expiry.cancel()
+        await _close_task(warm.task)
+
+    def count(self) -> int:
+        return len(self._sessions)
+
+    async def close(self) -> None:
+        sessions, self._sessions = self._sessions, {}
+        for warm in sessions.values():
+            warm.expiry.cancel()
+        await asyncio.gather(*(_close_task(w.task) for w in sessions.values()))
+
+
+async def _close_task(task: asyncio.Task[EngineConnection]) -> None:
+    if not task.done():
+        task.cancel()
+    try:
+        connection = await task
+    except (asyncio.CancelledError, Exception):
+        return  # it never connected: nothing to close
+    with contextlib.suppress(OSError, ConnectionClosed):
+        await connection.close()

@@ -1,0 +1,126 @@
+"""Pre-rendered greetings: the engine speaks each distinct (text, voice) once, and calls
+play it from memory the moment their stream starts.
+
+Audio is kept as base64 μ-law frames, split and encoded once when loaded, so the media
+loop only forwards strings. Files on disk (`<sha256>.ulaw`) survive restarts. Inbound
+greetings are rendered when the business config loads or changes (stale ones are
+dropped: a new greeting or voice is a new key); outbound greetings are rendered when the
+call is placed, while the phone rings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+from pathlib import Path
+from typing import Protocol
+
+from hotline.audio.mulaw import BYTES_PER_MS
+from hotline.business import BusinessConfig
+
+log = logging.getLogger("hotline.greetings")
+
+FRAME_MS = 100  # one Twilio media message + one mark per 100 ms of greeting
+
+
+class SpeechRenderer(Protocol):
+    async def render_speech(self, text: str, voice: str) -> bytes: ...
+
+
+def greeting_key(text: str, voice: str, model: str) -> str:
+    return hashlib.sha256(f"{model}\0{voice}\0{text}".encode()).hexdigest()
+
+
+def split_frames(audio: bytes, frame_ms: int = FRAME_MS) -> tuple[str, ...]:
+    size = frame_ms * BYTES_PER_MS
+    return tuple(base64.b64encode(audio[i:i + size]).decode()
+                 for i in range(0, len(audio), size))
+
+
+class GreetingCache:
+    def __init__(self, renderer: SpeechRenderer, directory: Path | None, model: str) -> None:
+        self._renderer = renderer
+        self._directory = directory
+        self._model = model
+        self._frames: dict[str, tuple[str, ...]] = {}
+        self._rendering: dict[str, asyncio.Task[None]] = {}
+        self._inbound_keys: set[str] = set()
+        self.rendered = 0
+
+    def key(self, text: str, voice: str) -> str:
+        return greeting_key(text, voice, self._model)
+
+    def frames(self, key: str | None) -> tuple[str, ...] | None:
+        """The greeting's frames if they are in memory (the media path: no I/O)."""
+        return self._frames.get(key) if key else None
+
+    def has(self, key: str) -> bool:
+        return key in self._frames
+
+    async def ensure(self, text: str, voice: str) -> str:
+        """Make the greeting's audio available (memory, else disk, else the engine); one
+        render per key however many callers ask at once."""
+        key = self.key(text, voice)
+        if key in self._frames:
+            return key
+        task = self._rendering.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load_or_render(key, text, voice))
+            self._rendering[key] = task
+            task.add_done_callback(lambda _: self._rendering.pop(key, None))
+        await asyncio.shield(task)
+        return key
+
+    def ensure_soon(self, text: str, voice: str) -> asyncio.Task[str]:
+        """Start rendering in the background; a failure is logged, never raised."""
+        return asyncio.get_running_loop().create_task(self._ensure_logged(text, voice))
+
+    async def _ensure_logged(self, text: str, voice: str) -> str:
+        try:
+            return await self.ensure(text, voice)
+        except Exception as exc:
+            # A background task's top level: whatever the engine did, calls greet live.
+            log.warning("greeting not rendered (%r); calls will greet live", exc)
+            return ""
+
+    async def _load_or_render(self, key: str, text: str, voice: str) -> None:
+        path = self._path(key)
+        if path is not None and path.exists():
+            audio = await asyncio.to_thread(path.read_bytes)
+        else:
+            audio = await self._renderer.render_speech(text, voice)
+            self.rendered += 1
+            if path is not None:
+                await asyncio.to_thread(_write_atomically, path, audio)
+            log.info("greeting rendered: %d ms of audio, voice %s, %d chars", len(audio) //
+                     BYTES_PER_MS, voice, len(text))
+        self._frames[key] = split_frames(audio)
+
+    async def sync(self, businesses: list[BusinessConfig]) -> None:
+        """Render every business's inbound greeting; forget those no longer used."""
+        wanted = {self.key(b.greeting, b.voice) for b in businesses}
+        for stale in self._inbound_keys - wanted:
+            self.forget(stale)
+        self._inbound_keys = wanted
+        results = await asyncio.gather(*(self._ensure_logged(b.greeting, b.voice)
+                                         for b in businesses))
+        log.info("greeting cache: %d of %d inbound greetings ready",
+                 sum(1 for r in results if r), len(businesses))
+
+    def forget(self, key: str) -> None:
+        self._frames.pop(key, None)
+        path = self._path(key)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def _path(self, key: str) -> Path | None:
+        return self._directory / f"{key}.ulaw" if self._directory is not None else None
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_bytes(data)
+    temporary.replace(path)
