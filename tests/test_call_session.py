@@ -8,9 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hotline.call.commands import (
+    AddAssistantText,
     AppendAudio,
     Command,
     CreateResponse,
+    DeleteItem,
     EndCall,
     Record,
     SendToEngine,
@@ -39,7 +41,13 @@ from hotline.call.events import (
     TwilioStop,
 )
 from hotline.call.record import TimelineStage, TranscriptTurn
-from hotline.call.session import CallPhase, CallSession
+from hotline.call.session import (
+    CACHED_GREETING_HEARD_ITEM,
+    CACHED_GREETING_ITEM,
+    CallPhase,
+    CallSession,
+    heard_part,
+)
 from tests.factories import make_plan
 
 START = TwilioStart("MZ" + "a" * 32, "CA" + "1" * 32, "AC" + "0" * 32, {"token": "t"})
@@ -334,3 +342,45 @@ def test_any_event_sequence_keeps_the_invariants(steps: list[tuple[CallEvent, in
                 assert 0 < cmd.message.audio_end_ms <= sent_ms[cmd.message.item_id]
     assert greetings == (1 if bot_first else 0)
     assert upgrades <= 1 and session.prompt_upgraded == (upgrades == 1)
+
+
+class TestCachedGreeting:
+    FRAMES = tuple(audio_b64(100) for _ in range(5))  # 500 ms of greeting
+
+    def test_frames_go_out_at_start_and_the_engine_is_told(self) -> None:
+        call = Call(greeting_audio_key="k")
+        call.session = CallSession(call.session.plan, self.FRAMES)
+        cmds = call(START, 10)
+        media = [m for m in twilio_sent(cmds) if isinstance(m, TwilioMediaOut)]
+        assert [m.payload_b64 for m in media] == list(self.FRAMES)
+        assert len(marks(cmds)) == 5
+        [told] = engine_sent(cmds)
+        assert told == AddAssistantText(CACHED_GREETING_ITEM, call.session.plan.greeting)
+        assert stages(cmds) == ["stream_start", "greeting_requested", "first_audio_to_caller"]
+        # Played out: the greeting is done, and no prompt upgrade follows any reply.
+        for i, name in enumerate(marks(cmds)):
+            last = call(TwilioMark(name), 110 + 100 * i)
+        assert stages(last) == ["greeting_done"]
+        call.speak("r1", "i1", [100], 1000)
+        assert engine_sent(call(EngineResponseDone("r1", "completed"), 1100)) == []
+
+    def test_barge_in_replaces_the_item_with_what_was_heard(self) -> None:
+        call = Call(greeting_audio_key="k")
+        call.session = CallSession(call.session.plan, self.FRAMES)
+        names = marks(call(START, 0))
+        call(TwilioMark(names[0]), 100)
+        call(TwilioMark(names[1]), 200)
+        cmds = call(EngineSpeechStarted(0, "u1"), 250)  # heard 250 of 500 ms
+        assert twilio_sent(cmds) == [TwilioClear()]
+        greeting = call.session.plan.greeting
+        assert engine_sent(cmds) == [
+            DeleteItem(CACHED_GREETING_ITEM),
+            AddAssistantText(CACHED_GREETING_HEARD_ITEM, heard_part(greeting, 0.5), "root")]
+        [turn] = turns(cmds)
+        assert turn.interrupted and turn.text == heard_part(greeting, 0.5)
+
+
+def test_heard_part_cuts_at_a_word() -> None:
+    assert heard_part("Hello and welcome to Acme", 0.5) == "Hello and—"
+    assert heard_part("Hello and welcome", 1.0) == "Hello and welcome"
+    assert heard_part("Hello", 0.1) == ""
