@@ -151,12 +151,25 @@ class CallRecorder:
     def _replay_spool(self) -> None:
         if self._spool_path is None or not self._spool_path.exists():
             return
-        lines = self._spool_path.read_bytes().splitlines()
+        jobs: list[Job] = []
+        corrupt: list[bytes] = []
+        for line in self._spool_path.read_bytes().splitlines():
+            if not line.strip():
+                continue
+            try:
+                jobs.append(job_from_json(line))
+            except (ValueError, KeyError, TypeError):
+                corrupt.append(line)
+        if corrupt:
+            # Kept for a person to look at; the good lines are replayed all the same.
+            aside = self._spool_path.with_suffix(".corrupt")
+            with aside.open("ab") as out:
+                out.write(b"".join(line + b"\n" for line in corrupt))
+            log.error("%d unreadable spooled records moved to %s", len(corrupt), aside)
         self._spool_path.unlink()
-        for line in lines:
-            if line.strip():
-                self.submit(job_from_json(line))
-        log.info("replaying %d spooled call records from %s", len(lines), self._spool_path)
+        for job in jobs:
+            self.submit(job)
+        log.info("replaying %d spooled call records from %s", len(jobs), self._spool_path)
 
 
 def _describe(job: Job) -> str:

@@ -12,6 +12,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
+import aiohttp
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
@@ -84,6 +85,9 @@ class OutboundDialer:
             await self._registry.take_pending(pending_id)
             raise OutboundCallError(f"Twilio refused the call: {exc.msg} (code {exc.code})") \
                 from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            await self._registry.take_pending(pending_id)
+            raise OutboundCallError(f"Twilio's API could not be reached: {exc!r}") from None
         self._pending_by_sid[call.sid] = pending_id
         log.info("outbound call %s placed for %s to %s (template %s)", call.sid, business_slug,
                  to_number, template)

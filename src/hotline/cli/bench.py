@@ -1,0 +1,78 @@
+"""`hotline bench …`: benchmarks against the simulators (results in docs/benchmarks.md).
+
+The benchmark code is imported only when a benchmark runs, so `hotline --help` stays fast.
+It lives in the package (`hotline.bench_greeting`) because the installed `hotline` script
+cannot import the repository's `bench/` directory; `python -m bench.greeting` runs the
+same code from a checkout.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from pathlib import Path
+
+import typer
+
+from hotline.cli import app
+
+bench_app = typer.Typer(help="Benchmarks against the simulators, offline.",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+STRATEGY_NAMES = ("naive", "seed", "hotline-warm", "hotline")
+PROFILE_CHOICES = {"zero": ("zero",), "modeled": ("modeled",), "both": ("zero", "modeled")}
+
+
+def _strategies(values: list[str] | None) -> list[str]:
+    if not values:
+        return list(STRATEGY_NAMES)
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in STRATEGY_NAMES]
+    if unknown:
+        raise typer.BadParameter(f"unknown {', '.join(unknown)}; choose from "
+                                 f"{', '.join(STRATEGY_NAMES)}", param_hint="--strategies")
+    return list(dict.fromkeys(names))
+
+
+@bench_app.command("greeting")
+def greeting(
+    calls: int = typer.Option(50, "--calls", "-n", min=1, help="Calls per strategy and profile."),
+    concurrency: int = typer.Option(10, "--concurrency", "-c", min=1,
+                                    help="Calls in flight at once."),
+    profile: str = typer.Option("both", "--profile",
+                                help="Engine latency profile: zero | modeled | both."),
+    strategies: list[str] | None = typer.Option(
+        None, "--strategies", "-s",
+        help="Strategies to run, comma-separated or repeated (default: naive, seed, "
+             "hotline-warm, hotline)."),
+    output: Path = typer.Option(Path("docs/benchmarks.md"), "--output", "-o",
+                                help="Markdown report to write."),
+    no_output: bool = typer.Option(False, "--no-output", help="Print only; write no report."),
+    loop: str = typer.Option("uvloop", "--loop", help="Event loop: uvloop | asyncio."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the server's log."),
+) -> None:
+    """Stream start → first greeting frame for naive, seed and Hotline's strategies."""
+    if profile not in PROFILE_CHOICES:
+        raise typer.BadParameter("choose zero, modeled or both", param_hint="--profile")
+    if loop not in ("uvloop", "asyncio"):
+        raise typer.BadParameter("choose uvloop or asyncio", param_hint="--loop")
+    chosen = _strategies(strategies)
+
+    from rich.console import Console
+
+    from hotline.bench_greeting import bench_greeting
+    from hotline.logs import configure_logging
+
+    configure_logging("INFO" if verbose else "WARNING")
+    if not verbose:
+        logging.getLogger("hotline.sim").setLevel(logging.ERROR)
+    command = ["hotline", "bench", "greeting", "--calls", str(calls), "--concurrency",
+               str(concurrency), "--profile", profile, "--strategies", ",".join(chosen)]
+    try:
+        bench_greeting(calls=calls, concurrency=concurrency, profiles=PROFILE_CHOICES[profile],
+                       strategies=chosen, output=None if no_output else output,
+                       console=Console(), loop=loop, command=shlex.join(command))
+    except RuntimeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc

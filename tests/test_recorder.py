@@ -1,0 +1,271 @@
+"""CallRecorder against the real store: write-behind in order, retry through an outage,
+spool at shutdown and replay at start, dead letters for records the store refuses.
+
+The only double is `DownStore`: the real `Store`, "down" (raising what the real one raises
+when its database is unreachable) for its first N writes, since an outage that ends on cue
+cannot be produced with the real database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from hotline.call.record import CallRecord, TimelineStage, TranscriptTurn
+from hotline.call.recorder import CallRecorder, CallStatusUpdate, Job, job_from_json, job_to_json
+from hotline.errors import StoreUnavailable
+from hotline.store import Store
+from tests.factories import TEST_NUMBER, make_business
+
+CALLER = "+15550001111"
+T0 = datetime(2025, 3, 1, 9, 30, 0, 123456, tzinfo=UTC)
+FAST_BACKOFF_S = 0.01
+
+
+class DownStore:
+    """The real store, unreachable for its first `failures` writes (then itself again)."""
+
+    def __init__(self, store: Store, failures: int,
+                 error: type[Exception] = StoreUnavailable) -> None:
+        self._store = store
+        self._failures = failures
+        self._error = error
+        self.attempts = 0
+
+    def _maybe_fail(self) -> None:
+        self.attempts += 1
+        if self.attempts <= self._failures:
+            raise self._error(f"database is unavailable (simulated, attempt {self.attempts})")
+
+    async def save_call(self, record: CallRecord) -> None:
+        self._maybe_fail()
+        await self._store.save_call(record)
+
+    async def record_call_status(self, call_sid: str, status: str, *, at: datetime,
+                                 sequence: int | None = None,
+                                 duration_s: int | None = None) -> None:
+        self._maybe_fail()
+        await self._store.record_call_status(call_sid, status, at=at, sequence=sequence,
+                                             duration_s=duration_s)
+
+
+def make_record(call_sid: str, **overrides: object) -> CallRecord:
+    values: dict[str, object] = {
+        "call_sid": call_sid, "business_slug": "acme-dental", "direction": "inbound",
+        "from_number": CALLER, "to_number": TEST_NUMBER, "status": "in-progress",
+        "outcome": "", "started_at": T0, "ended_at": None,
+    }
+    values.update(overrides)
+    return CallRecord(**values)  # type: ignore[arg-type]
+
+
+def final_record(call_sid: str) -> CallRecord:
+    return make_record(
+        call_sid, outcome="completed", ended_at=T0 + timedelta(seconds=42),
+        transcript=[TranscriptTurn("agent", "Hi, Acme Dental, how can I help?", 0, 1800),
+                    TranscriptTurn("caller", "I'd like to book a cleaning.", 2100, 3900),
+                    TranscriptTurn("agent", "Sure, which day suits you?", 4200, 5600, True)],
+        timeline=[TimelineStage("webhook_received", 0.0),
+                  TimelineStage("stream_start", 212.5, "MZ123"),
+                  TimelineStage("call_ended", 42_000.25, "caller hung up")])
+
+
+def status(call_sid: str, name: str, **overrides: object) -> CallStatusUpdate:
+    # Same `at`, no sequence: the store orders such callbacks by insertion, i.e. write order.
+    values: dict[str, object] = {"call_sid": call_sid, "status": name, "at": T0}
+    values.update(overrides)
+    return CallStatusUpdate(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def sink(store: Store) -> Store:
+    await store.save_business(make_business())
+    return store
+
+
+def spooled(path: Path) -> list[Job]:
+    return [job_from_json(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def spool_files(directory: Path) -> bytes:
+    """Everything in the spool file and any file set aside next to it."""
+    return b"".join(p.read_bytes() for p in sorted(directory.glob("spool*")) if p.is_file())
+
+
+async def assert_written(store: Store, record: CallRecord, statuses: list[str]) -> None:
+    stored = await store.get_call(record.call_sid)
+    assert stored is not None
+    assert stored.transcript == record.transcript and stored.timeline == record.timeline
+    assert (stored.outcome, stored.ended_at, stored.business_slug) == (
+        record.outcome, record.ended_at, record.business_slug)
+    assert [s for s, _ in await store.call_statuses(record.call_sid)] == statuses
+
+
+# -- writing in order -----------------------------------------------------------------------
+async def test_records_and_statuses_are_written_in_the_order_submitted(sink: Store) -> None:
+    recorder = CallRecorder(sink, max_backoff_s=FAST_BACKOFF_S)
+    await recorder.start()
+    try:
+        call_sid = "CA" + "a" * 32
+        early = make_record(call_sid, status="queued",
+                            transcript=[TranscriptTurn("agent", "Hi", 0, 300)])
+        final = final_record(call_sid)
+        jobs: list[Job] = [early, status(call_sid, "ringing"), status(call_sid, "in-progress"),
+                           status(call_sid, "completed", duration_s=42), final]
+        for job in jobs:
+            recorder.submit(job)
+        await recorder.flush()
+        # The later save replaced the earlier one (written in the other order, the early
+        # record would win), and the callbacks kept their submission order.
+        await assert_written(sink, final, ["ringing", "in-progress", "completed"])
+        stored = await sink.get_call(call_sid)
+        assert stored is not None and stored.status == "completed"  # callbacks are the authority
+        assert recorder.written == len(jobs)
+    finally:
+        await recorder.stop()
+
+
+# -- an outage --------------------------------------------------------------------------------
+@pytest.mark.parametrize("error", [StoreUnavailable, ConnectionRefusedError])
+async def test_an_outage_delays_writes_but_loses_nothing(sink: Store, tmp_path: Path,
+                                                         error: type[Exception]) -> None:
+    down = DownStore(sink, failures=4, error=error)
+    spool = tmp_path / "spool.jsonl"
+    recorder = CallRecorder(down, spool_path=spool, max_backoff_s=FAST_BACKOFF_S)
+    await recorder.start()
+    try:
+        call_sid = "CA" + "b" * 32
+        recorder.submit(make_record(call_sid, status="queued"))
+        recorder.submit(status(call_sid, "ringing"))
+        recorder.submit(status(call_sid, "in-progress"))
+        recorder.submit(final_record(call_sid))
+        recorder.submit(status(call_sid, "completed"))
+        await recorder.flush()
+    finally:
+        await recorder.stop()
+    # Every job was retried until written: 4 failed attempts, then each job once.
+    assert down.attempts == 4 + 5
+    assert recorder.written == 5
+    await assert_written(sink, final_record(call_sid), ["ringing", "in-progress", "completed"])
+    assert not spool.exists()  # nothing needed spooling
+
+
+async def test_shutdown_during_an_outage_spools_and_the_next_start_replays(
+        sink: Store, tmp_path: Path) -> None:
+    spool = tmp_path / "spool.jsonl"
+    call_sid = "CA" + "c" * 32
+    jobs: list[Job] = [make_record(call_sid, status="queued"), status(call_sid, "ringing"),
+                       status(call_sid, "in-progress"), final_record(call_sid),
+                       status(call_sid, "completed", sequence=None, duration_s=42)]
+    down = DownStore(sink, failures=10**9)
+    recorder = CallRecorder(down, spool_path=spool, max_backoff_s=FAST_BACKOFF_S)
+    await recorder.start()
+    for job in jobs:
+        recorder.submit(job)
+    await recorder.stop(timeout_s=0.3)
+
+    assert down.attempts >= 1  # the first job was in flight, being retried
+    assert spooled(spool) == jobs  # in flight first, then the queue: order kept
+    assert await sink.get_call(call_sid) is None
+
+    # The next instance, on a working store, replays the spool at start.
+    replaying = CallRecorder(sink, spool_path=spool, max_backoff_s=FAST_BACKOFF_S)
+    await replaying.start()
+    try:
+        assert not spool.exists()
+        await replaying.flush()
+        assert replaying.written == len(jobs)
+        await assert_written(sink, final_record(call_sid), ["ringing", "in-progress", "completed"])
+    finally:
+        await replaying.stop()
+    assert not spool.exists()  # replayed once, not spooled again
+
+
+async def test_a_corrupt_spool_line_loses_nothing_else(sink: Store, tmp_path: Path) -> None:
+    spool = tmp_path / "spool.jsonl"
+    good = final_record("CA" + "4" * 32)
+    torn = job_to_json(status(good.call_sid, "completed"))[:25]  # cut off mid-write
+    spool.write_bytes(job_to_json(good) + b"\n" + torn + b"\n")
+    recorder = CallRecorder(sink, spool_path=spool, max_backoff_s=FAST_BACKOFF_S)
+    await recorder.start()
+    try:
+        await recorder.flush()
+    finally:
+        await recorder.stop()
+    await assert_written(sink, good, [])
+    assert not spool.exists()  # the good line was replayed, not left to replay again
+    assert torn in spool_files(tmp_path)  # the unreadable line is kept aside for a person
+
+
+# -- records the store refuses ------------------------------------------------------------
+REFUSED = {
+    # The store refuses naive datetimes (ValueError) ...
+    "naive datetime": make_record("CA" + "d" * 32, started_at=datetime(2025, 3, 1, 9, 30)),
+    # ... and the database a transcript turn without text (NOT NULL).
+    "NOT NULL violated": make_record(
+        "CA" + "d" * 32, transcript=[TranscriptTurn("agent", None, 0, 10)]),  # type: ignore[arg-type]
+}
+
+
+@pytest.mark.parametrize("refused", REFUSED.values(), ids=REFUSED.keys())
+async def test_a_refused_record_is_dead_lettered_and_later_jobs_still_written(
+        sink: Store, tmp_path: Path, refused: CallRecord) -> None:
+    spool = tmp_path / "spool.jsonl"
+    recorder = CallRecorder(sink, spool_path=spool, max_backoff_s=FAST_BACKOFF_S)
+    await recorder.start()
+    good = final_record("CA" + "e" * 32)
+    try:
+        recorder.submit(refused)
+        recorder.submit(good)
+        recorder.submit(status(good.call_sid, "completed"))
+        await recorder.flush()
+        # Kept for a person to look at, not retried forever, and not blocking what follows.
+        assert spooled(spool) == [refused]
+        await assert_written(sink, good, ["completed"])
+        assert await sink.get_call(refused.call_sid) is None
+    finally:
+        await recorder.stop()
+    assert spooled(spool) == [refused]  # stop() added nothing: the queue was empty
+
+    # The next start tries it again; still refused, it stays in the spool file, once.
+    again = CallRecorder(sink, spool_path=spool, max_backoff_s=FAST_BACKOFF_S)
+    await again.start()
+    try:
+        await again.flush()
+    finally:
+        await again.stop()
+    assert spooled(spool) == [refused]
+    assert await sink.get_call(refused.call_sid) is None
+
+
+# -- the spool format -----------------------------------------------------------------------
+ROUND_TRIPS: dict[str, Job] = {
+    "final record": dataclasses.replace(
+        final_record("CA" + "f" * 32), direction="outbound", template_name="reminder",
+        variables={"name": "Dana Lévy", "when": "tomorrow\n10:00"},
+        started_at=datetime(2025, 3, 1, 11, 30, 0, 5, tzinfo=timezone(timedelta(hours=2)))),
+    "record still open": make_record("CA" + "1" * 32),
+    "status with sequence": status("CA" + "2" * 32, "completed", sequence=7, duration_s=61,
+                                   at=T0 + timedelta(microseconds=1)),
+    "status without": status("CA" + "3" * 32, "ringing"),
+}
+
+
+@pytest.mark.parametrize("job", ROUND_TRIPS.values(), ids=ROUND_TRIPS.keys())
+def test_job_json_round_trip(job: Job) -> None:
+    line = job_to_json(job)
+    assert b"\n" not in line  # one job, one line
+    back = job_from_json(line)
+    assert type(back) is type(job) and back == job
+    for name in ("at", "started_at", "ended_at"):
+        value = getattr(job, name, None)
+        if value is not None:
+            assert getattr(back, name).utcoffset() == value.utcoffset(), name
+    if isinstance(job, CallRecord):
+        assert isinstance(back, CallRecord)
+        assert all(isinstance(t, TranscriptTurn) for t in back.transcript)
+        assert all(isinstance(s, TimelineStage) for s in back.timeline)
+
