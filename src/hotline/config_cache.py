@@ -67,6 +67,9 @@ class ConfigCache:
                 await self.refresh()
             except HotlineError as exc:
                 log.warning("config refresh failed, keeping the cached config: %s", exc)
+            except Exception:
+                # The poll loop's top level: one bad refresh must not end all later ones.
+                log.exception("config refresh failed unexpectedly, keeping the cached config")
 
     def business_for_number(self, number: str) -> BusinessConfig | None:
         return self._by_number.get(number)

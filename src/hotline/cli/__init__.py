@@ -14,7 +14,7 @@ app = typer.Typer(
 )
 
 # Modules that register commands on `app` (or add sub-apps to it) when imported.
-_COMMAND_MODULES = ("serve", "demo", "call", "db", "business", "template", "calls")
+_COMMAND_MODULES = ("serve", "demo", "call", "db", "business", "template", "calls", "bench")
 
 
 def _register() -> None:

@@ -7,6 +7,7 @@ The answered webhook then only takes it (no race with the CallSid Twilio returns
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -27,6 +28,7 @@ from hotline.settings import Settings
 log = logging.getLogger("hotline.outbound")
 
 PENDING_TTL_S = 15 * 60  # ringing + answering-machine time, generously
+TWILIO_API_TIMEOUT_S = 15.0
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
 
 
@@ -74,13 +76,15 @@ class OutboundDialer:
         pending_id = secrets.token_urlsafe(12)
         await self._registry.put_pending(pending_id, plan, PENDING_TTL_S)
         try:
-            call = await self._client.calls.create_async(
-                to=to_number,
-                from_=caller_id,
-                url=self._settings.public(f"/twilio/voice?outbound={pending_id}"),
-                status_callback=self._settings.public("/twilio/status"),
-                status_callback_event=STATUS_EVENTS,
-            )
+            # The SDK's async client sets no timeout of its own.
+            async with asyncio.timeout(TWILIO_API_TIMEOUT_S):
+                call = await self._client.calls.create_async(
+                    to=to_number,
+                    from_=caller_id,
+                    url=self._settings.public(f"/twilio/voice?outbound={pending_id}"),
+                    status_callback=self._settings.public("/twilio/status"),
+                    status_callback_event=STATUS_EVENTS,
+                )
         except TwilioRestException as exc:
             await self._registry.take_pending(pending_id)
             raise OutboundCallError(f"Twilio refused the call: {exc.msg} (code {exc.code})") \
