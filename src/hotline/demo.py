@@ -32,6 +32,9 @@ from hotline.waterfall import render_transcript, render_waterfall
 
 DEMO_CALLER = "+15105550199"
 DEMO_LEAD = "+14155550123"
+# Long enough for the simulated engine (which speaks in real time) to render the lead's
+# greeting while the phone rings, as it does on a real call.
+DEMO_RING_MS = 14_000
 
 
 @dataclass
@@ -76,7 +79,7 @@ async def run_demo(output_dir: Path, *, profile: LatencyProfile,
     await engine.start()
     lead_script = _conversation("Yes, speaking. Sure, I have a minute.", "en")
     twilio = TwilioApiSimulator(account_sid=DEV_ACCOUNT_SID, auth_token=DEV_AUTH_TOKEN,
-                                ring_ms=800, callee_scripts={DEMO_LEAD: lead_script})
+                                ring_ms=DEMO_RING_MS, callee_scripts={DEMO_LEAD: lead_script})
     await twilio.start()
     server: RunningServer | None = None
     calls: list[DemoCall] = []
@@ -114,7 +117,8 @@ async def run_demo(output_dir: Path, *, profile: LatencyProfile,
         engine.caller_transcripts = ["Yes, speaking. Sure, I have a minute."]
         template = english.templates[0]
         console.print(f"[bold]3/3[/bold] outbound call from {english.name} to {DEMO_LEAD} "
-                      f"(template {template.name}, name=Dana)")
+                      f"(template {template.name}, name=Dana); it rings "
+                      f"{DEMO_RING_MS // 1000} s while the engine renders the greeting")
         async with httpx.AsyncClient(base_url=server.url) as http:
             response = await http.post("/api/calls", json={
                 "business": english.slug, "to": DEMO_LEAD, "template": template.name,

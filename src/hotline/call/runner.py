@@ -167,6 +167,7 @@ class CallRunner:
         self._engine = handle.connection
         for stage in handle.stages:
             self._record(stage)
+            self.session.stage_recorded_elsewhere(stage.stage)
         self._record(TimelineStage("engine_ready", self._clock.now_ms(), handle.path))
         self._engine_ready.set()
         recv = self._engine.recv_bytes

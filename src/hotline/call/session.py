@@ -143,6 +143,11 @@ class CallSession:
         self._caller_turns: dict[str, _CallerTurn] = {}
         self._seen: set[str] = set()  # timeline stages recorded once
 
+    def stage_recorded_elsewhere(self, stage: str) -> None:
+        """A stage the runner recorded itself (a warm session's `engine_configured`), so a
+        later `session.updated` (the prompt upgrade's) is not mistaken for it."""
+        self._seen.add(stage)
+
     # -- the one entry point ----------------------------------------------------------------
     def handle(self, event: CallEvent, now_ms: float) -> list[Command]:
         if self.phase is CallPhase.ENDED:
