@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed
 
 from hotline.call.commands import (
@@ -213,7 +214,7 @@ class CallRunner:
             return
         try:
             await self._twilio.send({"type": "websocket.send", "text": text})
-        except (OSError, RuntimeError, ConnectionClosed) as exc:
+        except (OSError, RuntimeError, ConnectionClosed, WebSocketDisconnect) as exc:
             # Starlette/uvicorn raise these when the peer has gone: the call is over.
             self._twilio_open = False
             self._log.info("Twilio socket gone while sending: %r", exc)
@@ -255,5 +256,5 @@ class CallRunner:
             self._twilio_open = False
             try:
                 await self._twilio.send({"type": "websocket.close", "code": 1000, "reason": ""})
-            except (OSError, RuntimeError) as exc:
+            except (OSError, RuntimeError, WebSocketDisconnect) as exc:
                 self._log.debug("Twilio close: %r", exc)
