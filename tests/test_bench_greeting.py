@@ -24,6 +24,8 @@ from hotline.bench_greeting import (
     STRATEGIES,
     BenchResult,
     CallSample,
+    ProcessSimulators,
+    SessionRecord,
     StrategyRun,
     bench_business,
     connect_started_at,
@@ -36,7 +38,7 @@ from hotline.bench_greeting import (
     run_strategy,
 )
 from hotline.prompts import compact_prompt, full_prompt
-from hotline.sim.engine import LatencyProfile, SimulatedSession
+from hotline.sim.engine import LatencyProfile
 
 COMPACT_MAX_CHARS = 900  # the bench business: compact ~840 chars, full ~3370
 PROFILE = dataclasses.replace(LatencyProfile.zero(), connect_ms=50, realtime_factor=0.0)
@@ -54,7 +56,7 @@ async def bench(strategy: str, tmp_path: Path) -> StrategyRun:
     return run
 
 
-def instruction_updates(session: SimulatedSession) -> list[tuple[float, str]]:
+def instruction_updates(session: SessionRecord) -> list[tuple[float, str]]:
     return [(e.at, e.event["session"]["instructions"]) for e in session.received
             if e.type == "session.update" and "instructions" in e.event.get("session", {})]
 
@@ -65,12 +67,12 @@ def times(sample: CallSample) -> tuple[float, float]:
     return phone.start_sent_at, phone.first_media_at
 
 
-def session_of(sample: CallSample) -> SimulatedSession:
+def session_of(sample: CallSample) -> SessionRecord:
     assert sample.session is not None
     return sample.session
 
 
-def connect_began(session: SimulatedSession) -> float:
+def connect_began(session: SessionRecord) -> float:
     began = connect_started_at(session, PROFILE)
     assert began is not None
     return began
@@ -191,3 +193,15 @@ def test_each_lane_is_recognised_from_its_instructions() -> None:
         assert lane_of(full_prompt(business)) == lane
     assert lane_of("You read texts aloud exactly as written, nothing else.") is None
     assert len({bench_business(lane).phone_numbers[0] for lane in range(20)}) == 20
+
+
+async def test_simulators_can_run_in_a_child_process(tmp_path: Path) -> None:
+    # What `hotline bench greeting` does by default: results and records cross processes.
+    async with ProcessSimulators(loop="asyncio") as simulators:
+        run = await run_strategy(STRATEGIES["seed"], "zero", calls=1, concurrency=1,
+                                 workdir=tmp_path, profile=PROFILE, simulators=simulators)
+    (sample,) = run.samples
+    assert sample.ok, sample.problem
+    session = session_of(sample)
+    assert connect_began(session) > times(sample)[0]
+    assert sample.overhead_ms is not None and sample.engine_ms is not None

@@ -9,8 +9,8 @@ phone measured them from outside:
     greeting frame
 (c) our own overhead         (b) minus the engine's own time on the path, from the engine
                              simulator's records of that call's session (see
-                             `engine_time_on_path`); (b) itself when the greeting came from
-                             the greeting cache (no engine on the path).
+                             `engine_intervals`, `analyse`); (b) itself when the greeting
+                             came from the greeting cache (no engine on the path).
 
 Strategies (server settings, nothing else differs):
 
@@ -20,9 +20,11 @@ Strategies (server settings, nothing else differs):
     hotline-warm  the engine session is prepared by the webhook; live greeting (compact)
     hotline       warm session + the greeting pre-rendered and played from memory
 
-Everything runs in this process: the server (uvicorn on a free port), the realtime engine
-simulator and the simulated phone, over real loopback sockets. The phone paces its media at
-real time. Each call listens to the first 300 ms of the greeting, then hangs up.
+The server (uvicorn on a free port) runs in this process; the realtime engine simulator and
+the simulated phone run together in a child process (`ProcessSimulators`), or on the
+same event loop as the server (`LocalSimulators`: the tests, `--same-process`). All traffic
+goes over real loopback sockets. The phone paces its media at real time. Each call listens
+to the first 300 ms of the greeting, then hangs up.
 
 Calls → engine sessions. The engine cannot see the CallSid, so the benchmark gives each
 concurrency slot ("lane") its own business (branches of one dental group: same prompts but
@@ -37,17 +39,26 @@ holds it and no other call's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import datetime
+import itertools
+import json
+import logging
 import math
 import os
 import platform
 import re
+import secrets
+import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 import httpx
@@ -65,7 +76,7 @@ from hotline.business import BusinessConfig
 from hotline.prompts import compact_prompt, full_prompt
 from hotline.server import RunningServer, start_server
 from hotline.settings import Settings
-from hotline.sim.engine import EngineSimulator, LatencyProfile, SimulatedSession
+from hotline.sim.engine import EngineSimulator, LatencyProfile, Received, SimulatedSession
 from hotline.sim.phone import PhoneCallResult, SimulatedPhone
 from hotline.sim.script import CallScript, Hangup, WaitForAgentAudio
 from hotline.store.database import Store
@@ -76,9 +87,9 @@ OPENAI_KEY = "sk-bench"
 LISTEN_MS = 300  # each call hears this much of the greeting, then hangs up
 DEFAULT_CALLS = 50
 DEFAULT_CONCURRENCY = 10
+DEFAULT_RAMP_MS = 25.0  # the first C calls start 25 ms apart
 DEFAULT_OUTPUT = Path("docs/benchmarks.md")
-MACHINE_NOTE = ("shared, noisy 2-core machine; the server, the engine simulator and the "
-                "simulated phone run in the same process (one event loop)")
+MACHINE_NOTE = "shared, noisy 2-core machine"
 
 
 # -- strategies and profiles -----------------------------------------------------------------
@@ -230,11 +241,39 @@ def prompt_sizes(business: BusinessConfig) -> tuple[int, int]:
 
 
 # -- engine records of one session ------------------------------------------------------------
-def first_instructions(session: SimulatedSession) -> str | None:
+_PAYLOAD_KEYS = ("audio", "delta")
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    """What the engine simulator recorded about one session, without its connection (so
+    it crosses processes) and without audio payloads (replaced by their length)."""
+
+    id: str
+    received: list[Received]
+    sent: list[Received]
+    instructions_history: list[tuple[float, str]]
+
+    @classmethod
+    def of(cls, session: SimulatedSession) -> SessionRecord:
+        return cls(session.id, [_without_audio(r) for r in session.received],
+                   [_without_audio(r) for r in session.sent], list(session.instructions_history))
+
+
+def _without_audio(record: Received) -> Received:
+    event = record.event
+    if not any(isinstance(event.get(key), str) for key in _PAYLOAD_KEYS):
+        return record
+    slim = {key: (f"<{len(value)} base64 chars>" if key in _PAYLOAD_KEYS
+                  and isinstance(value, str) else value) for key, value in event.items()}
+    return Received(record.at, record.type, slim)
+
+
+def first_instructions(session: SessionRecord) -> str | None:
     return session.instructions_history[0][1] if session.instructions_history else None
 
 
-def created_at(session: SimulatedSession) -> float | None:
+def created_at(session: SessionRecord) -> float | None:
     """When the simulator accepted the connection (its `session.created`)."""
     for event in session.sent:
         if event.type == "session.created":
@@ -242,14 +281,14 @@ def created_at(session: SimulatedSession) -> float | None:
     return None
 
 
-def connect_started_at(session: SimulatedSession, profile: LatencyProfile) -> float | None:
+def connect_started_at(session: SessionRecord, profile: LatencyProfile) -> float | None:
     """When the connection began: the simulator holds each handshake for the profile's
     connect time before accepting it (it records no earlier moment)."""
     created = created_at(session)
     return None if created is None else created - profile.connect_ms / 1000
 
 
-def first_received(session: SimulatedSession, type_: str, *, after: float = -math.inf,
+def first_received(session: SessionRecord, type_: str, *, after: float = -math.inf,
                    before: float = math.inf) -> float | None:
     for event in session.received:
         if event.type == type_ and after <= event.at <= before:
@@ -257,14 +296,14 @@ def first_received(session: SimulatedSession, type_: str, *, after: float = -mat
     return None
 
 
-def first_sent(session: SimulatedSession, type_: str, *, after: float = -math.inf) -> float | None:
+def first_sent(session: SessionRecord, type_: str, *, after: float = -math.inf) -> float | None:
     for event in session.sent:
         if event.type == type_ and event.at >= after:
             return event.at
     return None
 
 
-def engine_intervals(session: SimulatedSession, profile: LatencyProfile,
+def engine_intervals(session: SessionRecord, profile: LatencyProfile,
                      greeting_requested_at: float) -> list[tuple[float, float]]:
     """The spans in which the engine itself held up the greeting: connecting (the profile's
     connect time, ending at `session.created`), applying each `session.update` (received →
@@ -313,7 +352,7 @@ class CallSample:
     index: int  # -1 for a warm-up call
     lane: int
     phone: PhoneCallResult
-    session: SimulatedSession | None = None
+    session: SessionRecord | None = None
     sessions_matched: int = 0
     # When the TwiML arrived, if the phone then held it (`stream_gap_ms`); else the phone's.
     twiml_arrived_at: float | None = None
@@ -321,7 +360,8 @@ class CallSample:
     live_greeting: bool | None = None  # the engine produced the greeting during this call
     engine_ms: float | None = None
     overhead_ms: float | None = None
-    problem: str | None = None
+    problem: str | None = None  # the call failed: no (a)/(b)
+    unattributed: str | None = None  # (a) and (b) stand, but (c) could not be computed
 
     @property
     def warmup(self) -> bool:
@@ -356,10 +396,10 @@ def call_problem(result: PhoneCallResult) -> str | None:
     return None
 
 
-def match_sessions(samples: Sequence[CallSample], sessions: Sequence[SimulatedSession],
+def match_sessions(samples: Sequence[CallSample], sessions: Sequence[SessionRecord],
                    profile: LatencyProfile) -> None:
     """Give each call its engine session (see the module docstring)."""
-    by_lane: dict[int, list[SimulatedSession]] = {}
+    by_lane: dict[int, list[SessionRecord]] = {}
     for session in sessions:
         instructions = first_instructions(session)
         lane = lane_of(instructions) if instructions is not None else None
@@ -407,9 +447,9 @@ def analyse(sample: CallSample, profile: LatencyProfile, strategy: Strategy) -> 
     sample.live_greeting = requested is not None
     if requested is None:
         if strategy.live_greeting:
-            sample.problem = ("no engine session produced this call's greeting"
-                              if session is None else
-                              "its engine session got no response.create before the audio")
+            sample.unattributed = ("no engine session found for this call" if session is None
+                                   else "its engine session got no response.create between "
+                                        "start and the first frame")
             return
         # Cached greeting: no engine on the path; everything from start to audio is ours.
         sample.engine_ms = 0.0
@@ -429,7 +469,7 @@ class StrategyRun:
     profile: LatencyProfile
     samples: list[CallSample]
     warmups: list[CallSample]
-    sessions: list[SimulatedSession]
+    sessions: list[SessionRecord]
     compact_chars: int
     full_chars: int
     wall_s: float
@@ -515,56 +555,82 @@ class TwilioStreamGap(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-async def run_strategy(strategy: Strategy, profile_name: str, *, calls: int, concurrency: int,
-                       workdir: Path, profile: LatencyProfile | None = None,
-                       listen_ms: int = LISTEN_MS, stream_gap_ms: float = 0.0,
-                       on_call: Callable[[], None] | None = None) -> StrategyRun:
-    """A fresh server (fresh SQLite store, fresh greeting cache) for this strategy: one
-    untimed warm-up call per lane, then `calls` measured calls, `concurrency` at a time.
+@dataclass(frozen=True, slots=True)
+class PlayRequest:
+    """Calls for the simulated phone to place: `calls` calls, `concurrency` at a time, one
+    lane (business number) per call in flight; `warmup`: one call per lane, untimed."""
 
-    `stream_gap_ms`: Twilio's time between the TwiML and the stream (`TwilioStreamGap`);
-    0 (the simulated phone's own behaviour: it opens the stream at once) unless asked."""
-    profile = profile or PROFILES[profile_name]()
-    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
-    lanes = max(1, min(concurrency, calls))
-    businesses = [bench_business(lane) for lane in range(lanes)]
-    database_url = f"sqlite+aiosqlite:///{workdir / 'hotline.db'}"
-    store = Store(database_url)
-    await store.upgrade()
-    for business in businesses:
-        await store.save_business(business)
-    await store.close()
+    server_url: str
+    numbers: tuple[str, ...]  # lane i's business number
+    calls: int
+    concurrency: int
+    warmup: bool = False
+    listen_ms: int = LISTEN_MS
+    stream_gap_ms: float = 0.0
+    ramp_ms: float = 0.0  # the first `concurrency` calls start this far apart
 
-    engine = EngineSimulator(profile, api_key=OPENAI_KEY)
-    await engine.start()
-    server: RunningServer | None = None
-    script = CallScript([WaitForAgentAudio(played_ms=listen_ms, timeout_ms=20_000), Hangup()])
-    began = time.monotonic()
-    try:
-        server = await start_server(server_settings(strategy, workdir=workdir,
-                                                    database_url=database_url,
-                                                    engine_url=engine.url))
-        transport = TwilioStreamGap(stream_gap_ms)
+
+@dataclass(slots=True)
+class PlayedCall:
+    index: int  # -1: a warm-up call
+    lane: int
+    phone: PhoneCallResult
+    twiml_arrived_at: float | None = None
+
+
+class Simulators(Protocol):
+    """The outside world of one strategy run: the realtime engine and the phone."""
+
+    async def start(self, profile: LatencyProfile) -> str: ...  # the engine's URL
+    async def play(self, request: PlayRequest,
+                   on_call: Callable[[], None] | None = None) -> list[PlayedCall]: ...
+    async def sessions(self) -> list[SessionRecord]: ...
+    async def stop(self) -> None: ...
+
+
+class LocalSimulators:
+    """The engine simulator and the simulated phone on this process's event loop."""
+
+    def __init__(self) -> None:
+        self._engine: EngineSimulator | None = None
+
+    async def start(self, profile: LatencyProfile) -> str:
+        self._engine = EngineSimulator(profile, api_key=OPENAI_KEY)
+        await self._engine.start()
+        return self._engine.url
+
+    async def play(self, request: PlayRequest,
+                   on_call: Callable[[], None] | None = None) -> list[PlayedCall]:
+        script = CallScript([WaitForAgentAudio(played_ms=request.listen_ms, timeout_ms=20_000),
+                             Hangup()])
+        lanes = len(request.numbers)
+        transport = TwilioStreamGap(request.stream_gap_ms)
         async with httpx.AsyncClient(trust_env=False, transport=transport) as http:
-            phone = SimulatedPhone(server_url=server.url, auth_token=AUTH_TOKEN,
+            phone = SimulatedPhone(server_url=request.server_url, auth_token=AUTH_TOKEN,
                                    account_sid=ACCOUNT_SID, http=http)
 
-            async def place(index: int, lane: int) -> CallSample:
-                result = await phone.call(to=businesses[lane].phone_numbers[0],
+            async def place(index: int, lane: int) -> PlayedCall:
+                result = await phone.call(to=request.numbers[lane],
                                           from_=f"+1415555{(index + 1) % 10_000:04d}",
                                           script=script)
-                return CallSample(index, lane, result,
-                                  twiml_arrived_at=transport.arrived.pop(result.call_sid, None))
+                result.heard_segments.clear()  # audio is not analysed: keep results small
+                result.caller_audio.clear()
+                return PlayedCall(index, lane, result, transport.arrived.pop(result.call_sid,
+                                                                             None))
 
-            if strategy.greeting_cache:
-                await _greetings_ready(server, businesses)
-            warmups = list(await asyncio.gather(*(place(-1, lane) for lane in range(lanes))))
+            if request.warmup:
+                return list(await asyncio.gather(*(place(-1, lane) for lane in range(lanes))))
 
-            semaphore = asyncio.Semaphore(concurrency)
+            semaphore = asyncio.Semaphore(request.concurrency)
             free_lanes = list(range(lanes))
+            admitted = itertools.count()
 
-            async def measured(index: int) -> CallSample:
+            async def measured(index: int) -> PlayedCall:
                 async with semaphore:
+                    # A ramp, so that the lanes do not run in lockstep (C webhooks at once).
+                    order = next(admitted)
+                    if order < request.concurrency and request.ramp_ms:
+                        await asyncio.sleep(order * request.ramp_ms / 1000)
                     lane = free_lanes.pop()  # a lane carries one call at a time
                     try:
                         return await place(index, lane)
@@ -573,18 +639,194 @@ async def run_strategy(strategy: Strategy, profile_name: str, *, calls: int, con
                         if on_call is not None:
                             on_call()
 
-            samples = list(await asyncio.gather(*(measured(i) for i in range(calls))))
+            return list(await asyncio.gather(*(measured(i) for i in range(request.calls))))
+
+    async def sessions(self) -> list[SessionRecord]:
+        return [SessionRecord.of(s) for s in self._engine.sessions] if self._engine else []
+
+    async def stop(self) -> None:
+        if self._engine is not None:
+            await self._engine.stop()
+
+
+class ProcessSimulators:
+    """`LocalSimulators` in a child Python process, so that the server has this process and
+    its event loop to itself, as in production. Times stay comparable: both processes read
+    the same monotonic clock (CLOCK_MONOTONIC), and only the phone's and the engine's times
+    (both in the child) are compared. Requests and replies are pickled over a local
+    `multiprocessing.connection` (the child is a plain `python -c`, so it never re-imports
+    the parent's `__main__`). Use as `async with ProcessSimulators() as sims`."""
+
+    START_TIMEOUT_S = 60.0
+
+    def __init__(self, loop: str = "uvloop") -> None:
+        self._loop = loop
+        self._conn: Connection | None = None
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> ProcessSimulators:
+        authkey = secrets.token_bytes(32)
+        listener = Listener(("127.0.0.1", 0), authkey=authkey)
+        host, port = listener.address
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "from hotline.bench_greeting import simulators_main; "
+            "simulators_main()", host, str(port), self._loop, stdin=asyncio.subprocess.PIPE)
+        assert self._process.stdin is not None
+        self._process.stdin.write(authkey.hex().encode() + b"\n")
+        await self._process.stdin.drain()
+        self._process.stdin.close()
+        accepting = asyncio.get_running_loop().run_in_executor(None, listener.accept)
+        try:
+            self._conn = await asyncio.wait_for(asyncio.shield(accepting),
+                                                self.START_TIMEOUT_S)
+        except TimeoutError:
+            self._process.kill()
+            raise RuntimeError("the simulators process did not start (exit code "
+                               f"{self._process.returncode})") from None
+        finally:
+            listener.close()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        process, conn = self._process, self._conn
+        if conn is not None:
+            with contextlib.suppress(OSError, EOFError, RuntimeError):
+                await self._request("exit")
+            conn.close()
+        if process is not None:
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+    async def start(self, profile: LatencyProfile) -> str:
+        return await self._request("start", profile)  # type: ignore[no-any-return]
+
+    async def play(self, request: PlayRequest,
+                   on_call: Callable[[], None] | None = None) -> list[PlayedCall]:
+        return await self._request("play", request, on_tick=on_call)  # type: ignore[no-any-return]
+
+    async def sessions(self) -> list[SessionRecord]:
+        return await self._request("sessions")  # type: ignore[no-any-return]
+
+    async def stop(self) -> None:
+        await self._request("stop")
+
+    async def _request(self, command: str, argument: object = None, *,
+                       on_tick: Callable[[], None] | None = None) -> object:
+        conn = self._conn
+        assert conn is not None, "use ProcessSimulators as an async context manager"
+        conn.send((command, argument))
+        while True:
+            try:
+                kind, value = await asyncio.to_thread(conn.recv)
+            except EOFError:
+                raise RuntimeError("the simulators process exited") from None
+            if kind == "tick":
+                if on_tick is not None:
+                    on_tick()
+                continue
+            if kind == "error":
+                raise RuntimeError(f"simulators process: {value}")
+            return value
+
+
+def simulators_main() -> None:
+    """The child of `ProcessSimulators`: `python -c ... HOST PORT LOOP`, the connection's
+    key on stdin. Serves requests until `exit`."""
+    host, port, loop = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    authkey = bytes.fromhex(sys.stdin.readline().strip())
+    logging.basicConfig(level=logging.ERROR)
+    conn = Client((host, port), authkey=authkey)
+    try:
+        run_with_loop(lambda: _serve_simulators(conn), loop=loop)
+    finally:
+        conn.close()
+
+
+async def _serve_simulators(conn: Connection) -> None:
+    local = LocalSimulators()
+    while True:
+        command, argument = await asyncio.to_thread(conn.recv)
+        try:
+            if command == "start":
+                reply: object = await local.start(argument)
+            elif command == "play":
+                reply = await local.play(argument, on_call=lambda: conn.send(("tick", None)))
+            elif command == "sessions":
+                reply = await local.sessions()
+            elif command == "stop":
+                reply = await local.stop()
+            elif command == "exit":
+                await local.stop()
+                conn.send(("ok", None))
+                return
+            else:
+                raise ValueError(f"unknown request {command!r}")
+        except Exception:
+            conn.send(("error", traceback.format_exc()))
+            continue
+        conn.send(("ok", reply))
+
+
+async def run_strategy(strategy: Strategy, profile_name: str, *, calls: int, concurrency: int,
+                       workdir: Path, profile: LatencyProfile | None = None,
+                       listen_ms: int = LISTEN_MS, stream_gap_ms: float = 0.0,
+                       ramp_ms: float = 0.0, simulators: Simulators | None = None,
+                       on_call: Callable[[], None] | None = None) -> StrategyRun:
+    """A fresh server (fresh SQLite store, fresh greeting cache) for this strategy: one
+    untimed warm-up call per lane, then `calls` measured calls, `concurrency` at a time.
+
+    `simulators`: where the engine and the phone run (default: on this event loop).
+    `ramp_ms`: the first `concurrency` measured calls start this far apart, so that the
+    lanes (whose calls all last about as long) do not stay in lockstep.
+    `stream_gap_ms`: Twilio's time between the TwiML and the stream (`TwilioStreamGap`);
+    0 (the simulated phone's own behaviour: it opens the stream at once) unless asked."""
+    profile = profile or PROFILES[profile_name]()
+    sims: Simulators = simulators or LocalSimulators()
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
+    lanes = max(1, min(concurrency, calls))
+    businesses = [bench_business(lane) for lane in range(lanes)]
+    numbers = tuple(b.phone_numbers[0] for b in businesses)
+    database_url = f"sqlite+aiosqlite:///{workdir / 'hotline.db'}"
+    store = Store(database_url)
+    await store.upgrade()
+    for business in businesses:
+        await store.save_business(business)
+    await store.close()
+
+    engine_url = await sims.start(profile)
+    server: RunningServer | None = None
+    began = time.monotonic()
+    try:
+        server = await start_server(server_settings(strategy, workdir=workdir,
+                                                    database_url=database_url,
+                                                    engine_url=engine_url))
+        if strategy.greeting_cache:
+            await _greetings_ready(server, businesses)
+        request = PlayRequest(server.url, numbers, calls=lanes, concurrency=lanes, warmup=True,
+                              listen_ms=listen_ms, stream_gap_ms=stream_gap_ms)
+        warmup_calls = await sims.play(request)
+        played = await sims.play(dataclasses.replace(request, calls=calls,
+                                                     concurrency=concurrency, warmup=False,
+                                                     ramp_ms=ramp_ms), on_call)
     finally:
         if server is not None:
             await server.stop()
-        await engine.stop()
+        sessions = await sims.sessions()
+        await sims.stop()
     wall_s = time.monotonic() - began
-    match_sessions([*warmups, *samples], engine.sessions, profile)
+    warmups = [CallSample(c.index, c.lane, c.phone, twiml_arrived_at=c.twiml_arrived_at)
+               for c in warmup_calls]
+    samples = [CallSample(c.index, c.lane, c.phone, twiml_arrived_at=c.twiml_arrived_at)
+               for c in played]
+    match_sessions([*warmups, *samples], sessions, profile)
     for sample in [*warmups, *samples]:
         analyse(sample, profile, strategy)
     compact_chars, full_chars = prompt_sizes(businesses[0])
-    return StrategyRun(strategy, profile_name, profile, samples, warmups,
-                       list(engine.sessions), compact_chars, full_chars, wall_s)
+    return StrategyRun(strategy, profile_name, profile, samples, warmups, sessions,
+                       compact_chars, full_chars, wall_s)
 
 
 # -- statistics and targets -------------------------------------------------------------------
@@ -684,6 +926,10 @@ class BenchResult:
     started: datetime.datetime
     runs: dict[tuple[str, str], StrategyRun] = field(default_factory=dict)
     wall_s: float = 0.0
+    stream_gap_ms: float = 0.0
+    same_process: bool = False  # the simulators shared the server's event loop
+    server_errors: list[str] = field(default_factory=list)
+    ramp_ms: float = DEFAULT_RAMP_MS
 
     def summaries(self, profile: str) -> list[Summary]:
         return [Summary.of(self.runs[(profile, name)]) for name in self.strategies
@@ -697,29 +943,39 @@ class BenchResult:
 async def run_benchmark(*, calls: int = DEFAULT_CALLS, concurrency: int = DEFAULT_CONCURRENCY,
                         profiles: Sequence[str] = ("zero", "modeled"),
                         strategies: Sequence[str] = tuple(STRATEGIES),
-                        workdir: Path | None = None,
+                        workdir: Path | None = None, stream_gap_ms: float = 0.0,
+                        ramp_ms: float = DEFAULT_RAMP_MS, same_process: bool = False,
+                        loop: str = "uvloop",
                         progress: Progress | None = None) -> BenchResult:
+    """Every strategy on every profile. The simulators run in a child process unless
+    `same_process`."""
     result = BenchResult(calls, concurrency, list(profiles), list(strategies),
-                         datetime.datetime.now(datetime.UTC))
+                         datetime.datetime.now(datetime.UTC), stream_gap_ms=stream_gap_ms,
+                         same_process=same_process, ramp_ms=ramp_ms)
     began = time.monotonic()
     overall = None
     if progress is not None:
         overall = progress.add_task("greeting benchmark",
                                     total=calls * len(profiles) * len(strategies))
-    with tempfile.TemporaryDirectory(prefix="hotline-bench-") as scratch:
+
+    def advance() -> None:
+        if progress is not None and overall is not None:
+            progress.advance(overall)
+
+    async with contextlib.AsyncExitStack() as stack:
+        sims: Simulators = LocalSimulators()
+        if not same_process:
+            sims = await stack.enter_async_context(ProcessSimulators(loop))
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="hotline-bench-"))
         root = workdir or Path(scratch)
         for profile_name in profiles:
             for name in strategies:
                 if progress is not None and overall is not None:
                     progress.update(overall, description=f"{profile_name:>7} · {name:<12}")
-
-                def advance() -> None:
-                    if progress is not None and overall is not None:
-                        progress.advance(overall)
-
                 result.runs[(profile_name, name)] = await run_strategy(
                     STRATEGIES[name], profile_name, calls=calls, concurrency=concurrency,
-                    workdir=root / f"{profile_name}-{name}", on_call=advance)
+                    workdir=root / f"{profile_name}-{name}", stream_gap_ms=stream_gap_ms,
+                    ramp_ms=ramp_ms, simulators=sims, on_call=advance)
     result.wall_s = time.monotonic() - began
     return result
 
@@ -799,8 +1055,38 @@ def rich_tables(result: BenchResult) -> list[Table]:
     return tables
 
 
+_CALL_SID = re.compile(r"CA[0-9a-f]{32}")
+
+
+class ErrorLog(logging.Handler):
+    """Collects ERROR records (the server's failures while the benchmark runs), each
+    summarised as logger: message: exception type, and where in Hotline it was raised."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.summaries: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = _CALL_SID.sub("CA…", " ".join(record.getMessage().split()))
+        summary = f"{record.name}: {message}"
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            frames = traceback.extract_tb(record.exc_info[2])
+            ours = [f for f in frames if f"{os.sep}hotline{os.sep}" in f.filename]
+            summary += f" ({type(exc).__name__}"
+            if ours:
+                summary += f" from {Path(ours[-1].filename).name}:{ours[-1].lineno} {ours[-1].name}"
+            summary += ")"
+        self.summaries.append(summary)
+
+
 def problems(result: BenchResult) -> list[str]:
     lines = []
+    counted: dict[str, int] = {}
+    for summary in result.server_errors:
+        counted[summary] = counted.get(summary, 0) + 1
+    for summary, count in sorted(counted.items(), key=lambda item: -item[1]):
+        lines.append(f"the server logged {count} error(s): {summary}")
     for (profile, name), run in result.runs.items():
         reasons: dict[str, int] = {}
         for sample in run.failed:
@@ -808,6 +1094,12 @@ def problems(result: BenchResult) -> list[str]:
                 sample.problem or "no measurement", 0) + 1
         for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
             lines.append(f"{profile} · {name}: {count} call(s): {reason}")
+        unattributed: dict[str, int] = {}
+        for sample in run.ok:
+            if sample.unattributed:
+                unattributed[sample.unattributed] = unattributed.get(sample.unattributed, 0) + 1
+        for reason, count in sorted(unattributed.items(), key=lambda item: -item[1]):
+            lines.append(f"{profile} · {name}: (c) unknown for {count} call(s): {reason}")
         if not run.strategy.live_greeting:
             live = sum(1 for s in run.ok if s.live_greeting)
             if live:
@@ -852,10 +1144,22 @@ not reported by the server about itself.
   identical but for the branch name), a lane carries one call at a time, and a session
   belongs to the lane call whose interval [webhook sent, the lane's next webhook sent)
   holds its connect start.
-- Percentiles interpolate linearly between ranks; with 50 calls, p99 is close to the
+- In the `zero` profile connecting takes no simulated time, so a connection made after
+  `start` (loopback TCP + WebSocket handshake, the SDK) is all ours.
+- (a) includes both HTTP stacks: the phone's (httpx, request signing) and the server's
+  (uvicorn, form parsing, signature check), besides the webhook handler itself.
+- Percentiles interpolate linearly between ranks; with {calls} calls, p99 is close to the
   slowest call.
 - The ratio column is this strategy's (b) p50 divided by `hotline`'s.
 """
+
+
+def webhook_to_start_ms(summaries: Sequence[Summary]) -> float | None:
+    """Median time from the webhook to the stream's `start`, over every measured call."""
+    gaps = [(s.phone.start_sent_at - s.phone.webhook_sent_at) * 1000
+            for summary in summaries for s in summary.run.ok
+            if s.phone.start_sent_at is not None and s.phone.webhook_sent_at is not None]
+    return percentile(gaps, 50)
 
 
 def render_markdown(result: BenchResult, *, command: str) -> str:
@@ -870,11 +1174,22 @@ def render_markdown(result: BenchResult, *, command: str) -> str:
         f"- Run: {result.started:%Y-%m-%d %H:%M} UTC, `{command}`, {result.wall_s:.0f} s",
         f"- Machine: {MACHINE_NOTE}; {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, {platform.system()} {platform.machine()}",
+        ("- Processes: the server, the engine simulator and the simulated phone in one "
+         "process, on one event loop" if result.same_process else
+         "- Processes: the server alone in one process (its own event loop, as in "
+         "production); the engine simulator and the simulated phone together in a second "
+         "process; all traffic over loopback sockets"),
         f"- {result.calls} inbound calls per strategy and profile, {result.concurrency} at a "
-        f"time; one fresh server (fresh SQLite store, empty greeting cache) per strategy; "
-        f"one untimed warm-up call per business first",
+        f"time (the first {result.concurrency} started {result.ramp_ms:g} ms apart, so that "
+        "the concurrent calls do not stay in lockstep); one fresh server (fresh SQLite "
+        "store, empty greeting cache) per strategy; one untimed warm-up call per business "
+        "first",
         f"- Each call listens to the first {LISTEN_MS} ms of the greeting, then hangs up; "
         "the phone paces its media at real time",
+        ("- The phone opens the media stream as soon as the TwiML arrives (no Twilio-side gap "
+         "between the TwiML and the stream `start`)" if not result.stream_gap_ms else
+         f"- The phone waits {result.stream_gap_ms:g} ms between the TwiML and opening the "
+         "media stream (modelled Twilio gap; not part of (a))"),
     ]
     if first_run is not None:
         lines.append(
@@ -898,6 +1213,12 @@ def render_markdown(result: BenchResult, *, command: str) -> str:
             lines += [f"Engine time to first audio: {run.engine_first_audio_ms:.0f} ms with "
                       f"the compact prompt, {run.profile.first_audio_ms(run.full_chars):.0f} "
                       "ms with the full prompt.", ""]
+        lead = webhook_to_start_ms(summaries)
+        if lead is not None:
+            setup = run.profile.connect_ms + run.profile.session_update_ms
+            lines += [f"The phone sent the stream's `start` a median {lead:.1f} ms after the "
+                      f"webhook; a warm session needs {setup:g} ms of engine time (connect + "
+                      "`session.update`) plus our own to be ready.", ""]
         lines.append("| " + " | ".join(HEADERS) + " |")
         lines.append("|" + "---|" * len(HEADERS))
         for summary in summaries:
@@ -914,8 +1235,30 @@ def render_markdown(result: BenchResult, *, command: str) -> str:
     trouble = problems(result)
     if trouble:
         lines += ["", "### Problems seen", ""] + [f"- {line}" for line in trouble]
-    lines += ["", "### Definitions", "", DEFINITIONS.rstrip(), ""]
+    lines += ["", "### Definitions", "", DEFINITIONS.format(calls=result.calls).rstrip(), ""]
     return "\n".join(lines)
+
+
+def raw_samples(result: BenchResult) -> list[dict[str, Any]]:
+    """One row per measured call: the phone's times (monotonic s) and the three numbers."""
+    rows = []
+    for (profile, name), run in result.runs.items():
+        for sample in run.samples:
+            phone = sample.phone
+            rows.append({
+                "profile": profile, "strategy": name, "index": sample.index,
+                "lane": sample.lane, "call_sid": phone.call_sid,
+                "engine_session": sample.session.id if sample.session else None,
+                "webhook_sent_at": phone.webhook_sent_at,
+                "twiml_received_at": sample.twiml_arrived_at or phone.twiml_received_at,
+                "start_sent_at": phone.start_sent_at, "first_media_at": phone.first_media_at,
+                "webhook_to_twiml_ms": sample.webhook_to_twiml_ms,
+                "start_to_first_media_ms": sample.start_to_first_media_ms,
+                "engine_ms": sample.engine_ms, "overhead_ms": sample.overhead_ms,
+                "live_greeting": sample.live_greeting, "problem": sample.problem,
+                "unattributed": sample.unattributed,
+            })
+    return rows
 
 
 def make_progress(console: Console) -> Progress:
@@ -941,8 +1284,14 @@ def bench_greeting(*, calls: int = DEFAULT_CALLS, concurrency: int = DEFAULT_CON
                    profiles: Sequence[str] = ("zero", "modeled"),
                    strategies: Sequence[str] = tuple(STRATEGIES),
                    output: Path | None = DEFAULT_OUTPUT, console: Console | None = None,
-                   loop: str = "uvloop", command: str = "hotline bench greeting") -> BenchResult:
-    """Run the benchmark with a progress bar, print the tables, write the markdown."""
+                   stream_gap_ms: float = 0.0, ramp_ms: float = DEFAULT_RAMP_MS,
+                   same_process: bool = False,
+                   loop: str = "uvloop", command: str = "hotline bench greeting",
+                   show_log: bool = False, raw_output: Path | None = None) -> BenchResult:
+    """Run the benchmark with a progress bar, print the tables, write the markdown.
+
+    Errors logged in this process (the server's) are counted in the report; `show_log`
+    also leaves them, and the rest of the log, on the terminal."""
     console = console or Console()
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
@@ -956,13 +1305,33 @@ def bench_greeting(*, calls: int = DEFAULT_CALLS, concurrency: int = DEFAULT_CON
         if missing:
             raise RuntimeError(f"this Hotline has no setting {', '.join(missing)}: strategy "
                                f"{name!r} cannot be configured")
-    with make_progress(console) as progress:
-        result = run_with_loop(lambda: run_benchmark(
-            calls=calls, concurrency=concurrency, profiles=profiles, strategies=strategies,
-            progress=progress), loop=loop)
+    errors = ErrorLog()
+    root = logging.getLogger()
+    kept = list(root.handlers)
+    if not show_log:
+        for handler in kept:  # the progress bar owns the terminal; errors go in the report
+            root.removeHandler(handler)
+    root.addHandler(errors)
+    try:
+        with make_progress(console) as progress:
+            result = run_with_loop(lambda: run_benchmark(
+                calls=calls, concurrency=concurrency, profiles=profiles, strategies=strategies,
+                stream_gap_ms=stream_gap_ms, ramp_ms=ramp_ms, same_process=same_process,
+                loop=loop, progress=progress), loop=loop)
+    finally:
+        root.removeHandler(errors)
+        for handler in kept:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+    result.server_errors = errors.summaries
     print_report(result, console)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(render_markdown(result, command=command), encoding="utf-8")
         console.print(f"written: {output}")
+    if raw_output is not None:
+        raw_output.parent.mkdir(parents=True, exist_ok=True)
+        raw_output.write_text(json.dumps(raw_samples(result), indent=1) + "\n",
+                              encoding="utf-8")
+        console.print(f"written: {raw_output}")
     return result

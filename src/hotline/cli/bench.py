@@ -49,6 +49,20 @@ def greeting(
     output: Path = typer.Option(Path("docs/benchmarks.md"), "--output", "-o",
                                 help="Markdown report to write."),
     no_output: bool = typer.Option(False, "--no-output", help="Print only; write no report."),
+    raw: Path | None = typer.Option(None, "--raw", help="Also write every call's timings "
+                                    "(JSON) here."),
+    stream_gap_ms: float = typer.Option(
+        0.0, "--stream-gap-ms", min=0,
+        help="Twilio's time between the TwiML and opening the media stream (the simulated "
+             "phone takes none)."),
+    ramp_ms: float = typer.Option(
+        25.0, "--ramp-ms", min=0,
+        help="The first C calls start this far apart, so the concurrent calls do not run in "
+             "lockstep (0: all at once)."),
+    same_process: bool = typer.Option(
+        False, "--same-process",
+        help="Run the engine simulator and the phone on the server's event loop instead of "
+             "in a child process."),
     loop: str = typer.Option("uvloop", "--loop", help="Event loop: uvloop | asyncio."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the server's log."),
 ) -> None:
@@ -69,10 +83,21 @@ def greeting(
         logging.getLogger("hotline.sim").setLevel(logging.ERROR)
     command = ["hotline", "bench", "greeting", "--calls", str(calls), "--concurrency",
                str(concurrency), "--profile", profile, "--strategies", ",".join(chosen)]
+    if stream_gap_ms:
+        command += ["--stream-gap-ms", f"{stream_gap_ms:g}"]
+    if ramp_ms != 25.0:
+        command += ["--ramp-ms", f"{ramp_ms:g}"]
+    if same_process:
+        command.append("--same-process")
+    if loop != "uvloop":
+        command += ["--loop", loop]
     try:
         bench_greeting(calls=calls, concurrency=concurrency, profiles=PROFILE_CHOICES[profile],
                        strategies=chosen, output=None if no_output else output,
-                       console=Console(), loop=loop, command=shlex.join(command))
+                       stream_gap_ms=stream_gap_ms, ramp_ms=ramp_ms,
+                       same_process=same_process,
+                       console=Console(), loop=loop, command=shlex.join(command),
+                       show_log=verbose, raw_output=raw)
     except RuntimeError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
