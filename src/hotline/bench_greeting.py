@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
+import gc
 import itertools
 import json
 import logging
@@ -242,12 +243,17 @@ def prompt_sizes(business: BusinessConfig) -> tuple[int, int]:
 
 # -- engine records of one session ------------------------------------------------------------
 _PAYLOAD_KEYS = ("audio", "delta")
+# Streams of events the analysis does not need (only the first audio delta matters): left
+# out, so that the benchmark's own records stay small in the server's process.
+_STREAMED = frozenset({"input_audio_buffer.append", "response.output_audio.delta",
+                       "response.output_audio_transcript.delta"})
 
 
 @dataclass(slots=True)
 class SessionRecord:
-    """What the engine simulator recorded about one session, without its connection (so
-    it crosses processes) and without audio payloads (replaced by their length)."""
+    """What the engine simulator recorded about one session, without its connection (so it
+    crosses processes), without audio payloads (replaced by their length) and without the
+    event streams (caller audio appends; every output delta but the first)."""
 
     id: str
     received: list[Received]
@@ -256,8 +262,20 @@ class SessionRecord:
 
     @classmethod
     def of(cls, session: SimulatedSession) -> SessionRecord:
-        return cls(session.id, [_without_audio(r) for r in session.received],
-                   [_without_audio(r) for r in session.sent], list(session.instructions_history))
+        return cls(session.id, _essential(session.received), _essential(session.sent),
+                   list(session.instructions_history))
+
+
+def _essential(records: Iterable[Received]) -> list[Received]:
+    kept: list[Received] = []
+    seen: set[str] = set()
+    for record in records:
+        if record.type in _STREAMED:
+            if record.type in seen:
+                continue
+            seen.add(record.type)
+        kept.append(_without_audio(record))
+    return kept
 
 
 def _without_audio(record: Received) -> Received:
@@ -613,8 +631,11 @@ class LocalSimulators:
                 result = await phone.call(to=request.numbers[lane],
                                           from_=f"+1415555{(index + 1) % 10_000:04d}",
                                           script=script)
-                result.heard_segments.clear()  # audio is not analysed: keep results small
+                # Audio and per-frame logs are not analysed: keep results small.
+                result.heard_segments.clear()
                 result.caller_audio.clear()
+                del result.media_received[1:]
+                result.marks_echoed.clear()
                 return PlayedCall(index, lane, result, transport.arrived.pop(result.call_sid,
                                                                              None))
 
@@ -752,6 +773,10 @@ async def _serve_simulators(conn: Connection) -> None:
         try:
             if command == "start":
                 reply: object = await local.start(argument)
+                # The simulators are not what is measured: keep full collections of their
+                # long-lived objects (imports, the engine) from stalling the phone's clock.
+                gc.collect()
+                gc.freeze()
             elif command == "play":
                 reply = await local.play(argument, on_call=lambda: conn.send(("tick", None)))
             elif command == "sessions":
@@ -917,6 +942,43 @@ def targets_for(summary: Summary) -> list[TargetCheck]:
 
 
 # -- the whole benchmark ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class GcPause:
+    """A full (generation 2) garbage collection in the server's process."""
+
+    started_at: float  # time.monotonic()
+    ms: float
+    objects: int  # objects tracked by the collector afterwards
+
+    def overlaps(self, start: float, end: float) -> bool:
+        return self.started_at < end and self.started_at + self.ms / 1000 > start
+
+
+class GcWatch:
+    """Records full collections while installed (`with GcWatch() as watch`): the event
+    loop, and every call on it, stops while one runs."""
+
+    def __init__(self) -> None:
+        self.pauses: list[GcPause] = []
+        self._started = 0.0
+
+    def __enter__(self) -> GcWatch:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._started = time.monotonic()
+        else:
+            self.pauses.append(GcPause(self._started, (time.monotonic() - self._started) * 1000,
+                                       len(gc.get_objects())))
+
+
 @dataclass(slots=True)
 class BenchResult:
     calls: int
@@ -930,6 +992,7 @@ class BenchResult:
     same_process: bool = False  # the simulators shared the server's event loop
     server_errors: list[str] = field(default_factory=list)
     ramp_ms: float = DEFAULT_RAMP_MS
+    gc_pauses: list[GcPause] = field(default_factory=list)  # in the server's process
 
     def summaries(self, profile: str) -> list[Summary]:
         return [Summary.of(self.runs[(profile, name)]) for name in self.strategies
@@ -963,6 +1026,7 @@ async def run_benchmark(*, calls: int = DEFAULT_CALLS, concurrency: int = DEFAUL
             progress.advance(overall)
 
     async with contextlib.AsyncExitStack() as stack:
+        result.gc_pauses = stack.enter_context(GcWatch()).pauses
         sims: Simulators = LocalSimulators()
         if not same_process:
             sims = await stack.enter_async_context(ProcessSimulators(loop))
@@ -1100,6 +1164,15 @@ def problems(result: BenchResult) -> list[str]:
                 unattributed[sample.unattributed] = unattributed.get(sample.unattributed, 0) + 1
         for reason, count in sorted(unattributed.items(), key=lambda item: -item[1]):
             lines.append(f"{profile} · {name}: (c) unknown for {count} call(s): {reason}")
+        for pause in result.gc_pauses:
+            hit = [s for s in run.ok if s.phone.webhook_sent_at is not None
+                   and s.phone.first_media_at is not None
+                   and pause.overlaps(s.phone.webhook_sent_at, s.phone.first_media_at)]
+            if hit:
+                lines.append(f"{profile} · {name}: {len(hit)} call(s) were waiting on a full "
+                             f"garbage collection in the server's process ({pause.ms:.0f} ms, "
+                             f"{pause.objects} objects tracked): (b) of those calls "
+                             + ", ".join(_ms(s.start_to_first_media_ms) for s in hit) + " ms")
         if not run.strategy.live_greeting:
             live = sum(1 for s in run.ok if s.live_greeting)
             if live:
