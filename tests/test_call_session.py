@@ -107,6 +107,15 @@ class TestGreeting:
         assert stages(cmds) == ["stream_start", "greeting_requested"]
         assert call.session.phase is CallPhase.GREETING
 
+    def test_a_greeting_asked_for_by_the_engine_session_is_not_asked_again(self) -> None:
+        call = Call(greeting_prerequested=True)
+        cmds = call(START, 1000)
+        assert engine_sent(cmds) == [] and stages(cmds) == ["stream_start"]
+        assert call.session.phase is CallPhase.GREETING
+        call.speak("r1", "i1", [100], 1001)  # the buffered greeting plays at once
+        assert stages(call(EngineResponseDone("r1", "completed"), 1200)) == [
+            "greeting_done", "prompt_upgraded"]
+
     def test_greeting_is_requested_once(self) -> None:
         call = Call()
         call(START, 1000)
@@ -322,7 +331,7 @@ _events = st.one_of(
 @given(st.lists(st.tuples(_events, st.integers(0, 50)), max_size=60), st.booleans())
 def test_any_event_sequence_keeps_the_invariants(steps: list[tuple[CallEvent, int]],
                                                  bot_first: bool) -> None:
-    session = CallSession(make_plan(bot_speaks_first=bot_first))
+    session = CallSession(make_plan(bot_speaks_first=bot_first))  # greeting asked at start
     now = 0.0
     greetings = upgrades = 0
     sent_ms: dict[str, float] = {}

@@ -59,6 +59,10 @@ async def test_warm_session_is_handed_over_one_connection_per_call(
         assert stack.engine.connections_attempted == 1 and len(stack.engine.sessions) == 1
         record = await record_of(stack, result.call_sid)
         assert ("engine_ready", "warm") in [(s.stage, s.detail) for s in record.timeline]
+        # The live greeting was asked for by the warm session, once, not again at `start`.
+        requested = [s.detail for s in record.timeline if s.stage == "greeting_requested"]
+        assert len(requested) == 1 and requested[0].endswith("asked by the warm session")
+        assert stack.engine.sessions[0].received_types().count("response.create") == 1
         assert stack.services.warm.count() == 0
 
 

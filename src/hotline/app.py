@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -67,6 +68,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("X-Twilio-Signature checks are OFF (HOTLINE_TWILIO_VALIDATE_SIGNATURES"
                         "=false): anyone can post webhooks. Local development only.")
         config.start()
+        # Everything built so far lives as long as the process. Frozen out of the garbage
+        # collector, it is no longer rescanned by each full collection: the benchmark saw
+        # 110-150 ms full-collection pauses land on a call's greeting without this.
+        gc.collect()
+        gc.freeze()
         log.info("hotline %s ready: public URL %s, store %s, registry %s", __version__,
                  settings.public_url, store.url, "redis" if settings.redis_url else "in-process")
         try:

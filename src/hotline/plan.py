@@ -43,6 +43,9 @@ class CallPlan:
     greeting_prompt: str = "compact"
     # Set when the greeting's audio is cached: it plays from memory at `start`.
     greeting_audio_key: str | None = None
+    # A live greeting asked for by whoever opens the engine session (the warm session in
+    # the webhook's wake), not at `start`: its audio waits in the socket for the stream.
+    greeting_prerequested: bool = False
     template_name: str | None = None
     variables: dict[str, str] = field(default_factory=dict)
     # Stages reached before the stream opened, (stage, ms since the webhook arrived).

@@ -209,7 +209,9 @@ class CallSession:
         if self._greeting_frames:
             self.phase = CallPhase.GREETING
             return commands + self._play_cached_greeting(self._greeting_frames, now_ms)
-        if self.plan.bot_speaks_first:
+        if self.plan.bot_speaks_first and self.plan.greeting_prerequested:
+            self.phase = CallPhase.GREETING  # already asked for when the engine connected
+        elif self.plan.bot_speaks_first:
             self.phase = CallPhase.GREETING
             commands.append(SendToEngine(CreateResponse()))
             prompt = "compact" if self.plan.upgrades_prompt else "full"

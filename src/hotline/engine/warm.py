@@ -67,6 +67,7 @@ class WarmSessions:
         stages.append(TimelineStage("engine_connected", _since_webhook_ms(plan), "warm"))
         stages.append(TimelineStage("engine_configured", _since_webhook_ms(plan),
                                     f"instructions {len(plan.initial_instructions)} chars"))
+        stages += await _request_greeting(plan, connection, "warm")
         return connection
 
     async def claim(self, plan: CallPlan) -> EngineHandle:
@@ -82,8 +83,9 @@ class WarmSessions:
                 log.warning("warm session for %s failed (%r); connecting now",
                             plan.call_sid, exc)
         connection = await self._engine.open_session(plan)
-        return EngineHandle(connection, "cold",
-                            [TimelineStage("engine_connected", _since_webhook_ms(plan), "cold")])
+        stages = [TimelineStage("engine_connected", _since_webhook_ms(plan), "cold")]
+        stages += await _request_greeting(plan, connection, "cold")
+        return EngineHandle(connection, "cold", stages)
 
     def _expire(self, call_sid: str) -> None:
         warm = self._sessions.get(call_sid)
@@ -108,6 +110,18 @@ class WarmSessions:
         for warm in sessions.values():
             warm.expiry.cancel()
         await asyncio.gather(*(_close_task(w.task) for w in sessions.values()))
+
+
+async def _request_greeting(plan: CallPlan, connection: EngineConnection,
+                            path: str) -> list[TimelineStage]:
+    """Ask for the live greeting now, if the plan leaves that to the session's opener."""
+    if not plan.greeting_prerequested:
+        return []
+    await connection.send_raw('{"type":"response.create"}')
+    prompt = "compact" if plan.upgrades_prompt else "full"
+    return [TimelineStage("greeting_requested", _since_webhook_ms(plan),
+                          f"live, {prompt} prompt {len(plan.initial_instructions)} chars, "
+                          f"asked by the {path} session")]
 
 
 async def _close_task(task: asyncio.Task[EngineConnection]) -> None:

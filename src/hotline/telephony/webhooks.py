@@ -70,6 +70,8 @@ async def voice(request: Request) -> Response:
                                   from_number=from_number, to_number=to_number,
                                   webhook_received_epoch_ms=received_epoch_ms)
     plan = _with_greeting_audio(services, plan)
+    if services.settings.warm_sessions and plan.bot_speaks_first:
+        plan = replace(plan, greeting_prerequested=plan.greeting_audio_key is None)
     plan = plan.with_stage("webhook_received", 0.0).with_stage(
         "plan_ready", (time.perf_counter() - t0) * 1000)
     twiml = connect_stream(services.settings.media_stream_url,
