@@ -442,10 +442,9 @@ def match_sessions(samples: Sequence[CallSample], sessions: Sequence[SessionReco
             if not mine:
                 continue
             # A warm session that failed and was replaced by a cold one: the one that spoke.
-            start = sample.phone.start_sent_at or -math.inf
             first_media = sample.phone.first_media_at or math.inf
             spoke = [s for s in mine
-                     if first_received(s, "response.create", after=start, before=first_media)]
+                     if first_received(s, "response.create", before=first_media)]
             sample.session = (spoke or mine)[-1]
 
 
@@ -460,14 +459,15 @@ def analyse(sample: CallSample, profile: LatencyProfile, strategy: Strategy) -> 
     session = sample.session
     requested = None
     if session is not None:
-        requested = first_received(session, "response.create", after=phone.start_sent_at,
-                                   before=phone.first_media_at)
+        # The greeting may have been asked for before `start` (a warm session does that);
+        # only the engine's time inside [start, first frame] is taken off (b) below.
+        requested = first_received(session, "response.create", before=phone.first_media_at)
     sample.live_greeting = requested is not None
     if requested is None:
         if strategy.live_greeting:
             sample.unattributed = ("no engine session found for this call" if session is None
-                                   else "its engine session got no response.create between "
-                                        "start and the first frame")
+                                   else "its engine session got no response.create before "
+                                        "the first frame")
             return
         # Cached greeting: no engine on the path; everything from start to audio is ours.
         sample.engine_ms = 0.0
@@ -1205,7 +1205,8 @@ not reported by the server about itself.
     connection (`session.created`; the simulator holds each handshake for exactly that
     long and records no earlier moment),
   - each `session.update`: received → its `session.updated` sent,
-  - producing the greeting: the first `response.create` received after `start` → the
+  - producing the greeting: the first `response.create` received (before or after
+    `start`: a warm session asks for the greeting as soon as it is configured) → the
     first `response.output_audio.delta` sent.
 
   Setup that finished before `start` (a warm session) falls outside the window and is
