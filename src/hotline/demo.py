@@ -32,6 +32,7 @@ from hotline.waterfall import render_transcript, render_waterfall
 
 DEMO_CALLER = "+15105550199"
 DEMO_LEAD = "+14155550123"
+LEAD_LINE = "Yes, speaking. Sure, I have a minute."
 # Long enough for the simulated engine (which speaks in real time) to render the lead's
 # greeting while the phone rings, as it does on a real call.
 DEMO_RING_MS = 14_000
@@ -77,7 +78,7 @@ async def run_demo(output_dir: Path, *, profile: LatencyProfile,
 
     engine = EngineSimulator(profile, api_key=DEV_OPENAI_KEY)
     await engine.start()
-    lead_script = _conversation("Yes, speaking. Sure, I have a minute.", "en")
+    lead_script = _conversation(LEAD_LINE, "en")
     twilio = TwilioApiSimulator(account_sid=DEV_ACCOUNT_SID, auth_token=DEV_AUTH_TOKEN,
                                 ring_ms=DEMO_RING_MS, callee_scripts={DEMO_LEAD: lead_script})
     await twilio.start()
@@ -96,25 +97,20 @@ async def run_demo(output_dir: Path, *, profile: LatencyProfile,
             await _greetings_ready(server, businesses)
         phone = SimulatedPhone(server_url=server.url, auth_token=DEV_AUTH_TOKEN,
                                account_sid=DEV_ACCOUNT_SID)
-        hebrew, english = businesses[0], businesses[1]
-        engine.caller_transcripts = ["שלום, אני רוצה לקבוע תור לניקוי שיניים בשבוע הבא"]
-        console.print(f"[bold]1/3[/bold] inbound call to {hebrew.name} ({hebrew.phone_numbers[0]})")
-        result = await phone.call(to=hebrew.phone_numbers[0], from_=DEMO_CALLER,
-                                  script=_conversation("שלום, אני רוצה לקבוע תור לניקוי שיניים "
-                                                       "בשבוע הבא", "he"))
-        calls.append(DemoCall(f"inbound → {hebrew.slug}", result,
-                              await _record(server, result.call_sid)))
+        english = businesses[1]
+        # What each inbound caller says (the simulated engine "transcribes" it as given).
+        callers = [(businesses[0], "שלום, אני רוצה לקבוע תור לניקוי שיניים בשבוע הבא", "he"),
+                   (english, "Hi, my kitchen sink is leaking. Can someone come today?", "en")]
+        for index, (business, line, language) in enumerate(callers, 1):
+            engine.caller_transcripts = [line]
+            number = business.phone_numbers[0]
+            console.print(f"[bold]{index}/3[/bold] inbound call to {business.name} ({number})")
+            result = await phone.call(to=number, from_=DEMO_CALLER,
+                                      script=_conversation(line, language))
+            calls.append(DemoCall(f"inbound → {business.slug}", result,
+                                  await _record(server, result.call_sid)))
 
-        engine.caller_transcripts = ["Hi, my kitchen sink is leaking. Can someone come today?"]
-        console.print(f"[bold]2/3[/bold] inbound call to {english.name} "
-                      f"({english.phone_numbers[0]})")
-        result = await phone.call(to=english.phone_numbers[0], from_=DEMO_CALLER,
-                                  script=_conversation("Hi, my kitchen sink is leaking. Can "
-                                                       "someone come today?", "en"))
-        calls.append(DemoCall(f"inbound → {english.slug}", result,
-                              await _record(server, result.call_sid)))
-
-        engine.caller_transcripts = ["Yes, speaking. Sure, I have a minute."]
+        engine.caller_transcripts = [LEAD_LINE]
         template = english.templates[0]
         console.print(f"[bold]3/3[/bold] outbound call from {english.name} to {DEMO_LEAD} "
                       f"(template {template.name}, name=Dana); it rings "
