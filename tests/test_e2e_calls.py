@@ -19,7 +19,12 @@ import pytest
 import websockets
 
 from hotline.sim.engine import SimulatedSession
-from hotline.sim.phone import PhoneCallResult, new_call_sid, send_twilio_request
+from hotline.sim.phone import (
+    PhoneCallResult,
+    new_call_sid,
+    send_twilio_request,
+    twilio_signature,
+)
 from hotline.sim.script import (
     CallScript,
     Hangup,
@@ -214,20 +219,38 @@ def _media_url(stack: Stack) -> str:
     return stack.server.url.replace("http://", "ws://") + "/twilio/media"
 
 
+def _open_stream(stack: Stack, *, signature: str | None = None) -> websockets.connect:
+    """The media stream's upgrade, signed as Twilio signs it (a GET of the stream URL)."""
+    if signature is None:
+        signature = twilio_signature(AUTH_TOKEN, stack.server.settings.media_stream_url)
+    return websockets.connect(_media_url(stack),
+                              additional_headers={"X-Twilio-Signature": signature})
+
+
+@pytest.mark.parametrize("signature", ["", "forged"])
+async def test_unsigned_or_forged_stream_upgrade_is_refused(stack: Stack, signature: str) -> None:
+    await _webhook(stack, new_call_sid())
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+        async with _open_stream(stack, signature=signature):
+            pass
+    assert refused.value.response.status_code == 403  # refused at the handshake
+    assert stack.services.active_calls == {}
+
+
 async def test_bad_or_reused_token_closes_the_socket(stack: Stack) -> None:
     call_sid = new_call_sid()
     params = await _webhook(stack, call_sid)
-    async with websockets.connect(_media_url(stack)) as ws:
+    async with _open_stream(stack) as ws:
         await ws.send(_start(call_sid, {"token": "forged"}))
         await ws.wait_closed()
     assert ws.close_code == 1008
     # The right token still works after a wrong try; then it is spent.
-    async with websockets.connect(_media_url(stack)) as ws:
+    async with _open_stream(stack) as ws:
         await ws.send(_start(call_sid, params))
         await ws.recv()  # greeting audio: the call runs
         await ws.send(orjson.dumps({"event": "stop", "sequenceNumber": "2",
                                     "streamSid": "MZ" + "5" * 32, "stop": {}}).decode())
-    async with websockets.connect(_media_url(stack)) as ws:
+    async with _open_stream(stack) as ws:
         await ws.send(_start(call_sid, params))
         await ws.wait_closed()
     assert ws.close_code == 1008
@@ -236,7 +259,7 @@ async def test_bad_or_reused_token_closes_the_socket(stack: Stack) -> None:
 async def test_malformed_media_messages_do_not_end_the_call(stack: Stack) -> None:
     call_sid = new_call_sid()
     params = await _webhook(stack, call_sid)
-    async with websockets.connect(_media_url(stack)) as ws:
+    async with _open_stream(stack) as ws:
         await ws.send(orjson.dumps({"event": "connected", "protocol": "Call",
                                     "version": "1.0.0"}).decode())
         await ws.send(_start(call_sid, params))
@@ -309,4 +332,22 @@ async def test_the_redis_registry_carries_the_call(database_url: str, tmp_path: 
         assert result.played_ms > 0
         record = await record_of(stack, result.call_sid)
         assert record.outcome == "completed"
+        await assert_nothing_leaked(stack)
+
+
+async def test_caller_hanging_up_while_the_engine_connects_ends_the_call(
+        database_url: str, tmp_path: Path) -> None:
+    from hotline.sim.engine import LatencyProfile
+
+    slow = LatencyProfile(connect_ms=60_000, session_update_ms=0, first_audio_base_ms=0,
+                          first_audio_per_1000_chars_ms=0)
+    async with running_stack(database_url, tmp_path, [make_business()], profile=slow,
+                             greeting_cache=False, warm_sessions=False) as stack:
+        script = CallScript([Silence(300), Hangup()])
+        result = await asyncio.wait_for(
+            stack.phone.call(to=TEST_NUMBER, from_=CALLER, script=script), 20)
+        assert result.closed_by == "phone" and result.played_ms == 0
+        record = await record_of(stack, result.call_sid)  # written although no engine came
+        assert record.outcome == "completed"
+        assert "engine_ready" not in [s.stage for s in record.timeline]
         await assert_nothing_leaked(stack)

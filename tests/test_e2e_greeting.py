@@ -7,7 +7,6 @@ import asyncio
 from pathlib import Path
 
 import httpx
-import websockets
 
 from hotline.call.session import CACHED_GREETING_HEARD_ITEM, CACHED_GREETING_ITEM
 from hotline.sim.engine import SimulatedSession
@@ -20,7 +19,7 @@ from tests.test_e2e_calls import (
     CALLER,
     LISTEN_THEN_HANG_UP,
     LONG_GREETING,
-    _media_url,
+    _open_stream,
     _start,
     _webhook,
     record_of,
@@ -73,7 +72,7 @@ async def test_missing_warm_session_falls_back_to_a_cold_connection(
         call_sid = new_call_sid()
         params = await _webhook(stack, call_sid)
         await stack.services.warm.discard(call_sid)  # as if the stream landed elsewhere
-        async with websockets.connect(_media_url(stack)) as ws:
+        async with _open_stream(stack) as ws:
             await ws.send(_start(call_sid, params))
             assert '"media"' in str(await asyncio.wait_for(ws.recv(), 10))
             await ws.send('{"event": "stop", "sequenceNumber": "2", "stop": {}}')

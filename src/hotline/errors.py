@@ -10,7 +10,8 @@ HotlineError
  ├── InvalidBusiness        a business, phone number or template definition is invalid
  ├── BusinessNotFound       no business has this slug
  ├── DuplicateNumber        a phone number already belongs to another business
- └── StoreUnavailable       the database could not be reached
+ ├── StoreUnavailable       the database could not be reached
+ └── RegistryUnavailable    the call registry (Redis) could not be reached
 """
 
 from __future__ import annotations
@@ -58,3 +59,7 @@ class DuplicateNumber(HotlineError):
 
 class StoreUnavailable(HotlineError):
     """The database is down or refused the write."""
+
+
+class RegistryUnavailable(HotlineError):
+    """The call registry (Redis) could not be reached."""

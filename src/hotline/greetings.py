@@ -23,6 +23,8 @@ from hotline.business import BusinessConfig
 log = logging.getLogger("hotline.greetings")
 
 FRAME_MS = 100  # one Twilio media message + one mark per 100 ms of greeting
+# Outbound greetings are per callee ("Hi Dana, …"): keep the newest few, not all of them.
+MAX_OTHER_GREETINGS = 256
 
 
 class SpeechRenderer(Protocol):
@@ -97,6 +99,9 @@ class GreetingCache:
             log.info("greeting rendered: %d ms of audio, voice %s, %d chars", len(audio) //
                      BYTES_PER_MS, voice, len(text))
         self._frames[key] = split_frames(audio)
+        others = [k for k in self._frames if k not in self._inbound_keys]
+        for old in others[:-MAX_OTHER_GREETINGS]:
+            self.forget(old)
 
     async def sync(self, businesses: list[BusinessConfig]) -> None:
         """Render every business's inbound greeting; forget those no longer used."""

@@ -143,9 +143,14 @@ class CallRecorder:
         if self._spool_path is None:
             log.error("%d call records lost: no spool file configured", len(rest))
             return
-        with self._spool_path.open("ab") as spool:
-            for job in rest:
-                spool.write(job_to_json(job) + b"\n")
+        try:
+            with self._spool_path.open("ab") as spool:
+                for job in rest:
+                    spool.write(job_to_json(job) + b"\n")
+        except OSError:
+            log.exception("%d call records lost: spool file %s is not writable", len(rest),
+                          self._spool_path)
+            return
         log.warning("%d call records spooled to %s", len(rest), self._spool_path)
 
     def _replay_spool(self) -> None:

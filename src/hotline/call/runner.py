@@ -8,6 +8,7 @@ database, no blocking call and no sleep happens here; records leave through the 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -45,6 +46,8 @@ from hotline.plan import CallPlan
 from hotline.telephony.media_codec import parse_twilio, render_twilio
 
 EngineOpener = Callable[[CallPlan], Awaitable[EngineHandle]]
+# An engine that accepts the socket but never finishes configuring must not hold the call.
+ENGINE_OPEN_TIMEOUT_S = 15.0
 
 
 class ASGIWebSocket(Protocol):
@@ -77,7 +80,9 @@ class CallRunner:
         self._twilio = twilio
         self._open_engine = open_engine
         self._engine: EngineConnection | None = None
-        self._engine_ready = asyncio.Event()
+        # Engine-bound text made while the engine is still connecting, sent in order once it
+        # is; None once connected (or failed). The Twilio pump never waits for the engine.
+        self._engine_backlog: list[str] | None = []
         self._log = log
         self._clock = clock
         self._ended = asyncio.Event()
@@ -89,10 +94,7 @@ class CallRunner:
     async def run(self, start: TwilioStart, started_at: datetime) -> CallRecord:
         self._stream_sid = start.stream_sid
         engine_pump = asyncio.create_task(self._connect_and_pump_engine(), name="engine-pump")
-        # The start goes through the core before any media does; its engine commands wait
-        # for the connection if it is still being made.
-        await self._dispatch(start)
-        twilio_pump = asyncio.create_task(self._pump_twilio(), name="twilio-pump")
+        twilio_pump = asyncio.create_task(self._pump_twilio(start), name="twilio-pump")
         ended = asyncio.create_task(self._ended.wait())
         try:
             await asyncio.wait({twilio_pump, engine_pump, ended},
@@ -133,7 +135,8 @@ class CallRunner:
         )
 
     # -- pumps ------------------------------------------------------------------------------
-    async def _pump_twilio(self) -> None:
+    async def _pump_twilio(self, start: TwilioStart) -> None:
+        await self._dispatch(start)  # the start goes through the core before any media
         receive = self._twilio.receive
         while True:
             message = await receive()
@@ -156,22 +159,31 @@ class CallRunner:
 
     async def _connect_and_pump_engine(self) -> None:
         try:
-            handle = await self._open_engine(self.plan)
+            async with asyncio.timeout(ENGINE_OPEN_TIMEOUT_S):
+                handle = await self._open_engine(self.plan)
         except Exception as exc:
             # Any failure to reach the engine ends this call, not the server.
             self._log.error("engine connection failed: %r", exc)
             self.failure = f"engine connection failed: {exc!r}"
             self._record(TimelineStage("engine_failed", self._clock.now_ms(), repr(exc)[:300]))
-            self._engine_ready.set()  # releases senders waiting for it; they drop their data
+            self._engine_backlog = None
             await self._dispatch(EngineClosed())
             return
-        self._engine = handle.connection
+        connection = handle.connection
+        self._engine = connection
         for stage in handle.stages:
             self._record(stage)
             self.session.stage_recorded_elsewhere(stage.stage)
         self._record(TimelineStage("engine_ready", self._clock.now_ms(), handle.path))
-        self._engine_ready.set()
-        recv = self._engine.recv_bytes
+        try:
+            while self._engine_backlog:
+                await connection.send_raw(self._engine_backlog.pop(0))
+        except ConnectionClosed:
+            self._engine_backlog = None
+            await self._dispatch(EngineClosed())
+            return
+        self._engine_backlog = None
+        recv = connection.recv_bytes
         while True:
             try:
                 data = await recv()
@@ -221,8 +233,9 @@ class CallRunner:
             await self._dispatch(TwilioClosed())
 
     async def _send_engine(self, text: str) -> None:
-        if not self._engine_ready.is_set():
-            await self._engine_ready.wait()  # the cold path: the engine is still connecting
+        if self._engine_backlog is not None:
+            self._engine_backlog.append(text)
+            return
         if self._engine is None:
             return  # it never connected; the call is ending
         try:
@@ -244,7 +257,10 @@ class CallRunner:
             self._log.info("stage %-24s %8.1f ms %s", item.stage, item.ms, item.detail)
         else:
             self.transcript.append(item)
-            self._log.info("%s: %s", item.speaker, item.text)
+            # What people say (and the digits they press) stays out of INFO logs.
+            self._log.info("%s turn, %d chars", item.speaker, len(item.text))
+            if self._log.isEnabledFor(logging.DEBUG):
+                self._log.debug("%s: %s", item.speaker, item.text)
 
     async def _close_sockets(self) -> None:
         if self._engine is not None:

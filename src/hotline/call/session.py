@@ -214,10 +214,8 @@ class CallSession:
         elif self.plan.bot_speaks_first:
             self.phase = CallPhase.GREETING
             commands.append(SendToEngine(CreateResponse()))
-            prompt = "compact" if self.plan.upgrades_prompt else "full"
-            commands.append(Record(TimelineStage(
-                "greeting_requested", now_ms,
-                f"live, {prompt} prompt {len(self.plan.initial_instructions)} chars")))
+            commands.append(Record(TimelineStage("greeting_requested", now_ms,
+                                                 live_greeting_detail(self.plan))))
             self._seen.add("greeting_requested")
         else:
             self.phase = CallPhase.LISTENING
@@ -339,6 +337,7 @@ class CallSession:
             return True
         item_id = self._current_item_id
         return (item_id is not None and self._active_response_id is not None
+                and self._active_response_id not in self._dropped_responses
                 and self._items[item_id].response_id == self._active_response_id)
 
     def _barge_in(self, now_ms: float) -> list[Command]:
@@ -456,6 +455,12 @@ class CallSession:
         commands.append(Record(TimelineStage("call_ended", now_ms, reason)))
         commands.append(EndCall(outcome))
         return commands
+
+
+def live_greeting_detail(plan: CallPlan) -> str:
+    """How a live greeting was asked for, for the timeline: which prompt, how long."""
+    prompt = "compact" if plan.upgrades_prompt else "full"
+    return f"live, {prompt} prompt {len(plan.initial_instructions)} chars"
 
 
 def heard_part(text: str, fraction: float) -> str:

@@ -50,7 +50,7 @@ class RealtimeEngine:
         in order, so a `response.create` sent next uses the new instructions. A warm session
         (prepared in the background) waits for it, so that it is fully ready at `start` and
         the call's reader starts on a clean stream of events."""
-        connection = await self._client.realtime.connect(model=self._settings.openai_model).enter()
+        connection = await self._connect()
         try:
             await connection.session.update(
                 session=session_config(plan, plan.initial_instructions,  # type: ignore[arg-type]
@@ -65,7 +65,7 @@ class RealtimeEngine:
     async def render_speech(self, text: str, voice: str) -> bytes:
         """The engine itself speaks `text` in `voice`, as μ-law 8 kHz: a cached greeting
         sounds exactly like the live agent."""
-        connection = await self._client.realtime.connect(model=self._settings.openai_model).enter()
+        connection = await self._connect()
         try:
             await connection.session.update(session={  # type: ignore[typeddict-item]
                 "type": "realtime",
@@ -102,6 +102,13 @@ class RealtimeEngine:
                 return
             if event.get("type") == "error":
                 raise EngineProtocolError(f"engine refused the session: {event['error']}")
+
+    async def _connect(self) -> AsyncRealtimeConnection:
+        # No permessage-deflate: compressing base64 audio costs CPU per message for little.
+        return await self._client.realtime.connect(
+            model=self._settings.openai_model,
+            websocket_connection_options={"compression": None},
+        ).enter()
 
     async def close(self) -> None:
         await self._client.close()

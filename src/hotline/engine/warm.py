@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 
 from websockets.exceptions import ConnectionClosed
 
+from hotline.call.commands import CreateResponse
 from hotline.call.record import TimelineStage
+from hotline.call.session import live_greeting_detail
 from hotline.engine.openai_realtime import EngineConnection, RealtimeEngine
+from hotline.engine.realtime_codec import render_engine
 from hotline.plan import CallPlan
 
 log = logging.getLogger("hotline.engine.warm")
@@ -114,14 +117,18 @@ class WarmSessions:
 
 async def _request_greeting(plan: CallPlan, connection: EngineConnection,
                             path: str) -> list[TimelineStage]:
-    """Ask for the live greeting now, if the plan leaves that to the session's opener."""
+    """Ask for the live greeting now, if the plan leaves that to the session's opener. If
+    this is cancelled or fails, the connection is closed: nobody else holds it yet."""
     if not plan.greeting_prerequested:
         return []
-    await connection.send_raw('{"type":"response.create"}')
-    prompt = "compact" if plan.upgrades_prompt else "full"
+    try:
+        await connection.send_raw(render_engine(CreateResponse()))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await connection.close()
+        raise
     return [TimelineStage("greeting_requested", _since_webhook_ms(plan),
-                          f"live, {prompt} prompt {len(plan.initial_instructions)} chars, "
-                          f"asked by the {path} session")]
+                          f"{live_greeting_detail(plan)}, asked by the {path} session")]
 
 
 async def _close_task(task: asyncio.Task[EngineConnection]) -> None:

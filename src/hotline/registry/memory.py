@@ -8,7 +8,8 @@ import time
 from hotline.errors import CallPlanNotFound, InvalidStreamToken
 from hotline.plan import CallPlan
 
-CLAIMED_MEMORY_S = 600.0  # how long a used token is remembered, to name reuse as such
+CLAIMED_MEMORY_S = 600.0
+SWEEP_EVERY_S = 10.0  # how long a used token is remembered, to name reuse as such
 
 
 class MemoryCallRegistry:
@@ -16,6 +17,7 @@ class MemoryCallRegistry:
         self._plans: dict[str, tuple[float, CallPlan]] = {}
         self._pending: dict[str, tuple[float, CallPlan]] = {}
         self._claimed: dict[str, float] = {}
+        self._next_sweep = 0.0
 
     def _sweep(self, now: float) -> None:
         for table in (self._plans, self._pending):
@@ -26,8 +28,9 @@ class MemoryCallRegistry:
 
     async def put(self, plan: CallPlan, ttl_s: float) -> None:
         now = time.monotonic()
-        if len(self._plans) % 64 == 0:
+        if now >= self._next_sweep:
             self._sweep(now)
+            self._next_sweep = now + SWEEP_EVERY_S
         self._plans[plan.call_sid] = (now + ttl_s, plan)
 
     async def claim(self, call_sid: str, token: str) -> CallPlan:

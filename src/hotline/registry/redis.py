@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import redis.asyncio as aioredis
 
-from hotline.errors import CallPlanNotFound, InvalidStreamToken
+from hotline.errors import CallPlanNotFound, InvalidStreamToken, RegistryUnavailable
 from hotline.plan import CallPlan
 from hotline.registry.memory import CLAIMED_MEMORY_S
 
@@ -37,10 +37,13 @@ class RedisCallRegistry:
                               px=int(ttl_s * 1000))
 
     async def claim(self, call_sid: str, token: str) -> CallPlan:
-        result = await self._claim(
-            keys=[self._prefix + "plan:" + call_sid, self._prefix + "claimed:" + call_sid],
-            args=[token, int(CLAIMED_MEMORY_S)],
-        )
+        try:
+            result = await self._claim(
+                keys=[self._prefix + "plan:" + call_sid, self._prefix + "claimed:" + call_sid],
+                args=[token, int(CLAIMED_MEMORY_S)],
+            )
+        except (aioredis.RedisError, OSError) as exc:
+            raise RegistryUnavailable(f"call registry unavailable: {exc}") from exc
         verdict = result[0].decode() if isinstance(result[0], bytes) else result[0]
         if verdict == "ok":
             return CallPlan.from_dict(orjson.loads(result[1]))

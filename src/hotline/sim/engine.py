@@ -60,8 +60,10 @@ class EngineSimulator:
         self.url = ""
         self._server: Server | None = None
         self._session_added = asyncio.Condition()
+        self._stopping = asyncio.Event()  # ends handshakes held for the connect delay
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._stopping.clear()
         self._server = await serve(self._handle, host, port, process_request=self._check_request,
                                    compression=None, max_size=MAX_MESSAGE_BYTES)
         bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else port
@@ -71,6 +73,7 @@ class EngineSimulator:
     async def stop(self) -> None:
         if self._server is None:
             return
+        self._stopping.set()
         self._server.close(close_connections=True)
         await self._server.wait_closed()
         self._server = None
@@ -95,7 +98,11 @@ class EngineSimulator:
                              request: Request) -> Response | None:
         self.connections_attempted += 1
         if self.profile.connect_ms > 0:
-            await asyncio.sleep(self.profile.connect_ms / 1000)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.profile.connect_ms / 1000):
+                    await self._stopping.wait()
+        if self._stopping.is_set():
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Simulator stopping.\n")
         url = urlsplit(request.path)
         if url.path != REALTIME_PATH:
             return connection.respond(HTTPStatus.NOT_FOUND,

@@ -10,7 +10,12 @@ from fastapi import APIRouter, WebSocket
 
 from hotline.call.events import UNHANDLED, TwilioStart
 from hotline.call.runner import CallClock, CallRunner
-from hotline.errors import CallPlanNotFound, InvalidStreamToken, TwilioProtocolError
+from hotline.errors import (
+    CallPlanNotFound,
+    InvalidStreamToken,
+    RegistryUnavailable,
+    TwilioProtocolError,
+)
 from hotline.logs import call_log
 from hotline.services import Services
 from hotline.telephony.media_codec import parse_twilio
@@ -20,6 +25,7 @@ router = APIRouter()
 
 START_TIMEOUT_S = 10.0
 WS_POLICY_VIOLATION = 1008
+WS_INTERNAL_ERROR = 1011
 
 
 async def _wait_for_start(websocket: WebSocket) -> TwilioStart | None:
@@ -45,10 +51,11 @@ async def _wait_for_start(websocket: WebSocket) -> TwilioStart | None:
 async def media_stream(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
     signature = websocket.headers.get("x-twilio-signature")
-    if (services.settings.twilio_validate_signatures and signature is not None
+    if (services.settings.twilio_validate_signatures
             and not services.signatures.valid_stream_upgrade(
-                services.settings.media_stream_url, signature)):
-        log.warning("media stream refused: bad X-Twilio-Signature on the upgrade")
+                services.settings.media_stream_url, signature or "")):
+        log.warning("media stream refused: %s X-Twilio-Signature on the upgrade",
+                    "bad" if signature else "missing")
         await websocket.close(code=WS_POLICY_VIOLATION)
         return
     await websocket.accept()
@@ -67,6 +74,11 @@ async def media_stream(websocket: WebSocket) -> None:
     except (InvalidStreamToken, CallPlanNotFound) as exc:
         log.warning("media stream for %s refused: %s", start.call_sid, exc)
         await websocket.close(code=WS_POLICY_VIOLATION)
+        return
+    except RegistryUnavailable as exc:
+        log.error("media stream for %s dropped: %s", start.call_sid, exc)
+        await services.warm.discard(start.call_sid)
+        await websocket.close(code=WS_INTERNAL_ERROR)
         return
     log_for_call = call_log(plan.call_sid)
     runner = CallRunner(plan, websocket, services.warm.claim, log_for_call,
