@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 
+from hotline.business import BusinessConfig
 from hotline.call.session import CACHED_GREETING_HEARD_ITEM, CACHED_GREETING_ITEM
 from hotline.sim.engine import SimulatedSession
 from hotline.sim.phone import new_call_sid, send_twilio_request
@@ -26,14 +27,6 @@ from tests.test_e2e_calls import (
 )
 
 
-async def until(condition, timeout_s: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(int(timeout_s / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
 def call_sessions(stack: Stack) -> list[SimulatedSession]:
     """The engine sessions of calls (not those that rendered greetings)."""
     return [s for s in stack.engine.sessions
@@ -42,9 +35,8 @@ def call_sessions(stack: Stack) -> list[SimulatedSession]:
                         for r in s.received)]
 
 
-async def greeting_ready(stack: Stack, greeting: str, voice: str = "marin") -> None:
-    key = stack.services.greetings.key(greeting, voice)
-    await until(lambda: stack.services.greetings.has(key))
+async def greeting_ready(stack: Stack, business: BusinessConfig) -> None:
+    await stack.services.greetings.wait_ready([business], timeout_s=15)
 
 
 async def test_warm_session_is_handed_over_one_connection_per_call(
@@ -111,7 +103,7 @@ async def test_cached_greeting_plays_at_start_and_enters_the_conversation(
         database_url: str, tmp_path: Path) -> None:
     business = make_business()
     async with running_stack(database_url, tmp_path, [business]) as stack:
-        await greeting_ready(stack, business.greeting)
+        await greeting_ready(stack, business)
         result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER, script=LISTEN_THEN_HANG_UP)
         [session] = call_sessions(stack)
         assert "response.create" not in session.received_types()  # no engine on the path
@@ -135,7 +127,7 @@ async def test_barge_in_during_the_cached_greeting_keeps_only_what_was_heard(
         database_url: str, tmp_path: Path) -> None:
     business = make_business(greeting=LONG_GREETING)
     async with running_stack(database_url, tmp_path, [business]) as stack:
-        await greeting_ready(stack, business.greeting)
+        await greeting_ready(stack, business)
         script = CallScript([WaitForAgentAudio(played_ms=1500, timeout_ms=20_000),
                              Say("Sorry, can I just ask something?"),
                              WaitForAgentSilence(quiet_ms=500), Hangup()])
@@ -162,14 +154,14 @@ async def test_greeting_cache_follows_a_changed_greeting(database_url: str,
     async with running_stack(database_url, tmp_path, [business],
                              config_refresh_s=0.1) as stack:
         greetings = stack.services.greetings
-        await greeting_ready(stack, business.greeting)
+        await greeting_ready(stack, business)
         old_key = greetings.key(business.greeting, business.voice)
         assert (tmp_path / "greetings" / f"{old_key}.ulaw").exists()
         changed = make_business(greeting="Acme Dental, good day! What can we do for you?")
         store = Store(database_url)
         await store.save_business(changed)
         await store.close()
-        await greeting_ready(stack, changed.greeting)
+        await greeting_ready(stack, changed)
         assert not greetings.has(old_key)
         assert not (tmp_path / "greetings" / f"{old_key}.ulaw").exists()
         result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER, script=LISTEN_THEN_HANG_UP)

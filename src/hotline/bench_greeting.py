@@ -523,29 +523,18 @@ def server_settings(strategy: Strategy, *, workdir: Path, database_url: str,
         "api_token": None, "redis_url": None, "log_level": "WARNING",
         **strategy.settings(),
     }
-    if "greeting_cache_dir" in Settings.model_fields:
-        values["greeting_cache_dir"] = str(workdir / "greeting-cache")
+    values["greeting_cache_dir"] = str(workdir / "greeting-cache")
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 async def _greetings_ready(server: RunningServer, businesses: Sequence[BusinessConfig],
                            timeout_s: float = 120) -> None:
-    """Wait until the server's greeting cache holds every lane's greeting (its `ready()`
-    when it has one, else polling `has(key)` as `hotline demo` does)."""
-    greetings = getattr(server.services, "greetings", None)
-    ready = getattr(greetings, "ready", None)
-    if callable(ready):
-        await asyncio.wait_for(ready(), timeout=timeout_s)
-        return
-    if greetings is None or not hasattr(greetings, "has") or not hasattr(greetings, "key"):
-        return
-    keys = [greetings.key(b.greeting, b.voice) for b in businesses]
-    deadline = time.monotonic() + timeout_s
-    while not all(greetings.has(key) for key in keys):
-        if time.monotonic() > deadline:
-            raise RuntimeError("the server's greeting cache was not ready in "
-                               f"{timeout_s:.0f} s")
-        await asyncio.sleep(0.05)
+    """Until the server's greeting cache holds every lane's greeting."""
+    try:
+        await server.services.greetings.wait_ready(list(businesses), timeout_s)
+    except TimeoutError:
+        raise RuntimeError("the server's greeting cache was not ready in "
+                           f"{timeout_s:.0f} s") from None
 
 
 class TwilioStreamGap(httpx.AsyncBaseTransport):

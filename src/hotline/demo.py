@@ -18,7 +18,6 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from hotline.business import BusinessConfig
 from hotline.business_yaml import load_businesses_yaml
 from hotline.call.record import CallRecord
 from hotline.server import RunningServer, start_server
@@ -94,7 +93,7 @@ async def run_demo(output_dir: Path, *, profile: LatencyProfile,
         console.print(f"[dim]server {server.url} · engine simulator {engine.url} · "
                       f"Twilio simulator {twilio.url} · profile {describe_profile(profile)}[/dim]")
         with console.status("the engine is rendering the inbound greetings (cached audio)…"):
-            await _greetings_ready(server, businesses)
+            await server.services.greetings.wait_ready(businesses, timeout_s=120)
         phone = SimulatedPhone(server_url=server.url, auth_token=DEV_AUTH_TOKEN,
                                account_sid=DEV_ACCOUNT_SID)
         english = businesses[1]
@@ -137,16 +136,6 @@ def save_recordings(calls: list[DemoCall], output_dir: Path) -> None:
         stem = output_dir / f"call{index}-{call.phone.call_sid}"
         call.phone.save_wav(stem.with_suffix(".wav"), mix_caller=True)
         call.phone.save_timings(stem.with_suffix(".json"))
-
-
-async def _greetings_ready(server: RunningServer, businesses: list[BusinessConfig],
-                           timeout_s: float = 120) -> None:
-    greetings = server.services.greetings
-    keys = [greetings.key(b.greeting, b.voice) for b in businesses]
-    for _ in range(int(timeout_s / 0.05)):
-        if all(greetings.has(key) for key in keys):
-            return
-        await asyncio.sleep(0.05)
 
 
 async def _record(server: RunningServer, call_sid: str) -> CallRecord:

@@ -14,7 +14,7 @@ extrapolated from the last one at real-time speed, never past the next un-echoed
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hotline.audio.mulaw import BYTES_PER_MS, b64_decoded_len
 from hotline.call.commands import (
@@ -109,7 +109,6 @@ class CallStats:
     barge_ins_ignored_cooldown: int = 0
     engine_errors: int = 0
     protocol_errors: int = 0
-    marks: int = field(default=0)
 
 
 # Our own ids for the cached greeting's conversation items (the engine did not make them).
@@ -128,7 +127,6 @@ class CallSession:
         self.prompt_upgraded = False
         self.outcome: str | None = None
         self._started_ms = 0.0
-        self._greeting_response_id: str | None = None
         self._first_response_done = False
         self._active_response_id: str | None = None
         self._dropped_responses: set[str] = set()
@@ -227,16 +225,9 @@ class CallSession:
         item = self._items[CACHED_GREETING_ITEM] = _AgentItem(_CACHED, now_ms,
                                                               transcript=self.plan.greeting)
         self._current_item_id = CACHED_GREETING_ITEM
-        self._playhead = _Playhead(CACHED_GREETING_ITEM, now_ms, 0.0)
         commands: list[Command] = []
         for frame in frames:
-            item.sent_ms += b64_decoded_len(frame) / BYTES_PER_MS
-            self._mark_seq += 1
-            name = f"m{self._mark_seq}"
-            self._pending_marks[name] = (CACHED_GREETING_ITEM, item.sent_ms)
-            commands.append(SendToTwilio(TwilioMediaOut(frame)))
-            commands.append(SendToTwilio(TwilioMarkOut(name)))
-        self.stats.deltas_out += len(frames)
+            commands += self._send_audio(CACHED_GREETING_ITEM, item, frame, now_ms)
         commands.append(SendToEngine(AddAssistantText(CACHED_GREETING_ITEM, self.plan.greeting)))
         commands.append(Record(TimelineStage("greeting_requested", now_ms,
                                              f"cached audio {int(item.sent_ms)} ms")))
@@ -309,18 +300,23 @@ class CallSession:
             item = self._items[event.item_id] = _AgentItem(event.response_id, now_ms)
             self._current_item_id = event.item_id
             commands += self._stage_once("first_audio_from_engine", now_ms)
-        if not self._pending_marks:
-            # The line is idle: this delta starts playing now.
-            self._playhead = _Playhead(event.item_id, now_ms, item.sent_ms)
-        item.sent_ms += b64_decoded_len(event.delta_b64) / BYTES_PER_MS
-        self._mark_seq += 1
-        mark_name = f"m{self._mark_seq}"
-        self._pending_marks[mark_name] = (event.item_id, item.sent_ms)
-        self.stats.deltas_out += 1
-        commands.append(SendToTwilio(TwilioMediaOut(event.delta_b64)))
-        commands.append(SendToTwilio(TwilioMarkOut(mark_name)))
+        commands += self._send_audio(event.item_id, item, event.delta_b64, now_ms)
         commands += self._stage_once("first_audio_to_caller", now_ms)
         return commands
+
+    def _send_audio(self, item_id: str, item: _AgentItem, payload_b64: str,
+                    now_ms: float) -> list[Command]:
+        """One chunk of agent audio to Twilio, untouched, then a mark that comes back once
+        it has played."""
+        if not self._pending_marks:
+            # The line is idle: this chunk starts playing now.
+            self._playhead = _Playhead(item_id, now_ms, item.sent_ms)
+        item.sent_ms += b64_decoded_len(payload_b64) / BYTES_PER_MS
+        self._mark_seq += 1
+        mark_name = f"m{self._mark_seq}"
+        self._pending_marks[mark_name] = (item_id, item.sent_ms)
+        self.stats.deltas_out += 1
+        return [SendToTwilio(TwilioMediaOut(payload_b64)), SendToTwilio(TwilioMarkOut(mark_name))]
 
     def _on_speech_started(self, event: EngineSpeechStarted, now_ms: float) -> list[Command]:
         self._caller_turns[event.item_id] = _CallerTurn(now_ms)
@@ -407,7 +403,6 @@ class CallSession:
         if not self._first_response_done:
             self._first_response_done = True
             if self.phase is CallPhase.GREETING:
-                self._greeting_response_id = event.response_id
                 commands += self._stage_once("greeting_done", now_ms, event.status)
             if self.plan.upgrades_prompt:
                 commands.append(SendToEngine(UpdateInstructions(self.plan.full_instructions)))
