@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from hotline.call.commands import (
     AddAssistantText,
+    AddUserText,
     AppendAudio,
+    CancelResponse,
     Command,
     CreateResponse,
     DeleteItem,
@@ -29,6 +31,7 @@ from hotline.call.events import (
     EngineAudioDelta,
     EngineCallerTranscript,
     EngineClosed,
+    EngineInputCommitted,
     EngineResponseCreated,
     EngineResponseDone,
     EngineSessionUpdated,
@@ -78,6 +81,15 @@ def marks(cmds: list[Command]) -> list[str]:
     return [m.name for m in twilio_sent(cmds) if isinstance(m, TwilioMarkOut)]
 
 
+LOUD_FRAME = base64.b64encode(bytes([0x10]) * 160).decode()  # 20 ms of loud sound
+QUIET_FRAME = base64.b64encode(bytes([0xFF]) * 160).decode()  # 20 ms of silence
+
+
+def control_sent(cmds: list[Command]) -> list[object]:
+    """What went to the engine other than the caller's audio."""
+    return [m for m in engine_sent(cmds) if not isinstance(m, AppendAudio)]
+
+
 class Call:
     """A session plus a log of every command, for scenario tests."""
 
@@ -97,6 +109,16 @@ class Call:
         for ms in chunks_ms:
             names += marks(self(EngineAudioDelta(response_id, item_id, audio_b64(ms)), at_ms))
         return names
+
+    def talk(self, until_ms: float, ms: int = 200, frame: str = LOUD_FRAME) -> list[Command]:
+        """The caller makes sound for `ms`, 20 ms frames, the last one at `until_ms`."""
+        cmds: list[Command] = []
+        for i in range(ms // 20):
+            cmds += self(TwilioMedia(frame, 0), until_ms - ms + 20 * (i + 1))
+        return cmds
+
+    def quiet(self, until_ms: float, ms: int = 100) -> list[Command]:
+        return self.talk(until_ms, ms, QUIET_FRAME)
 
 
 class TestGreeting:
@@ -172,8 +194,8 @@ class TestPromptUpgrade:
         call = Call()
         call(START, 0)
         call.speak("r1", "i1", [100], 10)
-        call(EngineSpeechStarted(0, "u1"), 50)
-        cmds = call(EngineResponseDone("r1", "cancelled", "turn_detected"), 60)
+        call.talk(until_ms=250)
+        cmds = call(EngineResponseDone("r1", "cancelled", "client_cancelled"), 260)
         assert any(isinstance(m, UpdateInstructions) for m in engine_sent(cmds))
 
     def test_caller_first_upgrades_after_the_first_reply(self) -> None:
@@ -185,15 +207,42 @@ class TestPromptUpgrade:
 
 
 class TestBargeIn:
-    def test_clear_and_truncate_at_the_heard_position(self) -> None:
+    """Barge-in is the gate's call: caller speech lasting `barge_in_min_speech_ms` (200) over
+    the agent's audio. Server VAD's speech_started alone cuts nothing."""
+
+    def test_clear_cancel_and_truncate_at_the_heard_position(self) -> None:
         call = Call()
         call(START, 0)
         names = call.speak("r1", "i1", [100, 100, 100], 0)
         call(TwilioMark(names[0]), 100)
         call(TwilioMark(names[1]), 200)
-        cmds = call(EngineSpeechStarted(1000, "u1"), 250)
+        assert call(EngineSpeechStarted(1000, "u1"), 120) == []  # VAD alone: nothing
+        cmds = call.talk(until_ms=250)
         assert twilio_sent(cmds) == [TwilioClear()]
-        assert engine_sent(cmds) == [Truncate("i1", 250)]
+        assert control_sent(cmds) == [CancelResponse(), Truncate("i1", 250)]
+
+    def test_a_short_burst_over_the_agent_cuts_nothing_and_gets_no_answer(self) -> None:
+        call = Call()
+        call(START, 0)
+        call.speak("r1", "i1", [1000], 0)
+        call(EngineSpeechStarted(0, "u1"), 100)
+        cmds = call.talk(until_ms=200, ms=100)  # a cough, or the agent's own echo
+        cmds += call.quiet(until_ms=400)
+        cmds += call(EngineInputCommitted("u1"), 900)
+        assert twilio_sent(cmds) == []
+        assert control_sent(cmds) == [DeleteItem("u1")]
+        assert "noise_ignored" in stages(cmds)
+        assert turns(call(EngineCallerTranscript("u1", "(cough)"), 950)) == []
+
+    def test_speech_over_the_agent_is_answered_once_its_reply_is_done(self) -> None:
+        call = Call()
+        call(START, 0)
+        call.speak("r1", "i1", [1000], 0)
+        call(EngineSpeechStarted(0, "u1"), 100)
+        call.talk(until_ms=500, ms=400)
+        assert control_sent(call(EngineInputCommitted("u1"), 1000)) == []  # r1 not done yet
+        cmds = call(EngineResponseDone("r1", "cancelled", "client_cancelled"), 1010)
+        assert CreateResponse() in engine_sent(cmds)
 
     def test_heard_position_never_passes_an_unechoed_mark(self) -> None:
         call = Call()
@@ -201,22 +250,34 @@ class TestBargeIn:
         names = call.speak("r1", "i1", [100, 100, 100], 0)
         call(TwilioMark(names[0]), 100)
         # Much later, but the second mark never came back: at most 200 ms were heard.
-        cmds = call(EngineSpeechStarted(1000, "u1"), 900)
-        assert engine_sent(cmds) == [Truncate("i1", 200)]
+        cmds = call.talk(until_ms=900)
+        assert control_sent(cmds) == [CancelResponse(), Truncate("i1", 200)]
 
     def test_nothing_heard_means_clear_without_truncate(self) -> None:
         call = Call()
         call(START, 0)
-        call.speak("r1", "i1", [100], 0)
-        cmds = call(EngineSpeechStarted(0, "u1"), 0)
+        names = call.speak("r1", "i1", [100], 0)
+        call(EngineResponseDone("r1", "completed"), 1)
+        call(TwilioMark(names[0]), 300)  # echoed late: not played as far as we know
+        call.speak("r2", "i2", [1000], 300)
+        cmds = call.talk(until_ms=300)
         assert twilio_sent(cmds) == [TwilioClear()]
-        assert engine_sent(cmds) == []
+        assert control_sent(cmds) == [CancelResponse()]
+
+    def test_after_all_audio_played_nothing_is_truncated(self) -> None:
+        call = Call(echo_cooldown_ms=0)
+        call(START, 0)
+        names = call.speak("r1", "i1", [100], 0)
+        call(EngineResponseDone("r1", "completed"), 10)
+        call(TwilioMark(names[0]), 100)
+        cmds = call.talk(until_ms=600)
+        assert twilio_sent(cmds) == [] and control_sent(cmds) == []
 
     def test_flushed_marks_are_not_playback(self) -> None:
         call = Call()
         call(START, 0)
         names = call.speak("r1", "i1", [100, 100], 0)
-        call(EngineSpeechStarted(0, "u1"), 50)
+        call.talk(until_ms=50)
         for name in names:  # Twilio returns every pending mark after a clear
             assert call(TwilioMark(name), 51) == []
         # Late deltas of the cancelled reply are not played.
@@ -230,22 +291,22 @@ class TestBargeIn:
         call(EngineResponseDone("r1", "completed"), 10)
         second = call.speak("r2", "i2", [300], 100)  # queued behind the first
         call(TwilioMark(first[0]), 200)  # first finished: second starts playing now
-        cmds = call(EngineSpeechStarted(0, "u1"), 320)
-        assert engine_sent(cmds) == [Truncate("i2", 120)]
+        cmds = call.talk(until_ms=320)
+        assert control_sent(cmds) == [CancelResponse(), Truncate("i2", 120)]
         assert second
 
-    def test_echo_cooldown_ignores_speech_right_after_the_agent(self) -> None:
+    def test_echo_in_the_cooldown_is_noise_unless_it_lasts(self) -> None:
         call = Call(echo_cooldown_ms=400)
         call(START, 0)
         names = call.speak("r1", "i1", [100], 0)
         call(EngineResponseDone("r1", "completed"), 20)
         call(TwilioMark(names[0]), 100)  # played out: cooldown until 500
-        call.speak("r2", "i2", [100], 300)  # a quick next reply
-        cmds = call(EngineSpeechStarted(0, "u1"), 350)  # the echo of the first reply
-        assert twilio_sent(cmds) == [] and engine_sent(cmds) == []
+        call(EngineSpeechStarted(0, "u1"), 150)  # the echo of the reply
+        call.talk(until_ms=200, ms=80)
+        call.quiet(until_ms=300)
+        cmds = call(EngineInputCommitted("u1"), 700)
+        assert control_sent(cmds) == [DeleteItem("u1")]
         assert call.session.stats.barge_ins_ignored_cooldown == 1
-        cmds = call(EngineSpeechStarted(0, "u2"), 600)  # past the cooldown: real barge-in
-        assert twilio_sent(cmds) == [TwilioClear()]
 
     def test_speech_when_nothing_plays_is_a_plain_turn(self) -> None:
         call = Call()
@@ -253,7 +314,9 @@ class TestBargeIn:
         names = call.speak("r1", "i1", [100], 0)
         call(EngineResponseDone("r1", "completed"), 10)
         call(TwilioMark(names[0]), 100)
-        assert call(EngineSpeechStarted(0, "u1"), 2000) == []
+        call(EngineSpeechStarted(0, "u1"), 2000)
+        call.talk(until_ms=2100, ms=100)  # a short "yes" is a turn on a quiet line
+        assert engine_sent(call(EngineInputCommitted("u1"), 2600)) == [CreateResponse()]
 
 
 class TestTranscriptAndEnd:
@@ -276,17 +339,20 @@ class TestTranscriptAndEnd:
         call(START, 0)
         names = call.speak("r1", "i1", [100, 100], 0)
         call(TwilioMark(names[0]), 100)
-        call(EngineSpeechStarted(0, "u1"), 150)
+        call.talk(until_ms=150)
         call(EngineAgentTranscript("r1", "i1", "Hi, Acme"), 151)
-        [agent] = turns(call(EngineResponseDone("r1", "cancelled", "turn_detected"), 152))
+        [agent] = turns(call(EngineResponseDone("r1", "cancelled", "client_cancelled"), 152))
         assert agent.interrupted and agent.ended_ms - agent.started_ms == 150
 
     def test_dtmf_reaches_the_model_and_the_transcript(self) -> None:
         call = Call()
         call(START, 0)
+        call.speak("r1", "i1", [100], 1)
+        call(EngineResponseDone("r1", "completed"), 2)
         cmds = call(TwilioDtmf("5"), 10)
         assert [t.text for t in turns(cmds)] == ["[pressed 5]"]
-        assert len(engine_sent(cmds)) == 1
+        assert engine_sent(cmds) == [AddUserText("The caller pressed the key 5."),
+                                     CreateResponse()]
 
     def test_stop_ends_the_call_once(self) -> None:
         call = Call()
@@ -338,7 +404,8 @@ def test_any_event_sequence_keeps_the_invariants(steps: list[tuple[CallEvent, in
     for event, dt in [(START, 0), *steps]:
         now += dt
         for cmd in session.handle(event, now):
-            if isinstance(cmd, SendToEngine) and isinstance(cmd.message, CreateResponse):
+            if (isinstance(cmd, SendToEngine) and isinstance(cmd.message, CreateResponse)
+                    and isinstance(event, TwilioStart)):
                 greetings += 1
             if isinstance(cmd, SendToEngine) and isinstance(cmd.message, UpdateInstructions):
                 upgrades += 1
@@ -379,10 +446,10 @@ class TestCachedGreeting:
         names = marks(call(START, 0))
         call(TwilioMark(names[0]), 100)
         call(TwilioMark(names[1]), 200)
-        cmds = call(EngineSpeechStarted(0, "u1"), 250)  # heard 250 of 500 ms
+        cmds = call.talk(until_ms=250)  # heard 250 of 500 ms
         assert twilio_sent(cmds) == [TwilioClear()]
         greeting = call.session.plan.greeting
-        assert engine_sent(cmds) == [
+        assert control_sent(cmds) == [
             DeleteItem(CACHED_GREETING_ITEM),
             AddAssistantText(CACHED_GREETING_HEARD_ITEM, heard_part(greeting, 0.5), "root")]
         [turn] = turns(cmds)

@@ -120,7 +120,10 @@ async def test_inbound_caller_first_respects_the_warmup(stack: Stack) -> None:
                          WaitForAgentSilence(quiet_ms=500), Hangup()])
     result = await stack.phone.call(to="+15005550007", from_=CALLER, script=script)
     session = await stack.engine.wait_for_session()
-    assert received(session, "response.create") == []  # the caller speaks first
+    # The caller speaks first: the only response is the answer to their committed turn.
+    [(asked_at, _)] = received(session, "response.create")
+    committed_at = next(s.at for s in session.sent if s.type == "input_audio_buffer.committed")
+    assert asked_at > committed_at
     appends = received(session, "input_audio_buffer.append")
     # 800 ms of pickup (40 frames of 20 ms) never reached the engine; the rest did.
     dropped = result.frames_sent - len(appends)

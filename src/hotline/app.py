@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
@@ -24,8 +25,10 @@ from hotline.registry import create_registry
 from hotline.services import Services
 from hotline.settings import Settings, load_settings
 from hotline.store.database import Store
+from hotline.telephony.call_control import CallControl
 from hotline.telephony.media_stream import router as media_router
 from hotline.telephony.outbound import OutboundDialer
+from hotline.telephony.rest import TwilioRest
 from hotline.telephony.signature import SignatureChecker
 from hotline.telephony.webhooks import router as webhook_router
 
@@ -55,13 +58,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
             config.listeners.append(render_greetings)
         await config.load()
-        dialer = OutboundDialer(settings, registry, config, greetings)
+        rest = TwilioRest(settings)
+        dialer = OutboundDialer(settings, registry, config, greetings, rest)
+        tools_http = httpx.AsyncClient(follow_redirects=False)
         services = Services(
             settings=settings, store=store, config=config, registry=registry,
             recorder=recorder, engine=engine, dialer=dialer,
             signatures=SignatureChecker(settings.twilio_auth_token.get_secret_value(),
                                         settings.public_url),
             warm=WarmSessions(engine, settings.warm_session_ttl_s), greetings=greetings,
+            control=CallControl(rest), tools_http=tools_http,
         )
         app.state.services = services
         if not settings.twilio_validate_signatures:
@@ -84,7 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.gather(*background, return_exceptions=True)
             await services.warm.close()
             await recorder.stop()
-            await dialer.close()
+            await rest.close()
+            await tools_http.aclose()
             await engine.close()
             await registry.close()
             await store.close()

@@ -7,6 +7,13 @@ webhook never waits for a query.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+# Built-in tools a business may enable (see hotline.tools). Order is the README's.
+BUILTIN_TOOLS = ("end_call", "transfer_to_human", "take_message", "check_hours")
+DEFAULT_TOOLS = ("end_call", "take_message", "check_hours")
+# What a pressed key may do without asking the model.
+DTMF_ACTIONS = ("transfer_to_human", "end_call")
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,7 +23,22 @@ class TemplateConfig:
     name: str
     greeting_template: str
     instructions: str = ""
+    # Left after the beep when an answering machine picks up ({placeholders} as above);
+    # empty: hang up without a message.
+    voicemail_template: str = ""
     id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpTool:
+    """A business's own tool: Hotline POSTs the model's arguments to `url` (signed) and
+    hands the JSON reply back to the model."""
+
+    name: str
+    description: str
+    url: str
+    parameters: dict[str, Any]  # JSON schema of the arguments (an object schema)
+    timeout_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +60,16 @@ class BusinessConfig:
     bot_speaks_first: bool = True
     timezone: str = "UTC"
     templates: tuple[TemplateConfig, ...] = field(default=())
+    # Call control. Built-in tools the agent may use (names from BUILTIN_TOOLS).
+    tools: tuple[str, ...] = DEFAULT_TOOLS
+    # E.164 number `transfer_to_human` (and a DTMF "transfer_to_human") dials.
+    transfer_number: str | None = None
+    # (weekday, "HH:MM-HH:MM[,HH:MM-HH:MM]") in `timezone`; a day not listed is closed.
+    opening_hours: tuple[tuple[str, str], ...] = ()
+    # (digit, action from DTMF_ACTIONS): what a pressed key does without the model.
+    dtmf_actions: tuple[tuple[str, str], ...] = ()
+    max_call_duration_s: int = 600
+    http_tools: tuple[HttpTool, ...] = ()
     id: int | None = None
 
     def template(self, name: str) -> TemplateConfig:

@@ -10,6 +10,7 @@ HotlineError
  ├── InvalidBusiness        a business, phone number or template definition is invalid
  ├── BusinessNotFound       no business has this slug
  ├── DuplicateNumber        a phone number already belongs to another business
+ ├── TwilioApiError         Twilio's REST API refused a request or could not be reached
  ├── StoreUnavailable       the database could not be reached
  └── RegistryUnavailable    the call registry (Redis) could not be reached
 """
@@ -63,3 +64,7 @@ class StoreUnavailable(HotlineError):
 
 class RegistryUnavailable(HotlineError):
     """The call registry (Redis) could not be reached."""
+
+
+class TwilioApiError(HotlineError):
+    """Twilio's REST API refused a request or could not be reached (no credentials in it)."""

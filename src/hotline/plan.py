@@ -10,7 +10,7 @@ import secrets
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from hotline.business import BusinessConfig
+from hotline.business import BusinessConfig, HttpTool
 from hotline.prompts import compact_prompt, full_prompt, render_greeting
 from hotline.settings import Settings
 
@@ -48,6 +48,25 @@ class CallPlan:
     greeting_prerequested: bool = False
     template_name: str | None = None
     variables: dict[str, str] = field(default_factory=dict)
+    # -- call control (issue 4), copied from the business and the settings ------------------
+    tools: tuple[str, ...] = ()  # enabled built-in tools
+    http_tools: tuple[HttpTool, ...] = ()
+    transfer_number: str | None = None
+    timezone: str = "UTC"
+    opening_hours: tuple[tuple[str, str], ...] = ()
+    dtmf_actions: tuple[tuple[str, str], ...] = ()
+    max_duration_ms: int = 600_000
+    silence_nudge_ms: int = 8_000
+    silence_hangup_ms: int = 20_000
+    barge_in_min_speech_ms: int = 200
+    goodbye_cap_ms: int = 10_000
+    tool_timeout_ms: int = 5_000
+    # Outbound with async AMD: the greeting waits for the verdict, at most `amd_cap_ms`.
+    amd: bool = False
+    amd_cap_ms: int = 1_500
+    # What to leave on an answering machine (outbound; empty: hang up without a message).
+    voicemail: str = ""
+    voicemail_audio_key: str | None = None
     # Stages reached before the stream opened, (stage, ms since the webhook arrived).
     early_stages: tuple[tuple[str, float], ...] = ()
 
@@ -86,8 +105,17 @@ class CallPlan:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CallPlan:
         data = dict(data)
-        data["early_stages"] = tuple(tuple(s) for s in data.get("early_stages", ()))
+        for name in ("early_stages", "opening_hours", "dtmf_actions"):
+            data[name] = tuple(tuple(s) for s in data.get(name, ()))
+        data["tools"] = tuple(data.get("tools", ()))
+        data["http_tools"] = tuple(HttpTool(**t) for t in data.get("http_tools", ()))
         return cls(**data)
+
+    def tool_enabled(self, name: str) -> bool:
+        return name in self.tools or any(t.name == name for t in self.http_tools)
+
+    def dtmf_action(self, digit: str) -> str | None:
+        return dict(self.dtmf_actions).get(digit)
 
 
 def new_stream_token() -> str:
@@ -107,6 +135,18 @@ def _common(settings: Settings, business: BusinessConfig) -> dict[str, Any]:
         "vad_prefix_padding_ms": settings.vad_prefix_padding_ms,
         "transcription_model": settings.openai_transcription_model,
         "greeting_prompt": settings.greeting_prompt,
+        "tools": business.tools,
+        "http_tools": business.http_tools,
+        "transfer_number": business.transfer_number,
+        "timezone": business.timezone,
+        "opening_hours": business.opening_hours,
+        "dtmf_actions": business.dtmf_actions,
+        "max_duration_ms": business.max_call_duration_s * 1000,
+        "silence_nudge_ms": int(settings.silence_nudge_s * 1000),
+        "silence_hangup_ms": int(settings.silence_hangup_s * 1000),
+        "barge_in_min_speech_ms": settings.barge_in_min_speech_ms,
+        "goodbye_cap_ms": int(settings.goodbye_cap_s * 1000),
+        "tool_timeout_ms": int(settings.tool_timeout_s * 1000),
     }
 
 
@@ -161,6 +201,10 @@ def build_outbound_plan(
         webhook_received_epoch_ms=created_epoch_ms,
         template_name=template.name,
         variables=dict(variables),
+        amd=settings.amd,
+        amd_cap_ms=settings.amd_greeting_cap_ms,
+        voicemail=(template.voicemail_template.format_map(_Lenient(variables))
+                   if template.voicemail_template else ""),
         **_common(settings, business),
     )
 

@@ -60,3 +60,22 @@ def full_prompt(business: BusinessConfig, extra: str = "") -> str:
     if extra:
         parts.append("# This call\n" + extra.strip())
     return "\n\n".join(p for p in parts if p)
+
+
+# -- lines the call core asks for (response.create instructions) ------------------------
+# Short on purpose: the model says them in the call's language; the simulated engine says
+# short instructions as they are.
+SAY_EXACTLY_MARKER = "Say exactly this, word for word, and nothing else:"
+NUDGE_INSTRUCTIONS = "Ask the caller briefly, in their language, whether they are still there."
+SILENCE_GOODBYE_INSTRUCTIONS = ("The line has been silent for a while. Say a short, polite "
+                                "goodbye in the caller's language.")
+TIME_LIMIT_INSTRUCTIONS = ("The call has reached its time limit. Apologize briefly and say a "
+                           "polite goodbye in the caller's language.")
+GOODBYE_INSTRUCTIONS = "Say a short, warm goodbye in the caller's language."
+HANDOVER_INSTRUCTIONS = ("Tell the caller in one short sentence, in their language, that you "
+                         "are connecting them to a person now.")
+
+
+def say_exactly(text: str) -> str:
+    """Instructions for a response that says `text` verbatim (a voicemail message)."""
+    return f'{SAY_EXACTLY_MARKER} "{text}"'

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import httpx
+
 from hotline.call.recorder import CallRecorder
 from hotline.config_cache import ConfigCache
 from hotline.engine.openai_realtime import RealtimeEngine
@@ -17,6 +19,7 @@ from hotline.telephony.signature import SignatureChecker
 if TYPE_CHECKING:
     from hotline.call.runner import CallRunner
     from hotline.store.database import Store
+    from hotline.telephony.call_control import CallControl
     from hotline.telephony.outbound import OutboundDialer
 
 
@@ -32,4 +35,8 @@ class Services:
     signatures: SignatureChecker
     warm: WarmSessions
     greetings: GreetingCache
+    control: CallControl
+    tools_http: httpx.AsyncClient  # HTTP tools' requests
     active_calls: dict[str, CallRunner] = field(default_factory=dict)
+    # Answering-machine verdicts that arrived before their call's stream started.
+    early_amd_verdicts: dict[str, str] = field(default_factory=dict)

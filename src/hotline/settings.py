@@ -58,6 +58,25 @@ class Settings(BaseSettings):
     vad_threshold: float = Field(0.5, ge=0.0, le=1.0)
     vad_silence_ms: int = Field(500, ge=100)
     vad_prefix_padding_ms: int = Field(300, ge=0)
+    # Call control (issue 4). A local speech gate decides barge-in: caller sound shorter than
+    # this while the agent is audible (a cough, the agent's own echo) does not cut it off.
+    barge_in_min_speech_ms: int = Field(200, ge=20, le=2000)
+    # Caller silence: one nudge ("are you still there?"), then a goodbye and hang-up.
+    silence_nudge_s: float = Field(8.0, gt=0)
+    silence_hangup_s: float = Field(20.0, gt=0)
+    # Outbound answering-machine detection (Twilio async AMD). The greeting waits for the
+    # verdict at most this long, then goes anyway.
+    amd: bool = True
+    amd_greeting_cap_ms: int = Field(1500, ge=0, le=10000)
+    # A goodbye (end_call, silence, time limit) whose audio never finishes playing does not
+    # hold the line: the call is hung up this long after it was asked for.
+    goodbye_cap_s: float = Field(10.0, gt=0)
+    # Built-in tools time out after this; HTTP tools use their own `timeout_s`.
+    tool_timeout_s: float = Field(5.0, gt=0)
+    # HMAC-SHA256 key for the X-Hotline-Signature header on HTTP tool requests. Unset: HTTP
+    # tools answer the model with an error instead of calling out unsigned.
+    tool_signing_secret: SecretStr | None = None
+
     # How long the config cache trusts itself before reloading businesses from the store.
     config_refresh_s: float = Field(30.0, gt=0)
     # Call records the store could not take at shutdown wait here for the next start.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hotline.call.events import TimerName
-from hotline.call.record import TimelineStage, TranscriptTurn
+from hotline.call.record import LeadMessage, TimelineStage, TranscriptTurn
 
 
 # -- to Twilio --------------------------------------------------------------------------
@@ -75,9 +75,17 @@ class DeleteItem:
     item_id: str
 
 
+@dataclass(slots=True)
+class AddFunctionOutput:
+    """A tool's answer to the model's function call."""
+
+    call_id: str
+    output: str  # JSON text
+
+
 EngineMessage = (
     AppendAudio | CreateResponse | UpdateInstructions | Truncate | CancelResponse | AddUserText
-    | AddAssistantText | DeleteItem
+    | AddAssistantText | DeleteItem | AddFunctionOutput
 )
 
 
@@ -94,7 +102,29 @@ class SendToEngine:
 
 @dataclass(slots=True)
 class Record:
-    item: TimelineStage | TranscriptTurn
+    item: TimelineStage | TranscriptTurn | LeadMessage
+
+
+@dataclass(slots=True)
+class RunTool:
+    """Run the tool the model called, off the media loop; its answer comes back as
+    `ToolFinished`."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(slots=True)
+class HangUpCall:
+    """End the phone call through Twilio's REST API (the stream's `stop` follows)."""
+
+
+@dataclass(slots=True)
+class TransferCall:
+    """Redirect the phone call to `<Dial>number</Dial>` through Twilio's REST API."""
+
+    number: str
 
 
 @dataclass(slots=True)
@@ -113,4 +143,7 @@ class EndCall:
     reason: str  # becomes the call's outcome
 
 
-Command = SendToTwilio | SendToEngine | Record | StartTimer | CancelTimer | EndCall
+Command = (
+    SendToTwilio | SendToEngine | Record | StartTimer | CancelTimer | EndCall | RunTool
+    | HangUpCall | TransferCall
+)

@@ -9,10 +9,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from hotline.call.record import LeadMessage
+
 
 class TimerName(enum.Enum):
-    SILENCE = "silence"
-    MAX_DURATION = "max_duration"
+    SILENCE_NUDGE = "silence_nudge"  # the caller has been quiet: ask if they are there
+    SILENCE_HANGUP = "silence_hangup"  # still quiet: say goodbye and hang up
+    MAX_DURATION = "max_duration"  # the business's call length limit
+    GOODBYE_CAP = "goodbye_cap"  # a goodbye that never finishes playing must not hold the line
+    AMD_CAP = "amd_cap"  # greet anyway if the answering-machine verdict is late
 
 
 # -- Twilio Media Streams ---------------------------------------------------------------
@@ -120,6 +125,22 @@ class EngineError:
 
 
 @dataclass(slots=True)
+class EngineInputCommitted:
+    """The caller's turn became a conversation item (server VAD committed the buffer)."""
+
+    item_id: str
+
+
+@dataclass(slots=True)
+class EngineFunctionCall:
+    response_id: str
+    item_id: str
+    call_id: str
+    name: str
+    arguments: str  # JSON text, as the model wrote it
+
+
+@dataclass(slots=True)
 class EngineClosed:
     """The engine socket closed."""
 
@@ -129,6 +150,34 @@ class TimerFired:
     timer: TimerName
 
 
+# -- what the runner's side tasks report back -------------------------------------------
+@dataclass(slots=True)
+class ToolFinished:
+    """A tool the model called has its answer (see hotline.tools.ToolOutcome)."""
+
+    call_id: str
+    name: str
+    output_json: str
+    effect: str  # "none" | "end_call" | "transfer"
+    error: bool = False
+    message: LeadMessage | None = None
+
+
+@dataclass(slots=True)
+class AmdVerdict:
+    """Twilio's asynchronous answering-machine verdict (`AnsweredBy`)."""
+
+    answered_by: str
+
+
+@dataclass(slots=True)
+class CallControlFailed:
+    """A hang-up or transfer through Twilio's REST API did not go through."""
+
+    action: str
+    detail: str
+
+
 TwilioEvent = (
     TwilioConnected | TwilioStart | TwilioMedia | TwilioMark | TwilioDtmf | TwilioStop
     | TwilioClosed
@@ -136,9 +185,10 @@ TwilioEvent = (
 EngineEvent = (
     EngineSessionUpdated | EngineResponseCreated | EngineAudioDelta | EngineAgentTranscript
     | EngineCallerTranscript | EngineSpeechStarted | EngineSpeechStopped | EngineResponseDone
-    | EngineTruncated | EngineError | EngineClosed
+    | EngineTruncated | EngineError | EngineClosed | EngineInputCommitted | EngineFunctionCall
 )
-CallEvent = TwilioEvent | EngineEvent | TimerFired
+SideEvent = TimerFired | ToolFinished | AmdVerdict | CallControlFailed
+CallEvent = TwilioEvent | EngineEvent | SideEvent
 
 
 class _Unhandled:

@@ -23,6 +23,16 @@ class TimelineStage:
 
 
 @dataclass(slots=True)
+class LeadMessage:
+    """A message the agent took for the business (the `take_message` tool)."""
+
+    name: str
+    phone: str
+    message: str
+    taken_ms: int  # ms since the webhook arrived
+
+
+@dataclass(slots=True)
 class CallRecord:
     call_sid: str
     business_slug: str
@@ -37,3 +47,4 @@ class CallRecord:
     variables: dict[str, str] = field(default_factory=dict)
     transcript: list[TranscriptTurn] = field(default_factory=list)
     timeline: list[TimelineStage] = field(default_factory=list)
+    messages: list[LeadMessage] = field(default_factory=list)

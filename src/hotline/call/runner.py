@@ -3,6 +3,8 @@
 Two pumps (Twilio -> core, engine -> core) each do `parse -> session.handle -> execute`.
 `handle()` never awaits, so the pumps cannot interleave inside a state change. No
 database, no blocking call and no sleep happens here; records leave through the recorder.
+Tools and Twilio REST requests (hang-up, transfer) run as side tasks whose results come
+back to the core as events, so the media never waits for them.
 """
 
 from __future__ import annotations
@@ -21,29 +23,37 @@ from hotline.call.commands import (
     CancelTimer,
     Command,
     EndCall,
+    HangUpCall,
     Record,
+    RunTool,
     SendToEngine,
     SendToTwilio,
     StartTimer,
+    TransferCall,
 )
 from hotline.call.events import (
     UNHANDLED,
+    CallControlFailed,
     CallEvent,
     EngineClosed,
     TimerFired,
     TimerName,
+    ToolFinished,
     TwilioClosed,
     TwilioStart,
 )
-from hotline.call.record import CallRecord, TimelineStage, TranscriptTurn
-from hotline.call.session import CallSession, Outcome
+from hotline.call.outcomes import Outcome
+from hotline.call.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
+from hotline.call.session import CallSession
 from hotline.engine.openai_realtime import EngineConnection
 from hotline.engine.realtime_codec import parse_engine, render_engine
 from hotline.engine.warm import EngineHandle
-from hotline.errors import EngineProtocolError, TwilioProtocolError
+from hotline.errors import EngineProtocolError, TwilioApiError, TwilioProtocolError
 from hotline.logs import CallLog
 from hotline.plan import CallPlan
+from hotline.telephony.call_control import CallControl
 from hotline.telephony.media_codec import parse_twilio, render_twilio
+from hotline.tools import Toolbox
 
 EngineOpener = Callable[[CallPlan], Awaitable[EngineHandle]]
 # An engine that accepts the socket but never finishes configuring must not hold the call.
@@ -72,11 +82,17 @@ class CallClock:
 class CallRunner:
     def __init__(self, plan: CallPlan, twilio: ASGIWebSocket, open_engine: EngineOpener,
                  log: CallLog, clock: CallClock,
-                 greeting_frames: tuple[str, ...] | None = None) -> None:
+                 greeting_frames: tuple[str, ...] | None = None, *,
+                 voicemail_frames: tuple[str, ...] | None = None,
+                 toolbox: Toolbox | None = None, control: CallControl | None = None) -> None:
         self.plan = plan
-        self.session = CallSession(plan, greeting_frames)
+        self.session = CallSession(plan, greeting_frames, voicemail_frames)
         self.timeline = [TimelineStage(stage, ms) for stage, ms in plan.early_stages]
         self.transcript: list[TranscriptTurn] = []
+        self.messages: list[LeadMessage] = []
+        self._toolbox = toolbox
+        self._control = control
+        self._side_tasks: set[asyncio.Task[None]] = set()
         self._twilio = twilio
         self._open_engine = open_engine
         self._engine: EngineConnection | None = None
@@ -107,9 +123,10 @@ class CallRunner:
                     self._record(TimelineStage("call_failed", self._clock.now_ms(),
                                                self.failure[:300]))
         finally:
-            for task in (twilio_pump, engine_pump, ended):
+            side = list(self._side_tasks)
+            for task in (twilio_pump, engine_pump, ended, *side):
                 task.cancel()
-            await asyncio.gather(twilio_pump, engine_pump, ended, return_exceptions=True)
+            await asyncio.gather(twilio_pump, engine_pump, ended, *side, return_exceptions=True)
             for handle in self._timers.values():
                 handle.cancel()
             await self._close_sockets()
@@ -132,7 +149,13 @@ class CallRunner:
             variables=dict(self.plan.variables),
             transcript=self.transcript,
             timeline=self.timeline,
+            messages=self.messages,
         )
+
+    def deliver(self, event: CallEvent) -> None:
+        """An event from outside the call's sockets (an answering-machine verdict posted to
+        the webhook), handled on the loop like any other."""
+        self._spawn(self._dispatch(event), "deliver")
 
     # -- pumps ------------------------------------------------------------------------------
     async def _pump_twilio(self, start: TwilioStart) -> None:
@@ -220,6 +243,10 @@ class CallRunner:
             elif isinstance(command, EndCall):
                 self._log.info("call ending: %s", command.reason)
                 self._ended.set()
+            elif isinstance(command, RunTool):
+                self._spawn(self._run_tool(command), f"tool-{command.name}")
+            elif isinstance(command, HangUpCall | TransferCall):
+                self._spawn(self._control_call(command), "call-control")
 
     async def _send_twilio(self, text: str) -> None:
         if not self._twilio_open:
@@ -248,13 +275,58 @@ class CallRunner:
         if old is not None:
             old.cancel()
         loop = asyncio.get_running_loop()
-        self._timers[timer] = loop.call_later(
-            delay_ms / 1000, lambda: loop.create_task(self._dispatch(TimerFired(timer))))
 
-    def _record(self, item: TimelineStage | TranscriptTurn) -> None:
+        def fire() -> None:
+            self._timers.pop(timer, None)
+            self._spawn(self._dispatch(TimerFired(timer)), f"timer-{timer.value}")
+
+        self._timers[timer] = loop.call_later(delay_ms / 1000, fire)
+
+    def _spawn(self, work: Awaitable[None], name: str) -> None:
+        async def run() -> None:
+            await work
+
+        task = asyncio.get_running_loop().create_task(run(), name=name)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_task_done)
+
+    def _side_task_done(self, task: asyncio.Task[None]) -> None:
+        self._side_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    async def _run_tool(self, command: RunTool) -> None:
+        """The tool runs here, off the pumps; its answer goes back through the core."""
+        if self._toolbox is None:
+            await self._dispatch(ToolFinished(command.call_id, command.name,
+                                              '{"error": "tools are not available"}', "none",
+                                              error=True))
+            return
+        taken_ms = int(self._clock.now_ms())
+        outcome = await self._toolbox.run(command.name, command.arguments, taken_ms=taken_ms)
+        await self._dispatch(ToolFinished(command.call_id, command.name, outcome.output_json(),
+                                          outcome.effect.value, outcome.error, outcome.message))
+
+    async def _control_call(self, command: HangUpCall | TransferCall) -> None:
+        action = "transfer" if isinstance(command, TransferCall) else "hang_up"
+        try:
+            if self._control is None:
+                raise TwilioApiError("no Twilio REST client")
+            if isinstance(command, TransferCall):
+                await self._control.transfer(self.plan.call_sid, command.number)
+            else:
+                await self._control.hang_up(self.plan.call_sid)
+        except TwilioApiError as exc:
+            self._log.error("%s failed: %s", action, exc)
+            await self._dispatch(CallControlFailed(action, str(exc)))
+
+    def _record(self, item: TimelineStage | TranscriptTurn | LeadMessage) -> None:
         if isinstance(item, TimelineStage):
             self.timeline.append(item)
             self._log.info("stage %-24s %8.1f ms %s", item.stage, item.ms, item.detail)
+        elif isinstance(item, LeadMessage):
+            self.messages.append(item)
+            self._log.info("message taken for the business, %d chars", len(item.message))
         else:
             self.transcript.append(item)
             # What people say (and the digits they press) stays out of INFO logs.

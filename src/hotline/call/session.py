@@ -3,7 +3,18 @@
 The runner feeds every event with `now_ms` (ms since the webhook arrived) and executes the
 commands. All call logic lives here so that a whole call can be replayed event by event:
 greeting, prompt upgrade, warmup, barge-in (clear + truncate at the heard position),
-echo cooldown, transcript and timeline.
+echo cooldown, transcript and timeline; and call control: tools, goodbyes that hang up
+once heard, transfers, DTMF actions, answering machines, silence and time limits.
+
+Turns: server VAD only detects them (no auto response, no auto interrupt). A caller turn
+that begins while the agent is audible, or in the echo cooldown after it, counts only if
+the `SpeechGate` heard at least `barge_in_min_speech_ms` of speech in it; otherwise it is
+noise (a cough, the agent's own echo) and is deleted unanswered. Speech that long while the
+agent is audible is a barge-in.
+
+Closing: a goodbye, handover or voicemail is a response (or cached audio) that plays in
+full (no barge-in), and once its last mark is echoed the call is hung up or transferred
+through Twilio's REST API; `goodbye_cap_ms` bounds the wait.
 
 Playback bookkeeping: each engine audio delta is forwarded to Twilio whole, followed by a
 mark named `m<n>`. Twilio echoes a mark once the audio before it has played, so an echoed
@@ -17,17 +28,25 @@ import enum
 from dataclasses import dataclass
 
 from hotline.audio.mulaw import BYTES_PER_MS, b64_decoded_len
+from hotline.audio.speech_gate import SpeechGate
 from hotline.call.commands import (
     AddAssistantText,
+    AddFunctionOutput,
     AddUserText,
     AppendAudio,
+    CancelResponse,
+    CancelTimer,
     Command,
     CreateResponse,
     DeleteItem,
     EndCall,
+    HangUpCall,
     Record,
+    RunTool,
     SendToEngine,
     SendToTwilio,
+    StartTimer,
+    TransferCall,
     Truncate,
     TwilioClear,
     TwilioMarkOut,
@@ -35,12 +54,16 @@ from hotline.call.commands import (
     UpdateInstructions,
 )
 from hotline.call.events import (
+    AmdVerdict,
+    CallControlFailed,
     CallEvent,
     EngineAgentTranscript,
     EngineAudioDelta,
     EngineCallerTranscript,
     EngineClosed,
     EngineError,
+    EngineFunctionCall,
+    EngineInputCommitted,
     EngineResponseCreated,
     EngineResponseDone,
     EngineSessionUpdated,
@@ -48,6 +71,8 @@ from hotline.call.events import (
     EngineSpeechStopped,
     EngineTruncated,
     TimerFired,
+    TimerName,
+    ToolFinished,
     TwilioClosed,
     TwilioConnected,
     TwilioDtmf,
@@ -56,21 +81,44 @@ from hotline.call.events import (
     TwilioStart,
     TwilioStop,
 )
+from hotline.call.outcomes import Outcome
 from hotline.call.record import TimelineStage, TranscriptTurn
 from hotline.plan import CallPlan
+from hotline.prompts import (
+    GOODBYE_INSTRUCTIONS,
+    HANDOVER_INSTRUCTIONS,
+    NUDGE_INSTRUCTIONS,
+    SILENCE_GOODBYE_INSTRUCTIONS,
+    TIME_LIMIT_INSTRUCTIONS,
+    say_exactly,
+)
 
 
 class CallPhase(enum.Enum):
     AWAITING_START = "awaiting_start"
+    AWAITING_AMD = "awaiting_amd"  # outbound: the greeting waits for the machine verdict
     GREETING = "greeting"  # bot speaks first: the greeting is requested or playing
     LISTENING = "listening"  # caller speaks first: waiting for the first turn
     CONVERSING = "conversing"  # the first response is done; full prompt in force
     ENDED = "ended"
 
 
-class Outcome:
-    COMPLETED = "completed"
-    FAILED = "failed"
+# Answering-machine verdicts (Twilio `AnsweredBy`, DetectMessageEnd mode).
+MACHINE_VERDICTS = frozenset({"machine_end_beep", "machine_end_silence", "machine_end_other"})
+HUMAN_VERDICTS = frozenset({"human", "unknown"})
+
+
+@dataclass(slots=True)
+class _Closing:
+    """The call is ending on our side: what to say first, then what to do."""
+
+    outcome: str
+    reason: str
+    transfer_to: str | None = None  # None: hang up
+    awaits_next_response: bool = False  # the line to say is a response not yet created
+    response_id: str | None = None  # the response saying it
+    response_done: bool = True
+    acted: bool = False  # the hang-up / transfer has been asked of Twilio
 
 
 @dataclass(slots=True)
@@ -97,6 +145,7 @@ class _Playhead:
 class _CallerTurn:
     started_ms: float
     stopped_ms: float | None = None
+    contested: bool = False  # began over the agent's audio or in the echo cooldown
 
 
 @dataclass(slots=True)
@@ -107,6 +156,9 @@ class CallStats:
     deltas_dropped: int = 0
     barge_ins: int = 0
     barge_ins_ignored_cooldown: int = 0
+    noise_turns_ignored: int = 0
+    media_held_for_amd: int = 0
+    tool_calls: int = 0
     engine_errors: int = 0
     protocol_errors: int = 0
 
@@ -118,9 +170,11 @@ _CACHED = "cached-greeting"  # stands for a response id: no engine response says
 
 
 class CallSession:
-    def __init__(self, plan: CallPlan, greeting_frames: tuple[str, ...] | None = None) -> None:
+    def __init__(self, plan: CallPlan, greeting_frames: tuple[str, ...] | None = None,
+                 voicemail_frames: tuple[str, ...] | None = None) -> None:
         self.plan = plan
         self._greeting_frames = greeting_frames
+        self._voicemail_frames = voicemail_frames
         self.phase = CallPhase.AWAITING_START
         self.stream_sid: str | None = None
         self.stats = CallStats()
@@ -129,6 +183,9 @@ class CallSession:
         self._started_ms = 0.0
         self._first_response_done = False
         self._active_response_id: str | None = None
+        self._response_requested = False  # response.create sent, response.created not yet
+        self._queued_instructions: list[str | None] = []  # responses wanted once idle
+        self._responses_with_audio: set[str] = set()
         self._dropped_responses: set[str] = set()
         self._items: dict[str, _AgentItem] = {}
         self._current_item_id: str | None = None
@@ -139,6 +196,19 @@ class CallSession:
         self._playhead: _Playhead | None = None
         self._cooldown_until_ms = float("-inf")
         self._caller_turns: dict[str, _CallerTurn] = {}
+        self._noise_items: set[str] = set()
+        self._gate = SpeechGate(plan.barge_in_min_speech_ms, plan.vad_threshold)
+        self._heard_speech = False  # the gate heard real speech since the last turn ended
+        self._tool_calls: dict[str, str] = {}  # call_id -> the response that made the call
+        # Tool answers waiting for their response to finish: (response_id, output, then
+        # ask for a response).
+        self._held_outputs: list[tuple[str, AddFunctionOutput, bool]] = []
+        self._closing: _Closing | None = None
+        self._silence_armed = False
+        self._nudged = False
+        self._nudge_requested = False
+        self._amd_verdict: str | None = None
+        self._greeted = False
         self._seen: set[str] = set()  # timeline stages recorded once
 
     def stage_recorded_elsewhere(self, stage: str) -> None:
@@ -166,9 +236,10 @@ class CallSession:
                 if turn is not None:
                     turn.stopped_ms = now_ms
                 return []
+            case EngineInputCommitted():
+                return self._on_committed(event, now_ms)
             case EngineResponseCreated():
-                self._active_response_id = event.response_id
-                return []
+                return self._on_response_created(event, now_ms)
             case EngineResponseDone():
                 return self._on_response_done(event, now_ms)
             case EngineAgentTranscript():
@@ -178,6 +249,10 @@ class CallSession:
                 return []
             case EngineCallerTranscript():
                 return self._on_caller_transcript(event, now_ms)
+            case EngineFunctionCall():
+                return self._on_function_call(event, now_ms)
+            case ToolFinished():
+                return self._on_tool_finished(event, now_ms)
             case EngineSessionUpdated():
                 return self._stage_once("engine_configured", now_ms,
                                         f"instructions {event.instructions_chars} chars")
@@ -189,11 +264,17 @@ class CallSession:
                                              f"{event.code}: {event.message}"[:300]))]
             case TwilioDtmf():
                 return self._on_dtmf(event, now_ms)
+            case TimerFired():
+                return self._on_timer(event.timer, now_ms)
+            case AmdVerdict():
+                return self._on_amd(event, now_ms)
+            case CallControlFailed():
+                return self._on_control_failed(event, now_ms)
             case TwilioStop() | TwilioClosed():
-                return self._end(Outcome.COMPLETED, "caller hung up", now_ms)
+                return self._end(self._outcome_at_hangup(), "call ended by Twilio", now_ms)
             case EngineClosed():
                 return self._end(Outcome.FAILED, "engine connection closed", now_ms)
-            case TwilioConnected() | TimerFired():
+            case TwilioConnected():
                 return []
         raise TypeError(f"not a call event: {event!r}")
 
@@ -203,35 +284,54 @@ class CallSession:
             return []  # a second start is off-protocol; the first one stands
         self.stream_sid = event.stream_sid
         self._started_ms = now_ms
-        commands: list[Command] = [Record(TimelineStage("stream_start", now_ms))]
+        commands: list[Command] = [Record(TimelineStage("stream_start", now_ms)),
+                                   StartTimer(TimerName.MAX_DURATION, self.plan.max_duration_ms)]
+        if self.plan.amd and self._amd_verdict is None:
+            # An answering machine must not hear a greeting meant for a person.
+            self.phase = CallPhase.AWAITING_AMD
+            commands.append(StartTimer(TimerName.AMD_CAP, self.plan.amd_cap_ms))
+            commands.append(Record(TimelineStage("amd_waiting", now_ms,
+                                                 f"greeting held up to {self.plan.amd_cap_ms} ms")))
+            return commands
+        if self._amd_verdict in MACHINE_VERDICTS:
+            return commands + self._leave_voicemail(now_ms)
+        return commands + self._greet(now_ms)
+
+    def _greet(self, now_ms: float) -> list[Command]:
+        self._greeted = True
         if self._greeting_frames:
             self.phase = CallPhase.GREETING
-            return commands + self._play_cached_greeting(self._greeting_frames, now_ms)
+            return self._play_cached_greeting(self._greeting_frames, now_ms)
         if self.plan.bot_speaks_first and self.plan.greeting_prerequested:
             self.phase = CallPhase.GREETING  # already asked for when the engine connected
-        elif self.plan.bot_speaks_first:
+            return []
+        if self.plan.bot_speaks_first:
             self.phase = CallPhase.GREETING
-            commands.append(SendToEngine(CreateResponse()))
-            commands.append(Record(TimelineStage("greeting_requested", now_ms,
-                                                 live_greeting_detail(self.plan))))
             self._seen.add("greeting_requested")
-        else:
-            self.phase = CallPhase.LISTENING
-        return commands
+            return [*self._request_response(None),
+                    Record(TimelineStage("greeting_requested", now_ms,
+                                         live_greeting_detail(self.plan)))]
+        self.phase = CallPhase.LISTENING
+        return self._arm_silence()
 
     def _play_cached_greeting(self, frames: tuple[str, ...], now_ms: float) -> list[Command]:
         """Every frame goes to Twilio at once (it buffers and plays in real time), each with
         a mark; the engine's conversation is told the assistant said the greeting."""
-        item = self._items[CACHED_GREETING_ITEM] = _AgentItem(_CACHED, now_ms,
-                                                              transcript=self.plan.greeting)
-        self._current_item_id = CACHED_GREETING_ITEM
+        commands = self._play_cached(CACHED_GREETING_ITEM, frames, self.plan.greeting, now_ms)
+        commands.append(SendToEngine(AddAssistantText(CACHED_GREETING_ITEM, self.plan.greeting)))
+        commands.append(Record(TimelineStage(
+            "greeting_requested", now_ms,
+            f"cached audio {int(self._items[CACHED_GREETING_ITEM].sent_ms)} ms")))
+        commands += self._stage_once("first_audio_to_caller", now_ms)
+        return commands
+
+    def _play_cached(self, item_id: str, frames: tuple[str, ...], text: str,
+                     now_ms: float) -> list[Command]:
+        item = self._items[item_id] = _AgentItem(_CACHED, now_ms, transcript=text)
+        self._current_item_id = item_id
         commands: list[Command] = []
         for frame in frames:
-            commands += self._send_audio(CACHED_GREETING_ITEM, item, frame, now_ms)
-        commands.append(SendToEngine(AddAssistantText(CACHED_GREETING_ITEM, self.plan.greeting)))
-        commands.append(Record(TimelineStage("greeting_requested", now_ms,
-                                             f"cached audio {int(item.sent_ms)} ms")))
-        commands += self._stage_once("first_audio_to_caller", now_ms)
+            commands += self._send_audio(item_id, item, frame, now_ms)
         return commands
 
     def _finish_cached_greeting(self, now_ms: float, how: str) -> list[Command]:
@@ -244,11 +344,30 @@ class CallSession:
         self.stats.media_in += 1
         if self.phase is CallPhase.AWAITING_START:
             return []
+        if self.phase is CallPhase.AWAITING_AMD or self._closing is not None:
+            # A machine's message, or the caller over our goodbye: not a turn to answer.
+            if self.phase is CallPhase.AWAITING_AMD:
+                self.stats.media_held_for_amd += 1
+            return []
         if self.plan.guards_pickup and now_ms - self._started_ms < self.plan.warmup_ms:
             # The first moments after pickup are noise or a "Hello?", not a turn.
             self.stats.media_dropped_warmup += 1
             return []
-        return [SendToEngine(AppendAudio(event.payload_b64))]
+        commands: list[Command] = [SendToEngine(AppendAudio(event.payload_b64))]
+        if not self._gate_listening(now_ms):
+            self._gate.reset()
+            return commands
+        if self._gate.feed(event.payload_b64) and not self._heard_speech:
+            self._heard_speech = True
+            commands += self._disarm_silence()
+            if self._agent_audible():
+                commands += self._barge_in(now_ms)
+        return commands
+
+    def _gate_listening(self, now_ms: float) -> bool:
+        """The gate judges caller sound only when it could be echo or an interruption."""
+        return (self._agent_audible() or now_ms < self._cooldown_until_ms
+                or any(t.contested and t.stopped_ms is None for t in self._caller_turns.values()))
 
     def _on_mark(self, event: TwilioMark, now_ms: float) -> list[Command]:
         name = event.name
@@ -277,17 +396,27 @@ class CallSession:
         if item_id == CACHED_GREETING_ITEM and self.phase is CallPhase.GREETING and not any(
                 i == CACHED_GREETING_ITEM for i, _ in self._pending_marks.values()):
             commands = self._finish_cached_greeting(now_ms, "cached audio played")
-        if not self._pending_marks and self._active_response_id is None:
-            # The agent's audio has finished playing: its echo may still come back.
-            self._cooldown_until_ms = now_ms + self.plan.echo_cooldown_ms
+        if not self._pending_marks and self._line_idle():
+            commands += self._playback_ended(now_ms)
         return commands
 
     def _on_dtmf(self, event: TwilioDtmf, now_ms: float) -> list[Command]:
-        if self.phase is CallPhase.AWAITING_START:
+        if self.phase in (CallPhase.AWAITING_START, CallPhase.AWAITING_AMD) or self._closing:
             return []
         turn = TranscriptTurn("caller", f"[pressed {event.digit}]", int(now_ms), int(now_ms))
-        return [SendToEngine(AddUserText(f"The caller pressed the key {event.digit}.")),
-                Record(turn)]
+        commands: list[Command] = [Record(turn), *self._disarm_silence()]
+        action = self.plan.dtmf_action(event.digit)
+        if action == "transfer_to_human" and self.plan.transfer_number:
+            return commands + self._close(
+                _Closing(Outcome.TRANSFERRED, f"key {event.digit}",
+                         transfer_to=self.plan.transfer_number),
+                HANDOVER_INSTRUCTIONS, now_ms)
+        if action == "end_call":
+            return commands + self._close(_Closing(Outcome.HUNG_UP_BY_AGENT,
+                                                   f"key {event.digit}"),
+                                          GOODBYE_INSTRUCTIONS, now_ms)
+        commands.append(SendToEngine(AddUserText(f"The caller pressed the key {event.digit}.")))
+        return commands + self._request_response(None)
 
     # -- engine side ------------------------------------------------------------------------
     def _on_audio_delta(self, event: EngineAudioDelta, now_ms: float) -> list[Command]:
@@ -299,6 +428,7 @@ class CallSession:
         if item is None:
             item = self._items[event.item_id] = _AgentItem(event.response_id, now_ms)
             self._current_item_id = event.item_id
+            self._responses_with_audio.add(event.response_id)
             commands += self._stage_once("first_audio_from_engine", now_ms)
         commands += self._send_audio(event.item_id, item, event.delta_b64, now_ms)
         commands += self._stage_once("first_audio_to_caller", now_ms)
@@ -319,13 +449,33 @@ class CallSession:
         return [SendToTwilio(TwilioMediaOut(payload_b64)), SendToTwilio(TwilioMarkOut(mark_name))]
 
     def _on_speech_started(self, event: EngineSpeechStarted, now_ms: float) -> list[Command]:
-        self._caller_turns[event.item_id] = _CallerTurn(now_ms)
-        if not self._agent_audible():
-            return []  # nothing is playing: an ordinary caller turn
-        if now_ms < self._cooldown_until_ms:
-            self.stats.barge_ins_ignored_cooldown += 1
+        contested = self._agent_audible() or now_ms < self._cooldown_until_ms
+        self._caller_turns[event.item_id] = _CallerTurn(now_ms, contested=contested)
+        if contested and not self._heard_speech:
+            if not self._agent_audible():
+                self.stats.barge_ins_ignored_cooldown += 1
+            return []  # the gate decides whether this is speech
+        return self._disarm_silence()
+
+    def _on_committed(self, event: EngineInputCommitted, now_ms: float) -> list[Command]:
+        """The caller's turn is in the conversation: answer it, or drop it as noise."""
+        turn = self._caller_turns.get(event.item_id)
+        heard, self._heard_speech = self._heard_speech, False
+        self._gate.reset()
+        if self._closing is not None or self.phase is CallPhase.AWAITING_AMD:
             return []
-        return self._barge_in(now_ms)
+        if turn is not None and turn.contested and not heard:
+            self.stats.noise_turns_ignored += 1
+            self._noise_items.add(event.item_id)
+            self._caller_turns.pop(event.item_id, None)
+            commands: list[Command] = [
+                SendToEngine(DeleteItem(event.item_id)),
+                Record(TimelineStage("noise_ignored", now_ms,
+                                     "caller sound too short to be speech over the agent"))]
+            if self._line_idle() and not self._pending_marks:
+                commands += self._arm_silence()
+            return commands
+        return self._request_response(None)
 
     def _agent_audible(self) -> bool:
         """Agent audio is queued at Twilio, or the reply producing it is still going."""
@@ -336,8 +486,20 @@ class CallSession:
                 and self._active_response_id not in self._dropped_responses
                 and self._items[item_id].response_id == self._active_response_id)
 
+    def _line_idle(self) -> bool:
+        """No response is going or wanted: once the marks are in, nobody is speaking."""
+        return (self._active_response_id is None and not self._response_requested
+                and not self._queued_instructions)
+
     def _barge_in(self, now_ms: float) -> list[Command]:
+        if self._closing is not None:
+            return []  # a goodbye plays out in full
         self.stats.barge_ins += 1
+        return self._cut_agent(now_ms, "barge_in")
+
+    def _cut_agent(self, now_ms: float, stage: str) -> list[Command]:
+        """Stop the agent's audio at once: clear Twilio's buffer, tell the engine how much
+        was heard, cancel the response still producing it."""
         commands: list[Command] = [SendToTwilio(TwilioClear())]
         item_id = self._current_item_id
         heard_ms = self._heard_ms(now_ms)
@@ -348,19 +510,24 @@ class CallSession:
         if item_id is not None:
             item = self._items[item_id]
             if item.response_id == _CACHED:
-                commands += self._cut_cached_greeting(item, heard_ms, now_ms)
+                if item_id == CACHED_GREETING_ITEM:
+                    commands += self._cut_cached_greeting(item, heard_ms, now_ms)
                 commands.append(Record(TimelineStage(
-                    "barge_in", now_ms, f"heard {heard_ms} of {int(item.sent_ms)} ms (cached)")))
+                    stage, now_ms, f"heard {heard_ms} of {int(item.sent_ms)} ms (cached)")))
                 return commands
             still_going = self._active_response_id == item.response_id
             if still_going:
-                # The engine cancels it (interrupt_response); late deltas must not play.
+                # Late deltas of it must not play; the engine is told to stop making them.
                 self._dropped_responses.add(item.response_id)
+                commands.append(SendToEngine(CancelResponse()))
             if heard_ms > 0 and (heard_ms < item.sent_ms or still_going):
                 item.truncated_at_ms = heard_ms
                 commands.append(SendToEngine(Truncate(item_id, heard_ms)))
             detail = f"heard {heard_ms} of {int(item.sent_ms)} ms"
-        commands.append(Record(TimelineStage("barge_in", now_ms, detail)))
+        elif self._active_response_id is not None:
+            self._dropped_responses.add(self._active_response_id)
+            commands.append(SendToEngine(CancelResponse()))
+        commands.append(Record(TimelineStage(stage, now_ms, detail)))
         return commands
 
     def _cut_cached_greeting(self, item: _AgentItem, heard_ms: int,
@@ -395,6 +562,20 @@ class CallSession:
                 break
         return int(max(0.0, min(estimate, ceiling)))
 
+    def _on_response_created(self, event: EngineResponseCreated,
+                             now_ms: float) -> list[Command]:
+        self._active_response_id = event.response_id
+        self._response_requested = False
+        closing = self._closing
+        if closing is not None and closing.awaits_next_response:
+            closing.awaits_next_response = False
+            closing.response_id = event.response_id
+            closing.response_done = False
+        if self._nudge_requested:
+            self._nudge_requested = False  # the nudge itself is no answer from the caller
+            return []
+        return self._disarm_silence()
+
     def _on_response_done(self, event: EngineResponseDone, now_ms: float) -> list[Command]:
         if self._active_response_id == event.response_id:
             self._active_response_id = None
@@ -410,10 +591,24 @@ class CallSession:
                     "prompt_upgraded", now_ms,
                     f"full prompt {len(self.plan.full_instructions)} chars")))
                 self.prompt_upgraded = True
-            self.phase = CallPhase.CONVERSING
-        if not self._pending_marks:
-            self._cooldown_until_ms = now_ms + self.plan.echo_cooldown_ms
+            if self.phase is not CallPhase.AWAITING_AMD:
+                self.phase = CallPhase.CONVERSING
+        commands += self._release_outputs(event.response_id)
+        closing = self._closing
+        if closing is not None and closing.response_id == event.response_id:
+            closing.response_done = True
+        if self._queued_instructions and self._active_response_id is None:
+            commands += self._request_response(self._queued_instructions.pop(0))
+        commands += self._maybe_act(now_ms)
+        if not self._pending_marks and self._line_idle():
+            commands += self._playback_ended(now_ms)
         return commands
+
+    def _playback_ended(self, now_ms: float) -> list[Command]:
+        """The agent's audio has finished playing: its echo may still come back; the
+        caller's silence starts counting."""
+        self._cooldown_until_ms = now_ms + self.plan.echo_cooldown_ms
+        return self._maybe_act(now_ms) + self._arm_silence()
 
     def _record_agent_turns(self, response_id: str | None) -> list[Command]:
         """Transcript turns of the agent items of one response (None: all left unrecorded)."""
@@ -430,10 +625,211 @@ class CallSession:
         return commands
 
     def _on_caller_transcript(self, event: EngineCallerTranscript, now_ms: float) -> list[Command]:
+        if event.item_id in self._noise_items:
+            return []
         turn = self._caller_turns.pop(event.item_id, None)
         started = turn.started_ms if turn else now_ms
         stopped = turn.stopped_ms if turn and turn.stopped_ms is not None else now_ms
         return [Record(TranscriptTurn("caller", event.transcript, int(started), int(stopped)))]
+
+    # -- responses we ask for -----------------------------------------------------------------
+    def _request_response(self, instructions: str | None) -> list[Command]:
+        """Ask for a response now, or once the one in progress is done (the engine refuses a
+        second one meanwhile)."""
+        closing = self._closing
+        if instructions is None and closing is not None and (
+                not closing.awaits_next_response or self._response_requested
+                or self._queued_instructions):
+            return []  # the call is ending: only its last line is still wanted
+        if self._active_response_id is not None or self._response_requested:
+            if instructions is not None or not self._queued_instructions:
+                self._queued_instructions.append(instructions)
+            return []
+        self._response_requested = True
+        return [SendToEngine(CreateResponse(instructions))]
+
+    # -- tools --------------------------------------------------------------------------------
+    def _on_function_call(self, event: EngineFunctionCall, now_ms: float) -> list[Command]:
+        self.stats.tool_calls += 1
+        self._tool_calls[event.call_id] = event.response_id
+        return [RunTool(event.call_id, event.name, event.arguments),
+                Record(TimelineStage("tool_called", now_ms, event.name))]
+
+    def _on_tool_finished(self, event: ToolFinished, now_ms: float) -> list[Command]:
+        response_id = self._tool_calls.pop(event.call_id, "")
+        commands: list[Command] = [Record(TimelineStage(
+            "tool_done", now_ms, f"{event.name}: {'error' if event.error else 'ok'}"))]
+        if event.message is not None:
+            commands.append(Record(event.message))
+        output = AddFunctionOutput(event.call_id, event.output_json)
+        said_something = response_id in self._responses_with_audio
+        wants_reply = self._closing is None
+        if event.effect in ("end_call", "transfer") and self._closing is None:
+            transfer_to = self.plan.transfer_number if event.effect == "transfer" else None
+            closing = _Closing(Outcome.TRANSFERRED if transfer_to else Outcome.HUNG_UP_BY_AGENT,
+                               event.name, transfer_to=transfer_to)
+            if said_something:
+                # The reply that called the tool already said goodbye (or the handover
+                # line): it only has to finish playing.
+                closing.response_id = response_id
+                closing.response_done = self._active_response_id != response_id
+                wants_reply = False
+            else:
+                closing.awaits_next_response = True  # the tool's answer asks for the line
+            commands += self._start_closing(closing, now_ms)
+        if self._active_response_id == response_id:
+            self._held_outputs.append((response_id, output, wants_reply))
+        else:
+            commands.append(SendToEngine(output))
+            if wants_reply or (self._closing is not None
+                               and self._closing.awaits_next_response):
+                commands += self._request_response(None)
+        return commands + self._maybe_act(now_ms)
+
+    def _release_outputs(self, response_id: str) -> list[Command]:
+        """Tool answers held until the response that called the tools was done."""
+        commands: list[Command] = []
+        reply = False
+        for held in [h for h in self._held_outputs if h[0] == response_id]:
+            self._held_outputs.remove(held)
+            commands.append(SendToEngine(held[1]))
+            reply = reply or held[2]
+        closing = self._closing
+        if reply or (commands and closing is not None and closing.awaits_next_response):
+            commands += self._request_response(None)
+        return commands
+
+    # -- ending the call on our side ------------------------------------------------------------
+    def _close(self, closing: _Closing, instructions: str | None,
+               now_ms: float) -> list[Command]:
+        """Say a last line (a response with `instructions`), then hang up or transfer."""
+        if self._closing is not None:
+            return []
+        commands: list[Command] = []
+        if self._agent_audible():
+            commands += self._cut_agent(now_ms, "agent_cut")
+        self._queued_instructions.clear()
+        if instructions is not None:
+            closing.awaits_next_response = True
+        commands += self._start_closing(closing, now_ms)
+        if instructions is not None:
+            commands += self._request_response(instructions)
+        return commands + self._maybe_act(now_ms)
+
+    def _start_closing(self, closing: _Closing, now_ms: float) -> list[Command]:
+        self._closing = closing
+        self._queued_instructions = [i for i in self._queued_instructions if i is not None]
+        what = f"transfer to {closing.transfer_to}" if closing.transfer_to else "hang up"
+        return [*self._disarm_silence(),
+                StartTimer(TimerName.GOODBYE_CAP, self.plan.goodbye_cap_ms),
+                Record(TimelineStage("closing", now_ms, f"{closing.reason}: {what}"))]
+
+    def _maybe_act(self, now_ms: float, *, force: bool = False) -> list[Command]:
+        """Once the last line has played (every mark echoed), hang up or transfer."""
+        closing = self._closing
+        if closing is None or closing.acted:
+            return []
+        if not force and (closing.awaits_next_response or not closing.response_done
+                          or self._pending_marks):
+            return []
+        closing.acted = True
+        stage = "transfer_requested" if closing.transfer_to else "hang_up_requested"
+        command: Command = (TransferCall(closing.transfer_to) if closing.transfer_to
+                            else HangUpCall())
+        detail = closing.reason + (" (goodbye cap reached)" if force else "")
+        return [command, Record(TimelineStage(stage, now_ms, detail))]
+
+    def _on_control_failed(self, event: CallControlFailed, now_ms: float) -> list[Command]:
+        """Twilio's REST API did not take the hang-up or transfer: closing the stream ends
+        the `<Connect>` and with it the call."""
+        outcome = Outcome.FAILED if event.action == "transfer" else self._outcome_at_hangup()
+        return [Record(TimelineStage("call_control_failed", now_ms,
+                                     f"{event.action}: {event.detail}"[:300])),
+                *self._end(outcome, f"{event.action} through Twilio failed", now_ms)]
+
+    def _outcome_at_hangup(self) -> str:
+        closing = self._closing
+        if closing is None:
+            return Outcome.COMPLETED
+        if closing.transfer_to and not closing.acted:
+            return Outcome.COMPLETED  # the caller left before the transfer
+        return closing.outcome
+
+    # -- answering machines -----------------------------------------------------------------
+    def _on_amd(self, event: AmdVerdict, now_ms: float) -> list[Command]:
+        if self._amd_verdict is not None:
+            return []
+        self._amd_verdict = event.answered_by
+        commands: list[Command] = [Record(TimelineStage("amd_verdict", now_ms,
+                                                        event.answered_by))]
+        if self.phase is CallPhase.AWAITING_START:
+            return commands  # the stream's start acts on it
+        if event.answered_by in MACHINE_VERDICTS:
+            return commands + self._leave_voicemail(now_ms)
+        if event.answered_by == "fax":
+            return commands + self._close(_Closing(Outcome.FAILED, "fax machine"), None, now_ms)
+        if self.phase is CallPhase.AWAITING_AMD and event.answered_by in HUMAN_VERDICTS:
+            commands.append(CancelTimer(TimerName.AMD_CAP))
+            return commands + self._greet(now_ms)
+        return commands  # machine_start: its beep verdict follows; the cap still holds
+
+    def _leave_voicemail(self, now_ms: float) -> list[Command]:
+        """The beep has sounded: stop whatever we were saying, leave the message, hang up."""
+        commands: list[Command] = [CancelTimer(TimerName.AMD_CAP)]
+        if self._agent_audible():
+            commands += self._cut_agent(now_ms, "agent_cut")
+        self.phase = CallPhase.CONVERSING
+        self._greeted = True
+        closing = _Closing(Outcome.VOICEMAIL, "answering machine")
+        if self._voicemail_frames:
+            commands += self._start_closing(closing, now_ms)
+            commands += self._play_cached("hotline_voicemail", self._voicemail_frames,
+                                          self.plan.voicemail, now_ms)
+            commands.append(Record(TimelineStage("voicemail_started", now_ms, "cached audio")))
+            return commands + self._maybe_act(now_ms)
+        if not self.plan.voicemail:
+            return commands + self._close(closing, None, now_ms)
+        commands.append(Record(TimelineStage("voicemail_started", now_ms, "live")))
+        return commands + self._close(closing, say_exactly(self.plan.voicemail), now_ms)
+
+    # -- timers ------------------------------------------------------------------------------
+    def _on_timer(self, timer: TimerName, now_ms: float) -> list[Command]:
+        if timer is TimerName.AMD_CAP:
+            if self.phase is not CallPhase.AWAITING_AMD:
+                return []
+            return [Record(TimelineStage("amd_cap_reached", now_ms)), *self._greet(now_ms)]
+        if timer is TimerName.GOODBYE_CAP:
+            return self._maybe_act(now_ms, force=True)
+        if timer is TimerName.MAX_DURATION:
+            return self._close(_Closing(Outcome.HUNG_UP_BY_AGENT, "time limit"),
+                               TIME_LIMIT_INSTRUCTIONS, now_ms)
+        if not self._silence_armed or self._closing is not None:
+            return []
+        if timer is TimerName.SILENCE_NUDGE:
+            self._nudged = True
+            self._nudge_requested = True
+            return [Record(TimelineStage("silence_nudge", now_ms)),
+                    *self._request_response(NUDGE_INSTRUCTIONS)]
+        return self._close(_Closing(Outcome.HUNG_UP_BY_AGENT, "silence"),
+                           SILENCE_GOODBYE_INSTRUCTIONS, now_ms)
+
+    def _arm_silence(self) -> list[Command]:
+        """The line is quiet: start counting the caller's silence (the nudge's own audio
+        does not restart the count)."""
+        if (self._closing is not None or self._silence_armed
+                or self.phase not in (CallPhase.CONVERSING, CallPhase.LISTENING)
+                or any(t.stopped_ms is None for t in self._caller_turns.values())):
+            return []
+        self._silence_armed = True
+        return [StartTimer(TimerName.SILENCE_NUDGE, self.plan.silence_nudge_ms),
+                StartTimer(TimerName.SILENCE_HANGUP, self.plan.silence_hangup_ms)]
+
+    def _disarm_silence(self) -> list[Command]:
+        self._nudged = False
+        if not self._silence_armed:
+            return []
+        self._silence_armed = False
+        return [CancelTimer(TimerName.SILENCE_NUDGE), CancelTimer(TimerName.SILENCE_HANGUP)]
 
     # -- shared -----------------------------------------------------------------------------
     def _stage_once(self, stage: str, now_ms: float, detail: str = "") -> list[Command]:

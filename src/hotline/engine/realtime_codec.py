@@ -14,6 +14,7 @@ import orjson
 
 from hotline.call.commands import (
     AddAssistantText,
+    AddFunctionOutput,
     AddUserText,
     AppendAudio,
     CancelResponse,
@@ -30,6 +31,8 @@ from hotline.call.events import (
     EngineCallerTranscript,
     EngineError,
     EngineEvent,
+    EngineFunctionCall,
+    EngineInputCommitted,
     EngineResponseCreated,
     EngineResponseDone,
     EngineSessionUpdated,
@@ -76,6 +79,9 @@ _PARSERS: dict[str, Parser] = {
     "conversation.item.input_audio_transcription.completed":
         lambda m: EngineCallerTranscript(m["item_id"], m["transcript"]),
     "conversation.item.truncated": lambda m: EngineTruncated(m["item_id"], m["audio_end_ms"]),
+    "input_audio_buffer.committed": lambda m: EngineInputCommitted(m["item_id"]),
+    "response.function_call_arguments.done": lambda m: EngineFunctionCall(
+        m["response_id"], m["item_id"], m["call_id"], m["name"], m["arguments"]),
     "session.updated": _session_updated,
     "error": _error,
 }
@@ -123,6 +129,10 @@ def render_engine(message: EngineMessage) -> str:
             event["previous_item_id"] = message.previous_item_id
     elif isinstance(message, DeleteItem):
         event = {"type": "conversation.item.delete", "item_id": message.item_id}
+    elif isinstance(message, AddFunctionOutput):
+        event = {"type": "conversation.item.create",
+                 "item": {"type": "function_call_output", "call_id": message.call_id,
+                          "output": message.output}}
     else:
         raise TypeError(f"not an engine message: {message!r}")
     return orjson.dumps(event).decode()

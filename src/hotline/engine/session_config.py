@@ -1,10 +1,16 @@
-"""The Realtime GA `session` object for a call: μ-law both ways, server VAD, transcription."""
+"""The Realtime GA `session` object for a call: μ-law both ways, server VAD, transcription,
+and the business's tools.
+
+Server VAD detects turns but decides nothing: `create_response` and `interrupt_response`
+are off because the call core judges each turn itself (a 100 ms cough or the agent's own
+echo must neither cut the agent off nor get an answer) and asks for responses itself."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from hotline.plan import CallPlan
+from hotline.tools import tool_definitions
 
 
 def session_config(plan: CallPlan, instructions: str, model: str) -> dict[str, Any]:
@@ -22,11 +28,13 @@ def session_config(plan: CallPlan, instructions: str, model: str) -> dict[str, A
                     "threshold": plan.vad_threshold,
                     "prefix_padding_ms": plan.vad_prefix_padding_ms,
                     "silence_duration_ms": plan.vad_silence_ms,
-                    "create_response": True,
-                    "interrupt_response": True,
+                    "create_response": False,
+                    "interrupt_response": False,
                 },
                 "transcription": {"model": plan.transcription_model, "language": plan.language},
             },
             "output": {"format": {"type": "audio/pcmu"}, "voice": plan.voice},
         },
+        "tools": tool_definitions(plan),
+        "tool_choice": "auto",
     }

@@ -1,7 +1,7 @@
 """What the simulated model says, and what the simulated transcriber hears.
 
 The simulator understands nothing: a response speaks, in order of precedence, the text
-quoted after `GREETING_MARKER` in the response's instructions, the response's own short
+quoted after `SAY_EXACTLY_MARKER` or `GREETING_MARKER` in the response's instructions, the response's own short
 instructions, the greeting quoted after `GREETING_MARKER` in the
 session instructions (first assistant response only), or the next canned reply.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from hotline.prompts import GREETING_MARKER
+from hotline.prompts import GREETING_MARKER, SAY_EXACTLY_MARKER
 
 SHORT_INSTRUCTIONS_CHARS = 200  # response.instructions shorter than this are said verbatim
 LONG_INSTRUCTIONS_LINE = "Of course. Let me take care of that for you right away."
@@ -29,6 +29,7 @@ DEFAULT_REPLIES_HE: tuple[str, ...] = (
 )
 
 _GREETING = re.compile(re.escape(GREETING_MARKER) + r'\s*"(.*)"')  # greedy: last quote on line
+_SAY_EXACTLY = re.compile(re.escape(SAY_EXACTLY_MARKER) + r'\s*"(.*)"', re.DOTALL)
 _HEBREW = re.compile(r"[\u0590-\u05FF]")
 _LETTER = re.compile(r"[^\W\d_]")
 _SPEAK_HEBREW = re.compile(r"\bspeak\s+hebrew\b", re.IGNORECASE)
@@ -72,6 +73,9 @@ class ReplyScript:
         if response_instructions:
             # A request to speak a given text (the product renders greetings this way).
             quoted = greeting_in(response_instructions)
+            verbatim = _SAY_EXACTLY.search(response_instructions)
+            if verbatim:
+                return verbatim.group(1)
             if quoted:
                 return quoted
             if len(response_instructions) < SHORT_INSTRUCTIONS_CHARS:

@@ -12,16 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hotline.audio import mulaw
+from hotline.audio.speech_gate import level_for_threshold as rms_threshold
 
 FRAME_BYTES = mulaw.FRAME_BYTES
 FRAME_MS = mulaw.FRAME_MS
 MIN_SPEECH_MS = 60  # a run of speech frames this long starts a turn
-
-
-def rms_threshold(threshold: float) -> float:
-    """Session `threshold` -> RMS on the 16-bit scale: 0.0 -> -70 dBFS, 0.5 -> -40, 1.0 -> -10."""
-    level_dbfs = -70.0 + 60.0 * min(1.0, max(0.0, threshold))
-    return 32768.0 * 10.0 ** (level_dbfs / 20.0)
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, WebSocket
 
-from hotline.call.events import UNHANDLED, TwilioStart
+from hotline.call.events import UNHANDLED, AmdVerdict, TwilioStart
 from hotline.call.runner import CallClock, CallRunner
 from hotline.errors import (
     CallPlanNotFound,
@@ -19,6 +19,7 @@ from hotline.errors import (
 from hotline.logs import call_log
 from hotline.services import Services
 from hotline.telephony.media_codec import parse_twilio
+from hotline.tools import Toolbox
 
 log = logging.getLogger("hotline.media")
 router = APIRouter()
@@ -81,10 +82,18 @@ async def media_stream(websocket: WebSocket) -> None:
         await websocket.close(code=WS_INTERNAL_ERROR)
         return
     log_for_call = call_log(plan.call_sid)
+    secret = services.settings.tool_signing_secret
+    toolbox = Toolbox(plan, services.tools_http,
+                      signing_secret=secret.get_secret_value() if secret else None)
     runner = CallRunner(plan, websocket, services.warm.claim, log_for_call,
                         CallClock(plan.webhook_received_epoch_ms),
-                        greeting_frames=services.greetings.frames(plan.greeting_audio_key))
+                        greeting_frames=services.greetings.frames(plan.greeting_audio_key),
+                        voicemail_frames=services.greetings.frames(plan.voicemail_audio_key),
+                        toolbox=toolbox, control=services.control)
     services.active_calls[plan.call_sid] = runner
+    early_verdict = services.early_amd_verdicts.pop(plan.call_sid, None)
+    if early_verdict is not None:
+        runner.deliver(AmdVerdict(early_verdict))
     try:
         record = await runner.run(start, started_at)
     finally:

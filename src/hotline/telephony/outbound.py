@@ -7,28 +7,23 @@ The answered webhook then only takes it (no race with the CallSid Twilio returns
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
 from dataclasses import dataclass
-
-import aiohttp
-from twilio.base.exceptions import TwilioRestException
-from twilio.http.async_http_client import AsyncTwilioHttpClient
-from twilio.rest import Client
+from typing import Any
 
 from hotline.config_cache import ConfigCache
-from hotline.errors import HotlineError, UnknownNumber
+from hotline.errors import HotlineError, TwilioApiError, UnknownNumber
 from hotline.greetings import GreetingCache
 from hotline.plan import build_outbound_plan
 from hotline.registry import CallRegistry
 from hotline.settings import Settings
+from hotline.telephony.rest import TwilioRest
 
 log = logging.getLogger("hotline.outbound")
 
 PENDING_TTL_S = 15 * 60  # ringing + answering-machine time, generously
-TWILIO_API_TIMEOUT_S = 15.0
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
 
 
@@ -47,16 +42,12 @@ class PlacedCall:
 
 class OutboundDialer:
     def __init__(self, settings: Settings, registry: CallRegistry,
-                 config: ConfigCache, greetings: GreetingCache) -> None:
+                 config: ConfigCache, greetings: GreetingCache, rest: TwilioRest) -> None:
         self._settings = settings
         self._registry = registry
         self._config = config
         self._greetings = greetings
-        self._http = AsyncTwilioHttpClient()
-        self._client = Client(settings.twilio_account_sid,
-                              settings.twilio_auth_token.get_secret_value(),
-                              http_client=self._http)
-        self._client.api.base_url = settings.twilio_api_url.rstrip("/")
+        self._rest = rest
         self._pending_by_sid: dict[str, str] = {}
 
     async def place(self, *, business_slug: str, to_number: str, template: str,
@@ -71,27 +62,30 @@ class OutboundDialer:
                                    variables=variables, from_number=caller_id,
                                    to_number=to_number, created_epoch_ms=time.time() * 1000)
         if self._settings.greeting_cache:
-            # Rendered while the phone rings; the answered webhook uses it if it is ready.
+            # Rendered while the phone rings; the answered webhook uses them if ready.
             self._greetings.ensure_soon(plan.greeting, plan.voice)
+            if plan.voicemail:
+                self._greetings.ensure_soon(plan.voicemail, plan.voice)
         pending_id = secrets.token_urlsafe(12)
         await self._registry.put_pending(pending_id, plan, PENDING_TTL_S)
+        options: dict[str, Any] = {}
+        if plan.amd:
+            # Async AMD: the call connects at once (the greeting is not held by Twilio);
+            # the verdict arrives at /twilio/amd, after the beep for a machine.
+            options = {"machine_detection": "DetectMessageEnd", "async_amd": "true",
+                       "async_amd_status_callback": self._settings.public("/twilio/amd")}
         try:
-            # The SDK's async client sets no timeout of its own.
-            async with asyncio.timeout(TWILIO_API_TIMEOUT_S):
-                call = await self._client.calls.create_async(
-                    to=to_number,
-                    from_=caller_id,
-                    url=self._settings.public(f"/twilio/voice?outbound={pending_id}"),
-                    status_callback=self._settings.public("/twilio/status"),
-                    status_callback_event=STATUS_EVENTS,
-                )
-        except TwilioRestException as exc:
+            call = await self._rest.call(self._rest.client.calls.create_async(
+                to=to_number,
+                from_=caller_id,
+                url=self._settings.public(f"/twilio/voice?outbound={pending_id}"),
+                status_callback=self._settings.public("/twilio/status"),
+                status_callback_event=STATUS_EVENTS,
+                **options,
+            ), "place the call")
+        except TwilioApiError as exc:
             await self._registry.take_pending(pending_id)
-            raise OutboundCallError(f"Twilio refused the call: {exc.msg} (code {exc.code})") \
-                from None
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            await self._registry.take_pending(pending_id)
-            raise OutboundCallError(f"Twilio's API could not be reached: {exc!r}") from None
+            raise OutboundCallError(str(exc)) from None
         self._pending_by_sid[call.sid] = pending_id
         log.info("outbound call %s placed for %s to %s (template %s)", call.sid, business_slug,
                  to_number, template)
@@ -102,6 +96,3 @@ class OutboundDialer:
         pending_id = self._pending_by_sid.pop(call_sid, None)
         if pending_id is not None:
             await self._registry.take_pending(pending_id)
-
-    async def close(self) -> None:
-        await self._http.close()

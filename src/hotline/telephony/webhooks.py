@@ -11,6 +11,7 @@ from email.utils import parsedate_to_datetime
 
 from fastapi import APIRouter, Request, Response
 
+from hotline.call.events import AmdVerdict
 from hotline.call.recorder import CallStatusUpdate
 from hotline.plan import CallPlan, build_inbound_plan
 from hotline.services import Services
@@ -20,6 +21,7 @@ log = logging.getLogger("hotline.webhooks")
 router = APIRouter(prefix="/twilio")
 
 FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+MAX_EARLY_VERDICTS = 10_000  # verdicts for streams not started yet (dropped at final status)
 
 
 def _xml(body: str) -> Response:
@@ -70,7 +72,8 @@ async def voice(request: Request) -> Response:
                                   from_number=from_number, to_number=to_number,
                                   webhook_received_epoch_ms=received_epoch_ms)
     plan = _with_greeting_audio(services, plan)
-    if services.settings.warm_sessions and plan.bot_speaks_first:
+    if services.settings.warm_sessions and plan.bot_speaks_first and not plan.amd:
+        # (With AMD the greeting waits for the verdict: nobody may ask for it early.)
         plan = replace(plan, greeting_prerequested=plan.greeting_audio_key is None)
     plan = plan.with_stage("webhook_received", 0.0).with_stage(
         "plan_ready", (time.perf_counter() - t0) * 1000)
@@ -87,11 +90,40 @@ async def voice(request: Request) -> Response:
 
 
 def _with_greeting_audio(services: Services, plan: CallPlan) -> CallPlan:
-    """Use the cached greeting when its audio is in memory now; otherwise greet live."""
+    """Use the cached greeting (and voicemail) when its audio is in memory now; otherwise
+    the engine says it live."""
     if not services.settings.greeting_cache:
-        return replace(plan, greeting_audio_key=None)
-    key = services.greetings.key(plan.greeting, plan.voice)
-    return replace(plan, greeting_audio_key=key if services.greetings.has(key) else None)
+        return replace(plan, greeting_audio_key=None, voicemail_audio_key=None)
+    return replace(plan, greeting_audio_key=_cached_key(services, plan.greeting, plan.voice),
+                   voicemail_audio_key=_cached_key(services, plan.voicemail, plan.voice))
+
+
+def _cached_key(services: Services, text: str, voice: str) -> str | None:
+    if not text:
+        return None
+    key = services.greetings.key(text, voice)
+    return key if services.greetings.has(key) else None
+
+
+@router.post("/amd")
+async def amd(request: Request) -> Response:
+    """Twilio's async answering-machine verdict for an outbound call (AsyncAmdStatusCallback).
+    It goes to the running call; one that arrives before the stream starts waits for it."""
+    services: Services = request.app.state.services
+    params = await _signed_form(request, services)
+    if params is None:
+        return Response("invalid signature", status_code=403)
+    call_sid, answered_by = params.get("CallSid", ""), params.get("AnsweredBy", "")
+    if not call_sid or not answered_by:
+        return Response("CallSid and AnsweredBy are required", status_code=400)
+    log.info("amd %s: %s after %s ms", call_sid, answered_by,
+             params.get("MachineDetectionDuration", "?"))
+    runner = services.active_calls.get(call_sid)
+    if runner is not None:
+        runner.deliver(AmdVerdict(answered_by))
+    elif len(services.early_amd_verdicts) < MAX_EARLY_VERDICTS:
+        services.early_amd_verdicts[call_sid] = answered_by
+    return Response(status_code=204)
 
 
 @router.post("/status")
@@ -115,6 +147,7 @@ async def status(request: Request) -> Response:
         await services.registry.discard(call_sid)
         await services.dialer.forget(call_sid)
         await services.warm.discard(call_sid)
+        services.early_amd_verdicts.pop(call_sid, None)
     log.info("status %s: %s", call_sid, call_status)
     return Response(status_code=204)
 

@@ -1,0 +1,70 @@
+"""SpeechGate: does the caller's sound last long enough to be speech?
+
+Server VAD tells us a turn *started* (after ~60 ms of sound, prefix padding included) and
+*stopped* (`silence_duration_ms` after the sound ended), so it cannot tell a 100 ms cough,
+or the agent's own echo on a speakerphone, from a caller who means to interrupt. The gate
+judges the caller's frames themselves: energy per 20 ms frame on a decoded copy (the
+original base64 is forwarded untouched), and a run of voiced frames that lasts
+`min_speech_ms` is speech. Short gaps (`GAP_MS`) inside a run are bridged, as syllables
+have them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from hotline.audio.mulaw import BYTES_PER_MS, DECODE_TABLE
+
+GAP_MS = 60  # quiet this long ends a run of speech
+_SQUARES = tuple(s * s for s in DECODE_TABLE)
+
+
+def level_for_threshold(threshold: float) -> float:
+    """A VAD `threshold` (0.0-1.0) as RMS on the 16-bit scale: 0.0 -> -70 dBFS, 0.5 -> -40,
+    1.0 -> -10 (the mapping the simulated engine's VAD uses too)."""
+    level_dbfs = -70.0 + 60.0 * min(1.0, max(0.0, threshold))
+    return 32768.0 * 10.0 ** (level_dbfs / 20.0)
+
+
+def frame_power(payload_b64: str) -> tuple[float, float]:
+    """(mean square of the samples, duration in ms) of one base64 μ-law frame."""
+    try:
+        audio = base64.b64decode(payload_b64)
+    except (binascii.Error, ValueError):
+        return 0.0, 0.0
+    if not audio:
+        return 0.0, 0.0
+    # Every 4th sample is plenty for a frame's power and keeps this ~4 µs a frame.
+    sampled = audio[::4]
+    return sum(map(_SQUARES.__getitem__, sampled)) / len(sampled), len(audio) / BYTES_PER_MS
+
+
+class SpeechGate:
+    __slots__ = ("_gap_ms", "_min_speech_ms", "_power_threshold", "voiced_ms")
+
+    def __init__(self, min_speech_ms: int, threshold: float) -> None:
+        self._min_speech_ms = min_speech_ms
+        self._power_threshold = level_for_threshold(threshold) ** 2
+        self.voiced_ms = 0.0  # voiced audio in the current run
+        self._gap_ms = 0.0
+
+    def feed(self, payload_b64: str) -> bool:
+        """Take one caller frame; True once the current run is long enough to be speech."""
+        power, ms = frame_power(payload_b64)
+        if power > self._power_threshold:
+            self.voiced_ms += ms
+            self._gap_ms = 0.0
+        elif self.voiced_ms:
+            self._gap_ms += ms
+            if self._gap_ms >= GAP_MS:
+                self.reset()
+        return self.is_speech
+
+    @property
+    def is_speech(self) -> bool:
+        return self.voiced_ms >= self._min_speech_ms
+
+    def reset(self) -> None:
+        self.voiced_ms = 0.0
+        self._gap_ms = 0.0

@@ -1,0 +1,21 @@
+"""How a call ended: the names kept in `CallRecord.outcome` and the store's `calls.outcome`.
+
+The call core sets most of them; the store sets `NO_ANSWER` and `FAILED` from Twilio's final
+status callbacks for calls that never reached the media stream. An empty outcome means "not
+known yet" (a call still ringing or in progress).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+
+class Outcome:
+    COMPLETED: Final = "completed"  # the conversation ended normally (either side hung up)
+    TRANSFERRED: Final = "transferred"  # handed to a person (`transfer_to_human`, DTMF)
+    VOICEMAIL: Final = "voicemail"  # an answering machine picked up (outbound)
+    HUNG_UP_BY_AGENT: Final = "hung_up_by_agent"  # the agent ended it (`end_call`, limits)
+    NO_ANSWER: Final = "no_answer"  # never answered: no-answer, busy or canceled
+    FAILED: Final = "failed"  # Twilio could not place it, or the call broke on our side
+
+    ALL: Final = (COMPLETED, TRANSFERRED, VOICEMAIL, HUNG_UP_BY_AGENT, NO_ANSWER, FAILED)
