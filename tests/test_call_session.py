@@ -9,16 +9,22 @@ from hypothesis import strategies as st
 
 from hotline.call.commands import (
     AddAssistantText,
+    AddFunctionOutput,
     AddUserText,
     AppendAudio,
     CancelResponse,
+    CancelTimer,
     Command,
     CreateResponse,
     DeleteItem,
     EndCall,
+    HangUpCall,
     Record,
+    RunTool,
     SendToEngine,
     SendToTwilio,
+    StartTimer,
+    TransferCall,
     Truncate,
     TwilioClear,
     TwilioMarkOut,
@@ -26,30 +32,43 @@ from hotline.call.commands import (
     UpdateInstructions,
 )
 from hotline.call.events import (
+    AmdVerdict,
+    CallControlFailed,
     CallEvent,
     EngineAgentTranscript,
     EngineAudioDelta,
     EngineCallerTranscript,
     EngineClosed,
+    EngineFunctionCall,
     EngineInputCommitted,
     EngineResponseCreated,
     EngineResponseDone,
     EngineSessionUpdated,
     EngineSpeechStarted,
     EngineSpeechStopped,
+    TimerFired,
+    TimerName,
+    ToolFinished,
     TwilioDtmf,
     TwilioMark,
     TwilioMedia,
     TwilioStart,
     TwilioStop,
 )
-from hotline.call.record import TimelineStage, TranscriptTurn
+from hotline.call.record import LeadMessage, TimelineStage, TranscriptTurn
 from hotline.call.session import (
     CACHED_GREETING_HEARD_ITEM,
     CACHED_GREETING_ITEM,
     CallPhase,
     CallSession,
     heard_part,
+)
+from hotline.prompts import (
+    HANDOVER_INSTRUCTIONS,
+    NUDGE_INSTRUCTIONS,
+    SILENCE_GOODBYE_INSTRUCTIONS,
+    TIME_LIMIT_INSTRUCTIONS,
+    say_exactly,
 )
 from tests.factories import make_plan
 
@@ -460,3 +479,233 @@ def test_heard_part_cuts_at_a_word() -> None:
     assert heard_part("Hello and welcome to Acme", 0.5) == "Hello and—"
     assert heard_part("Hello and welcome", 1.0) == "Hello and welcome"
     assert heard_part("Hello", 0.1) == ""
+
+
+# -- call control ---------------------------------------------------------------------------
+def commands_of(cmds: list[Command], kind: type) -> list[Command]:
+    return [c for c in cmds if isinstance(c, kind)]
+
+
+def timers_started(cmds: list[Command]) -> list[TimerName]:
+    return [c.timer for c in cmds if isinstance(c, StartTimer)]
+
+
+def conversing(**plan_overrides: object) -> tuple[Call, list[str]]:
+    """A call whose greeting (r1) is done and whose audio is still playing."""
+    call = Call(**plan_overrides)
+    call(START, 0)
+    names = call.speak("r1", "i1", [500], 0)
+    call(EngineResponseDone("r1", "completed"), 10)
+    return call, names
+
+
+class TestTools:
+    def test_a_function_call_runs_the_tool_and_its_answer_asks_for_a_reply(self) -> None:
+        call, _ = conversing()
+        call(EngineResponseCreated("r2"), 1000)
+        cmds = call(EngineFunctionCall("r2", "f1", "c1", "check_hours", "{}"), 1001)
+        assert commands_of(cmds, RunTool) == [RunTool("c1", "check_hours", "{}")]
+        # Answered while r2 is still going: held until it is done (no second response).
+        finished = ToolFinished("c1", "check_hours", '{"open_now":true}', "none")
+        assert control_sent(call(finished, 1002)) == []
+        cmds = call(EngineResponseDone("r2", "completed"), 1003)
+        assert control_sent(cmds) == [AddFunctionOutput("c1", '{"open_now":true}'),
+                                      CreateResponse()]
+
+    def test_a_failed_tool_still_answers_the_model_and_the_call_goes_on(self) -> None:
+        call, _ = conversing()
+        call(EngineResponseCreated("r2"), 1000)
+        call(EngineFunctionCall("r2", "f1", "c1", "lookup", "{}"), 1001)
+        call(EngineResponseDone("r2", "completed"), 1002)
+        cmds = call(ToolFinished("c1", "lookup", '{"error":"timed out"}', "none", error=True),
+                    1500)
+        assert control_sent(cmds) == [AddFunctionOutput("c1", '{"error":"timed out"}'),
+                                      CreateResponse()]
+        assert "tool_done" in stages(cmds) and call.session.phase is CallPhase.CONVERSING
+
+    def test_take_message_keeps_the_message(self) -> None:
+        call, _ = conversing()
+        call(EngineResponseCreated("r2"), 1000)
+        call(EngineFunctionCall("r2", "f1", "c1", "take_message", "{}"), 1001)
+        message = LeadMessage("Dana", "+15550001111", "Call me back", 1002)
+        cmds = call(ToolFinished("c1", "take_message", '{"ok":true}', "none", message=message),
+                    1002)
+        assert Record(message) in cmds
+
+
+class TestEndCallAndTransfer:
+    def test_end_call_after_a_spoken_goodbye_hangs_up_once_it_has_played(self) -> None:
+        call, first = conversing()
+        call(TwilioMark(first[0]), 500)
+        call(EngineResponseCreated("r2"), 1000)
+        names = marks(call(EngineAudioDelta("r2", "i2", audio_b64(300)), 1000))
+        call(EngineFunctionCall("r2", "f1", "c1", "end_call", '{"reason":"done"}'), 1001)
+        cmds = call(ToolFinished("c1", "end_call", '{"ok":true}', "end_call"), 1002)
+        assert "closing" in stages(cmds) and commands_of(cmds, HangUpCall) == []
+        cmds = call(EngineResponseDone("r2", "completed"), 1003)
+        # The tool's answer goes in, but no new response: the goodbye was said.
+        assert control_sent(cmds) == [AddFunctionOutput("c1", '{"ok":true}')]
+        assert commands_of(cmds, HangUpCall) == []  # still playing
+        cmds = call(TwilioMark(names[0]), 1300)
+        assert commands_of(cmds, HangUpCall) == [HangUpCall()]
+        assert "hang_up_requested" in stages(cmds)
+        assert EndCall("hung_up_by_agent") in call(TwilioStop(), 1400)
+
+    def test_end_call_without_words_asks_for_the_goodbye_first(self) -> None:
+        call, _ = conversing()
+        call(EngineResponseCreated("r2"), 1000)
+        call(EngineFunctionCall("r2", "f1", "c1", "end_call", "{}"), 1001)
+        call(EngineResponseDone("r2", "completed"), 1002)
+        cmds = call(ToolFinished("c1", "end_call", '{"ok":true}', "end_call"), 1003)
+        assert control_sent(cmds) == [AddFunctionOutput("c1", '{"ok":true}'), CreateResponse()]
+        assert TimerName.GOODBYE_CAP in timers_started(cmds)
+        names = call.speak("r3", "i3", [200], 1100)
+        assert commands_of(call(EngineResponseDone("r3", "completed"), 1101), HangUpCall) == []
+        assert commands_of(call(TwilioMark(names[0]), 1400), HangUpCall) == [HangUpCall()]
+
+    def test_the_goodbye_is_not_cut_by_the_caller(self) -> None:
+        call, _ = conversing()
+        call(EngineResponseCreated("r2"), 1000)
+        call.speak("r2", "i2", [1000], 1000)
+        call(EngineFunctionCall("r2", "f1", "c1", "end_call", "{}"), 1001)
+        call(ToolFinished("c1", "end_call", "{}", "end_call"), 1002)
+        cmds = call.talk(until_ms=1500, ms=400)
+        assert twilio_sent(cmds) == [] and engine_sent(cmds) == []  # not even forwarded
+
+    def test_a_goodbye_that_never_plays_out_is_cut_short_by_the_cap(self) -> None:
+        call, _ = conversing()
+        call(EngineResponseCreated("r2"), 1000)
+        call(EngineFunctionCall("r2", "f1", "c1", "end_call", "{}"), 1001)
+        call(ToolFinished("c1", "end_call", "{}", "end_call"), 1002)
+        cmds = call(TimerFired(TimerName.GOODBYE_CAP), 11_000)
+        assert commands_of(cmds, HangUpCall) == [HangUpCall()]
+
+    def test_transfer_redirects_after_the_handover_line(self) -> None:
+        call, first = conversing(transfer_number="+15550009999")
+        call(TwilioMark(first[0]), 500)
+        call(EngineResponseCreated("r2"), 1000)
+        names = marks(call(EngineAudioDelta("r2", "i2", audio_b64(200)), 1000))
+        call(EngineFunctionCall("r2", "f1", "c1", "transfer_to_human", "{}"), 1001)
+        call(ToolFinished("c1", "transfer_to_human", "{}", "transfer"), 1002)
+        call(EngineResponseDone("r2", "completed"), 1003)
+        cmds = call(TwilioMark(names[0]), 1200)
+        assert commands_of(cmds, TransferCall) == [TransferCall("+15550009999")]
+        assert EndCall("transferred") in call(TwilioStop(), 1300)
+
+    def test_a_failed_rest_request_ends_the_call_on_our_side(self) -> None:
+        call, _ = conversing(transfer_number="+15550009999")
+        call(TwilioDtmf("0"), 600)
+        cmds = call(CallControlFailed("transfer", "Twilio refused"), 700)
+        assert EndCall("failed") in cmds and "call_control_failed" in stages(cmds)
+
+
+class TestDtmfActions:
+    def test_a_mapped_key_transfers_without_asking_the_model(self) -> None:
+        call, _ = conversing(transfer_number="+15550009999",
+                             dtmf_actions=(("0", "transfer_to_human"),))
+        cmds = call(TwilioDtmf("0"), 100)  # the greeting is still playing: cut it
+        assert twilio_sent(cmds) == [TwilioClear()]
+        assert [t.text for t in turns(cmds)] == ["[pressed 0]"]
+        assert CreateResponse(HANDOVER_INSTRUCTIONS) in control_sent(cmds)
+        names = call.speak("r2", "i2", [200], 200)
+        call(EngineResponseDone("r2", "completed"), 201)
+        assert commands_of(call(TwilioMark(names[0]), 400), TransferCall) == [
+            TransferCall("+15550009999")]
+
+    def test_an_unmapped_key_goes_to_the_model(self) -> None:
+        call, _ = conversing(dtmf_actions=(("0", "transfer_to_human"),))
+        assert AddUserText("The caller pressed the key 1.") in control_sent(
+            call(TwilioDtmf("1"), 100))
+
+
+class TestSilence:
+    def idle_call(self) -> tuple[Call, list[Command]]:
+        call, names = conversing(silence_nudge_ms=8000, silence_hangup_ms=20_000)
+        return call, call(TwilioMark(names[0]), 500)
+
+    def test_silence_is_timed_once_the_agent_has_finished(self) -> None:
+        _, cmds = self.idle_call()
+        assert timers_started(cmds) == [TimerName.SILENCE_NUDGE, TimerName.SILENCE_HANGUP]
+        assert [c.delay_ms for c in commands_of(cmds, StartTimer)] == [8000, 20_000]
+
+    def test_nudge_once_then_goodbye_and_hang_up(self) -> None:
+        call, _ = self.idle_call()
+        cmds = call(TimerFired(TimerName.SILENCE_NUDGE), 8500)
+        assert control_sent(cmds) == [CreateResponse(NUDGE_INSTRUCTIONS)]
+        names = call.speak("r2", "i2", [300], 8600)
+        call(EngineResponseDone("r2", "completed"), 8601)
+        cmds = call(TwilioMark(names[0]), 8900)
+        assert timers_started(cmds) == []  # the nudge does not restart the count
+        cmds = call(TimerFired(TimerName.SILENCE_HANGUP), 20_500)
+        assert control_sent(cmds) == [CreateResponse(SILENCE_GOODBYE_INSTRUCTIONS)]
+        names = call.speak("r3", "i3", [300], 20_600)
+        call(EngineResponseDone("r3", "completed"), 20_601)
+        assert commands_of(call(TwilioMark(names[0]), 20_900), HangUpCall) == [HangUpCall()]
+        assert EndCall("hung_up_by_agent") in call(TwilioStop(), 21_000)
+
+    def test_the_caller_speaking_stops_the_count(self) -> None:
+        call, _ = self.idle_call()
+        cmds = call(EngineSpeechStarted(0, "u1"), 3000)
+        assert [c.timer for c in commands_of(cmds, CancelTimer)] == [
+            TimerName.SILENCE_NUDGE, TimerName.SILENCE_HANGUP]
+        assert call(TimerFired(TimerName.SILENCE_NUDGE), 8500) == []  # a stale timer
+
+
+class TestTimeLimit:
+    def test_the_limit_ends_the_call_politely(self) -> None:
+        call = Call(max_duration_ms=60_000)
+        assert StartTimer(TimerName.MAX_DURATION, 60_000) in call(START, 0)
+        call.speak("r1", "i1", [100], 10)
+        call(EngineResponseDone("r1", "completed"), 20)
+        cmds = call(TimerFired(TimerName.MAX_DURATION), 60_000)
+        assert CreateResponse(TIME_LIMIT_INSTRUCTIONS) in control_sent(cmds)
+
+
+class TestAnsweringMachine:
+    def outbound(self, frames: tuple[str, ...] | None = None) -> Call:
+        call = Call(direction="outbound", amd=True, amd_cap_ms=1500,
+                    voicemail="Hi Dana, please call Acme Dental back.")
+        call.session = CallSession(call.session.plan, voicemail_frames=frames)
+        return call
+
+    def test_the_greeting_waits_for_the_verdict_and_goes_for_a_human(self) -> None:
+        call = self.outbound()
+        cmds = call(START, 0)
+        assert engine_sent(cmds) == [] and TimerName.AMD_CAP in timers_started(cmds)
+        assert engine_sent(call(TwilioMedia(LOUD_FRAME, 0), 500)) == []  # held, not sent
+        cmds = call(AmdVerdict("human"), 900)
+        assert engine_sent(cmds) == [CreateResponse()]
+
+    def test_a_late_verdict_does_not_hold_the_greeting_past_the_cap(self) -> None:
+        call = self.outbound()
+        call(START, 0)
+        cmds = call(TimerFired(TimerName.AMD_CAP), 1500)
+        assert engine_sent(cmds) == [CreateResponse()] and "amd_cap_reached" in stages(cmds)
+
+    def test_a_machine_gets_the_voicemail_after_the_beep_then_a_hang_up(self) -> None:
+        call = self.outbound()
+        call(START, 0)
+        cmds = call(AmdVerdict("machine_end_beep"), 9000)
+        assert control_sent(cmds) == [CreateResponse(say_exactly(
+            "Hi Dana, please call Acme Dental back."))]
+        names = call.speak("r1", "i1", [400], 9100)
+        call(EngineResponseDone("r1", "completed"), 9101)
+        assert commands_of(call(TwilioMark(names[0]), 9500), HangUpCall) == [HangUpCall()]
+        assert EndCall("voicemail") in call(TwilioStop(), 9600)
+
+    def test_a_machine_after_the_cap_cuts_the_greeting_and_plays_cached_voicemail(
+            self) -> None:
+        frames = (audio_b64(100), audio_b64(100))
+        call = self.outbound(frames)
+        call(START, 0)
+        call(TimerFired(TimerName.AMD_CAP), 1500)
+        call.speak("r1", "i1", [2000], 1600)
+        cmds = call(AmdVerdict("machine_end_beep"), 4000)
+        sent = twilio_sent(cmds)
+        assert sent[0] == TwilioClear()
+        assert [m.payload_b64 for m in sent if isinstance(m, TwilioMediaOut)] == list(frames)
+        assert CancelResponse() in control_sent(cmds)
+        names = [m.name for m in sent if isinstance(m, TwilioMarkOut)]
+        call(EngineResponseDone("r1", "cancelled"), 4010)
+        call(TwilioMark(names[0]), 4100)
+        assert commands_of(call(TwilioMark(names[1]), 4200), HangUpCall) == [HangUpCall()]
