@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import re
 import time
@@ -36,6 +37,7 @@ from hotline.sim.phone import PhoneCallResult, Playout, SimulatedPhone, route
 from hotline.sim.script import (
     AgentAudio,
     Audio,
+    Beep,
     CallScript,
     Dtmf,
     Hangup,
@@ -194,6 +196,46 @@ def test_agent_silence_counts_only_audio_since_the_caller_last_spoke() -> None:
     tick = runner.tick(340.0, _agent(played_ms=30, last_heard_ms=230.0))
     assert tick.hangup  # the script ran out: hang up
     assert [record.timed_out for record in runner.log] == [False, False, True, False, False]
+
+
+def test_beep_is_a_1khz_tone_and_the_runner_notes_when_it_ended() -> None:
+    runner = ScriptRunner(CallScript([Silence(20), Beep(ms=100), Silence(40)]))
+    frames = [runner.tick(20.0 * k, _agent()).frame for k in range(1, 7)]
+    assert frames[0] == mulaw.silence(20)
+    beep = b"".join(frame or b"" for frame in frames[1:])
+    assert len(beep) == 100 * mulaw.BYTES_PER_MS and mulaw.rms(beep) > 3000
+    samples = mulaw.decode(beep)
+    crossings = sum(1 for a, b in itertools.pairwise(samples) if (a < 0) != (b < 0))
+    assert 180 <= crossings <= 220  # 1 kHz: two zero crossings per ms
+    assert runner.beep_ended_ms is None  # its last frame was just sent
+    assert runner.tick(140.0, _agent()).frame == mulaw.silence(20)
+    assert runner.beep_ended_ms == 140.0  # the tick after its last frame: the beep is over
+    assert runner.log[1].step.startswith("Beep(") and runner.log[1].ended_ms == 140.0
+    with pytest.raises(ValueError):
+        Beep(ms=0)
+
+
+def test_answering_machine_greets_beeps_and_records_the_message() -> None:
+    script = CallScript.answering_machine("Leave a message.", beep_ms=300,
+                                          message_quiet_ms=1500, then=[Hangup()])
+    steps = script.steps
+    assert steps[:2] == [Say("Leave a message."), Beep(300)]
+    assert isinstance(steps[2], WaitForAgentAudio) and isinstance(steps[3], WaitForAgentSilence)
+    assert steps[3].quiet_ms == 1500 and steps[4:] == [Hangup()]
+    assert isinstance(CallScript.answering_machine().steps[-1], Silence)  # stays on the line
+
+    runner = ScriptRunner(CallScript.answering_machine("Hi.", then=[]))
+    now = 0.0
+    while runner.beep_ended_ms is None:  # the greeting, then the beep: no agent audio yet
+        now += 20.0
+        assert runner.tick(now, _agent()).frame is not None
+    beep_end = runner.beep_ended_ms
+    # the agent leaves 2 s of message after the beep; 3 s of quiet later the machine is done
+    assert runner.tick(beep_end + 20, _agent(20.0, beep_end + 20)).frame is not None
+    assert runner.tick(beep_end + 2000, _agent(2000.0, beep_end + 2000)).frame is not None
+    assert runner.tick(beep_end + 4000, _agent(2000.0, beep_end + 2000)).frame is not None
+    assert runner.tick(beep_end + 5000, _agent(2000.0, beep_end + 2000)).hangup
+    assert not any(record.timed_out for record in runner.log)
 
 
 def test_script_steps_validate_and_wav_scripts_load(tmp_path: Path) -> None:
@@ -639,6 +681,62 @@ async def test_server_closing_the_socket_ends_the_stream_and_twiml_continues(
     assert result.frames_sent < 100  # stopped long before the script's 10 s
     after = speech.synthesize("Bye", "en", "")
     assert result.heard_segments[-1][1] == after
+
+
+async def test_redirect_verb_fetches_its_url_and_runs_that_twiml(product: FakeProduct) -> None:
+    def twiml(p: FakeProduct) -> str:
+        response = VoiceResponse()
+        if len(p.webhooks) == 1:
+            response.redirect(f"{p.base}/twilio/voice?step=2")
+            response.say("never reached")
+        else:
+            response.say("Second document")
+            response.hangup()
+        return str(response)
+
+    product.twiml = twiml
+    result = await _call(product, CallScript([Silence(1000)]))
+    first, second = product.webhooks
+    assert second.signature_valid and second.url.endswith("/twilio/voice?step=2")
+    assert second.params["CallStatus"] == "in-progress"
+    assert second.params["CallSid"] == first.params["CallSid"] == result.call_sid
+    [update] = result.twiml_updates
+    assert (update.source, update.url) == ("redirect", f"{product.url}/twilio/voice?step=2")
+    assert result.say_texts == ["never reached", "Second document"]  # both documents' text
+    assert result.heard_segments[-1][1] == speech.synthesize("Second document", "en", "")
+    assert len(result.heard_segments) == 1  # the verb after <Redirect> never ran
+    assert result.hangup_verb and result.ended_by == "server"
+    assert result.application_error is None and result.unexecuted_verb is None
+
+
+async def test_redirect_cuts_a_say_short_and_hangup_wins(product: FakeProduct) -> None:
+    def twiml(_: FakeProduct) -> str:
+        response = VoiceResponse()
+        response.say("This is a very long announcement that nobody will hear to the end")
+        return str(response)
+
+    product.twiml = twiml
+    call = _phone(product, dial_leg_ms=60_000).start_call(
+        to=NUMBER, from_=CALLER, script=CallScript([Hangup()]))
+    await asyncio.wait_for(_until(lambda: bool(call.result.heard_segments)), 10)
+    assert call.in_progress
+    call.redirect(twiml="<Response><Dial>+15550001111</Dial><Say>after</Say></Response>")
+    await asyncio.wait_for(_until(lambda: bool(call.result.dials)), 10)
+    call.complete()
+    result = await asyncio.wait_for(call.wait(), 10)
+    full = speech.synthesize(
+        "This is a very long announcement that nobody will hear to the end", "en", "")
+    assert 0 < len(result.heard_segments[0][1]) < len(full)  # cut off by the update
+    assert [d.number for d in result.dials] == ["+15550001111"]
+    assert result.dials[0].ended_at is not None
+    assert result.ended_by == "api" and "after" in result.say_texts
+    assert len(result.heard_segments) == 1  # the <Say> after the <Dial> never ran
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    """Re-check a condition the phone sets without an event, until it holds."""
+    while not predicate():  # noqa: ASYNC110 (the phone's records have no event)
+        await asyncio.sleep(0.01)
 
 
 async def test_off_protocol_frames_are_recorded_not_fatal(product: FakeProduct) -> None:

@@ -212,7 +212,9 @@ async def test_async_sdk_update_to_completed_hangs_up(sim: TwilioApiSimulator,
     finally:
         await client.http_client.close()
 
-    assert sim.updates == [(call.sid, {"Status": "completed"})]
+    assert [(u.call_sid, u.params, u.http_status) for u in sim.updates] == [
+        (call.sid, {"Status": "completed"}, 200)]
+    assert result.ended_by == "api"
     assert result.closed_by == "phone" and result.stop_sent_at is not None
     await asyncio.wait_for(product.stream_ended.wait(), 5)
     stop = product.events("stop")
@@ -334,7 +336,8 @@ async def test_redirect_updates_are_recorded_and_refused_after_the_end(
     sid = call.sid or ""
     await asyncio.wait_for(product.stream_started.wait(), 10)
     await asyncio.to_thread(client.calls(sid).update, twiml="<Response><Hangup/></Response>")
-    assert sim.updates[-1] == (sid, {"Twiml": "<Response><Hangup/></Response>"})
+    update = sim.updates[-1]
+    assert (update.call_sid, update.params) == (sid, {"Twiml": "<Response><Hangup/></Response>"})
     await asyncio.to_thread(client.calls(sid).update, status="completed")
     await sim.wait_for_call(sid, timeout=10)
     with pytest.raises(TwilioRestException) as caught:

@@ -7,14 +7,24 @@ The call, in Twilio's order:
    `RequestValidator.compute_signature`). A non-2xx answer or TwiML Twilio would reject
    ends the call with an "application error" (recorded, never raised).
 2. TwiML, verb by verb: `<Say>` is spoken into what the caller hears, `<Pause>` waits,
-   `<Connect><Stream>` opens the media stream; `<Hangup>`/`<Reject>` end the call. `<Dial>`,
-   `<Redirect>` and other verbs are recorded and end the simulation there.
+   `<Connect><Stream>` opens the media stream; `<Hangup>`/`<Reject>` end the call.
+   `<Dial>` bridges the call to the number for `dial_leg_ms` (a simulated far end that
+   hangs up at once by default), then the TwiML goes on. `<Redirect>` fetches its URL
+   (signed, `CallStatus=in-progress`) and runs that TwiML instead. `action` URLs and
+   other verbs are recorded and end the simulation there.
 3. Media stream: a WebSocket to the `<Stream>` URL, its upgrade signed like a GET. The phone
    sends `connected`, `start`, a `media` frame every 20 ms (paced on the monotonic clock
    without drift: frame k goes at t0 + k·20 ms) carrying what the call script says, `dtmf`
    for key presses, and `stop` before it hangs up. What the server sends is played out at
    real time (`Playout`): marks come back when the audio before them has played, `clear`
    drops the unplayed audio and returns every pending mark at once.
+
+Call control from outside, as Twilio's REST API does it (`TwilioApiSimulator` calls these):
+`PhoneCall.complete()` ends the call (`Status=completed`): the stream gets `stop` and is
+closed from Twilio's side. `PhoneCall.redirect(twiml=…)` / `redirect(url=…)` ends the verb
+that is running (a stream gets `stop` and is closed the same way) and runs the new TwiML.
+`PhoneCallResult.ended_by` says who ended the call: `phone` (the script or `hangup()`),
+`api` (`complete()`) or `server` (its TwiML ran out or hung up).
 
 `Playout` is the pure core of step 3 (no clock, no I/O: every method takes `now_ms`), so
 its bookkeeping is tested without sockets. `PhoneCall` is the I/O around it: it owns the
@@ -39,6 +49,7 @@ import secrets
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +76,7 @@ from hotline.sim.twiml import (
     Say,
     StartStream,
     Stream,
+    Twiml,
     TwimlError,
     parse_twiml,
 )
@@ -285,6 +297,25 @@ class CallbackRecord:
     error: str | None = None
 
 
+@dataclass(slots=True)
+class DialRecord:
+    """One `<Dial>` the phone executed: the bridged leg ran from `at` to `ended_at`."""
+
+    at: float
+    number: str
+    ended_at: float | None = None
+
+
+@dataclass(slots=True)
+class TwimlUpdate:
+    """New TwiML the live call switched to: a REST update (`api`) or a `<Redirect>` verb."""
+
+    at: float  # when the update reached the call
+    source: str  # "api" | "redirect"
+    url: str | None  # fetched from here; None for inline TwiML
+    twiml: str | None  # the document that ran next; None when the fetch failed
+
+
 _AUDIO_FIELDS = frozenset({"heard_segments", "caller_audio"})
 
 
@@ -307,8 +338,10 @@ class PhoneCallResult:
     verbs: list[dict[str, object]] = field(default_factory=list)
     say_texts: list[str] = field(default_factory=list)
     hangup_verb: bool = False
-    dial_numbers: list[str] = field(default_factory=list)
+    dial_numbers: list[str] = field(default_factory=list)  # in the TwiML (see `dials`)
     redirect_urls: list[str] = field(default_factory=list)
+    dials: list[DialRecord] = field(default_factory=list)  # the <Dial>s executed
+    twiml_updates: list[TwimlUpdate] = field(default_factory=list)
     unexecuted_verb: str | None = None  # the verb the simulation stopped at, if any
     application_error: str | None = None
     application_error_code: int | None = None
@@ -324,7 +357,8 @@ class PhoneCallResult:
     stop_sent_at: float | None = None
     socket_closed_at: float | None = None
     ended_at: float | None = None
-    closed_by: str | None = None  # "phone" | "server"
+    closed_by: str | None = None  # the last stream's socket: "phone" (Twilio) | "server"
+    ended_by: str | None = None  # "phone" | "api" | "server"; None: the simulator failed
     close_code: int | None = None
     close_reason: str | None = None
     media_received: list[MediaReceived] = field(default_factory=list)
@@ -339,6 +373,10 @@ class PhoneCallResult:
     warnings: list[str] = field(default_factory=list)
     script_log: list[StepRecord] = field(default_factory=list)  # times: monotonic ms
     status_callbacks: list[CallbackRecord] = field(default_factory=list)
+    beep_ended_at: float | None = None  # the first `Beep` step of the script ended
+    amd_callback_at: float | None = None  # the async AMD verdict was sent (API calls)
+    amd_answered_by: str | None = None
+    amd_detection_ms: int | None = None  # its MachineDetectionDuration
     final_status: str = "completed"
     failure: str | None = None  # an exception inside the simulator itself
     heard_origin_at: float | None = None
@@ -489,15 +527,21 @@ class SimulatedPhone:
     """Places simulated calls to one server. Many calls may run at once.
 
     `connect_to` (`http://host:port`): send every request and stream connection there,
-    whatever host the URLs name, while signing the URLs as given.
+    whatever host the URLs name, while signing the URLs as given. `dial_leg_ms`: how long
+    the far end of a `<Dial>` stays on the line before it hangs up. `call_listeners` are
+    told of every call this phone starts (`TwilioApiSimulator.attach_phone` uses this to
+    make the calls known to the REST API).
     """
 
     def __init__(self, *, server_url: str, auth_token: str, account_sid: str,
-                 http: httpx.AsyncClient | None = None, connect_to: str | None = None) -> None:
+                 http: httpx.AsyncClient | None = None, connect_to: str | None = None,
+                 dial_leg_ms: int = 0) -> None:
         self.server_url = server_url.rstrip("/")
         self.auth_token = auth_token
         self.account_sid = account_sid
         self.connect_to = connect_to
+        self.dial_leg_ms = dial_leg_ms
+        self.call_listeners: list[Callable[[PhoneCall], None]] = []
         self._http = http
 
     async def call(self, *, to: str, from_: str, script: CallScript, direction: str = "inbound",
@@ -533,11 +577,28 @@ class SimulatedPhone:
             status_callback=status_callback, status_callback_method=status_callback_method,
             forge_signature=forge_signature, extra_params=dict(extra_params or {}))
         call.start()
+        for listener in self.call_listeners:
+            listener(call)
         return call
 
 
+@dataclass(slots=True)
+class _PendingUpdate:
+    """TwiML the call switches to once the running verb has ended."""
+
+    at: float
+    source: str  # "api" | "redirect"
+    twiml: str | None = None
+    url: str | None = None
+    method: str = "POST"
+
+
 class PhoneCall:
-    """One call in progress: `hangup()` it from outside, or `await wait()` for its result."""
+    """One call in progress: `await wait()` for its result, or control it from outside.
+
+    `hangup()`: the person on the phone hangs up. `complete()` and `redirect()`: what
+    Twilio does on a REST update (`Status=completed`, `Twiml`/`Url`).
+    """
 
     def __init__(self, *, phone: SimulatedPhone, to: str, from_: str, script: CallScript,
                  direction: str, call_sid: str, webhook_url: str, webhook_method: str,
@@ -558,7 +619,13 @@ class PhoneCall:
             webhook_url=None if twiml is not None else webhook_url,
             webhook_method=webhook_method, signature_forged=forge_signature)
         self._hangup = asyncio.Event()
+        # Set with `_hangup` or a pending update: whatever verb is running ends now.
+        self._interrupt = asyncio.Event()
+        self._update: _PendingUpdate | None = None
+        self._executing = False  # a TwiML document has started to run (call answered)
+        self._beep_ended = asyncio.Event()
         self._playout = Playout()
+        self._heard_taken = 0  # playout segments already copied into the result
         self._runner: ScriptRunner | None = None
         self._stream_sid = ""
         self._sequence = 0
@@ -584,10 +651,46 @@ class PhoneCall:
 
     def hangup(self) -> None:
         """The caller hangs up: the phone sends `stop` and closes the stream (if open)."""
-        self._hangup.set()
+        self._end("phone")
+
+    def complete(self) -> None:
+        """REST `Status=completed`: Twilio ends the call (`stop`, then it closes the stream)."""
+        self._end("api")
+
+    def redirect(self, *, twiml: str | None = None, url: str | None = None,
+                 method: str = "POST") -> None:
+        """REST `Twiml`/`Url` update: end the running verb, then run the new TwiML.
+
+        `url` is fetched like the voice webhook (signed, `CallStatus=in-progress`); with
+        both, `url` wins, as on Twilio. A later update replaces one not yet taken.
+        """
+        if twiml is None and url is None:
+            raise ValueError("redirect needs twiml or url")
+        self._update = _PendingUpdate(
+            at=time.monotonic(), source="api", twiml=None if url else twiml, url=url,
+            method=method.upper())
+        self._interrupt.set()
+
+    @property
+    def in_progress(self) -> bool:
+        """Answered (its TwiML is running) and not over: what Twilio calls `in-progress`."""
+        return self._executing and not self._hangup.is_set() and not self.done()
+
+    async def wait_beep_ended(self) -> float:
+        """When the callee's first `Beep` step ended (waits for it; monotonic seconds)."""
+        await self._beep_ended.wait()
+        assert self.result.beep_ended_at is not None
+        return self.result.beep_ended_at
 
     def done(self) -> bool:
         return self._task is not None and self._task.done()
+
+    def _end(self, by: str) -> None:
+        """End the call; the first to end it is who ended it."""
+        if self.result.ended_by is None:
+            self.result.ended_by = by
+        self._hangup.set()
+        self._interrupt.set()
 
     async def wait(self) -> PhoneCallResult:
         return await asyncio.shield(self.task)
@@ -606,6 +709,8 @@ class PhoneCall:
                 result.failure = f"{type(exc).__name__}: {exc}"
             finally:
                 result.ended_at = time.monotonic()
+                if result.ended_by is None and result.failure is None:
+                    result.ended_by = "server"  # its TwiML ran out, or hung up
             if self._status_callback:
                 await self._send_completed_callback(http)
         finally:
@@ -625,41 +730,94 @@ class PhoneCall:
         if text is None:
             return
         result.twiml = text
+        document = self._parse(text)
+        if document is not None:
+            result.heard_origin_at = result.twiml_received_at
+            self._executing = True
+        while document is not None:
+            document = await self._execute(document, http)
+
+    def _parse(self, text: str) -> Twiml | None:
         try:
             document = parse_twiml(text)
         except TwimlError as exc:
             self._application_error(exc.code, exc.message)
-            return
-        result.verbs = document.describe()
-        result.say_texts = document.say_texts
-        result.hangup_verb = document.has_hangup
-        result.dial_numbers = document.dial_numbers
-        result.redirect_urls = document.redirect_urls
-        result.heard_origin_at = result.twiml_received_at
+            return None
+        result = self.result
+        result.verbs.extend(document.describe())
+        result.say_texts.extend(document.say_texts)
+        result.hangup_verb = result.hangup_verb or document.has_hangup
+        result.dial_numbers.extend(document.dial_numbers)
+        result.redirect_urls.extend(document.redirect_urls)
+        return document
+
+    async def _execute(self, document: Twiml, http: httpx.AsyncClient) -> Twiml | None:
+        """Run one document's verbs; returns the TwiML to run next, None when the call ends."""
+        result = self.result
         for verb in document.verbs:
             if self._hangup.is_set():
-                return
+                return None
+            if self._update is not None:
+                break
             match verb:
                 case Say():
                     await self._say(verb)
                 case Pause(length_s=length_s):
-                    await self._wait_or_hangup(length_s)
+                    await self._wait_or_interrupt(length_s)
                 case Connect(stream=Stream() as stream):
                     await self._stream(stream)
+                    if self._interrupt.is_set():
+                        continue  # hung up or updated: the loop's checks say which
                     if result.closed_by != "server":
-                        return
+                        return None  # the stream never opened: an application error
                     if verb.action:
                         result.unexecuted_verb = "Connect action"
                         result.warnings.append(f"<Connect action={verb.action!r}> not followed")
-                        return
+                        return None
+                case Dial():
+                    if not await self._dial(verb):
+                        return None
+                case Redirect(url=url, method=method):
+                    self._update = _PendingUpdate(at=time.monotonic(), source="redirect",
+                                                  url=url, method=method)
+                    break
                 case Hangup() | Reject():
-                    return
+                    return None
                 case StartStream():
                     result.warnings.append("<Start><Stream> is not simulated; skipped")
-                case Connect() | Dial() | Redirect() | OtherVerb():
+                case Connect() | OtherVerb():
                     name = verb.name if isinstance(verb, OtherVerb) else type(verb).__name__
                     result.unexecuted_verb = name
-                    return
+                    return None
+        return await self._take_update(http)
+
+    async def _take_update(self, http: httpx.AsyncClient) -> Twiml | None:
+        """The pending update's TwiML (fetched if it names a URL); None: the call ends."""
+        while (update := self._update) is not None and not self._hangup.is_set():
+            self._update = None
+            self._interrupt.clear()  # not hung up (checked above): the new TwiML may run
+            text = update.twiml
+            if update.url is not None:
+                text = await self._fetch_update(http, update.url, update.method)
+            self.result.twiml_updates.append(TwimlUpdate(update.at, update.source, update.url,
+                                                         text))
+            if self._update is not None:
+                continue  # replaced by a newer update while this one was fetched
+            return self._parse(text) if text is not None else None
+        return None
+
+    async def _dial(self, verb: Dial) -> bool:
+        """Bridge to the number for `dial_leg_ms`; False when the call ends here."""
+        record = DialRecord(at=time.monotonic(), number=verb.number)
+        self.result.dials.append(record)
+        await self._wait_or_interrupt(self._phone.dial_leg_ms / 1000)
+        record.ended_at = time.monotonic()
+        action = verb.attributes.get("action")
+        if action and not self._interrupt.is_set():
+            self.result.unexecuted_verb = "Dial action"
+            self.result.warnings.append(f"<Dial action={action!r}> not followed")
+            return False
+        return True
 
     async def _fetch_twiml(self, http: httpx.AsyncClient) -> str | None:
         result = self.result
@@ -668,10 +826,8 @@ class PhoneCall:
         result.webhook_params = params
         result.webhook_sent_at = time.monotonic()
         try:
-            response = await send_twilio_request(
-                http, result.webhook_url, params, auth_token=self._phone.auth_token,
-                method=result.webhook_method, connect_to=self._phone.connect_to,
-                forge=self._forge)
+            response = await self._request_twiml(http, result.webhook_url,
+                                                 result.webhook_method, params)
         except httpx.HTTPError as exc:
             self._application_error(HTTP_RETRIEVAL_FAILURE,
                                     f"webhook failed: {type(exc).__name__}: {exc}")
@@ -685,6 +841,27 @@ class PhoneCall:
                                     f"webhook answered HTTP {response.status_code}")
             return None
         return response.text
+
+    async def _fetch_update(self, http: httpx.AsyncClient, url: str, method: str) -> str | None:
+        """TwiML from an update's or a `<Redirect>`'s URL; None (application error) if not."""
+        try:
+            response = await self._request_twiml(http, url, method,
+                                                 self._call_params("in-progress"))
+        except httpx.HTTPError as exc:
+            self._application_error(HTTP_RETRIEVAL_FAILURE,
+                                    f"{url} failed: {type(exc).__name__}: {exc}")
+            return None
+        if not 200 <= response.status_code < 300:
+            self._application_error(HTTP_RETRIEVAL_FAILURE,
+                                    f"{url} answered HTTP {response.status_code}")
+            return None
+        return response.text
+
+    async def _request_twiml(self, http: httpx.AsyncClient, url: str, method: str,
+                             params: dict[str, str]) -> httpx.Response:
+        return await send_twilio_request(
+            http, url, params, auth_token=self._phone.auth_token, method=method,
+            connect_to=self._phone.connect_to, forge=self._forge)
 
     def _call_params(self, call_status: str) -> dict[str, str]:
         result = self.result
@@ -711,12 +888,21 @@ class PhoneCall:
         language = (verb.language or "en").split("-")[0].lower()
         audio = await asyncio.to_thread(speech.synthesize, verb.text, language, verb.voice or "")
         audio *= max(1, verb.loop)
-        self.result.heard_segments.append((time.monotonic(), audio))
-        await self._wait_or_hangup(len(audio) / (mulaw.BYTES_PER_MS * 1000))
+        if self._interrupt.is_set():
+            return  # hung up or updated while the speech was being made
+        started = time.monotonic()
+        segments = self.result.heard_segments
+        segments.append((started, audio))
+        index = len(segments) - 1
+        await self._wait_or_interrupt(len(audio) / (mulaw.BYTES_PER_MS * 1000))
+        if self._interrupt.is_set():  # cut off: the caller heard only the start
+            cut = int((time.monotonic() - started) * 1000 * mulaw.BYTES_PER_MS)
+            segments[index] = (started, audio[:cut])
 
-    async def _wait_or_hangup(self, seconds: float) -> None:
+    async def _wait_or_interrupt(self, seconds: float) -> None:
+        """A verb that takes time: it ends early on a hang-up or an update."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._hangup.wait(), timeout=seconds)
+            await asyncio.wait_for(self._interrupt.wait(), timeout=seconds)
 
     async def _send_completed_callback(self, http: httpx.AsyncClient) -> None:
         assert self._status_callback is not None
@@ -769,6 +955,8 @@ class PhoneCall:
         result.socket_open_at = time.monotonic()
         self._stream_sid = new_stream_sid()
         result.stream_sid = self._stream_sid
+        self._sequence = 0
+        self._server_closed = self._phone_closing = False
         reader = asyncio.create_task(self._read(ws), name=f"phone-read-{self.call_sid}")
         echoer = asyncio.create_task(self._echo_marks(ws), name=f"phone-marks-{self.call_sid}")
         try:
@@ -788,12 +976,16 @@ class PhoneCall:
             if ws.state is not websockets.State.CLOSED:
                 self._phone_closing = True
                 await ws.close()
+            # One playout for the whole call (the script counts agent audio per call);
+            # audio still queued when a stream ends never plays.
             end = result.socket_closed_at or time.monotonic()
             unplayed = self._playout.finish(end * 1000)
-            result.unplayed_ms_at_end = unplayed / mulaw.BYTES_PER_MS
+            result.unplayed_ms_at_end += unplayed / mulaw.BYTES_PER_MS
             result.played_ms = self._playout.played_ms(end * 1000)
+            heard = self._playout.heard()
             result.heard_segments.extend(
-                (start_ms / 1000, audio) for start_ms, audio in self._playout.heard())
+                (start_ms / 1000, audio) for start_ms, audio in heard[self._heard_taken:])
+            self._heard_taken = len(heard)
             if self._runner is not None:
                 result.script_log = self._runner.log
 
@@ -827,18 +1019,20 @@ class PhoneCall:
                 delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                if self._hangup.is_set() or self._server_closed:
+                if self._interrupt.is_set() or self._server_closed:
                     return
                 now = time.monotonic()
                 result.max_send_lag_ms = max(result.max_send_lag_ms, (now - due) * 1000)
                 now_ms = now * 1000
                 tick = runner.tick(now_ms, AgentAudio(self._playout.played_ms(now_ms),
                                                       self._playout.last_heard_ms(now_ms)))
+                self._note_beep(runner)
                 for digit in tick.digits:
                     await self._send(ws, "dtmf", {"dtmf": {"track": "inbound_track",
                                                            "digit": digit}})
                     result.dtmf_sent.append(DtmfSent(time.monotonic(), digit))
                 if tick.hangup or tick.frame is None:
+                    self._end("phone")
                     return
                 await self._send(ws, "media", {"media": {
                     "track": "inbound",
@@ -851,6 +1045,12 @@ class PhoneCall:
                 chunk += 1
         except ConnectionClosed:
             self._server_closed = True
+
+    def _note_beep(self, runner: ScriptRunner) -> None:
+        """The callee's beep just ended: what DetectMessageEnd AMD is waiting for."""
+        if runner.beep_ended_ms is not None and self.result.beep_ended_at is None:
+            self.result.beep_ended_at = runner.beep_ended_ms / 1000
+            self._beep_ended.set()
 
     async def _read(self, ws: ClientConnection) -> None:
         result = self.result

@@ -5,6 +5,9 @@ A `CallScript` is a list of steps run in order:
     Silence(ms)                      the line is open, nobody speaks (0xFF frames)
     Say(text, language, voice)       speech from `speech.synthesize` (espeak-ng or a tone)
     Tone(ms)                         a voiced tone, loud enough for any energy VAD
+    Beep(ms, frequency_hz)           an answering machine's beep: a steady ~1 kHz sine;
+                                     the runner notes when it ended (`beep_ended_ms`),
+                                     which is when Twilio's DetectMessageEnd AMD decides
     Audio(mulaw)                     given μ-law 8 kHz audio (see `CallScript.from_wav`)
     Dtmf(digit)                      a key press: one `dtmf` event, takes no time
     WaitForAgentAudio(played_ms)     silence until that much agent audio has been *played*
@@ -17,6 +20,9 @@ A `CallScript` is a list of steps run in order:
 Waits end at `timeout_ms` at the latest (the step log says so). A script that runs out hangs
 up. Between and during waits the microphone sends silence, like a real open line.
 
+Ready-made scripts: `CallScript.default_callee()` (a person who says "Hello?" and listens)
+and `CallScript.answering_machine()` (greeting, beep, records the agent's message).
+
 `ScriptRunner` is the pure core that plays a script: `tick(now_ms, agent)` is called once
 per 20 ms frame with what the caller has heard so far and returns the frame to send, the
 digits pressed and whether to hang up. It never sleeps or touches a socket; the phone owns
@@ -25,6 +31,7 @@ the clock.
 
 from __future__ import annotations
 
+import array
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +67,18 @@ class Tone:
     def __post_init__(self) -> None:
         if self.ms <= 0:
             raise ValueError(f"Tone ms must be > 0, got {self.ms}")
+
+
+@dataclass(frozen=True, slots=True)
+class Beep:
+    """The tone a voicemail plays before recording: what DetectMessageEnd AMD waits for."""
+
+    ms: int = 400
+    frequency_hz: float = 1000.0
+
+    def __post_init__(self) -> None:
+        if self.ms <= 0:
+            raise ValueError(f"Beep ms must be > 0, got {self.ms}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +118,12 @@ class Hangup:
     pass
 
 
-Step = Silence | Say | Tone | Audio | Dtmf | WaitForAgentAudio | WaitForAgentSilence | Hangup
+Step = (Silence | Say | Tone | Beep | Audio | Dtmf | WaitForAgentAudio | WaitForAgentSilence
+        | Hangup)
+SpeakingStep = Say | Tone | Beep | Audio
+
+DEFAULT_VOICEMAIL_GREETING = ("Hi, you've reached Dana. I can't take your call right now, "
+                              "please leave a message after the tone.")
 
 
 @dataclass(slots=True)
@@ -116,6 +140,26 @@ class CallScript:
         """Someone who picks up: "Hello?", listens until the agent is done (≤30 s), hangs up."""
         return cls([Say("Hello?"), WaitForAgentSilence(quiet_ms=2000, timeout_ms=30_000),
                     Hangup()])
+
+    @classmethod
+    def answering_machine(cls, greeting: str = DEFAULT_VOICEMAIL_GREETING, *,
+                          beep_ms: int = 400, message_quiet_ms: int = 3000,
+                          message_timeout_ms: int = 120_000,
+                          then: Iterable[Step] | None = None) -> CallScript:
+        """Voicemail: greeting, beep, then records until the agent's message is over.
+
+        The message is over after `message_quiet_ms` without agent audio once some has
+        played after the beep started (or at `message_timeout_ms`). `then` runs next; by
+        default the machine stays on the line, silent, for a minute (a real one would
+        keep recording until the caller hangs up), then hangs up.
+        """
+        after = list(then) if then is not None else [Silence(60_000)]
+        return cls([
+            Say(greeting), Beep(beep_ms),
+            WaitForAgentAudio(played_ms=1, timeout_ms=message_timeout_ms),
+            WaitForAgentSilence(quiet_ms=message_quiet_ms, timeout_ms=message_timeout_ms),
+            *after,
+        ])
 
 
 @dataclass(slots=True)
@@ -144,12 +188,26 @@ class StepRecord:
     timed_out: bool = False
 
 
-def render_audio(step: Say | Tone | Audio) -> bytes:
+def beep_tone(ms: int, frequency_hz: float = 1000.0, amplitude: int = 8000) -> bytes:
+    """A pure sine as μ-law, with 5 ms ramps so its edges don't click."""
+    n = ms * mulaw.BYTES_PER_MS
+    ramp = 5 * mulaw.BYTES_PER_MS
+    step = 2 * math.pi * frequency_hz / mulaw.SAMPLE_RATE
+    samples = array.array("h", bytes(2 * n))
+    for i in range(n):
+        envelope = min(1.0, i / ramp, (n - 1 - i) / ramp)
+        samples[i] = int(amplitude * envelope * math.sin(step * i))
+    return mulaw.encode(samples)
+
+
+def render_audio(step: SpeakingStep) -> bytes:
     """The μ-law audio of a speaking step, padded with silence to whole 20 ms frames."""
     if isinstance(step, Say):
         audio = speech.synthesize(step.text, step.language, step.voice)
     elif isinstance(step, Tone):
         audio = speech.voiced_tone(step.ms)
+    elif isinstance(step, Beep):
+        audio = beep_tone(step.ms, step.frequency_hz)
     else:
         audio = step.mulaw
     remainder = len(audio) % mulaw.FRAME_BYTES
@@ -170,7 +228,7 @@ class ScriptRunner:
         self._audio: dict[int, bytes] = {
             index: render_audio(step)
             for index, step in enumerate(self._steps)
-            if isinstance(step, Say | Tone | Audio)
+            if isinstance(step, SpeakingStep)
         }
         self._index = 0
         self._offset = 0  # bytes of the current speaking step already sent
@@ -178,6 +236,9 @@ class ScriptRunner:
         self._spoke_ms = -math.inf  # when the caller last started speaking
         self.log: list[StepRecord] = []
         self.finished = False
+        # When the last `Beep` step ended: the tick after its last frame, i.e. when the
+        # beep's audio is over on the line. None until a beep has played.
+        self.beep_ended_ms: float | None = None
 
     def tick(self, now_ms: float, agent: AgentAudio) -> MicTick:
         digits: list[str] = []
@@ -193,12 +254,14 @@ class ScriptRunner:
                         self._offset += mulaw.FRAME_BYTES
                         return MicTick(_SILENT_FRAME, digits)
                     self._end(now_ms)
-                case Say() | Tone() | Audio():
+                case Say() | Tone() | Beep() | Audio():
                     audio = self._audio[self._index]
                     if self._offset < len(audio):
                         frame = audio[self._offset:self._offset + mulaw.FRAME_BYTES]
                         self._offset += mulaw.FRAME_BYTES
                         return MicTick(frame, digits)
+                    if isinstance(step, Beep):
+                        self.beep_ended_ms = now_ms
                     self._end(now_ms)
                 case Dtmf(digit=digit):
                     digits.append(digit)
@@ -227,7 +290,7 @@ class ScriptRunner:
 
     def _begin(self, step: Step, now_ms: float) -> None:
         self._started_ms = now_ms
-        if isinstance(step, Say | Tone | Audio):
+        if isinstance(step, SpeakingStep):
             self._spoke_ms = now_ms
         self._offset = 0
         self.log.append(StepRecord(index=self._index, step=repr(step), started_ms=now_ms))

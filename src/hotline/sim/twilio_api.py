@@ -10,7 +10,8 @@ pointed at it (`client.api.base_url = sim.url`):
 
 HTTP Basic auth (AccountSid:AuthToken). Errors use Twilio's JSON shape
 (`{"code", "message", "more_info", "status"}`): 20003 bad credentials (401), 20404 unknown
-call (404), 21201/21213/21205 missing To/From/Url (400), 21220 redirecting an ended call.
+call (404), 21201/21213/21205 missing To/From/Url (400), 21220 redirecting a call that is
+not in progress (ringing or ended).
 
 After a create the call runs in the background like Twilio's: status callbacks for the
 requested `StatusCallbackEvent`s (`initiated`, `ringing`, `answered`, `completed`; default
@@ -18,7 +19,26 @@ requested `StatusCallbackEvent`s (`initiated`, `ringing`, `answered`, `completed
 `CallbackSource`; after `ring_ms` the callee answers (or the number's outcome is `busy`,
 `no-answer` or `failed`) and a `SimulatedPhone` plays the call: it fetches `Url` with
 `CallStatus=in-progress` and `Direction=outbound-api` (or runs inline `Twiml`) and follows
-the callee's `CallScript`. Updating `Status=completed` hangs that phone up.
+the callee's `CallScript`.
+
+Inbound calls too: `attach_phone(phone)` makes every call that phone places known here
+(`direction` `inbound`, `ringing` until its TwiML runs, then `in-progress`), so the server
+can fetch and update them like the calls it created. Every update is kept in `updates`
+(`CallUpdate`, with the monotonic time it arrived). On a live call, `Status=completed` ends
+it: the stream gets `stop` and Twilio's side closes it (`PhoneCallResult.ended_by ==
+"api"`). `Twiml` or `Url` ends the running verb (a stream: `stop`, closed) and runs the
+new TwiML; `<Dial>` there bridges the call (`PhoneCallResult.dials`) and the call
+completes when the far end hangs up.
+
+Answering machine detection: `MachineDetection` gives the number's `answered_by` verdict
+(default `human`). Synchronous, it rides on the Url webhook as `AnsweredBy`. With
+`AsyncAmd=true` it is POSTed to `AsyncAmdStatusCallback` with `MachineDetectionDuration`:
+`amd_ms` after the answer, except for `machine_end_*` verdicts under
+`DetectMessageEnd`, which wait for the callee's script to finish its `Beep` (the end of
+the voicemail greeting) and report the time from answer to then; no beep within
+`MachineDetectionTimeout` (default 30 s) gives `unknown`. `Enable` mode never reports the
+end of a message, so a `machine_end_*` verdict becomes `machine_start` there. The phone's
+result records when the verdict was sent (`amd_callback_at`, `amd_answered_by`).
 """
 
 from __future__ import annotations
@@ -27,6 +47,8 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import datetime
+import email.utils
 import hmac
 import logging
 import math
@@ -60,6 +82,9 @@ log = logging.getLogger(__name__)
 
 CALL_EVENTS = ("initiated", "ringing", "answered", "completed")
 UNANSWERED_OUTCOMES = frozenset({"busy", "no-answer", "failed"})
+MESSAGE_END_VERDICTS = frozenset({"machine_end_beep", "machine_end_silence",
+                                  "machine_end_other"})
+DEFAULT_MACHINE_DETECTION_TIMEOUT_S = 30.0
 _REPEATABLE = frozenset({"StatusCallbackEvent", "RecordingStatusCallbackEvent"})
 
 
@@ -71,21 +96,38 @@ def twilio_error(status: int, code: int, message: str) -> JSONResponse:
 
 
 @dataclass(slots=True)
+class CallUpdate:
+    """One `POST /Calls/{Sid}.json`, as it arrived, and the HTTP status it was answered."""
+
+    at: float  # time.monotonic() when the request arrived
+    call_sid: str
+    params: dict[str, str | list[str]]
+    http_status: int | None = None
+
+
+@dataclass(slots=True)
 class SimulatedCall:
-    """One call created through the API: its parameters, resource fields and lifecycle."""
+    """One call the API knows: its parameters, resource fields and lifecycle.
+
+    Created through the API (`outbound-api`), or placed by an attached phone (`inbound`:
+    no create parameters; the phone drives it).
+    """
 
     sid: str
     params: dict[str, str | list[str]]
     to: str
     from_: str
     events: frozenset[str]
+    direction: str = "outbound-api"
+    placed_by_phone: bool = False  # an attached phone's call: its status follows the phone
     status: str = "queued"
     date_created: str = field(default_factory=rfc2822_now)
     date_updated: str = field(default_factory=rfc2822_now)
     start_time: str | None = None
     end_time: str | None = None
     duration: str | None = None
-    answered_by: str | None = None
+    answered_by: str | None = None  # on the resource once AMD has decided
+    amd_verdict: str | None = None  # what AMD will decide (MachineDetection requested)
     answered_at: float | None = None
     sequence: int = 0
     phone_call: PhoneCall | None = None
@@ -111,7 +153,8 @@ class TwilioApiSimulator:
     each ApplicationSid a call may name instead of Url. `server_url_for_phone`: where the
     callee's phone actually sends its requests and stream (scheme + host + port), whatever
     host `Url`, `StatusCallback` and the stream URL name; signatures still cover the URLs
-    as given. None: use the URLs as given.
+    as given. None: use the URLs as given. `dial_leg_ms`: how long the far end of a
+    `<Dial>` stays on the line (see `SimulatedPhone`).
     """
 
     def __init__(self, *, account_sid: str, auth_token: str, ring_ms: int = 300,
@@ -120,7 +163,7 @@ class TwilioApiSimulator:
                  answered_by: Mapping[str, str] | None = None,
                  amd_ms: int = 1200,
                  application_urls: Mapping[str, str] | None = None,
-                 server_url_for_phone: str | None = None) -> None:
+                 server_url_for_phone: str | None = None, dial_leg_ms: int = 0) -> None:
         for number, outcome in (outcomes or {}).items():
             if outcome not in UNANSWERED_OUTCOMES:
                 raise ValueError(f"outcome for {number} must be one of "
@@ -134,8 +177,9 @@ class TwilioApiSimulator:
         self.amd_ms = amd_ms
         self.application_urls: dict[str, str] = dict(application_urls or {})
         self.server_url_for_phone = server_url_for_phone
+        self.dial_leg_ms = dial_leg_ms
         self.created: list[dict[str, str | list[str]]] = []
-        self.updates: list[tuple[str, dict[str, str | list[str]]]] = []
+        self.updates: list[CallUpdate] = []
         self.callbacks: list[CallbackRecord] = []
         self.results: dict[str, PhoneCallResult] = {}
         self.calls: dict[str, SimulatedCall] = {}
@@ -149,7 +193,7 @@ class TwilioApiSimulator:
         self._phone = SimulatedPhone(
             server_url=self.server_url_for_phone or "http://127.0.0.1",
             auth_token=self.auth_token, account_sid=self.account_sid, http=self._http,
-            connect_to=self.server_url_for_phone)
+            connect_to=self.server_url_for_phone, dial_leg_ms=self.dial_leg_ms)
         self.url = await self._server.start(host, port)
         return self.url
 
@@ -178,6 +222,17 @@ class TwilioApiSimulator:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.stop()
+
+    def attach_phone(self, phone: SimulatedPhone) -> SimulatedPhone:
+        """Make the calls `phone` places (inbound) fetchable and updatable here.
+
+        Only calls started after attaching are known. The phone must be in this account.
+        """
+        if phone.account_sid != self.account_sid:
+            raise ValueError(f"the phone's account {phone.account_sid} is not this "
+                             f"API's ({self.account_sid})")
+        phone.call_listeners.append(self._adopt)
+        return phone
 
     async def wait_for_call(
             self, call_sid: str, timeout: float = 30.0,  # noqa: ASYNC109 (fixed public API)
@@ -259,35 +314,56 @@ class TwilioApiSimulator:
         if denied is not None:
             return denied
         call_sid = request.path_params["call_sid"]
-        params = _form(await request.body()) if request.method == "POST" else {}
-        if request.method == "POST":
-            self.updates.append((call_sid, params))
-        call = self.calls.get(call_sid)
-        if call is None:
-            return twilio_error(404, 20404, f"The requested resource {request.url.path} was "
-                                            "not found")
         if request.method == "GET":
-            return JSONResponse(self._resource(call))
-        ended = call.done.is_set() or call.hangup_requested.is_set()
+            call = self.calls.get(call_sid)
+            return self._not_found(request) if call is None else JSONResponse(
+                self._resource(call))
+        update = CallUpdate(time.monotonic(), call_sid, _form(await request.body()))
+        self.updates.append(update)
+        call = self.calls.get(call_sid)
+        response = (self._not_found(request) if call is None
+                    else self._update(call, update.params))
+        update.http_status = response.status_code
+        return response
+
+    @staticmethod
+    def _not_found(request: Request) -> Response:
+        return twilio_error(404, 20404, f"The requested resource {request.url.path} was "
+                                        "not found")
+
+    def _update(self, call: SimulatedCall, params: Mapping[str, str | list[str]]) -> Response:
+        """Apply a Status / Url / Twiml update as Twilio would (Status first)."""
+        _refresh_inbound(call)
+        ended = (call.done.is_set() or call.hangup_requested.is_set()
+                 or (call.phone_call is not None and call.phone_call.done()))
         status = _single(params, "Status")
-        if (_single(params, "Url") or _single(params, "Twiml")) and ended:
-            return twilio_error(400, 21220, "Call is not in-progress. Cannot redirect.")
-        # completed hangs up any live call; canceled only one not yet answered
-        if not ended and (status == "completed"
-                          or (status == "canceled" and call.status in ("queued", "ringing"))):
-            call.hangup_requested.set()
-            if call.phone_call is not None:
-                call.phone_call.hangup()
+        url, twiml = _single(params, "Url"), _single(params, "Twiml")
+        if status == "completed" or (status == "canceled"
+                                     and call.status in ("queued", "ringing")):
+            if not ended:  # completed ends any live call; canceled only one not answered
+                self._end(call)
+        elif url or twiml:
+            if ended or call.status != "in-progress" or call.phone_call is None:
+                return twilio_error(400, 21220, "Call is not in-progress. Cannot redirect.")
+            call.phone_call.redirect(twiml=twiml or None, url=url or None,
+                                     method=_single(params, "Method") or "POST")
         call.date_updated = rfc2822_now()
         return JSONResponse(self._resource(call))
 
+    @staticmethod
+    def _end(call: SimulatedCall) -> None:
+        call.hangup_requested.set()
+        if call.phone_call is not None:
+            call.phone_call.complete()
+
     def _resource(self, call: SimulatedCall) -> dict[str, Any]:
+        _refresh_inbound(call)
         uri = f"/2010-04-01/Accounts/{self.account_sid}/Calls/{call.sid}"
         return {
             "account_sid": self.account_sid, "annotation": None,
             "answered_by": call.answered_by, "api_version": API_VERSION, "caller_name": None,
             "date_created": call.date_created, "date_updated": call.date_updated,
-            "direction": "outbound-api", "duration": call.duration,
+            "direction": call.direction, "duration": call.duration,
             "end_time": call.end_time, "forwarded_from": None, "from": call.from_,
             "from_formatted": call.from_, "group_sid": None, "parent_call_sid": None,
             "phone_number_sid": None, "price": None, "price_unit": "USD", "queue_time": "0",
@@ -299,6 +375,29 @@ class TwilioApiSimulator:
             },
             "to": call.to, "to_formatted": call.to, "trunk_sid": None, "uri": f"{uri}.json",
         }
+
+    # -- inbound calls from an attached phone ---------------------------------------------
+    def _adopt(self, phone_call: PhoneCall) -> None:
+        """A call an attached phone just started: known here from now on."""
+        result = phone_call.result
+        call = SimulatedCall(sid=phone_call.call_sid, params={}, to=result.to_number,
+                             from_=result.from_number, events=frozenset(),
+                             direction=result.direction, placed_by_phone=True,
+                             status="ringing", phone_call=phone_call)
+        self.calls[call.sid] = call
+        call.task = asyncio.create_task(self._follow(call), name=f"api-inbound-{call.sid}")
+
+    async def _follow(self, call: SimulatedCall) -> None:
+        """The phone drives an inbound call; the resource mirrors it until it ends."""
+        assert call.phone_call is not None
+        try:
+            result = await call.phone_call.wait()
+        finally:
+            _refresh_inbound(call)
+            _finish(call, "completed")
+        result.final_status = call.status
+        self.results[call.sid] = result
+        call.done.set()
 
     # -- a call's life -------------------------------------------------------------------
     async def _run_call(self, call: SimulatedCall) -> None:
@@ -347,9 +446,9 @@ class TwilioApiSimulator:
         amd = call.param("MachineDetection")
         async_amd = call.param("AsyncAmd").lower() == "true"
         if amd:
-            call.answered_by = self.answered_by.get(call.to, "human")
-            if not async_amd:
-                extra["AnsweredBy"] = call.answered_by
+            verdict = call.amd_verdict = _verdict(amd, self.answered_by.get(call.to, "human"))
+            if not async_amd:  # synchronous: decided before the Url fetch, sent with it
+                call.answered_by = extra["AnsweredBy"] = verdict
         assert self._phone is not None
         url = call.param("Url")
         application_sid = call.param("ApplicationSid")
@@ -366,7 +465,8 @@ class TwilioApiSimulator:
         if not url and not call.param("Twiml"):
             phone_call.result.warnings.append(
                 f"ApplicationSid {application_sid} has no voice URL in application_urls")
-        amd_task = (asyncio.create_task(self._async_amd(call)) if amd and async_amd else None)
+        amd_task = (asyncio.create_task(self._async_amd(call, phone_call))
+                    if amd and async_amd else None)
         try:
             result = await phone_call.wait()
         finally:
@@ -376,14 +476,19 @@ class TwilioApiSimulator:
         _finish(call, "completed")
         return result
 
-    async def _async_amd(self, call: SimulatedCall) -> None:
-        """AsyncAmd=true: the verdict goes to AsyncAmdStatusCallback, amd_ms after answer."""
+    async def _async_amd(self, call: SimulatedCall, phone_call: PhoneCall) -> None:
+        """AsyncAmd=true: decide (see `_detect`), then POST to AsyncAmdStatusCallback."""
+        answered_by, duration_ms = await self._detect(call, phone_call)
+        call.answered_by = answered_by
         url = call.param("AsyncAmdStatusCallback")
         if not url:
             return
-        await asyncio.sleep(self.amd_ms / 1000)
-        params = {"AccountSid": self.account_sid, "AnsweredBy": call.answered_by or "unknown",
-                  "CallSid": call.sid, "MachineDetectionDuration": str(self.amd_ms)}
+        params = {"AccountSid": self.account_sid, "AnsweredBy": answered_by,
+                  "CallSid": call.sid, "MachineDetectionDuration": str(duration_ms)}
+        result = phone_call.result
+        result.amd_callback_at = time.monotonic()
+        result.amd_answered_by = answered_by
+        result.amd_detection_ms = duration_ms
         assert self._http is not None
         try:
             await send_twilio_request(
@@ -392,6 +497,27 @@ class TwilioApiSimulator:
                 connect_to=self.server_url_for_phone)
         except httpx.HTTPError as exc:
             log.info("async AMD callback for %s failed: %s", call.sid, exc)
+
+    async def _detect(self, call: SimulatedCall, phone_call: PhoneCall) -> tuple[str, int]:
+        """(AnsweredBy, MachineDetectionDuration ms), decided when Twilio would decide.
+
+        DetectMessageEnd on a machine waits for the end of its greeting, i.e. its beep;
+        every other verdict comes `amd_ms` after the answer.
+        """
+        verdict = call.amd_verdict or "unknown"
+        if (call.param("MachineDetection").lower() != "detectmessageend"
+                or verdict not in MESSAGE_END_VERDICTS):
+            await asyncio.sleep(self.amd_ms / 1000)
+            return verdict, self.amd_ms
+        timeout_s = _seconds(call.param("MachineDetectionTimeout"),
+                             DEFAULT_MACHINE_DETECTION_TIMEOUT_S)
+        try:
+            async with asyncio.timeout(timeout_s):
+                beep_ended_at = await phone_call.wait_beep_ended()
+        except TimeoutError:
+            return "unknown", round(timeout_s * 1000)
+        answered_at = call.answered_at if call.answered_at is not None else beep_ended_at
+        return verdict, max(0, round((beep_ended_at - answered_at) * 1000))
 
     def _callback(self, call: SimulatedCall, event: str) -> None:
         """Queue the status callback for `event` if it was requested (sent in order)."""
@@ -403,7 +529,7 @@ class TwilioApiSimulator:
         params = {
             "AccountSid": self.account_sid, "ApiVersion": API_VERSION,
             "CallSid": call.sid, "CallStatus": call_status, "Called": call.to,
-            "Caller": call.from_, "Direction": "outbound-api", "From": call.from_,
+            "Caller": call.from_, "Direction": call.direction, "From": call.from_,
             "To": call.to, "CallbackSource": "call-progress-events",
             "SequenceNumber": str(call.sequence), "Timestamp": rfc2822_now(),
         }
@@ -441,6 +567,38 @@ def _finish(call: SimulatedCall, status: str) -> None:
         call.duration = str(math.ceil(time.monotonic() - call.answered_at))
     else:
         call.duration = "0"
+
+
+def _refresh_inbound(call: SimulatedCall) -> None:
+    """A phone's own call is `ringing` until its TwiML runs, then `in-progress`."""
+    phone_call = call.phone_call
+    if not call.placed_by_phone or call.status != "ringing" or phone_call is None:
+        return
+    if phone_call.in_progress or (phone_call.done() and phone_call.result.verbs):
+        call.status = "in-progress"
+        call.answered_at = phone_call.result.twiml_received_at or time.monotonic()
+        call.start_time = call.date_updated = _rfc2822_at(call.answered_at)
+
+
+def _rfc2822_at(at: float) -> str:
+    """A `time.monotonic()` time as Twilio writes timestamps (whole seconds, UTC)."""
+    wall = datetime.datetime.now(datetime.UTC) - datetime.timedelta(
+        seconds=time.monotonic() - at)
+    return email.utils.format_datetime(wall.replace(microsecond=0))
+
+
+def _verdict(mode: str, configured: str) -> str:
+    """What AMD in `mode` reports for a callee whose verdict is `configured`."""
+    if mode.lower() == "enable" and configured in MESSAGE_END_VERDICTS:
+        return "machine_start"  # Enable stops at "a machine answered"
+    return configured
+
+
+def _seconds(value: str, default: float) -> float:
+    try:
+        return float(value) if value else default
+    except ValueError:
+        return default
 
 
 def _form(body: bytes) -> dict[str, str | list[str]]:

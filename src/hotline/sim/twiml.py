@@ -6,8 +6,9 @@ order) or raises `TwimlError` carrying the Twilio error code the real service wo
 phone executes lacks a required attribute (e.g. `<Stream>` without `url`).
 
 Verbs the phone executes are typed (`Say`, `Pause`, `Connect` + `Stream`, `Hangup`,
-`Reject`); `Dial` and `Redirect` are recorded with what later work needs; anything else
-becomes `OtherVerb` so nothing in the document is lost.
+`Reject`, `Dial` with its number, whether written as `<Dial>+1555…</Dial>` or with a
+`<Number>` noun, and `Redirect`); anything else becomes `OtherVerb` so nothing in the
+document is lost.
 """
 
 from __future__ import annotations
