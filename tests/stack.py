@@ -64,9 +64,11 @@ async def running_stack(database_url: str, tmp_path: Path, businesses: Iterable[
             twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN,
             spool_path=str(tmp_path / "spool.jsonl"),
             greeting_cache_dir=str(tmp_path / "greetings"), **settings))
-        stack = Stack(server, engine, twilio,
-                      SimulatedPhone(server_url=server.url, auth_token=AUTH_TOKEN,
-                                     account_sid=ACCOUNT_SID))
+        # The phone's own (inbound) calls are known to the REST API too: the server hangs
+        # them up and transfers them through it.
+        stack = Stack(server, engine, twilio, twilio.attach_phone(
+            SimulatedPhone(server_url=server.url, auth_token=AUTH_TOKEN,
+                           account_sid=ACCOUNT_SID)))
 
         def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
             stack.statements.append((time.monotonic(), statement))

@@ -409,6 +409,13 @@ _events = st.one_of(
     st.builds(EngineAgentTranscript, _resp, _item, st.text(max_size=5)),
     st.builds(TwilioDtmf, st.sampled_from(list("0123456789*#"))),
     st.just(TwilioStart("MZ1", "CA1", "AC1", {})),
+    st.builds(EngineInputCommitted, st.sampled_from(["u1", "u2"])),
+    st.builds(TimerFired, st.sampled_from(list(TimerName))),
+    st.builds(EngineFunctionCall, _resp, st.just("f1"), st.sampled_from(["c1", "c2"]),
+              st.sampled_from(["end_call", "check_hours"]), st.just("{}")),
+    st.builds(ToolFinished, st.sampled_from(["c1", "c2"]), st.just("end_call"), st.just("{}"),
+              st.sampled_from(["none", "end_call", "transfer"])),
+    st.builds(AmdVerdict, st.sampled_from(["human", "machine_end_beep", "fax"])),
 )
 
 
@@ -416,7 +423,8 @@ _events = st.one_of(
 @given(st.lists(st.tuples(_events, st.integers(0, 50)), max_size=60), st.booleans())
 def test_any_event_sequence_keeps_the_invariants(steps: list[tuple[CallEvent, int]],
                                                  bot_first: bool) -> None:
-    session = CallSession(make_plan(bot_speaks_first=bot_first))  # greeting asked at start
+    session = CallSession(make_plan(bot_speaks_first=bot_first,  # greeting asked at start
+                                    transfer_number="+15550009999"))
     now = 0.0
     greetings = upgrades = 0
     sent_ms: dict[str, float] = {}
@@ -680,7 +688,7 @@ class TestAnsweringMachine:
         call = self.outbound()
         call(START, 0)
         cmds = call(TimerFired(TimerName.AMD_CAP), 1500)
-        assert engine_sent(cmds) == [CreateResponse()] and "amd_cap_reached" in stages(cmds)
+        assert control_sent(cmds) == [CreateResponse()] and "amd_cap_reached" in stages(cmds)
 
     def test_a_machine_gets_the_voicemail_after_the_beep_then_a_hang_up(self) -> None:
         call = self.outbound()
@@ -709,3 +717,13 @@ class TestAnsweringMachine:
         call(EngineResponseDone("r1", "cancelled"), 4010)
         call(TwilioMark(names[0]), 4100)
         assert commands_of(call(TwilioMark(names[1]), 4200), HangUpCall) == [HangUpCall()]
+
+    def test_past_the_cap_a_talking_callee_is_not_talked_over(self) -> None:
+        call = self.outbound()
+        call(START, 0)
+        call.talk(until_ms=1500, ms=1400)  # a machine's message, still going at the cap
+        assert engine_sent(call(TimerFired(TimerName.AMD_CAP), 1500)) == []
+        call.talk(until_ms=2500, ms=1000)
+        assert engine_sent(call.quiet(until_ms=2900, ms=400)) == []  # a pause, not the end
+        cmds = call.quiet(until_ms=3100, ms=200)  # quiet for vad_silence_ms (500)
+        assert control_sent(cmds) == [CreateResponse()] and "amd_cap_reached" in stages(cmds)

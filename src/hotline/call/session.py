@@ -28,7 +28,7 @@ import enum
 from dataclasses import dataclass
 
 from hotline.audio.mulaw import BYTES_PER_MS, b64_decoded_len
-from hotline.audio.speech_gate import SpeechGate
+from hotline.audio.speech_gate import SpeechGate, frame_power, level_for_threshold
 from hotline.call.commands import (
     AddAssistantText,
     AddFunctionOutput,
@@ -96,7 +96,10 @@ from hotline.prompts import (
 
 class CallPhase(enum.Enum):
     AWAITING_START = "awaiting_start"
-    AWAITING_AMD = "awaiting_amd"  # outbound: the greeting waits for the machine verdict
+    # Outbound: the greeting waits for the answering-machine verdict, at most `amd_cap_ms`
+    # while the callee is quiet (a person who said "Hello?"); a callee still talking past
+    # the cap (a machine's message, nearly always) is not talked over.
+    AWAITING_AMD = "awaiting_amd"
     GREETING = "greeting"  # bot speaks first: the greeting is requested or playing
     LISTENING = "listening"  # caller speaks first: waiting for the first turn
     CONVERSING = "conversing"  # the first response is done; full prompt in force
@@ -208,6 +211,9 @@ class CallSession:
         self._nudged = False
         self._nudge_requested = False
         self._amd_verdict: str | None = None
+        self._amd_cap_passed = False
+        self._callee_voiced_ms = float("-inf")  # last loud frame while awaiting the verdict
+        self._voiced_power = level_for_threshold(plan.vad_threshold) ** 2
         self._greeted = False
         self._seen: set[str] = set()  # timeline stages recorded once
 
@@ -344,11 +350,10 @@ class CallSession:
         self.stats.media_in += 1
         if self.phase is CallPhase.AWAITING_START:
             return []
-        if self.phase is CallPhase.AWAITING_AMD or self._closing is not None:
-            # A machine's message, or the caller over our goodbye: not a turn to answer.
-            if self.phase is CallPhase.AWAITING_AMD:
-                self.stats.media_held_for_amd += 1
-            return []
+        if self.phase is CallPhase.AWAITING_AMD:
+            return self._on_media_awaiting_amd(event, now_ms)
+        if self._closing is not None:
+            return []  # the caller over our goodbye: not a turn to answer
         if self.plan.guards_pickup and now_ms - self._started_ms < self.plan.warmup_ms:
             # The first moments after pickup are noise or a "Hello?", not a turn.
             self.stats.media_dropped_warmup += 1
@@ -363,6 +368,20 @@ class CallSession:
             if self._agent_audible():
                 commands += self._barge_in(now_ms)
         return commands
+
+    def _on_media_awaiting_amd(self, event: TwilioMedia, now_ms: float) -> list[Command]:
+        """Callee audio before the verdict (a machine's message, or a "Hello?") is not sent
+        to the engine; past the cap, the greeting goes once the callee is quiet."""
+        self.stats.media_held_for_amd += 1
+        if frame_power(event.payload_b64)[0] > self._voiced_power:
+            self._callee_voiced_ms = now_ms
+        if self._amd_cap_passed and self._callee_quiet(now_ms):
+            return [Record(TimelineStage("amd_cap_reached", now_ms, "callee quiet")),
+                    *self._greet(now_ms)]
+        return []
+
+    def _callee_quiet(self, now_ms: float) -> bool:
+        return now_ms - self._callee_voiced_ms >= self.plan.vad_silence_ms
 
     def _gate_listening(self, now_ms: float) -> bool:
         """The gate judges caller sound only when it could be echo or an interruption."""
@@ -797,6 +816,9 @@ class CallSession:
         if timer is TimerName.AMD_CAP:
             if self.phase is not CallPhase.AWAITING_AMD:
                 return []
+            self._amd_cap_passed = True
+            if not self._callee_quiet(now_ms):
+                return []  # never talk over the callee: a machine's message, most likely
             return [Record(TimelineStage("amd_cap_reached", now_ms)), *self._greet(now_ms)]
         if timer is TimerName.GOODBYE_CAP:
             return self._maybe_act(now_ms, force=True)
