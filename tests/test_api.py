@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
+from hotline.call.record import CallRecord, LeadMessage
 from hotline.sim.script import CallScript, Hangup, Say, WaitForAgentSilence
 from tests.factories import TEST_NUMBER, make_business
 from tests.stack import AUTH_TOKEN, Stack, running_stack
@@ -88,7 +90,8 @@ async def test_the_api_wants_the_right_bearer_token(
     async with httpx.AsyncClient(base_url=guarded.server.url, trust_env=False) as http:
         placed = await http.post("/api/calls", json=PLACE, headers=headers)
         read = await http.get("/api/calls/CA" + "0" * 32, headers=headers)
-    for response in (placed, read):
+        messages = await http.get("/api/messages", headers=headers)
+    for response in (placed, read, messages):
         assert response.status_code == 401, response.text
         assert response.json() == {"detail": "missing or wrong bearer token"}
         for secret in (API_TOKEN, AUTH_TOKEN):
@@ -166,6 +169,49 @@ async def test_a_completed_outbound_call_reads_back_with_transcript_and_timeline
     assert all(set(s) == {"stage", "ms", "detail"} for s in call["timeline"])
 
 
+# -- messages taken -------------------------------------------------------------------------
+T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+
+
+def call_with_messages(call_sid: str, minutes: int, business: str, *names: str) -> CallRecord:
+    return CallRecord(
+        call_sid=call_sid, business_slug=business, direction="inbound",
+        from_number="+15550001111", to_number=TEST_NUMBER, status="completed",
+        outcome="completed", started_at=T0 + timedelta(minutes=minutes),
+        ended_at=T0 + timedelta(minutes=minutes + 1),
+        messages=[LeadMessage(name, "+15550001111", f"{name} asks for a call back", 1_500)
+                  for name in names])
+
+
+async def test_messages_read_back_newest_first_filtered_and_limited(guarded: Stack) -> None:
+    store = guarded.services.store
+    await store.save_call(call_with_messages("CA1", 0, "acme-dental", "Dana"))
+    await store.save_call(call_with_messages("CA2", 5, "acme-dental", "Avi"))
+    await store.save_call(call_with_messages("CA3", 9, "gone", "Noa"))  # no such business
+    async with client(guarded, API_TOKEN) as http:
+        everything = await http.get("/api/messages")
+        acme = await http.get("/api/messages", params={"business": "acme-dental", "limit": 1})
+        blank = await http.get("/api/messages?business=&limit=2")
+        nobody = await http.get("/api/messages", params={"business": "nobody"})
+        bad_limits = [await http.get("/api/messages", params={"limit": limit})
+                      for limit in (0, 501, "many")]
+    assert everything.status_code == 200, everything.text
+    assert everything.json() == [
+        {"business": "", "call_sid": "CA3", "name": "Noa", "phone": "+15550001111",
+         "message": "Noa asks for a call back", "created_at": "2026-03-01T09:39:01.500000Z"},
+        {"business": "acme-dental", "call_sid": "CA2", "name": "Avi", "phone": "+15550001111",
+         "message": "Avi asks for a call back", "created_at": "2026-03-01T09:35:01.500000Z"},
+        {"business": "acme-dental", "call_sid": "CA1", "name": "Dana", "phone": "+15550001111",
+         "message": "Dana asks for a call back", "created_at": "2026-03-01T09:30:01.500000Z"},
+    ]
+    assert [m["call_sid"] for m in acme.json()] == ["CA2"]
+    assert [m["call_sid"] for m in blank.json()] == ["CA3", "CA2"]  # empty: every business
+    assert nobody.status_code == 200 and nobody.json() == []
+    for response in bad_limits:
+        assert response.status_code == 422, response.text
+        assert "limit" in str(response.json()["detail"])
+
+
 # -- Twilio refusing or unreachable -------------------------------------------------------
 async def test_twilio_refusing_the_call_is_502_and_the_plan_is_dropped(
         stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
@@ -176,7 +222,7 @@ async def test_twilio_refusing_the_call_is_502_and_the_plan_is_dropped(
         response = await http.post("/api/calls", json=PLACE)
     assert response.status_code == 502, response.text
     detail = response.json()["detail"]
-    assert "Twilio refused the call" in detail and "20003" in detail
+    assert "Twilio refused" in detail and "20003" in detail
     assert AUTH_TOKEN not in response.text and stack.twilio.auth_token not in response.text
     assert stack.twilio.calls == {}
     assert await stack.services.registry.count() == 0  # the pending plan was discarded

@@ -6,6 +6,7 @@ import asyncio
 import re
 import socket
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,9 +17,11 @@ from typer.testing import CliRunner, Result
 import hotline.cli.business
 import hotline.cli.calls
 import hotline.cli.db
+import hotline.cli.messages
 import hotline.cli.template  # noqa: F401  (each registers its commands on the app)
 from hotline.business_yaml import load_businesses_yaml
-from hotline.call.record import CallRecord, TimelineStage, TranscriptTurn
+from hotline.call.outcomes import Outcome
+from hotline.call.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
 from hotline.cli import app
 from hotline.errors import InvalidBusiness
 from hotline.store import Store
@@ -51,13 +54,13 @@ def failed(result: Result) -> str:
     return result.output
 
 
-def save_call(database_url: str, record: CallRecord) -> None:
+def save_call(database_url: str, record: CallRecord, final_status: str = "completed") -> None:
     async def save() -> None:
         store = Store(database_url)
         try:
             await store.upgrade()
             await store.save_call(record)
-            await store.record_call_status(record.call_sid, "completed", at=T0, sequence=5)
+            await store.record_call_status(record.call_sid, final_status, at=T0, sequence=5)
         finally:
             await store.close()
 
@@ -363,8 +366,54 @@ def test_calls_list_and_show_a_saved_call(cli: Cli, database_url: str) -> None:
     assert shown.index("webhook_received") < shown.index("greeting_done")
 
 
+def test_calls_list_shows_and_filters_outcomes(cli: Cli, database_url: str) -> None:
+    ok(cli("business", "import", str(EXAMPLES)))
+    save_call(database_url, replace(a_call("CAvoicemail", minutes=1), direction="outbound",
+                                    outcome=Outcome.VOICEMAIL))
+    unanswered = replace(a_call("CAunanswered", minutes=2), direction="outbound",
+                         status="queued", outcome="", ended_at=None, transcript=[], timeline=[])
+    save_call(database_url, unanswered, final_status="busy")
+    save_call(database_url, replace(a_call("CAringing", minutes=3), outcome="", ended_at=None),
+              final_status="ringing")
+    listed = ok(cli("calls", "list"))
+    rows = {line.split("│")[2].strip(): line for line in listed.splitlines()
+            if line.startswith("│")}
+    assert Outcome.VOICEMAIL in rows["CAvoicemail"]
+    assert Outcome.NO_ANSWER in rows["CAunanswered"] and "busy" in rows["CAunanswered"]
+    assert rows["CAringing"].split("│")[8].strip() == "—"  # no outcome yet
+    only = ok(cli("calls", "list", "--outcome", Outcome.NO_ANSWER))
+    assert "1 calls" in only and "CAunanswered" in only and "CAvoicemail" not in only
+    assert "0 calls" in ok(cli("calls", "list", "--outcome", Outcome.TRANSFERRED))
+    assert Outcome.HUNG_UP_BY_AGENT in ok(cli("calls", "list", "--help"))
+
+
 def test_calls_show_of_an_unknown_sid_fails(cli: Cli) -> None:
     assert "no call 'CAnothing'" in failed(cli("calls", "show", "CAnothing"))
+
+
+# -- messages -----------------------------------------------------------------------------
+def test_messages_list_newest_first_filtered_and_limited(cli: Cli, database_url: str) -> None:
+    ok(cli("business", "import", str(EXAMPLES)))
+    assert "0 messages" in ok(cli("messages", "list"))
+    save_call(database_url, replace(a_call("CAplumbing"), messages=[
+        LeadMessage("Dana Levi", "+14155551234", "Water heater leaking, call back today.", 5_000),
+    ]))
+    save_call(database_url, replace(
+        a_call("CAdental", minutes=10), business_slug="smile-dental-tlv",
+        to_number="+97235550100",
+        messages=[LeadMessage("נועה כהן", "050-555-1234", "רוצה לקבוע ניקוי אבנית", 3_000)]))
+    listed = ok(cli("messages", "list"))
+    assert "2 messages" in listed
+    for text in ("2026-03-01 09:40:03", "smile-dental-tlv", "נועה כהן", "050-555-1234",
+                 "2026-03-01 09:30:05", "Dana Levi", "Water heater leaking, call back today.",
+                 "CAplumbing"):
+        assert text in listed, text
+    assert listed.index("CAdental") < listed.index("CAplumbing")  # newest first
+    plumbing = ok(cli("messages", "list", "--business", "bay-plumbing"))
+    assert "1 messages" in plumbing and "Dana Levi" in plumbing and "נועה" not in plumbing
+    latest = ok(cli("messages", "list", "--limit", "1"))
+    assert "CAdental" in latest and "CAplumbing" not in latest
+    assert "0 messages" in ok(cli("messages", "list", "--business", "ghost"))
 
 
 # -- waterfall ----------------------------------------------------------------------------

@@ -12,9 +12,10 @@ import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import orjson
 import pytest
 
-from hotline.call.record import CallRecord, TimelineStage, TranscriptTurn
+from hotline.call.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
 from hotline.call.recorder import CallRecorder, CallStatusUpdate, Job, job_from_json, job_to_json
 from hotline.errors import StoreUnavailable
 from hotline.store import Store
@@ -248,6 +249,10 @@ ROUND_TRIPS: dict[str, Job] = {
         variables={"name": "Dana Lévy", "when": "tomorrow\n10:00"},
         started_at=datetime(2025, 3, 1, 11, 30, 0, 5, tzinfo=timezone(timedelta(hours=2)))),
     "record still open": make_record("CA" + "1" * 32),
+    "record with messages": dataclasses.replace(
+        final_record("CA" + "5" * 32),
+        messages=[LeadMessage("Dana Lévy", "+972 50-123-4567", "Call back\nafter 5 pm", 9_500),
+                  LeadMessage("", "", "שלום, תחזרו אליי", 20_000)]),
     "status with sequence": status("CA" + "2" * 32, "completed", sequence=7, duration_s=61,
                                    at=T0 + timedelta(microseconds=1)),
     "status without": status("CA" + "3" * 32, "ringing"),
@@ -268,4 +273,31 @@ def test_job_json_round_trip(job: Job) -> None:
         assert isinstance(back, CallRecord)
         assert all(isinstance(t, TranscriptTurn) for t in back.transcript)
         assert all(isinstance(s, TimelineStage) for s in back.timeline)
+        assert all(isinstance(m, LeadMessage) for m in back.messages)
+
+
+def test_a_record_spooled_before_messages_existed_still_reads() -> None:
+    record = final_record("CA" + "6" * 32)
+    line = orjson.loads(job_to_json(record))
+    del line["job"]["messages"]  # as written by a version without them
+    assert job_from_json(orjson.dumps(line)) == record
+
+
+async def test_messages_are_written_with_the_record_once_even_when_replayed(
+        sink: Store, tmp_path: Path) -> None:
+    spool = tmp_path / "spool.jsonl"
+    record = dataclasses.replace(final_record("CA" + "7" * 32),
+                                 messages=[LeadMessage("Dana", "+15550001111", "Call me", 4_000)])
+    spool.write_bytes(job_to_json(record) + b"\n")
+    recorder = CallRecorder(sink, spool_path=spool, max_backoff_s=FAST_BACKOFF_S)
+    await recorder.start()
+    try:
+        recorder.submit(record)  # the same record again, as a retry after a lost reply would
+        await recorder.flush()
+    finally:
+        await recorder.stop()
+    (message,) = await sink.list_messages()
+    assert (message.business_slug, message.call_sid, message.name, message.message) == (
+        "acme-dental", record.call_sid, "Dana", "Call me")
+    assert message.created_at == T0 + timedelta(seconds=4)
 

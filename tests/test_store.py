@@ -13,16 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import event, inspect, select
+from sqlalchemy import event, func, insert, inspect, select
+from sqlalchemy.engine import Connection
 
-from hotline.business import BusinessConfig, TemplateConfig
+from hotline.business import DEFAULT_TOOLS, BusinessConfig, HttpTool, TemplateConfig
 from hotline.business_yaml import load_businesses_yaml
-from hotline.call.record import CallRecord, TimelineStage, TranscriptTurn
+from hotline.call.outcomes import Outcome
+from hotline.call.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
 from hotline.errors import BusinessNotFound, DuplicateNumber, InvalidBusiness, StoreUnavailable
-from hotline.store import Store, models, normalise_database_url
-from hotline.store.migrate import head_revision
+from hotline.store import Store, StoredMessage, models, normalise_database_url
+from hotline.store.migrate import alembic_config, compare_server_default, head_revision
 
 DEMO_YAML = Path(__file__).parents[1] / "src" / "hotline" / "data" / "demo_businesses.yaml"
 T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
@@ -78,6 +81,38 @@ def call(call_sid: str = "CA0001", **changes: Any) -> CallRecord:
     return replace(record, **changes)
 
 
+BOOKING_TOOL = HttpTool(
+    name="book_slot",
+    description="Book a visit slot for the caller.",
+    url="https://acme.example/hotline/book",
+    parameters={
+        "type": "object",
+        "properties": {"date": {"type": "string"}, "window": {"enum": ["am", "pm"]}},
+        "required": ["date"],
+    },
+    timeout_s=2.5,
+)
+
+
+def controlled(slug: str = "acme", **changes: Any) -> BusinessConfig:
+    """A business using every call control field."""
+    values: dict[str, Any] = {
+        "tools": ("end_call", "transfer_to_human", "check_hours"),
+        "transfer_number": "+14155550199",
+        "opening_hours": (("mon", "07:00-12:00, 13:00-18:00"), ("sat", "08:00-14:00"),
+                          ("sun", "closed")),
+        "dtmf_actions": (("0", "transfer_to_human"), ("#", "end_call")),
+        "max_call_duration_s": 900,
+        "http_tools": (BOOKING_TOOL,),
+        "templates": (
+            TemplateConfig("reminder", "Hi {name}, a reminder.", "Confirm.",
+                           voicemail_template="Hi {name}, please call us back."),
+        ),
+    }
+    values.update(changes)
+    return business(slug, **values)
+
+
 class StatementCounter:
     def __init__(self, store: Store) -> None:
         self.statements: list[str] = []
@@ -95,7 +130,9 @@ class StatementCounter:
 # -- schema -------------------------------------------------------------------------------
 async def test_migrations_create_exactly_the_models(store: Store) -> None:
     def differences(connection: Any) -> list[Any]:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        # As `alembic revision --autogenerate` compares (migrations/env.py).
+        options = {"compare_type": True, "compare_server_default": compare_server_default}
+        context = MigrationContext.configure(connection, opts=options)
         return list(compare_metadata(context, models.Base.metadata))
 
     async with store.engine.connect() as connection:
@@ -116,6 +153,97 @@ async def test_upgrade_migrates_an_empty_database_and_is_idempotent(database_url
         assert counter.stop() <= 6
         assert await store.revision() == head_revision()
         assert [b.slug for b in await store.list_businesses()] == ["acme"]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("inspected", "rendered", "differs"),
+    [
+        ("'[]'::json", "[]", False),  # PostgreSQL
+        ("'[]'", "[]", False),  # SQLite
+        ("'[\"end_call\"]'::json", '["end_call", "check_hours"]', True),
+        ("'[]'::json", None, True),
+        (None, "[]", True),
+    ],
+)
+def test_json_server_defaults_compare_as_text(
+    inspected: str | None, rendered: str | None, differs: bool
+) -> None:
+    column = models.Business.__table__.c.tools
+    assert compare_server_default(None, column, column, inspected, column.server_default,
+                                  rendered) is differs
+
+
+async def migrate(store: Store, revision: str, *, down: bool = False) -> None:
+    def run(connection: Connection) -> None:
+        step = command.downgrade if down else command.upgrade
+        step(alembic_config(connection), revision)
+
+    async with store.engine.connect() as connection, connection.begin():
+        await connection.run_sync(run)
+
+
+async def insert_rows(store: Store, table: Any, *rows: dict[str, Any]) -> None:
+    """Rows through Core with only the columns given (so an older schema takes them)."""
+    async with store.engine.connect() as connection, connection.begin():
+        for row in rows:
+            await connection.execute(insert(table).values(**row))
+
+
+async def test_revision_0002_gives_existing_rows_the_defaults(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        await migrate(store, "0001")
+        await insert_rows(store, models.Business.__table__, {
+            "id": 1, "slug": "old", "name": "Old Co", "language": "en", "voice": "marin",
+            "greeting": "Hi", "role": "You answer.", "tone": "", "greeting_rules": "",
+            "knowledge": "", "policies": "", "faq": "", "created_at": T0, "updated_at": T0,
+        })
+        await insert_rows(store, models.PhoneNumber.__table__,
+                          {"number": "+14155550111", "business_id": 1})
+        await insert_rows(store, models.OutboundTemplate.__table__, {
+            "business_id": 1, "name": "reminder", "greeting_template": "Hi {name}",
+            "instructions": "", "updated_at": T0,
+        })
+        await store.upgrade()
+        assert await store.revision() == head_revision()
+        old = await store.get_business("old")
+        assert old is not None
+        assert (old.tools, old.transfer_number, old.opening_hours, old.dtmf_actions) == (
+            DEFAULT_TOOLS, None, (), ())
+        assert (old.max_call_duration_s, old.http_tools) == (600, ())
+        assert old.phone_numbers == ("+14155550111",)
+        assert [(t.name, t.voicemail_template) for t in old.templates] == [("reminder", "")]
+        assert await store.list_messages() == []
+    finally:
+        await store.close()
+
+
+async def test_revision_0002_downgrades_without_losing_numbers_or_templates(
+    database_url: str,
+) -> None:
+    store = Store(database_url)
+    try:
+        await store.upgrade()
+        await store.save_business(controlled())
+        await store.save_call(call(messages=[LeadMessage("Dana", "+15550001111", "Call me", 900)]))
+        await migrate(store, "0001", down=True)
+        assert await store.revision() == "0001"
+        async with store.engine.connect() as connection:
+            tables = await connection.run_sync(lambda c: set(inspect(c).get_table_names()))
+            columns = await connection.run_sync(
+                lambda c: {col["name"] for col in inspect(c).get_columns("businesses")})
+            numbers = await connection.scalar(select(func.count()).select_from(
+                models.PhoneNumber.__table__))
+            templates = await connection.scalar(select(func.count()).select_from(
+                models.OutboundTemplate.__table__))
+        assert "messages" not in tables and "tools" not in columns
+        assert (numbers, templates) == (1, 1)  # no copy-and-move cascade on SQLite
+        await store.upgrade()
+        again = await store.get_business("acme")
+        assert again is not None and again.phone_numbers == ("+14155550111",)
+        assert again.tools == DEFAULT_TOOLS and again.transfer_number is None
     finally:
         await store.close()
 
@@ -253,6 +381,130 @@ async def test_invalid_business_is_refused_naming_the_field(
 ) -> None:
     with pytest.raises(InvalidBusiness, match=f"^{re.escape(field)}:"):
         await store.save_business(business(**changes))
+    assert await store.list_businesses() == []
+
+
+async def test_call_control_round_trips(store: Store) -> None:
+    wanted = controlled()
+    saved = await store.save_business(wanted)
+    assert without_ids(saved) == wanted
+    assert await store.get_business("acme") == saved
+    assert await store.list_businesses() == [saved]
+    # Saved again with other values: every field follows, none is merged.
+    changed = controlled(
+        tools=(), transfer_number=None, opening_hours=(), dtmf_actions=(),
+        max_call_duration_s=30, http_tools=(), templates=(TemplateConfig("reminder", "Hi"),),
+    )
+    resaved = await store.save_business(changed)
+    assert without_ids(resaved) == changed
+    assert await store.get_business("acme") == resaved
+
+
+async def test_call_control_is_normalised(store: Store) -> None:
+    saved = await store.save_business(
+        controlled(
+            transfer_number="+1 (415) 555-0199",
+            opening_hours=(("Sunday", " closed "), ("Saturday", "08:00-14:00"),
+                           ("monday", "07:00-18:00")),
+            http_tools=(replace(BOOKING_TOOL, description="  Book.  ", timeout_s=3),),
+        )
+    )
+    assert saved.transfer_number == "+14155550199"
+    assert saved.opening_hours == (("mon", "07:00-18:00"), ("sat", "08:00-14:00"),
+                                   ("sun", "closed"))
+    (tool,) = saved.http_tools
+    assert (tool.description, tool.timeout_s) == ("Book.", 3.0)
+    assert isinstance(tool.timeout_s, float)
+    blank = await store.save_business(business(transfer_number="  "))
+    assert blank.transfer_number is None
+
+
+@pytest.mark.parametrize("seconds", [30, 600, 14_400])
+async def test_call_length_limits_at_the_bounds_are_accepted(store: Store, seconds: int) -> None:
+    saved = await store.save_business(business(max_call_duration_s=seconds))
+    assert saved.max_call_duration_s == seconds
+
+
+async def test_save_template_keeps_its_voicemail(store: Store) -> None:
+    await store.save_business(business(templates=()))
+    saved = await store.save_template(
+        "acme", TemplateConfig("follow-up", "Hi {name}", voicemail_template=" Hi {name}, bye. ")
+    )
+    assert saved.voicemail_template == "Hi {name}, bye."
+    stored = await store.get_business("acme")
+    assert stored is not None and stored.templates == (saved,)
+    with pytest.raises(InvalidBusiness, match=r"^templates\[x\]\.voicemail:"):
+        await store.save_template("acme", TemplateConfig("x", "Hi", voicemail_template="{0}"))
+
+
+def _tool(**changes: Any) -> tuple[HttpTool, ...]:
+    return (replace(BOOKING_TOOL, **changes),)
+
+
+CALL_CONTROL_ERRORS: dict[str, tuple[dict[str, Any], str, str]] = {
+    "unknown tool": ({"tools": ("end_call", "fly")}, "tools[1]", "not a built-in tool"),
+    "tool twice": ({"tools": ("end_call", "end_call")}, "tools", "twice"),
+    "transfer tool, no number": (
+        {"tools": ("transfer_to_human",)}, "transfer_number", "required"),
+    "transfer key, no number": (
+        {"dtmf_actions": (("0", "transfer_to_human"),)}, "transfer_number", "required"),
+    "bad transfer number": (
+        {"tools": ("transfer_to_human",), "transfer_number": "555-0199"}, "transfer_number",
+        "E.164"),
+    "letter key": ({"dtmf_actions": (("A", "end_call"),)}, "dtmf", "not a phone key"),
+    "two-digit key": ({"dtmf_actions": (("10", "end_call"),)}, "dtmf", "not a phone key"),
+    "unknown action": ({"dtmf_actions": (("1", "dance"),)}, "dtmf[1]", "not an action"),
+    "key twice": (
+        {"dtmf_actions": (("1", "end_call"), ("1", "end_call"))}, "dtmf", "twice"),
+    "not a range": ({"opening_hours": (("mon", "9-5"),)}, "hours", "mon: '9-5'"),
+    "not a weekday": ({"opening_hours": (("funday", "09:00-17:00"),)}, "hours", "weekday"),
+    "crossing midnight": ({"opening_hours": (("fri", "22:00-02:00"),)}, "hours", "midnight"),
+    "day twice": (
+        {"opening_hours": (("mon", "09:00-12:00"), ("Monday", "13:00-17:00"))}, "hours",
+        "mon listed twice"),
+    "bad timezone": ({"timezone": "Mars/Olympus"}, "timezone", "IANA"),
+    "call too short": ({"max_call_duration_s": 4}, "max_call_duration_s", "5 to 14400"),
+    "call too long": ({"max_call_duration_s": 14_401}, "max_call_duration_s", "5 to 14400"),
+    "call length not a number": (
+        {"max_call_duration_s": "600"}, "max_call_duration_s", "whole number"),
+    "tool name with a space": ({"http_tools": _tool(name="book slot")}, "http_tools.name", "1-64"),
+    "tool name too long": ({"http_tools": _tool(name="x" * 65)}, "http_tools.name", "1-64"),
+    "built-in name": (
+        {"http_tools": _tool(name="end_call")}, "http_tools[end_call].name", "built-in"),
+    "http tool twice": ({"http_tools": _tool() * 2}, "http_tools", "twice"),
+    "ftp url": ({"http_tools": _tool(url="ftp://acme.example/x")}, "http_tools[book_slot].url",
+                "http:// or https://"),
+    "url without host": (
+        {"http_tools": _tool(url="https://")}, "http_tools[book_slot].url", "http://"),
+    "parameters not an object": (
+        {"http_tools": _tool(parameters={"type": "string"})},
+        "http_tools[book_slot].parameters", "JSON schema object"),
+    "parameters with number keys": (
+        {"http_tools": _tool(parameters={"type": "object", 1: {}})},
+        "http_tools[book_slot].parameters", "plain JSON"),
+    "properties not a mapping": (
+        {"http_tools": _tool(parameters={"type": "object", "properties": ["date"]})},
+        "http_tools[book_slot].parameters.properties", "mapping"),
+    "no timeout": ({"http_tools": _tool(timeout_s=0)}, "http_tools[book_slot].timeout_s", "30"),
+    "long timeout": (
+        {"http_tools": _tool(timeout_s=30.5)}, "http_tools[book_slot].timeout_s", "at most 30"),
+    "empty description": (
+        {"http_tools": _tool(description=" ")}, "http_tools[book_slot].description", "empty"),
+    "bad voicemail": (
+        {"templates": (TemplateConfig("r", "Hi", voicemail_template="Hi {name"),)},
+        "templates[r].voicemail", "Hi {name"),
+}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "says"), CALL_CONTROL_ERRORS.values(), ids=CALL_CONTROL_ERRORS.keys()
+)
+async def test_invalid_call_control_is_refused_naming_the_field(
+    store: Store, changes: dict[str, Any], field: str, says: str
+) -> None:
+    with pytest.raises(InvalidBusiness, match=f"^{re.escape(field)}: ") as caught:
+        await store.save_business(business(**changes))
+    assert says in str(caught.value)
     assert await store.list_businesses() == []
 
 
@@ -493,3 +745,154 @@ async def test_naive_datetimes_are_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="naive"):
         await store.record_call_status("CA1", "ringing", at=datetime(2026, 3, 1, 9, 30))
     assert await store.list_calls() == []
+
+
+# -- outcomes -----------------------------------------------------------------------------
+@pytest.mark.parametrize("outcome", Outcome.ALL)
+async def test_every_outcome_is_stored_and_filtered_on(store: Store, outcome: str) -> None:
+    await store.save_business(business())
+    await store.save_call(call("CA1", outcome=outcome))
+    await store.save_call(call("CA2", outcome="something-else"))
+    loaded = await store.get_call("CA1")
+    assert loaded is not None and loaded.outcome == outcome
+    assert [c.call_sid for c in await store.list_calls(outcome=outcome)] == ["CA1"]
+
+
+@pytest.mark.parametrize(
+    ("final", "outcome"),
+    [("no-answer", Outcome.NO_ANSWER), ("busy", Outcome.NO_ANSWER),
+     ("canceled", Outcome.NO_ANSWER), ("failed", Outcome.FAILED)],
+)
+async def test_an_outbound_call_never_answered_gets_its_outcome_from_twilio(
+    store: Store, final: str, outcome: str
+) -> None:
+    await store.save_business(business())
+    placed = call("CA1", direction="outbound", status="queued", outcome="", ended_at=None,
+                  transcript=[], timeline=[])
+    await store.save_call(placed)  # as the API records a call it placed
+    await store.record_call_status("CA1", "initiated", at=T0, sequence=0)
+    await store.record_call_status("CA1", "ringing", at=T0 + timedelta(seconds=1), sequence=1)
+    loaded = await store.get_call("CA1")
+    assert loaded is not None and loaded.outcome == ""  # not known while it rings
+    await store.record_call_status("CA1", final, at=T0 + timedelta(seconds=30), sequence=2)
+    loaded = await store.get_call("CA1")
+    assert loaded is not None
+    assert (loaded.status, loaded.outcome) == (final, outcome)
+    assert loaded.ended_at == T0 + timedelta(seconds=30)
+    # The placing record saved again (a replayed spool, say) knows no outcome: it stays.
+    await store.save_call(placed)
+    loaded = await store.get_call("CA1")
+    assert loaded is not None and loaded.outcome == outcome
+
+
+async def test_status_callbacks_alone_give_a_stub_its_outcome(store: Store) -> None:
+    await store.record_call_status("CA1", "no-answer", at=T0)
+    await store.record_call_status("CA2", "completed", at=T0, duration_s=12)
+    outcomes = {c.call_sid: c.outcome for c in await store.list_calls()}
+    assert outcomes == {"CA1": Outcome.NO_ANSWER, "CA2": Outcome.COMPLETED}
+
+
+@pytest.mark.parametrize("outcome", [Outcome.VOICEMAIL, Outcome.TRANSFERRED,
+                                     Outcome.HUNG_UP_BY_AGENT, Outcome.FAILED])
+async def test_a_later_completed_callback_keeps_the_records_outcome(
+    store: Store, outcome: str
+) -> None:
+    await store.save_business(business())
+    await store.save_call(call(outcome=outcome))
+    await store.record_call_status("CA0001", "completed", at=T0 + timedelta(seconds=43))
+    loaded = await store.get_call("CA0001")
+    assert loaded is not None and (loaded.status, loaded.outcome) == ("completed", outcome)
+
+
+async def test_the_records_outcome_replaces_one_a_callback_filled_in(store: Store) -> None:
+    await store.save_business(business())
+    await store.record_call_status("CA0001", "completed", at=T0 + timedelta(seconds=43))
+    await store.save_call(call(outcome=Outcome.VOICEMAIL))  # the record knows better
+    loaded = await store.get_call("CA0001")
+    assert loaded is not None and loaded.outcome == Outcome.VOICEMAIL
+
+
+# -- messages -----------------------------------------------------------------------------
+def lead(name: str = "Dana Levi", taken_ms: int = 12_000, **changes: Any) -> LeadMessage:
+    values: dict[str, Any] = {"name": name, "phone": "+972501234567",
+                              "message": "Please call back about the estimate.",
+                              "taken_ms": taken_ms}
+    values.update(changes)
+    return LeadMessage(**values)
+
+
+async def test_messages_are_saved_with_their_call(store: Store) -> None:
+    await store.save_business(business())
+    await store.save_call(call(messages=[lead("Dana", 9_000), lead("Avi", 20_500)]))
+    assert await store.list_messages() == [
+        StoredMessage("acme", "CA0001", "Avi", "+972501234567",
+                      "Please call back about the estimate.", T0 + timedelta(seconds=20.5)),
+        StoredMessage("acme", "CA0001", "Dana", "+972501234567",
+                      "Please call back about the estimate.", T0 + timedelta(seconds=9)),
+    ]
+    loaded = await store.get_call("CA0001")
+    assert loaded is not None and loaded.messages == []  # a call reads back without them
+
+
+async def test_saving_a_call_again_never_duplicates_its_messages(store: Store) -> None:
+    await store.save_business(business())
+    record = call(messages=[lead()])
+    await store.save_call(record)
+    await store.save_call(record)  # replayed from the spool
+    await store.record_call_status("CA0001", "completed", at=T0, sequence=4)
+    await store.save_call(record)
+    assert [m.name for m in await store.list_messages()] == ["Dana Levi"]
+    # A later record of the same call is the whole truth: its messages replace the old.
+    await store.save_call(call(messages=[lead("Dana Levi"), lead("Avi", 30_000)]))
+    assert [m.name for m in await store.list_messages()] == ["Avi", "Dana Levi"]
+    # One without messages (a record saved before the message was taken) clears them too,
+    # as it does the transcript: records of one call are saved in the order they were made.
+    await store.save_call(call(messages=[]))
+    assert await store.list_messages() == []
+
+
+async def test_list_messages_newest_first_filtered_and_limited(store: Store) -> None:
+    await store.save_business(business("acme", "+14155550111"))
+    await store.save_business(business("other", "+14155550112"))
+    for i in range(5):
+        await store.save_call(call(
+            f"CA{i}", business_slug="acme" if i % 2 else "other",
+            started_at=T0 + timedelta(minutes=i), messages=[lead(f"caller {i}")],
+        ))
+    assert [m.call_sid for m in await store.list_messages()] == ["CA4", "CA3", "CA2", "CA1",
+                                                                  "CA0"]
+    assert [m.call_sid for m in await store.list_messages(limit=2)] == ["CA4", "CA3"]
+    acme = await store.list_messages("acme")
+    assert [(m.call_sid, m.business_slug) for m in acme] == [("CA3", "acme"), ("CA1", "acme")]
+    assert await store.list_messages(business_slug="nobody") == []
+
+
+async def test_a_message_of_an_unknown_business_is_kept_without_one(store: Store) -> None:
+    await store.save_call(call(business_slug="gone", messages=[lead()]))
+    (message,) = await store.list_messages()
+    assert message.business_slug == "" and message.name == "Dana Levi"
+    assert message.created_at.tzinfo == UTC
+
+
+async def test_messages_of_any_length_are_stored(store: Store) -> None:
+    long = lead(name="N" * 500, phone="call my office, extension 4412, after 3 pm" * 5,
+                message="M" * 5000)
+    await store.save_business(business())
+    await store.save_call(call(messages=[long]))
+    (message,) = await store.list_messages()
+    assert (message.name, message.phone, message.message) == (long.name, long.phone,
+                                                              long.message)
+
+
+async def test_messages_cost_one_statement_and_none_when_absent(store: Store) -> None:
+    await store.save_business(business())
+
+    async def statements(record: CallRecord) -> int:
+        counter = StatementCounter(store)
+        await store.save_call(record)
+        return counter.stop()
+
+    without, with_messages = call("CA1"), call("CA2", messages=[lead(), lead("Avi")])
+    assert await statements(with_messages) == await statements(without) + 1
+    # Saved again: the old messages are deleted and the new inserted, nothing more.
+    assert await statements(with_messages) == await statements(without) + 2

@@ -28,10 +28,38 @@ The format, one file holding any number of businesses::
             greeting: "Hi {name}, …" # {placeholders} are filled per call (--var name=…)
             instructions: |
               …
+            voicemail: "Hi {name}, …"  # optional: left on an answering machine (same
+                                       # placeholders); none: hang up without a message
+        # Call control, all optional:
+        tools: [end_call, transfer_to_human, take_message, check_hours]
+                                     # built-in tools the agent may use; default
+                                     # [end_call, take_message, check_hours]; [] for none
+        transfer_number: "+97235550199"  # E.164, quoted: where transfer_to_human dials;
+                                     # required when transfer_to_human is in tools or dtmf
+        hours:                       # opening hours in `timezone`, for check_hours;
+          sun: "08:00-19:00"         # weekday (mon … sun) -> HH:MM-HH:MM ranges, a split
+          mon: "08:00-13:00, 16:00-19:00"  # day comma-separated; a day not listed (or
+          fri: "08:00-13:00"         # `closed`) is closed; 24:00 ends a day
+          sat: closed
+        dtmf:                        # what a pressed key does, without asking the model
+          "0": transfer_to_human     # key 0-9, * or # (quote * and #: YAML reads * as an
+          "#": end_call              # alias and # as a comment); transfer_to_human|end_call
+        max_call_duration_s: 600     # hang up after this long, 5 to 14400, default 600
+        http_tools:                  # the business's own tools: Hotline POSTs the model's
+          - name: book_slot          # arguments to `url` and hands the JSON reply back
+            description: Book an appointment slot.   # required: when the model should call it
+            url: https://example.com/hotline/book     # required: http:// or https://
+            parameters:              # optional JSON schema of the arguments (an object);
+              type: object           # default: no arguments
+              properties:
+                date: {type: string, description: "YYYY-MM-DD"}
+              required: [date]
+            timeout_s: 5             # optional, more than 0 and at most 30, default 5
 
 Every field other than those marked optional or in `prompt` (all optional but `role`) is
 required; unknown fields are refused, so a typo never goes unnoticed. Numbers must be quoted:
-YAML reads an unquoted +972… as an integer.
+YAML reads an unquoted +972… as an integer. Opening hours are kept in week order, Monday
+first, whatever order the file lists them in.
 
 `load_businesses_yaml` is pure (reads one file, touches no database) and raises
 `InvalidBusiness` naming the file, the business and the field.
@@ -45,17 +73,19 @@ from typing import Any
 
 import yaml
 
-from hotline.business import BusinessConfig, TemplateConfig
+from hotline.business import DEFAULT_TOOLS, BusinessConfig, HttpTool, TemplateConfig
 from hotline.errors import InvalidBusiness
 from hotline.store.validation import check_business
 
 _BUSINESS_KEYS = {
     "slug", "name", "language", "voice", "greeting", "bot_speaks_first", "timezone",
-    "numbers", "prompt", "templates",
+    "numbers", "prompt", "templates", "tools", "transfer_number", "hours", "dtmf",
+    "max_call_duration_s", "http_tools",
 }  # fmt: skip
 _REQUIRED_BUSINESS_KEYS = ("slug", "name", "language", "voice", "greeting", "numbers", "prompt")
 _PROMPT_KEYS = ("role", "tone", "greeting_rules", "knowledge", "policies", "faq")
-_TEMPLATE_KEYS = ("name", "greeting", "instructions")
+_TEMPLATE_KEYS = ("name", "greeting", "instructions", "voicemail")
+_HTTP_TOOL_KEYS = ("name", "description", "url", "parameters", "timeout_s")
 
 
 def load_businesses_yaml(path: str | Path) -> list[BusinessConfig]:
@@ -102,10 +132,8 @@ def dump_business_yaml(business: BusinessConfig) -> str:
         "prompt": {key: getattr(business, key) for key in _PROMPT_KEYS},
     }
     if business.templates:
-        entry["templates"] = [
-            {"name": t.name, "greeting": t.greeting_template, "instructions": t.instructions}
-            for t in business.templates
-        ]
+        entry["templates"] = [_template_entry(t) for t in business.templates]
+    entry.update(_call_control_entry(business))
     text: str = yaml.dump(
         {"businesses": [entry]},
         Dumper=_BlockDumper,
@@ -124,18 +152,19 @@ def _business(entry: object) -> BusinessConfig:
     if not isinstance(numbers, list):
         raise InvalidBusiness("numbers: expected a list of phone numbers")
     for i, number in enumerate(numbers):
-        if isinstance(number, int):
-            raise InvalidBusiness(
-                f'numbers[{i}]: put the number in quotes, e.g. "+{number}" '
-                "(YAML reads an unquoted +… as an integer)"
-            )
-        _string(number, f"numbers[{i}]")
+        _number(number, f"numbers[{i}]")
     templates = fields.get("templates") or []
     if not isinstance(templates, list):
         raise InvalidBusiness("templates: expected a list of templates")
     bot_speaks_first = fields.get("bot_speaks_first", True)
     if not isinstance(bot_speaks_first, bool):
         raise InvalidBusiness(f"bot_speaks_first: expected true or false, not {bot_speaks_first!r}")
+    http_tools = fields.get("http_tools") or []
+    if not isinstance(http_tools, list):
+        raise InvalidBusiness("http_tools: expected a list of tools")
+    transfer_number = fields.get("transfer_number")
+    if transfer_number is not None:
+        transfer_number = _number(transfer_number, "transfer_number")
     return BusinessConfig(
         slug=_string(fields["slug"], "slug"),
         name=_string(fields["name"], "name"),
@@ -152,6 +181,14 @@ def _business(entry: object) -> BusinessConfig:
         knowledge=_string(prompt.get("knowledge", ""), "prompt.knowledge"),
         policies=_string(prompt.get("policies", ""), "prompt.policies"),
         faq=_string(prompt.get("faq", ""), "prompt.faq"),
+        tools=_tools(fields.get("tools")),
+        transfer_number=transfer_number,
+        opening_hours=_hours(fields.get("hours")),
+        dtmf_actions=_dtmf(fields.get("dtmf")),
+        max_call_duration_s=_whole_number(
+            fields.get("max_call_duration_s", 600), "max_call_duration_s"
+        ),
+        http_tools=tuple(_http_tool(t, i) for i, t in enumerate(http_tools)),
     )
 
 
@@ -162,7 +199,83 @@ def _template(entry: object, index: int) -> TemplateConfig:
         name=_string(fields["name"], where + "name"),
         greeting_template=_string(fields["greeting"], where + "greeting"),
         instructions=_string(fields.get("instructions", ""), where + "instructions"),
+        voicemail_template=_string(fields.get("voicemail", ""), where + "voicemail"),
     )
+
+
+def _tools(value: object) -> tuple[str, ...]:
+    if value is None:
+        return DEFAULT_TOOLS
+    if not isinstance(value, list):
+        raise InvalidBusiness("tools: expected a list of tool names, e.g. [end_call, check_hours]")
+    return tuple(_string(name, f"tools[{i}]") for i, name in enumerate(value))
+
+
+def _hours(value: object) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise InvalidBusiness(
+            'hours: expected a mapping of weekday to hours, e.g. mon: "08:00-17:00"'
+        )
+    hours: list[tuple[str, str]] = []
+    for day, ranges in value.items():
+        day = _string(day, "hours")
+        if ranges is False or ranges is None:  # YAML reads `off` and `no` as false
+            raise InvalidBusiness(f"hours.{day}: write closed, or ranges such as \"08:00-17:00\"")
+        hours.append((day, _string(ranges, f"hours.{day}")))
+    return tuple(hours)
+
+
+def _dtmf(value: object) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise InvalidBusiness(
+            'dtmf: expected a mapping of key to action, e.g. "0": transfer_to_human'
+        )
+    actions: list[tuple[str, str]] = []
+    for key, action in value.items():
+        if isinstance(key, int) and not isinstance(key, bool) and 0 <= key <= 9:
+            key = str(key)  # YAML reads an unquoted 0 as a number
+        if not isinstance(key, str):
+            raise InvalidBusiness(f'dtmf: {key!r} is not a phone key (0-9, "*" or "#", quoted)')
+        actions.append((key, _string(action, f"dtmf[{key}]")))
+    return tuple(actions)
+
+
+def _http_tool(entry: object, index: int) -> HttpTool:
+    where = f"http_tools[{index}]."
+    fields = _mapping(entry, where, set(_HTTP_TOOL_KEYS), ("name", "description", "url"))
+    # Without `parameters` the tool takes no arguments.
+    parameters = fields.get("parameters", {"type": "object", "properties": {}})
+    if not isinstance(parameters, Mapping):
+        raise InvalidBusiness(f"{where}parameters: expected a JSON schema mapping (type: object)")
+    timeout_s = fields.get("timeout_s", 5.0)
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float):
+        raise InvalidBusiness(f"{where}timeout_s: expected a number of seconds, not {timeout_s!r}")
+    return HttpTool(
+        name=_string(fields["name"], where + "name"),
+        description=_string(fields["description"], where + "description"),
+        url=_string(fields["url"], where + "url"),
+        parameters=dict(parameters),
+        timeout_s=float(timeout_s),
+    )
+
+
+def _number(value: object, field: str) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise InvalidBusiness(
+            f'{field}: put the number in quotes, e.g. "+{value}" '
+            "(YAML reads an unquoted +… as an integer)"
+        )
+    return _string(value, field)
+
+
+def _whole_number(value: object, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidBusiness(f"{field}: expected a whole number, not {value!r}")
+    return value
 
 
 def _mapping(
@@ -194,6 +307,41 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 
 # -- writing ------------------------------------------------------------------------------
+def _template_entry(template: TemplateConfig) -> dict[str, str]:
+    entry = {
+        "name": template.name,
+        "greeting": template.greeting_template,
+        "instructions": template.instructions,
+    }
+    if template.voicemail_template:
+        entry["voicemail"] = template.voicemail_template
+    return entry
+
+
+def _call_control_entry(business: BusinessConfig) -> dict[str, Any]:
+    """The call control keys: `tools` and the limit always, the others when set."""
+    entry: dict[str, Any] = {"tools": list(business.tools)}
+    if business.transfer_number is not None:
+        entry["transfer_number"] = business.transfer_number
+    if business.opening_hours:
+        entry["hours"] = dict(business.opening_hours)
+    if business.dtmf_actions:
+        entry["dtmf"] = dict(business.dtmf_actions)
+    entry["max_call_duration_s"] = business.max_call_duration_s
+    if business.http_tools:
+        entry["http_tools"] = [
+            {
+                "name": tool.name,
+                "description": tool.description,
+                "url": tool.url,
+                "parameters": tool.parameters,
+                "timeout_s": tool.timeout_s,
+            }
+            for tool in business.http_tools
+        ]
+    return entry
+
+
 class _BlockDumper(yaml.SafeDumper):
     """Multi-line text as `|` blocks, so exported prompts read like the files people write."""
 

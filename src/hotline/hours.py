@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -39,7 +40,7 @@ def parse_day(text: str) -> tuple[Minutes, ...]:
                              "(split a range that crosses midnight over two days)")
         ranges.append((start, end))
     ranges.sort()
-    for (_, end), (start, _) in zip(ranges, ranges[1:], strict=False):
+    for (_, end), (start, _) in pairwise(ranges):
         if start < end:
             raise ValueError(f"{text!r} has overlapping ranges")
     return tuple(ranges)

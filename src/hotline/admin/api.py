@@ -1,4 +1,4 @@
-"""REST API for operators: place outbound calls, read calls back."""
+"""REST API for operators: place outbound calls, read calls and taken messages back."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import hmac
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from hotline.call.record import CallRecord
 from hotline.errors import TemplateError, UnknownNumber
 from hotline.services import Services
+from hotline.store import StoredMessage
 from hotline.telephony.outbound import OutboundCallError
 
 router = APIRouter(prefix="/api")
@@ -83,6 +84,32 @@ async def get_call(call_sid: str, request: Request) -> dict[str, object]:
         "transcript": [vars_of(t) for t in record.transcript],
         "timeline": [vars_of(s) for s in record.timeline],
     }
+
+
+class MessageResponse(BaseModel):
+    business: str = Field(description="business slug; empty when none was matched")
+    call_sid: str
+    name: str
+    phone: str
+    message: str
+    created_at: datetime
+
+
+@router.get("/messages", dependencies=[Depends(require_token)])
+async def list_messages(
+    request: Request,
+    business: Annotated[str | None, Query(description="only this business's (slug)")] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="how many, newest first")] = 50,
+) -> list[MessageResponse]:
+    """Messages the agent took (`take_message`), newest first."""
+    messages = await services_of(request).store.list_messages(business or None, limit)
+    return [_message_response(m) for m in messages]
+
+
+def _message_response(message: StoredMessage) -> MessageResponse:
+    return MessageResponse(
+        business=message.business_slug, call_sid=message.call_sid, name=message.name,
+        phone=message.phone, message=message.message, created_at=message.created_at)
 
 
 def vars_of(obj: object) -> dict[str, object]:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from hotline.call.record import CallRecord, TimelineStage, TranscriptTurn
+from hotline.call.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
 from hotline.errors import HotlineError
 
 log = logging.getLogger("hotline.recorder")
@@ -58,6 +58,8 @@ def job_from_json(line: bytes) -> Job:
         return CallStatusUpdate(**job)
     job["transcript"] = [TranscriptTurn(**t) for t in job["transcript"]]
     job["timeline"] = [TimelineStage(**s) for s in job["timeline"]]
+    # .get: spool files written before messages were recorded have no such key.
+    job["messages"] = [LeadMessage(**m) for m in job.get("messages", [])]
     return CallRecord(**job)
 
 

@@ -14,7 +14,9 @@ app = typer.Typer(
 )
 
 # Modules that register commands on `app` (or add sub-apps to it) when imported.
-_COMMAND_MODULES = ("serve", "demo", "call", "db", "business", "template", "calls", "bench")
+_COMMAND_MODULES = (
+    "serve", "demo", "call", "db", "business", "template", "calls", "messages", "bench",
+)
 
 
 def _register() -> None:

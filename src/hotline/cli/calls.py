@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from hotline.call.outcomes import Outcome
 from hotline.call.record import CallRecord
 from hotline.cli import app
 from hotline.cli.db import console, fail, run_with_store
@@ -23,9 +24,15 @@ app.add_typer(calls_app, name="calls")
 def list_(
     limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 50,
     business: Annotated[str | None, typer.Option(help="Only this business's calls.")] = None,
+    outcome: Annotated[
+        str | None,
+        typer.Option(help=f"Only calls that ended so: {', '.join(Outcome.ALL)}."),
+    ] = None,
 ) -> None:
-    """The latest calls, newest first."""
-    calls = run_with_store(lambda store: store.list_calls(limit=limit, business_slug=business))
+    """The latest calls, newest first, with how each ended."""
+    calls = run_with_store(
+        lambda store: store.list_calls(limit=limit, business_slug=business, outcome=outcome)
+    )
     table = Table(title=f"{len(calls)} calls", title_justify="left")
     # Folded, never cut with "…": the sid is what `calls show` needs.
     for column in ("started (UTC)", "sid", "business", "direction", "from", "to", "status"):
@@ -41,7 +48,7 @@ def list_(
             call.from_number or "—",
             call.to_number or "—",
             call.status,
-            call.outcome,
+            call.outcome or "—",
             _duration(call),
         )
     console().print(table)

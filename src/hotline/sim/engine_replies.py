@@ -1,8 +1,8 @@
 """What the simulated model says, and what the simulated transcriber hears.
 
 The simulator understands nothing: a response speaks, in order of precedence, the text
-quoted after `SAY_EXACTLY_MARKER` or `GREETING_MARKER` in the response's instructions, the response's own short
-instructions, the greeting quoted after `GREETING_MARKER` in the
+quoted after `SAY_EXACTLY_MARKER` or `GREETING_MARKER` in the response's instructions, the
+response's own short instructions, the greeting quoted after `GREETING_MARKER` in the
 session instructions (first assistant response only), or the next canned reply.
 """
 

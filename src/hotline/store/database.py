@@ -9,13 +9,23 @@ Call status: Twilio's status callbacks are the authority. Each one is kept
 (`CallStatusEvent`); the call's status is that of the callback with the highest
 `SequenceNumber` (callbacks without one rank below numbered ones, then by time). A call
 saved by the recorder takes the recorder's status only while no callback has been recorded.
+
+Call outcome (`hotline.call.outcomes.Outcome`): the recorder's, whenever it has one (an
+empty outcome, "not known yet", never replaces a known one). A final status callback fills
+in an outcome still empty: `completed` -> completed, `no-answer`, `busy`, `canceled` ->
+no_answer (never answered), `failed` -> failed; so a voicemail or transfer the call record
+set first is kept.
+
+Messages the agent took (`CallRecord.messages`) are saved with their call, in the same
+transaction, and replaced with it: saving a record again never duplicates them.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Any
 
@@ -39,8 +49,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, c
 from sqlalchemy.orm import InstrumentedAttribute, selectinload
 from sqlalchemy.pool import StaticPool
 
-from hotline.business import BusinessConfig, TemplateConfig
-from hotline.call.record import CallRecord, TimelineStage, TranscriptTurn
+from hotline.business import BusinessConfig, HttpTool, TemplateConfig
+from hotline.call.outcomes import Outcome
+from hotline.call.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
 from hotline.errors import BusinessNotFound, DuplicateNumber, StoreUnavailable
 from hotline.store import models
 from hotline.store.migrate import current_revision, upgrade_to_head
@@ -51,6 +62,14 @@ from hotline.store.validation import check_business, check_template
 CONNECT_TIMEOUT_S = 10.0
 # Twilio's final call statuses: the call is over once one arrives.
 FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+# The outcome a final status gives a call whose outcome is still empty.
+OUTCOME_OF_FINAL_STATUS = {
+    "completed": Outcome.COMPLETED,
+    "no-answer": Outcome.NO_ANSWER,
+    "busy": Outcome.NO_ANSWER,
+    "canceled": Outcome.NO_ANSWER,
+    "failed": Outcome.FAILED,
+}
 
 # A column, or the ORM attribute mapped to one.
 _Column = ColumnElement[Any] | InstrumentedAttribute[Any]
@@ -62,8 +81,21 @@ _STUB_CALL: dict[str, Any] = {
 # Business fields copied one to one between `BusinessConfig` and `models.Business`.
 _BUSINESS_FIELDS = (
     "name", "language", "voice", "greeting", "role", "tone", "greeting_rules",
-    "knowledge", "policies", "faq", "bot_speaks_first", "timezone",
+    "knowledge", "policies", "faq", "bot_speaks_first", "timezone", "transfer_number",
+    "max_call_duration_s",
 )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message the agent took, as `Store.list_messages` returns it."""
+
+    business_slug: str  # "" when no business was matched to the call (or it was deleted)
+    call_sid: str
+    name: str
+    phone: str
+    message: str
+    created_at: datetime  # when it was taken (UTC)
 
 
 class Store:
@@ -128,6 +160,7 @@ class Store:
                 session.add(row)
             for name in _BUSINESS_FIELDS:
                 setattr(row, name, getattr(business, name))
+            _put_call_control(row, business)
             row.updated_at = now
             row.revision += 1
             if [n.number for n in row.numbers] != list(business.phone_numbers):
@@ -166,8 +199,8 @@ class Store:
 
     # -- calls ----------------------------------------------------------------------------
     async def save_call(self, record: CallRecord) -> None:
-        """Insert or update by call_sid, replacing its transcript and timeline; a row a
-        status callback created first is completed, its status history kept."""
+        """Insert or update by call_sid, replacing its transcript, timeline and messages; a
+        row a status callback created first is completed, its status history kept."""
         _require_aware(record.started_at, record.ended_at)
         values = {
             "business_id": _business_id(record.business_slug),
@@ -181,24 +214,39 @@ class Store:
             "ended_at": record.ended_at,
         }
         async with self._session() as session:
-            call_id = await session.scalar(
-                self._insert_new_call()
-                .values(call_sid=record.call_sid, status=record.status, **values)
-                .returning(models.Call.id)
-            )
-            if call_id is None:  # already there: lock it against a concurrent status callback
-                call_id, has_history = (
-                    await session.execute(_lock_call(record.call_sid, _has_status_history()))
+            inserted = (
+                await session.execute(
+                    self._insert_new_call()
+                    .values(call_sid=record.call_sid, status=record.status, **values)
+                    .returning(models.Call.id, models.Call.business_id)
+                )
+            ).first()
+            if inserted is not None:
+                call_id, business_id = inserted
+            else:  # already there: lock it against a concurrent status callback
+                call_id, has_history, has_messages = (
+                    await session.execute(
+                        _lock_call(record.call_sid, _has_status_history(), _has_messages())
+                    )
                 ).one()
                 if not has_history:
                     values["status"] = record.status
                 if record.ended_at is None:  # a final status callback may have set it
                     del values["ended_at"]
-                await session.execute(
-                    update(models.Call).where(models.Call.id == call_id).values(**values)
+                if not record.outcome:  # not known yet: keep what a callback may have set
+                    del values["outcome"]
+                business_id = await session.scalar(
+                    update(models.Call)
+                    .where(models.Call.id == call_id)
+                    .values(**values)
+                    .returning(models.Call.business_id)
                 )
                 for table in (models.TranscriptTurn, models.TimelineEntry):
                     await session.execute(delete(table).where(table.call_id == call_id))
+                if has_messages:
+                    await session.execute(
+                        delete(models.Message).where(models.Message.call_sid == record.call_sid)
+                    )
             if record.transcript:
                 await session.execute(
                     insert(models.TranscriptTurn),
@@ -208,6 +256,11 @@ class Store:
                 await session.execute(
                     insert(models.TimelineEntry),
                     [_stage_row(call_id, i, stage) for i, stage in enumerate(record.timeline)],
+                )
+            if record.messages:
+                await session.execute(
+                    insert(models.Message),
+                    [_message_row(business_id, record, message) for message in record.messages],
                 )
 
     async def record_call_status(
@@ -220,7 +273,8 @@ class Store:
         duration_s: int | None = None,
     ) -> None:
         """Keep one status callback and bring the call's status up to date (a stub row is
-        created for a call not saved yet). Callbacks may arrive in any order."""
+        created for a call not saved yet). Callbacks may arrive in any order. A final status
+        fills in an outcome still empty (`OUTCOME_OF_FINAL_STATUS`)."""
         _require_aware(at)
         async with self._session() as session:
             await session.execute(
@@ -229,8 +283,10 @@ class Store:
                 )
             )
             # The lock orders concurrent callbacks: the second one sees the first's event.
-            call_id, ended_at = (
-                await session.execute(_lock_call(call_sid, models.Call.ended_at))
+            call_id, ended_at, outcome = (
+                await session.execute(
+                    _lock_call(call_sid, models.Call.ended_at, models.Call.outcome)
+                )
             ).one()
             await session.execute(
                 insert(models.CallStatusEvent).values(
@@ -242,14 +298,16 @@ class Store:
                 changes["duration_s"] = duration_s
             if ended_at is None and status in FINAL_STATUSES:
                 changes["ended_at"] = at
+            if not outcome and status in OUTCOME_OF_FINAL_STATUS:
+                changes["outcome"] = OUTCOME_OF_FINAL_STATUS[status]
             await session.execute(
                 update(models.Call).where(models.Call.id == call_id).values(**changes)
             )
 
     async def list_calls(
-        self, *, limit: int = 50, business_slug: str | None = None
+        self, *, limit: int = 50, business_slug: str | None = None, outcome: str | None = None
     ) -> list[CallRecord]:
-        """Newest first, without transcript or timeline."""
+        """Newest first, without transcript, timeline or messages; `outcome` filters on it."""
         query = (
             select(models.Call, models.Business.slug)
             .outerjoin(models.Business, models.Call.business_id == models.Business.id)
@@ -258,6 +316,8 @@ class Store:
         )
         if business_slug is not None:
             query = query.where(models.Business.slug == business_slug)
+        if outcome is not None:
+            query = query.where(models.Call.outcome == outcome)
         async with self._session() as session:
             rows = (await session.execute(query)).all()
             return [_call_record(call, slug) for call, slug in rows]
@@ -292,6 +352,23 @@ class Store:
             ]
             record.timeline = [TimelineStage(s.stage, s.ms, s.detail) for s in stages]
             return record
+
+    async def list_messages(
+        self, business_slug: str | None = None, limit: int = 50
+    ) -> list[StoredMessage]:
+        """Messages the agent took, newest first; only this business's when a slug is given."""
+        message = models.Message
+        query = (
+            select(message, models.Business.slug)
+            .outerjoin(models.Business, message.business_id == models.Business.id)
+            .order_by(message.created_at.desc(), message.id.desc())
+            .limit(limit)
+        )
+        if business_slug is not None:
+            query = query.where(models.Business.slug == business_slug)
+        async with self._session() as session:
+            rows = (await session.execute(query)).all()
+            return [_stored_message(row, slug) for row, slug in rows]
 
     async def call_statuses(self, call_sid: str) -> list[tuple[str, datetime]]:
         """The call's status callbacks, oldest first (in the order that decides its status)."""
@@ -384,6 +461,7 @@ def _put_template(
         business.templates.append(row)
     row.greeting_template = template.greeting_template
     row.instructions = template.instructions
+    row.voicemail_template = template.voicemail_template
     row.updated_at = now
     return row
 
@@ -393,6 +471,7 @@ def _template_config(row: models.OutboundTemplate) -> TemplateConfig:
         name=row.name,
         greeting_template=row.greeting_template,
         instructions=row.instructions,
+        voicemail_template=row.voicemail_template,
         id=row.id,
     )
 
@@ -402,19 +481,45 @@ def _business_config(row: models.Business) -> BusinessConfig:
         slug=row.slug,
         phone_numbers=tuple(n.number for n in row.numbers),
         templates=tuple(_template_config(t) for t in sorted(row.templates, key=_template_name)),
+        tools=tuple(row.tools),
+        opening_hours=_pairs(row.opening_hours),
+        dtmf_actions=_pairs(row.dtmf_actions),
+        http_tools=tuple(HttpTool(**tool) for tool in row.http_tools),
         id=row.id,
         **{name: getattr(row, name) for name in _BUSINESS_FIELDS},
     )
+
+
+def _put_call_control(row: models.Business, business: BusinessConfig) -> None:
+    """The JSON columns, as lists (new ones each time, so the change is always seen)."""
+    row.tools = list(business.tools)
+    row.opening_hours = [[day, ranges] for day, ranges in business.opening_hours]
+    row.dtmf_actions = [[key, action] for key, action in business.dtmf_actions]
+    row.http_tools = [_http_tool_json(tool) for tool in business.http_tools]
+
+
+def _http_tool_json(tool: HttpTool) -> dict[str, Any]:
+    return {
+        "name": tool.name,
+        "description": tool.description,
+        "url": tool.url,
+        "parameters": tool.parameters,
+        "timeout_s": tool.timeout_s,
+    }
+
+
+def _pairs(rows: list[list[str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((first, second) for first, second in rows)
 
 
 _template_name = attrgetter("name")
 
 
 # -- calls --------------------------------------------------------------------------------
-def _lock_call(call_sid: str, column: _Column) -> Select[int, Any]:
-    """The call's id and one more column, the row locked until commit (PostgreSQL)."""
+def _lock_call(call_sid: str, *columns: _Column) -> Select[*tuple[Any, ...]]:
+    """The call's id and the columns given, the row locked until commit (PostgreSQL)."""
     return (
-        select(models.Call.id, column)
+        select(models.Call.id, *columns)
         .where(models.Call.call_sid == call_sid)
         .with_for_update(of=models.Call)
     )
@@ -426,6 +531,10 @@ def _business_id(slug: str) -> ScalarSelect[int]:
 
 def _has_status_history() -> ColumnElement[bool]:
     return exists().where(models.CallStatusEvent.call_sid == models.Call.call_sid)
+
+
+def _has_messages() -> ColumnElement[bool]:
+    return exists().where(models.Message.call_sid == models.Call.call_sid)
 
 
 def _status_order() -> Sequence[_Column]:
@@ -463,6 +572,31 @@ def _stage_row(call_id: int, position: int, stage: TimelineStage) -> dict[str, A
         "ms": stage.ms,
         "detail": stage.detail,
     }
+
+
+def _message_row(
+    business_id: int | None, record: CallRecord, message: LeadMessage
+) -> dict[str, Any]:
+    return {
+        "business_id": business_id,
+        "call_sid": record.call_sid,
+        "name": message.name,
+        "phone": message.phone,
+        "message": message.message,
+        # From the record, not the clock: a record saved again gives the same rows.
+        "created_at": record.started_at + timedelta(milliseconds=message.taken_ms),
+    }
+
+
+def _stored_message(row: models.Message, business_slug: str | None) -> StoredMessage:
+    return StoredMessage(
+        business_slug=business_slug or "",
+        call_sid=row.call_sid,
+        name=row.name,
+        phone=row.phone,
+        message=row.message,
+        created_at=row.created_at,
+    )
 
 
 def _call_record(call: models.Call, business_slug: str | None) -> CallRecord:

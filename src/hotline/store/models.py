@@ -1,12 +1,16 @@
-"""The tables: businesses with their numbers and outbound templates, and calls.
+"""The tables: businesses with their numbers and outbound templates, calls, and the messages
+the agent took for the businesses.
 
 Rows stay inside the store; the rest of Hotline sees `BusinessConfig` and `CallRecord`.
+Pairs and lists in `BusinessConfig` (tools, opening hours, DTMF actions, HTTP tools) are
+JSON columns holding lists, so their order survives every database.
 Every datetime is timezone-aware in Python and stored in UTC (`UTCDateTime`).
 Changing a model means a new Alembic revision in `migrations/versions/`.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -27,6 +31,8 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from hotline.business import DEFAULT_TOOLS
 
 # Deterministic constraint names, so later migrations (and SQLite batch mode) can name them.
 NAMING_CONVENTION = {
@@ -83,6 +89,14 @@ class Business(Base):
     faq: Mapped[str] = mapped_column(Text)
     bot_speaks_first: Mapped[bool] = mapped_column(Boolean, server_default=true())
     timezone: Mapped[str] = mapped_column(String(64), server_default="UTC")
+    # Call control (revision 0002). JSON lists: tool names; [weekday, ranges] and
+    # [key, action] pairs; {name, description, url, parameters, timeout_s} objects.
+    tools: Mapped[list[str]] = mapped_column(JSON, server_default=json.dumps(list(DEFAULT_TOOLS)))
+    transfer_number: Mapped[str | None] = mapped_column(String(16))  # E.164
+    opening_hours: Mapped[list[list[str]]] = mapped_column(JSON, server_default="[]")
+    dtmf_actions: Mapped[list[list[str]]] = mapped_column(JSON, server_default="[]")
+    max_call_duration_s: Mapped[int] = mapped_column(Integer, server_default="600")
+    http_tools: Mapped[list[dict[str, Any]]] = mapped_column(JSON, server_default="[]")
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     # +1 on every save of the business or one of its templates: `Store.config_version()`
@@ -124,6 +138,7 @@ class OutboundTemplate(Base):
     name: Mapped[str] = mapped_column(String(64))
     greeting_template: Mapped[str] = mapped_column(Text)
     instructions: Mapped[str] = mapped_column(Text)
+    voicemail_template: Mapped[str] = mapped_column(Text, server_default="")
     updated_at: Mapped[datetime]
 
     business: Mapped[Business] = relationship(back_populates="templates", lazy="raise")
@@ -187,3 +202,24 @@ class CallStatusEvent(Base):
     status: Mapped[str] = mapped_column(String(32))
     sequence: Mapped[int | None]
     at: Mapped[datetime]
+
+
+class Message(Base):
+    """A message the agent took for the business (`take_message`), kept after the call.
+
+    Keyed by `call_sid` rather than a foreign key to `calls`, so that the message outlives
+    whatever happens to the call row; `business_id` is NULL once the business is deleted.
+    """
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int | None] = mapped_column(
+        ForeignKey("businesses.id", ondelete="SET NULL"), index=True
+    )
+    call_sid: Mapped[str] = mapped_column(String(64), index=True)
+    # Text, not bounded strings: what the model heard must never make the write fail.
+    name: Mapped[str] = mapped_column(Text)
+    phone: Mapped[str] = mapped_column(Text)
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(index=True)

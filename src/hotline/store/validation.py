@@ -6,13 +6,23 @@ or raises `InvalidBusiness` naming the field, so callers can prefix the file and
 
 from __future__ import annotations
 
+import json
 import re
 import string
-import zoneinfo
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
+from urllib.parse import urlsplit
 
-from hotline.business import BusinessConfig, TemplateConfig
+from hotline.business import (
+    BUILTIN_TOOLS,
+    DTMF_ACTIONS,
+    BusinessConfig,
+    HttpTool,
+    TemplateConfig,
+)
 from hotline.errors import InvalidBusiness
+from hotline.hours import WEEKDAYS, check_timezone, parse_week
 
 SLUG_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 TEMPLATE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -23,6 +33,12 @@ VOICE_RE = re.compile(r"[a-z0-9_-]{1,32}")
 E164_RE = re.compile(r"\+[1-9][0-9]{7,14}")
 # What people type inside a number and E.164 leaves out.
 _NUMBER_SEPARATORS = str.maketrans("", "", " -().")
+# The tool names the realtime API accepts for functions.
+HTTP_TOOL_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+DTMF_KEYS = "0123456789*#"
+MIN_CALL_DURATION_S, MAX_CALL_DURATION_S = 5, 4 * 60 * 60
+MAX_HTTP_TOOL_TIMEOUT_S = 30.0
+TRANSFER = "transfer_to_human"
 
 
 def _text(field: str, value: str, *, required: bool) -> str:
@@ -65,10 +81,13 @@ def check_template(template: TemplateConfig) -> TemplateConfig:
     field = f"templates[{template.name}]"
     greeting = _text(f"{field}.greeting", template.greeting_template, required=True)
     check_greeting_template(greeting, f"{field}.greeting")
+    voicemail = _text(f"{field}.voicemail", template.voicemail_template, required=False)
+    check_greeting_template(voicemail, f"{field}.voicemail")
     return replace(
         template,
         greeting_template=greeting,
         instructions=_text(f"{field}.instructions", template.instructions, required=False),
+        voicemail_template=voicemail,
     )
 
 
@@ -85,11 +104,9 @@ def check_business(business: BusinessConfig) -> BusinessConfig:
     if not VOICE_RE.fullmatch(business.voice):
         raise InvalidBusiness(f"voice: {business.voice!r} is not a voice name such as 'marin'")
     try:
-        zoneinfo.ZoneInfo(business.timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise InvalidBusiness(
-            f"timezone: {business.timezone!r} is not an IANA time zone such as 'Asia/Jerusalem'"
-        ) from None
+        check_timezone(business.timezone)
+    except ValueError as exc:
+        raise InvalidBusiness(f"timezone: {exc}") from None
     if not business.phone_numbers:
         raise InvalidBusiness("numbers: a business needs at least one phone number")
     numbers = tuple(
@@ -114,4 +131,141 @@ def check_business(business: BusinessConfig) -> BusinessConfig:
         faq=_text("prompt.faq", business.faq, required=False),
         phone_numbers=numbers,
         templates=templates,
+        **_call_control(business),
     )
+
+
+def _call_control(business: BusinessConfig) -> dict[str, Any]:
+    """The call control fields, checked and normalised, as `replace()` arguments."""
+    tools = check_tools(business.tools)
+    dtmf_actions = check_dtmf_actions(business.dtmf_actions)
+    transfer_number = business.transfer_number
+    if transfer_number is not None and transfer_number.strip():
+        transfer_number = check_phone_number(transfer_number, "transfer_number")
+    else:
+        transfer_number = None
+    if transfer_number is None and (
+        TRANSFER in tools or any(action == TRANSFER for _, action in dtmf_actions)
+    ):
+        raise InvalidBusiness(
+            f"transfer_number: required when {TRANSFER} is enabled (in tools or dtmf); "
+            "give the E.164 number a transfer dials, e.g. +14155550199"
+        )
+    return {
+        "tools": tools,
+        "transfer_number": transfer_number,
+        "opening_hours": check_opening_hours(business.opening_hours),
+        "dtmf_actions": dtmf_actions,
+        "max_call_duration_s": check_max_call_duration(business.max_call_duration_s),
+        "http_tools": check_http_tools(business.http_tools),
+    }
+
+
+def check_tools(tools: tuple[str, ...]) -> tuple[str, ...]:
+    """Built-in tool names, each at most once."""
+    for i, name in enumerate(tools):
+        if name not in BUILTIN_TOOLS:
+            raise InvalidBusiness(
+                f"tools[{i}]: {name!r} is not a built-in tool (known: {', '.join(BUILTIN_TOOLS)})"
+            )
+    if len(set(tools)) != len(tools):
+        raise InvalidBusiness(f"tools: {', '.join(tools)} names a tool twice")
+    return tuple(tools)
+
+
+def check_opening_hours(hours: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """(weekday, ranges) pairs, weekdays as `mon`…`sun` in week order, ranges stripped."""
+    try:
+        parse_week(hours)
+    except ValueError as exc:
+        raise InvalidBusiness(f"hours: {exc}") from None
+    days = [day.strip().lower()[:3] for day, _ in hours]
+    twice = sorted({day for day in days if days.count(day) > 1}, key=WEEKDAYS.index)
+    if twice:
+        raise InvalidBusiness(f"hours: {', '.join(twice)} listed twice")
+    given = {day: text.strip() for day, (_, text) in zip(days, hours, strict=True)}
+    return tuple((day, given[day]) for day in WEEKDAYS if day in given)
+
+
+def check_dtmf_actions(actions: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """(key, action) pairs: a key 0-9, * or #, at most once; an action from DTMF_ACTIONS."""
+    for key, action in actions:
+        if not isinstance(key, str) or len(key) != 1 or key not in DTMF_KEYS:
+            raise InvalidBusiness(f"dtmf: {key!r} is not a phone key (0-9, * or #)")
+        if action not in DTMF_ACTIONS:
+            raise InvalidBusiness(
+                f"dtmf[{key}]: {action!r} is not an action (known: {', '.join(DTMF_ACTIONS)})"
+            )
+    keys = [key for key, _ in actions]
+    if len(set(keys)) != len(keys):
+        raise InvalidBusiness(f"dtmf: {', '.join(keys)} lists a key twice")
+    return tuple(actions)
+
+
+def check_max_call_duration(seconds: int) -> int:
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int)
+        or not MIN_CALL_DURATION_S <= seconds <= MAX_CALL_DURATION_S
+    ):
+        raise InvalidBusiness(
+            f"max_call_duration_s: {seconds!r} must be a whole number of seconds from "
+            f"{MIN_CALL_DURATION_S} to {MAX_CALL_DURATION_S}"
+        )
+    return seconds
+
+
+def check_http_tools(tools: tuple[HttpTool, ...]) -> tuple[HttpTool, ...]:
+    checked = tuple(check_http_tool(tool) for tool in tools)
+    names = [tool.name for tool in checked]
+    if len(set(names)) != len(names):
+        raise InvalidBusiness(f"http_tools: {', '.join(names)} names a tool twice")
+    return checked
+
+
+def check_http_tool(tool: HttpTool) -> HttpTool:
+    """One HTTP tool, its description stripped and its timeout a float."""
+    if not HTTP_TOOL_NAME_RE.fullmatch(tool.name):
+        raise InvalidBusiness(
+            f"http_tools.name: {tool.name!r} must be 1-64 letters, digits, '_' or '-'"
+        )
+    field = f"http_tools[{tool.name}]"
+    if tool.name in BUILTIN_TOOLS:
+        raise InvalidBusiness(f"{field}.name: {tool.name!r} is a built-in tool's name")
+    url = urlsplit(tool.url.strip())
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise InvalidBusiness(f"{field}.url: {tool.url!r} must be an http:// or https:// URL")
+    _check_parameters_schema(tool.parameters, f"{field}.parameters")
+    timeout_s = tool.timeout_s
+    if (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, int | float)
+        or not 0 < timeout_s <= MAX_HTTP_TOOL_TIMEOUT_S
+    ):
+        raise InvalidBusiness(
+            f"{field}.timeout_s: {timeout_s!r} must be more than 0 and at most "
+            f"{MAX_HTTP_TOOL_TIMEOUT_S:g} seconds"
+        )
+    return replace(
+        tool,
+        description=_text(f"{field}.description", tool.description, required=True),
+        url=tool.url.strip(),
+        timeout_s=float(timeout_s),
+    )
+
+
+def _check_parameters_schema(parameters: object, field: str) -> None:
+    """A JSON schema of an object (what function-calling models take as arguments)."""
+    if not isinstance(parameters, Mapping) or parameters.get("type") != "object":
+        raise InvalidBusiness(
+            f'{field}: must be a JSON schema object, e.g. {{"type": "object", "properties": '
+            '{"date": {"type": "string"}}}'
+        )
+    try:
+        plain = json.loads(json.dumps(parameters, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InvalidBusiness(f"{field}: not plain JSON ({exc})") from None
+    if plain != parameters:  # e.g. number keys, which JSON turns into strings
+        raise InvalidBusiness(f"{field}: not plain JSON (keys must be text)")
+    if not isinstance(parameters.get("properties", {}), Mapping):
+        raise InvalidBusiness(f"{field}.properties: must be a mapping of argument schemas")

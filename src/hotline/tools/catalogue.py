@@ -18,8 +18,8 @@ EMPTY_OBJECT_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}, "requ
 
 def offered_tools(plan: CallPlan) -> dict[str, Builtin | HttpTool]:
     """Name to tool, in the order the model is shown them. Built-ins follow BUILTIN_TOOLS
-    order; `transfer_to_human` needs a transfer number and `check_hours` opening hours; an HTTP tool can't shadow a
-    built-in, and the first of two same-named HTTP tools wins."""
+    order; `transfer_to_human` needs a transfer number and `check_hours` opening hours;
+    an HTTP tool can't shadow a built-in, and the first of two same-named HTTP tools wins."""
     offered: dict[str, Builtin | HttpTool] = {}
     for name in BUILTIN_TOOLS:
         if name not in plan.tools or name not in BUILTINS:

@@ -16,6 +16,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from hotline.store.migrate import compare_server_default
 from hotline.store.models import Base
 from hotline.store.urls import normalise_database_url
 
@@ -30,7 +31,7 @@ def _configure(connection: Connection) -> None:
         # SQLite cannot ALTER most things: later revisions get copy-and-move batches.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
-        compare_server_default=True,
+        compare_server_default=compare_server_default,
     )
 
 
