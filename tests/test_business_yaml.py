@@ -156,7 +156,7 @@ BAD: dict[str, tuple[str, str]] = {
     "unknown action": ('    dtmf: {"1": dance}\n', "dtmf[1]: 'dance' is not an action"),
     "star unquoted": ("    dtmf: {*: end_call}\n", "not valid YAML"),
     "call length as text": ("    max_call_duration_s: 10m\n", "max_call_duration_s: expected a"),
-    "call too short": ("    max_call_duration_s: 10\n", "max_call_duration_s: 10 must be"),
+    "call too short": ("    max_call_duration_s: 4\n", "max_call_duration_s: 4 must be"),
     "http tools not a list": ("    http_tools: {name: x}\n", "http_tools: expected a list"),
     "http tool without url": (
         "    http_tools: [{name: x, description: X.}]\n", "http_tools[0].url: required field"),
