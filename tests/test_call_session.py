@@ -39,6 +39,7 @@ from hotline.call.events import (
     EngineAudioDelta,
     EngineCallerTranscript,
     EngineClosed,
+    EngineError,
     EngineFunctionCall,
     EngineInputCommitted,
     EngineResponseCreated,
@@ -64,6 +65,7 @@ from hotline.call.session import (
     heard_part,
 )
 from hotline.prompts import (
+    GOODBYE_INSTRUCTIONS,
     HANDOVER_INSTRUCTIONS,
     NUDGE_INSTRUCTIONS,
     SILENCE_GOODBYE_INSTRUCTIONS,
@@ -115,6 +117,7 @@ class Call:
     def __init__(self, **plan_overrides: object) -> None:
         self.session = CallSession(make_plan(**plan_overrides))
         self.log: list[Command] = []
+        self.turns = 0
 
     def __call__(self, event: CallEvent, now_ms: float) -> list[Command]:
         cmds = self.session.handle(event, now_ms)
@@ -129,15 +132,20 @@ class Call:
             names += marks(self(EngineAudioDelta(response_id, item_id, audio_b64(ms)), at_ms))
         return names
 
-    def talk(self, until_ms: float, ms: int = 200, frame: str = LOUD_FRAME) -> list[Command]:
-        """The caller makes sound for `ms`, 20 ms frames, the last one at `until_ms`."""
+    def talk(self, until_ms: float, ms: int = 200, frame: str = LOUD_FRAME,
+             turn: bool = True) -> list[Command]:
+        """The caller makes sound for `ms`, 20 ms frames, the last one at `until_ms`; the
+        engine's VAD opens a turn for it (unless one is open, or `turn` is False)."""
         cmds: list[Command] = []
+        if turn and not self.session._turn_open():
+            self.turns += 1
+            cmds += self(EngineSpeechStarted(0, f"u{self.turns}"), until_ms - ms + 20)
         for i in range(ms // 20):
             cmds += self(TwilioMedia(frame, 0), until_ms - ms + 20 * (i + 1))
         return cmds
 
     def quiet(self, until_ms: float, ms: int = 100) -> list[Command]:
-        return self.talk(until_ms, ms, QUIET_FRAME)
+        return self.talk(until_ms, ms, QUIET_FRAME, turn=False)
 
 
 class TestGreeting:
@@ -238,7 +246,7 @@ class TestBargeIn:
         assert call(EngineSpeechStarted(1000, "u1"), 120) == []  # VAD alone: nothing
         cmds = call.talk(until_ms=250)
         assert twilio_sent(cmds) == [TwilioClear()]
-        assert control_sent(cmds) == [CancelResponse(), Truncate("i1", 250)]
+        assert control_sent(cmds) == [Truncate("i1", 250), CancelResponse()]
 
     def test_a_short_burst_over_the_agent_cuts_nothing_and_gets_no_answer(self) -> None:
         call = Call()
@@ -270,7 +278,7 @@ class TestBargeIn:
         call(TwilioMark(names[0]), 100)
         # Much later, but the second mark never came back: at most 200 ms were heard.
         cmds = call.talk(until_ms=900)
-        assert control_sent(cmds) == [CancelResponse(), Truncate("i1", 200)]
+        assert control_sent(cmds) == [Truncate("i1", 200), CancelResponse()]
 
     def test_nothing_heard_means_clear_without_truncate(self) -> None:
         call = Call()
@@ -311,7 +319,7 @@ class TestBargeIn:
         second = call.speak("r2", "i2", [300], 100)  # queued behind the first
         call(TwilioMark(first[0]), 200)  # first finished: second starts playing now
         cmds = call.talk(until_ms=320)
-        assert control_sent(cmds) == [CancelResponse(), Truncate("i2", 120)]
+        assert control_sent(cmds) == [Truncate("i2", 120), CancelResponse()]
         assert second
 
     def test_echo_in_the_cooldown_is_noise_unless_it_lasts(self) -> None:
@@ -409,6 +417,7 @@ _events = st.one_of(
     st.builds(EngineAgentTranscript, _resp, _item, st.text(max_size=5)),
     st.builds(TwilioDtmf, st.sampled_from(list("0123456789*#"))),
     st.just(TwilioStart("MZ1", "CA1", "AC1", {})),
+    st.builds(TwilioMedia, st.just(LOUD_FRAME), st.just(0)),
     st.builds(EngineInputCommitted, st.sampled_from(["u1", "u2"])),
     st.builds(TimerFired, st.sampled_from(list(TimerName))),
     st.builds(EngineFunctionCall, _resp, st.just("f1"), st.sampled_from(["c1", "c2"]),
@@ -424,13 +433,26 @@ _events = st.one_of(
 def test_any_event_sequence_keeps_the_invariants(steps: list[tuple[CallEvent, int]],
                                                  bot_first: bool) -> None:
     session = CallSession(make_plan(bot_speaks_first=bot_first,  # greeting asked at start
-                                    transfer_number="+15550009999"))
+                                    transfer_number="+15550009999",
+                                    dtmf_actions=(("0", "transfer_to_human"),
+                                                  ("#", "end_call"))))
     now = 0.0
     greetings = upgrades = 0
     sent_ms: dict[str, float] = {}
+    asked = False  # a response.create is out and no response was created since
+    acted = 0
     for event, dt in [(START, 0), *steps]:
         now += dt
+        if isinstance(event, EngineResponseCreated):
+            asked = False
         for cmd in session.handle(event, now):
+            if isinstance(cmd, SendToEngine) and isinstance(cmd.message, CreateResponse):
+                assert not asked, "a second response.create before the first was created"
+                assert not acted, "a response asked for after the hang-up or transfer"
+                asked = True
+            if isinstance(cmd, HangUpCall | TransferCall):
+                acted += 1
+                assert acted == 1, "the call was hung up or transferred twice"
             if (isinstance(cmd, SendToEngine) and isinstance(cmd.message, CreateResponse)
                     and isinstance(event, TwilioStart)):
                 greetings += 1
@@ -601,9 +623,14 @@ class TestEndCallAndTransfer:
         assert EndCall("transferred") in call(TwilioStop(), 1300)
 
     def test_a_failed_rest_request_ends_the_call_on_our_side(self) -> None:
-        call, _ = conversing(transfer_number="+15550009999")
+        call, first = conversing(transfer_number="+15550009999",
+                                 dtmf_actions=(("0", "transfer_to_human"),))
+        call(TwilioMark(first[0]), 500)
         call(TwilioDtmf("0"), 600)
-        cmds = call(CallControlFailed("transfer", "Twilio refused"), 700)
+        names = call.speak("r2", "i2", [100], 610)
+        call(EngineResponseDone("r2", "completed"), 611)
+        assert commands_of(call(TwilioMark(names[0]), 710), TransferCall)
+        cmds = call(CallControlFailed("transfer", "Twilio refused"), 800)
         assert EndCall("failed") in cmds and "call_control_failed" in stages(cmds)
 
 
@@ -727,3 +754,92 @@ class TestAnsweringMachine:
         assert engine_sent(call.quiet(until_ms=2900, ms=400)) == []  # a pause, not the end
         cmds = call.quiet(until_ms=3100, ms=200)  # quiet for vad_silence_ms (500)
         assert control_sent(cmds) == [CreateResponse()] and "amd_cap_reached" in stages(cmds)
+
+
+class TestResponseBookkeeping:
+    """Regressions from review: one response at a time, the closing's own line, tools."""
+
+    def test_a_goodbye_key_during_a_requested_reply_waits_for_its_own_line(self) -> None:
+        call, first = conversing(dtmf_actions=(("#", "end_call"),))
+        call(TwilioMark(first[0]), 500)
+        call(EngineSpeechStarted(0, "u1"), 1000)
+        call(EngineInputCommitted("u1"), 1500)  # a reply is asked for...
+        call(TwilioDtmf("#"), 1510)  # ...and the caller presses the goodbye key
+        # The reply asked for before is created: cancelled, it must not be the goodbye.
+        cmds = call(EngineResponseCreated("r2"), 1520)
+        assert control_sent(cmds) == [CancelResponse()]
+        cmds = call(EngineResponseDone("r2", "cancelled"), 1530)
+        assert control_sent(cmds) == [CreateResponse(GOODBYE_INSTRUCTIONS)]
+        assert commands_of(cmds, HangUpCall) == []
+        names = call.speak("r3", "i3", [200], 1600)
+        assert commands_of(call(EngineResponseDone("r3", "completed"), 1601), HangUpCall) == []
+        assert commands_of(call(TwilioMark(names[0]), 1800), HangUpCall) == [HangUpCall()]
+        # Nothing is asked for after the hang-up.
+        assert control_sent(call(TwilioDtmf("5"), 1900)) == []
+
+    def test_a_refused_response_create_does_not_silence_the_call(self) -> None:
+        call, first = conversing()
+        call(TwilioMark(first[0]), 500)
+        call(EngineSpeechStarted(0, "u1"), 1000)
+        [create] = control_sent(call(EngineInputCommitted("u1"), 1500))
+        assert isinstance(create, CreateResponse) and create.event_id
+        cmds = call(EngineError("rate_limit_exceeded", "slow down", create.event_id), 1510)
+        assert "engine_error" in stages(cmds)
+        # Nothing is pending any more: the next turn is answered.
+        call(EngineSpeechStarted(0, "u2"), 3000)
+        assert control_sent(call(EngineInputCommitted("u2"), 3500)) == [CreateResponse()]
+
+    def test_a_cut_also_cancels_a_newer_reply_not_heard_yet(self) -> None:
+        call, _ = conversing()  # r1's audio is still playing
+        call(EngineResponseCreated("r2"), 100)  # r2 started, no audio yet
+        cmds = call.talk(until_ms=400)
+        assert twilio_sent(cmds) == [TwilioClear()]
+        assert CancelResponse() in control_sent(cmds)
+        assert twilio_sent(call(EngineAudioDelta("r2", "i2", audio_b64(100)), 410)) == []
+
+    def test_no_reply_starts_while_the_caller_is_still_talking(self) -> None:
+        call, first = conversing()
+        call(TwilioMark(first[0]), 500)
+        call(EngineResponseCreated("r2"), 1000)
+        call(EngineFunctionCall("r2", "f1", "c1", "check_hours", "{}"), 1001)
+        call(ToolFinished("c1", "check_hours", "{}", "none"), 1002)
+        call(EngineSpeechStarted(0, "u1"), 1003)  # the caller talks before r2 is done
+        cmds = call(EngineResponseDone("r2", "completed"), 1010)
+        assert control_sent(cmds) == [AddFunctionOutput("c1", "{}")]  # no reply yet
+        assert control_sent(call(EngineInputCommitted("u1"), 1800)) == [CreateResponse()]
+
+    def test_several_tool_calls_get_one_reply_once_all_have_answered(self) -> None:
+        call, _ = conversing()
+        call(EngineResponseCreated("r2"), 1000)
+        call(EngineFunctionCall("r2", "f1", "c1", "check_hours", "{}"), 1001)
+        call(EngineFunctionCall("r2", "f2", "c2", "lookup", "{}"), 1002)
+        call(EngineResponseDone("r2", "completed"), 1003)
+        assert control_sent(call(ToolFinished("c1", "check_hours", "{}", "none"), 1004)) == []
+        cmds = call(ToolFinished("c2", "lookup", '{"x":1}', "none"), 1500)
+        assert control_sent(cmds) == [AddFunctionOutput("c1", "{}"),
+                                      AddFunctionOutput("c2", '{"x":1}'), CreateResponse()]
+
+    def test_a_tool_called_by_an_interrupted_reply_does_not_act(self) -> None:
+        call, _ = conversing()
+        call.speak("r2", "i2", [1000], 1000)
+        call.talk(until_ms=1400)  # the caller cuts r2 off
+        cmds = call(EngineFunctionCall("r2", "f1", "c1", "end_call", "{}"), 1410)
+        assert commands_of(cmds, RunTool) == []
+        cmds = call(EngineResponseDone("r2", "cancelled"), 1420)
+        [output] = control_sent(cmds)
+        assert isinstance(output, AddFunctionOutput) and "interrupted" in output.output
+
+    def test_silence_is_not_counted_while_a_tool_runs(self) -> None:
+        call, first = conversing()
+        call(EngineResponseCreated("r2"), 100)
+        call(EngineFunctionCall("r2", "f1", "c1", "lookup", "{}"), 101)
+        call(EngineResponseDone("r2", "completed"), 102)
+        assert timers_started(call(TwilioMark(first[0]), 500)) == []
+
+    def test_a_fax_is_hung_up_and_never_greeted(self) -> None:
+        call = Call(direction="outbound", amd=True, amd_cap_ms=1500)
+        call(START, 0)
+        cmds = call(AmdVerdict("fax"), 800)
+        assert commands_of(cmds, HangUpCall) == [HangUpCall()]
+        assert call(TimerFired(TimerName.AMD_CAP), 1500) == []
+        assert EndCall("failed") in call(TwilioStop(), 2000)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from tests.stack import Stack, running_stack
 from tests.test_e2e_calls import CALLER, LONG_GREETING, assert_nothing_leaked, received, record_of
 
 TRANSFER_NUMBER = "+15550009999"
+SHORT_REPLIES = ["Sure, one moment.", "Okay, noted.", "Thanks, goodbye."]
 TOOL_SECRET = "tool-secret-for-tests"
 # Greet, say something, then stay on the line until the server ends the call.
 TALK_THEN_WAIT = CallScript([WaitForAgentSilence(quiet_ms=400, timeout_ms=20_000),
@@ -62,8 +64,23 @@ def business(**overrides: Any) -> Any:
 
 
 @pytest.fixture
-async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    async with running_stack(database_url, tmp_path, [business()], greeting_cache=False,
+def sqlite_url(tmp_path: Path) -> str:
+    """SQLite only: these tests are about the call, not the store (whose PostgreSQL path,
+    messages and outcomes included, has its own tests), and they are the slowest we have."""
+    return f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}"
+
+
+@asynccontextmanager
+async def control_stack(url: str, tmp_path: Path, businesses: list[Any],
+                        **settings: Any) -> AsyncIterator[Stack]:
+    async with running_stack(url, tmp_path, businesses, **settings) as stack:
+        stack.engine.replies = SHORT_REPLIES  # short lines keep each call a few seconds
+        yield stack
+
+
+@pytest.fixture
+async def stack(sqlite_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    async with control_stack(sqlite_url, tmp_path, [business()], greeting_cache=False,
                              tool_signing_secret=TOOL_SECRET) as running:
         yield running
 
@@ -184,13 +201,13 @@ async def tool_service() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
 
 @pytest.mark.parametrize("phone", ["+15550001111", "fail"])
 async def test_http_tool_is_called_signed_and_its_reply_or_error_reaches_the_model(
-        database_url: str, tmp_path: Path, tool_service: tuple[str, list[dict[str, Any]]],
+        sqlite_url: str, tmp_path: Path, tool_service: tuple[str, list[dict[str, Any]]],
         phone: str) -> None:
     url, seen = tool_service
     lookup = HttpTool("lookup_booking", "Find the caller's booking.", url,
                       {"type": "object", "properties": {"phone": {"type": "string"}},
                        "required": ["phone"]}, timeout_s=5)
-    async with running_stack(database_url, tmp_path, [business(http_tools=(lookup,))],
+    async with control_stack(sqlite_url, tmp_path, [business(http_tools=(lookup,))],
                              greeting_cache=False, tool_signing_secret=TOOL_SECRET) as stack:
         stack.engine.tool_script = [ScriptedToolCall(1, "lookup_booking", {"phone": phone},
                                                      speak_first=False)]
@@ -216,9 +233,9 @@ async def test_http_tool_is_called_signed_and_its_reply_or_error_reaches_the_mod
 
 # -- DTMF ---------------------------------------------------------------------------------
 async def test_pressed_keys_reach_the_model_and_a_mapped_key_transfers(
-        database_url: str, tmp_path: Path) -> None:
+        sqlite_url: str, tmp_path: Path) -> None:
     shop = business(dtmf_actions=(("0", "transfer_to_human"),))
-    async with running_stack(database_url, tmp_path, [shop], greeting_cache=False) as stack:
+    async with control_stack(sqlite_url, tmp_path, [shop], greeting_cache=False) as stack:
         script = CallScript([WaitForAgentSilence(quiet_ms=400, timeout_ms=20_000),
                              Dtmf("5"), WaitForAgentAudio(played_ms=200, timeout_ms=20_000),
                              WaitForAgentSilence(quiet_ms=400, timeout_ms=20_000),
@@ -253,12 +270,12 @@ async def place_reminder(stack: Stack, to: str) -> str:
 
 @pytest.mark.parametrize("greeting_cache", [False, True])
 async def test_a_machine_hears_nothing_before_the_beep_then_the_voicemail(
-        database_url: str, tmp_path: Path, greeting_cache: bool) -> None:
+        sqlite_url: str, tmp_path: Path, greeting_cache: bool) -> None:
     template = TemplateConfig("reminder", "Hi {name}, this is Acme Dental calling.",
                               "Remind {name} of tomorrow's appointment.",
                               voicemail_template=VOICEMAIL)
     callee = "+15550003333"
-    async with running_stack(database_url, tmp_path, [business(templates=(template,))],
+    async with control_stack(sqlite_url, tmp_path, [business(templates=(template,))],
                              greeting_cache=greeting_cache) as stack:
         stack.twilio.answered_by[callee] = "machine_end_beep"
         stack.twilio.callee_scripts[callee] = CallScript.answering_machine()
@@ -287,11 +304,16 @@ async def test_a_human_is_greeted_as_soon_as_the_verdict_comes(stack: Stack) -> 
     assert min(m.at for m in result.media_received) >= result.amd_callback_at
     record = await record_of(stack, call_sid)
     assert record.outcome == "completed" and "Hi Dana" in record.transcript[0].text
+    # Greeted on the verdict, not on the cap (1500 ms).
+    stages = {s.stage: s.ms for s in record.timeline}
+    assert "amd_cap_reached" not in stages
+    assert stages["amd_verdict"] <= stages["greeting_requested"]
+    assert stages["greeting_requested"] - stages["stream_start"] < 1500
 
 
 async def test_a_late_verdict_does_not_hold_the_greeting_past_the_cap(
-        database_url: str, tmp_path: Path) -> None:
-    async with running_stack(database_url, tmp_path, [business()], greeting_cache=False,
+        sqlite_url: str, tmp_path: Path) -> None:
+    async with control_stack(sqlite_url, tmp_path, [business()], greeting_cache=False,
                              amd_greeting_cap_ms=300) as stack:
         stack.twilio.amd_ms = 5000
         call_sid = await place_reminder(stack, "+15550002222")
@@ -303,8 +325,8 @@ async def test_a_late_verdict_does_not_hold_the_greeting_past_the_cap(
 
 # -- silence and limits ----------------------------------------------------------------------
 async def test_silence_gets_one_nudge_then_a_goodbye_and_a_hang_up(
-        database_url: str, tmp_path: Path) -> None:
-    async with running_stack(database_url, tmp_path, [business()], greeting_cache=False,
+        sqlite_url: str, tmp_path: Path) -> None:
+    async with control_stack(sqlite_url, tmp_path, [business()], greeting_cache=False,
                              silence_nudge_s=1.0, silence_hangup_s=3.0) as stack:
         script = CallScript([Silence(60_000), Hangup()])
         result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER, script=script)
@@ -320,8 +342,8 @@ async def test_silence_gets_one_nudge_then_a_goodbye_and_a_hang_up(
 
 
 async def test_the_business_time_limit_ends_the_call_politely(
-        database_url: str, tmp_path: Path) -> None:
-    async with running_stack(database_url, tmp_path, [business(max_call_duration_s=5)],
+        sqlite_url: str, tmp_path: Path) -> None:
+    async with control_stack(sqlite_url, tmp_path, [business(max_call_duration_s=5)],
                              greeting_cache=False) as stack:
         script = CallScript([WaitForAgentSilence(quiet_ms=300, timeout_ms=20_000),
                              *[step for _ in range(6) for step in (
@@ -340,8 +362,8 @@ async def test_the_business_time_limit_ends_the_call_politely(
 # -- echo and barge-in -------------------------------------------------------------------------
 @pytest.mark.parametrize(("burst_ms", "cuts"), [(100, False), (400, True)])
 async def test_only_sound_long_enough_to_be_speech_cuts_the_agent_off(
-        database_url: str, tmp_path: Path, burst_ms: int, cuts: bool) -> None:
-    async with running_stack(database_url, tmp_path, [business(greeting=LONG_GREETING)],
+        sqlite_url: str, tmp_path: Path, burst_ms: int, cuts: bool) -> None:
+    async with control_stack(sqlite_url, tmp_path, [business(greeting=LONG_GREETING)],
                              greeting_cache=False) as stack:
         script = CallScript([WaitForAgentAudio(played_ms=1000, timeout_ms=20_000),
                              Tone(burst_ms), WaitForAgentSilence(quiet_ms=600), Hangup()])

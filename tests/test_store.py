@@ -823,12 +823,16 @@ def lead(name: str = "Dana Levi", taken_ms: int = 12_000, **changes: Any) -> Lea
 
 async def test_messages_are_saved_with_their_call(store: Store) -> None:
     await store.save_business(business())
-    await store.save_call(call(messages=[lead("Dana", 9_000), lead("Avi", 20_500)]))
+    record = call(messages=[lead("Dana", 9_000), lead("Avi", 20_500)])
+    await store.save_call(record)
+    # taken_ms counts from the webhook, started_at is the stream's start.
+    stream_start = next(s.ms for s in record.timeline if s.stage == "stream_start")
+    at = T0 - timedelta(milliseconds=stream_start)
     assert await store.list_messages() == [
         StoredMessage("acme", "CA0001", "Avi", "+972501234567",
-                      "Please call back about the estimate.", T0 + timedelta(seconds=20.5)),
+                      "Please call back about the estimate.", at + timedelta(seconds=20.5)),
         StoredMessage("acme", "CA0001", "Dana", "+972501234567",
-                      "Please call back about the estimate.", T0 + timedelta(seconds=9)),
+                      "Please call back about the estimate.", at + timedelta(seconds=9)),
     ]
     loaded = await store.get_call("CA0001")
     assert loaded is not None and loaded.messages == []  # a call reads back without them

@@ -60,7 +60,6 @@ class CallPlan:
     silence_hangup_ms: int = 20_000
     barge_in_min_speech_ms: int = 200
     goodbye_cap_ms: int = 10_000
-    tool_timeout_ms: int = 5_000
     # Outbound with async AMD: the greeting waits for the verdict, at most `amd_cap_ms`.
     amd: bool = False
     amd_cap_ms: int = 1_500
@@ -146,7 +145,6 @@ def _common(settings: Settings, business: BusinessConfig) -> dict[str, Any]:
         "silence_hangup_ms": int(settings.silence_hangup_s * 1000),
         "barge_in_min_speech_ms": settings.barge_in_min_speech_ms,
         "goodbye_cap_ms": int(settings.goodbye_cap_s * 1000),
-        "tool_timeout_ms": int(settings.tool_timeout_s * 1000),
     }
 
 

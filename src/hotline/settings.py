@@ -71,8 +71,6 @@ class Settings(BaseSettings):
     # A goodbye (end_call, silence, time limit) whose audio never finishes playing does not
     # hold the line: the call is hung up this long after it was asked for.
     goodbye_cap_s: float = Field(10.0, gt=0)
-    # Built-in tools time out after this; HTTP tools use their own `timeout_s`.
-    tool_timeout_s: float = Field(5.0, gt=0)
     # HMAC-SHA256 key for the X-Hotline-Signature header on HTTP tool requests. Unset: HTTP
     # tools answer the model with an error instead of calling out unsigned.
     tool_signing_secret: SecretStr | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hotline.call.events import TimerName
 from hotline.call.record import LeadMessage, TimelineStage, TranscriptTurn
@@ -36,6 +36,8 @@ class AppendAudio:
 @dataclass(slots=True)
 class CreateResponse:
     instructions: str | None = None
+    # Echoed in the `error` that refuses it, so the core knows no response is coming.
+    event_id: str | None = field(default=None, compare=False)
 
 
 @dataclass(slots=True)

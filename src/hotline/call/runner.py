@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -93,6 +93,7 @@ class CallRunner:
         self._toolbox = toolbox
         self._control = control
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self._winding_down = False  # no new side task once the call is over
         self._twilio = twilio
         self._open_engine = open_engine
         self._engine: EngineConnection | None = None
@@ -123,12 +124,13 @@ class CallRunner:
                     self._record(TimelineStage("call_failed", self._clock.now_ms(),
                                                self.failure[:300]))
         finally:
+            self._winding_down = True
+            for handle in self._timers.values():
+                handle.cancel()
             side = list(self._side_tasks)
             for task in (twilio_pump, engine_pump, ended, *side):
                 task.cancel()
             await asyncio.gather(twilio_pump, engine_pump, ended, *side, return_exceptions=True)
-            for handle in self._timers.values():
-                handle.cancel()
             await self._close_sockets()
         outcome = self.session.outcome or (Outcome.FAILED if self.failure else Outcome.COMPLETED)
         if self.session.outcome is None:
@@ -282,18 +284,25 @@ class CallRunner:
 
         self._timers[timer] = loop.call_later(delay_ms / 1000, fire)
 
-    def _spawn(self, work: Awaitable[None], name: str) -> None:
-        async def run() -> None:
-            await work
-
-        task = asyncio.get_running_loop().create_task(run(), name=name)
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        if self._winding_down:
+            work.close()  # the call is over: nothing may act on it any more
+            return
+        task = asyncio.get_running_loop().create_task(work, name=name)
         self._side_tasks.add(task)
         task.add_done_callback(self._side_task_done)
 
     def _side_task_done(self, task: asyncio.Task[None]) -> None:
         self._side_tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._log.error("%s failed", task.get_name(), exc_info=task.exception())
+        if task.cancelled() or task.exception() is None:
+            return
+        # A bug in the core or a tool's plumbing: end the call like a failed pump would,
+        # rather than leave it open and silent.
+        exc = task.exception()
+        self._log.error("%s failed", task.get_name(), exc_info=exc)
+        self.failure = f"{task.get_name()}: {exc!r}"
+        self._record(TimelineStage("call_failed", self._clock.now_ms(), self.failure[:300]))
+        self._ended.set()
 
     async def _run_tool(self, command: RunTool) -> None:
         """The tool runs here, off the pumps; its answer goes back through the core."""
@@ -316,9 +325,10 @@ class CallRunner:
                 await self._control.transfer(self.plan.call_sid, command.number)
             else:
                 await self._control.hang_up(self.plan.call_sid)
-        except TwilioApiError as exc:
-            self._log.error("%s failed: %s", action, exc)
-            await self._dispatch(CallControlFailed(action, str(exc)))
+        except Exception as exc:  # any failure: the core closes the stream itself
+            detail = str(exc) if isinstance(exc, TwilioApiError) else type(exc).__name__
+            self._log.error("%s failed: %s", action, detail)
+            await self._dispatch(CallControlFailed(action, detail))
 
     def _record(self, item: TimelineStage | TranscriptTurn | LeadMessage) -> None:
         if isinstance(item, TimelineStage):

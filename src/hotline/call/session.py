@@ -106,6 +106,18 @@ class CallPhase(enum.Enum):
     ENDED = "ended"
 
 
+class _Purpose(enum.Enum):
+    """Why a response was asked for: it decides what may interrupt or replace it."""
+
+    GREETING = "greeting"
+    REPLY = "reply"  # to a caller turn, a key, or a tool's answer
+    NUDGE = "nudge"  # "are you still there?"
+    CLOSING = "closing"  # goodbye, handover line or voicemail
+
+
+# A caller turn counts as speech if the gate heard speech this close to (or after) its start.
+GATE_TURN_WINDOW_MS = 500
+
 # Answering-machine verdicts (Twilio `AnsweredBy`, DetectMessageEnd mode).
 MACHINE_VERDICTS = frozenset({"machine_end_beep", "machine_end_silence", "machine_end_other"})
 HUMAN_VERDICTS = frozenset({"human", "unknown"})
@@ -149,6 +161,7 @@ class _CallerTurn:
     started_ms: float
     stopped_ms: float | None = None
     contested: bool = False  # began over the agent's audio or in the echo cooldown
+    committed: bool = False  # in the conversation: the turn is over
 
 
 @dataclass(slots=True)
@@ -186,8 +199,13 @@ class CallSession:
         self._started_ms = 0.0
         self._first_response_done = False
         self._active_response_id: str | None = None
-        self._response_requested = False  # response.create sent, response.created not yet
-        self._queued_instructions: list[str | None] = []  # responses wanted once idle
+        self._active_purpose = _Purpose.REPLY
+        # The one response.create sent and not yet created (the engine refuses a second one
+        # while a response is going), with the event_id its error would carry.
+        self._requested: _Purpose | None = None
+        self._request_event_id: str | None = None
+        self._request_seq = 0
+        self._wanted: list[tuple[str | None, _Purpose]] = []  # responses to ask for, in order
         self._responses_with_audio: set[str] = set()
         self._dropped_responses: set[str] = set()
         self._items: dict[str, _AgentItem] = {}
@@ -201,15 +219,15 @@ class CallSession:
         self._caller_turns: dict[str, _CallerTurn] = {}
         self._noise_items: set[str] = set()
         self._gate = SpeechGate(plan.barge_in_min_speech_ms, plan.vad_threshold)
-        self._heard_speech = False  # the gate heard real speech since the last turn ended
-        self._tool_calls: dict[str, str] = {}  # call_id -> the response that made the call
-        # Tool answers waiting for their response to finish: (response_id, output, then
-        # ask for a response).
-        self._held_outputs: list[tuple[str, AddFunctionOutput, bool]] = []
+        self._heard_speech_ms = float("-inf")  # the gate last judged caller sound speech
+        self._tool_calls: dict[str, str] = {}  # running: call_id -> the response that called
+        # Tool answers held until every tool its response called has answered and the
+        # response is done: response_id -> outputs, and whether a reply should follow.
+        self._tool_outputs: dict[str, list[AddFunctionOutput]] = {}
+        self._tool_reply: dict[str, bool] = {}
         self._closing: _Closing | None = None
         self._silence_armed = False
         self._nudged = False
-        self._nudge_requested = False
         self._amd_verdict: str | None = None
         self._amd_cap_passed = False
         self._callee_voiced_ms = float("-inf")  # last loud frame while awaiting the verdict
@@ -265,9 +283,7 @@ class CallSession:
             case EngineTruncated():
                 return []
             case EngineError():
-                self.stats.engine_errors += 1
-                return [Record(TimelineStage("engine_error", now_ms,
-                                             f"{event.code}: {event.message}"[:300]))]
+                return self._on_engine_error(event, now_ms)
             case TwilioDtmf():
                 return self._on_dtmf(event, now_ms)
             case TimerFired():
@@ -301,6 +317,9 @@ class CallSession:
             return commands
         if self._amd_verdict in MACHINE_VERDICTS:
             return commands + self._leave_voicemail(now_ms)
+        if self._amd_verdict == "fax":
+            self.phase = CallPhase.CONVERSING
+            return commands + self._close(_Closing(Outcome.FAILED, "fax machine"), None, now_ms)
         return commands + self._greet(now_ms)
 
     def _greet(self, now_ms: float) -> list[Command]:
@@ -310,11 +329,12 @@ class CallSession:
             return self._play_cached_greeting(self._greeting_frames, now_ms)
         if self.plan.bot_speaks_first and self.plan.greeting_prerequested:
             self.phase = CallPhase.GREETING  # already asked for when the engine connected
+            self._requested = _Purpose.GREETING
             return []
         if self.plan.bot_speaks_first:
             self.phase = CallPhase.GREETING
             self._seen.add("greeting_requested")
-            return [*self._request_response(None),
+            return [*self._want(None, _Purpose.GREETING),
                     Record(TimelineStage("greeting_requested", now_ms,
                                          live_greeting_detail(self.plan)))]
         self.phase = CallPhase.LISTENING
@@ -362,12 +382,16 @@ class CallSession:
         if not self._gate_listening(now_ms):
             self._gate.reset()
             return commands
-        if self._gate.feed(event.payload_b64) and not self._heard_speech:
-            self._heard_speech = True
+        if self._gate.feed(event.payload_b64):
+            self._heard_speech_ms = now_ms
             commands += self._disarm_silence()
-            if self._agent_audible():
+            if self._agent_audible() and self._turn_open():
+                # The engine's VAD and the gate agree: the caller is speaking over the agent.
                 commands += self._barge_in(now_ms)
         return commands
+
+    def _turn_open(self) -> bool:
+        return any(not t.committed for t in self._caller_turns.values())
 
     def _on_media_awaiting_amd(self, event: TwilioMedia, now_ms: float) -> list[Command]:
         """Callee audio before the verdict (a machine's message, or a "Hello?") is not sent
@@ -435,7 +459,7 @@ class CallSession:
                                                    f"key {event.digit}"),
                                           GOODBYE_INSTRUCTIONS, now_ms)
         commands.append(SendToEngine(AddUserText(f"The caller pressed the key {event.digit}.")))
-        return commands + self._request_response(None)
+        return commands + self._want(None, _Purpose.REPLY)
 
     # -- engine side ------------------------------------------------------------------------
     def _on_audio_delta(self, event: EngineAudioDelta, now_ms: float) -> list[Command]:
@@ -468,18 +492,28 @@ class CallSession:
         return [SendToTwilio(TwilioMediaOut(payload_b64)), SendToTwilio(TwilioMarkOut(mark_name))]
 
     def _on_speech_started(self, event: EngineSpeechStarted, now_ms: float) -> list[Command]:
-        contested = self._agent_audible() or now_ms < self._cooldown_until_ms
+        audible = self._agent_audible()
+        contested = audible or now_ms < self._cooldown_until_ms
         self._caller_turns[event.item_id] = _CallerTurn(now_ms, contested=contested)
-        if contested and not self._heard_speech:
-            if not self._agent_audible():
+        heard = self._gate_heard_since(now_ms)
+        if contested and not heard:
+            if not audible:
                 self.stats.barge_ins_ignored_cooldown += 1
             return []  # the gate decides whether this is speech
-        return self._disarm_silence()
+        commands = self._disarm_silence()
+        if audible and heard:
+            commands += self._barge_in(now_ms)  # the gate was first: now the turn is open
+        return commands
+
+    def _gate_heard_since(self, started_ms: float) -> bool:
+        return self._heard_speech_ms >= started_ms - GATE_TURN_WINDOW_MS
 
     def _on_committed(self, event: EngineInputCommitted, now_ms: float) -> list[Command]:
         """The caller's turn is in the conversation: answer it, or drop it as noise."""
         turn = self._caller_turns.get(event.item_id)
-        heard, self._heard_speech = self._heard_speech, False
+        if turn is not None:
+            turn.committed = True
+        heard = turn is not None and self._gate_heard_since(turn.started_ms)
         self._gate.reset()
         if self._closing is not None or self.phase is CallPhase.AWAITING_AMD:
             return []
@@ -493,8 +527,8 @@ class CallSession:
                                      "caller sound too short to be speech over the agent"))]
             if self._line_idle() and not self._pending_marks:
                 commands += self._arm_silence()
-            return commands
-        return self._request_response(None)
+            return commands + self._next_response()
+        return self._want(None, _Purpose.REPLY)
 
     def _agent_audible(self) -> bool:
         """Agent audio is queued at Twilio, or the reply producing it is still going."""
@@ -507,8 +541,7 @@ class CallSession:
 
     def _line_idle(self) -> bool:
         """No response is going or wanted: once the marks are in, nobody is speaking."""
-        return (self._active_response_id is None and not self._response_requested
-                and not self._queued_instructions)
+        return self._active_response_id is None and self._requested is None and not self._wanted
 
     def _barge_in(self, now_ms: float) -> list[Command]:
         if self._closing is not None:
@@ -531,23 +564,27 @@ class CallSession:
             if item.response_id == _CACHED:
                 if item_id == CACHED_GREETING_ITEM:
                     commands += self._cut_cached_greeting(item, heard_ms, now_ms)
+                commands += self._cancel_active()
                 commands.append(Record(TimelineStage(
                     stage, now_ms, f"heard {heard_ms} of {int(item.sent_ms)} ms (cached)")))
                 return commands
             still_going = self._active_response_id == item.response_id
-            if still_going:
-                # Late deltas of it must not play; the engine is told to stop making them.
-                self._dropped_responses.add(item.response_id)
-                commands.append(SendToEngine(CancelResponse()))
             if heard_ms > 0 and (heard_ms < item.sent_ms or still_going):
                 item.truncated_at_ms = heard_ms
                 commands.append(SendToEngine(Truncate(item_id, heard_ms)))
             detail = f"heard {heard_ms} of {int(item.sent_ms)} ms"
-        elif self._active_response_id is not None:
-            self._dropped_responses.add(self._active_response_id)
-            commands.append(SendToEngine(CancelResponse()))
+        commands += self._cancel_active()
         commands.append(Record(TimelineStage(stage, now_ms, detail)))
         return commands
+
+    def _cancel_active(self) -> list[Command]:
+        """The response in progress (audible yet or not) must not play: late deltas of it
+        are dropped and the engine is told to stop making them."""
+        response_id = self._active_response_id
+        if response_id is None or response_id in self._dropped_responses:
+            return []
+        self._dropped_responses.add(response_id)
+        return [SendToEngine(CancelResponse())]
 
     def _cut_cached_greeting(self, item: _AgentItem, heard_ms: int,
                              now_ms: float) -> list[Command]:
@@ -584,15 +621,19 @@ class CallSession:
     def _on_response_created(self, event: EngineResponseCreated,
                              now_ms: float) -> list[Command]:
         self._active_response_id = event.response_id
-        self._response_requested = False
+        purpose = self._requested or _Purpose.REPLY
+        self._active_purpose = purpose
+        self._requested = self._request_event_id = None
         closing = self._closing
-        if closing is not None and closing.awaits_next_response:
+        if closing is not None and purpose is _Purpose.CLOSING and closing.awaits_next_response:
             closing.awaits_next_response = False
             closing.response_id = event.response_id
             closing.response_done = False
-        if self._nudge_requested:
-            self._nudge_requested = False  # the nudge itself is no answer from the caller
-            return []
+        elif closing is not None and purpose is not _Purpose.CLOSING:
+            # Asked for before the call began to close: only the last line may play now.
+            return self._cancel_active()
+        if purpose is _Purpose.NUDGE:
+            return []  # the nudge itself is no answer from the caller
         return self._disarm_silence()
 
     def _on_response_done(self, event: EngineResponseDone, now_ms: float) -> list[Command]:
@@ -616,8 +657,7 @@ class CallSession:
         closing = self._closing
         if closing is not None and closing.response_id == event.response_id:
             closing.response_done = True
-        if self._queued_instructions and self._active_response_id is None:
-            commands += self._request_response(self._queued_instructions.pop(0))
+        commands += self._next_response()
         commands += self._maybe_act(now_ms)
         if not self._pending_marks and self._line_idle():
             commands += self._playback_ended(now_ms)
@@ -652,27 +692,56 @@ class CallSession:
         return [Record(TranscriptTurn("caller", event.transcript, int(started), int(stopped)))]
 
     # -- responses we ask for -----------------------------------------------------------------
-    def _request_response(self, instructions: str | None) -> list[Command]:
-        """Ask for a response now, or once the one in progress is done (the engine refuses a
-        second one meanwhile)."""
+    def _want(self, instructions: str | None, purpose: _Purpose) -> list[Command]:
+        """A response is wanted: asked for now, or as soon as the engine may take it."""
         closing = self._closing
-        if instructions is None and closing is not None and (
-                not closing.awaits_next_response or self._response_requested
-                or self._queued_instructions):
+        if closing is not None and (closing.acted or purpose is not _Purpose.CLOSING):
             return []  # the call is ending: only its last line is still wanted
-        if self._active_response_id is not None or self._response_requested:
-            if instructions is not None or not self._queued_instructions:
-                self._queued_instructions.append(instructions)
+        if purpose is _Purpose.REPLY and any(p is _Purpose.REPLY for _, p in self._wanted):
+            return self._next_response()  # one reply answers everything so far
+        self._wanted.append((instructions, purpose))
+        return self._next_response()
+
+    def _next_response(self) -> list[Command]:
+        """Ask for the next wanted response if nothing is going or asked for (the engine
+        refuses a second one), and, for a reply, once the caller has finished their turn."""
+        if not self._wanted or self._active_response_id is not None or self._requested:
             return []
-        self._response_requested = True
-        return [SendToEngine(CreateResponse(instructions))]
+        instructions, purpose = self._wanted[0]
+        if purpose is _Purpose.REPLY and self._turn_open():
+            return []  # the caller is still talking: their turn's end asks again
+        self._wanted.pop(0)
+        self._requested = purpose
+        self._request_seq += 1
+        self._request_event_id = f"hotline_response_{self._request_seq}"
+        return [SendToEngine(CreateResponse(instructions, event_id=self._request_event_id))]
+
+    def _on_engine_error(self, event: EngineError, now_ms: float) -> list[Command]:
+        self.stats.engine_errors += 1
+        commands: list[Command] = [Record(TimelineStage(
+            "engine_error", now_ms, f"{event.code}: {event.message}"[:300]))]
+        if event.event_id is None or event.event_id != self._request_event_id:
+            return commands
+        # Our response.create was refused: nothing is coming. Don't wait for it.
+        failed, self._requested, self._request_event_id = self._requested, None, None
+        closing = self._closing
+        if failed is _Purpose.CLOSING and closing is not None:
+            closing.awaits_next_response = False  # hang up without the last line
+            return commands + self._maybe_act(now_ms)
+        return commands + self._next_response()
 
     # -- tools --------------------------------------------------------------------------------
     def _on_function_call(self, event: EngineFunctionCall, now_ms: float) -> list[Command]:
         self.stats.tool_calls += 1
+        stage = Record(TimelineStage("tool_called", now_ms, event.name))
+        self._tool_outputs.setdefault(event.response_id, [])
+        if event.response_id in self._dropped_responses:
+            # The caller cut this reply off: its tool does not run, the model is told why.
+            self._tool_outputs[event.response_id].append(AddFunctionOutput(
+                event.call_id, '{"error": "not done: the caller interrupted"}'))
+            return [stage, *self._release_outputs(event.response_id)]
         self._tool_calls[event.call_id] = event.response_id
-        return [RunTool(event.call_id, event.name, event.arguments),
-                Record(TimelineStage("tool_called", now_ms, event.name))]
+        return [RunTool(event.call_id, event.name, event.arguments), stage]
 
     def _on_tool_finished(self, event: ToolFinished, now_ms: float) -> list[Command]:
         response_id = self._tool_calls.pop(event.call_id, "")
@@ -680,42 +749,38 @@ class CallSession:
             "tool_done", now_ms, f"{event.name}: {'error' if event.error else 'ok'}"))]
         if event.message is not None:
             commands.append(Record(event.message))
-        output = AddFunctionOutput(event.call_id, event.output_json)
-        said_something = response_id in self._responses_with_audio
-        wants_reply = self._closing is None
-        if event.effect in ("end_call", "transfer") and self._closing is None:
+        self._tool_outputs.setdefault(response_id, []).append(
+            AddFunctionOutput(event.call_id, event.output_json))
+        interrupted = response_id in self._dropped_responses
+        if event.effect in ("end_call", "transfer") and self._closing is None and not interrupted:
             transfer_to = self.plan.transfer_number if event.effect == "transfer" else None
             closing = _Closing(Outcome.TRANSFERRED if transfer_to else Outcome.HUNG_UP_BY_AGENT,
                                event.name, transfer_to=transfer_to)
-            if said_something:
+            if response_id in self._responses_with_audio:
                 # The reply that called the tool already said goodbye (or the handover
                 # line): it only has to finish playing.
                 closing.response_id = response_id
                 closing.response_done = self._active_response_id != response_id
-                wants_reply = False
             else:
                 closing.awaits_next_response = True  # the tool's answer asks for the line
             commands += self._start_closing(closing, now_ms)
-        if self._active_response_id == response_id:
-            self._held_outputs.append((response_id, output, wants_reply))
-        else:
-            commands.append(SendToEngine(output))
-            if wants_reply or (self._closing is not None
-                               and self._closing.awaits_next_response):
-                commands += self._request_response(None)
-        return commands + self._maybe_act(now_ms)
+        elif not interrupted and self._closing is None:
+            self._tool_reply[response_id] = True
+        return commands + self._release_outputs(response_id) + self._maybe_act(now_ms)
 
     def _release_outputs(self, response_id: str) -> list[Command]:
-        """Tool answers held until the response that called the tools was done."""
-        commands: list[Command] = []
-        reply = False
-        for held in [h for h in self._held_outputs if h[0] == response_id]:
-            self._held_outputs.remove(held)
-            commands.append(SendToEngine(held[1]))
-            reply = reply or held[2]
+        """Tool answers go to the model once the response that called the tools is done and
+        every one of its tools has answered; then one reply, or the closing line."""
+        if (self._active_response_id == response_id or response_id not in self._tool_outputs
+                or any(r == response_id for r in self._tool_calls.values())):
+            return []
+        commands: list[Command] = [SendToEngine(o) for o in self._tool_outputs.pop(response_id)]
         closing = self._closing
-        if reply or (commands and closing is not None and closing.awaits_next_response):
-            commands += self._request_response(None)
+        if closing is not None and closing.awaits_next_response and not any(
+                p is _Purpose.CLOSING for _, p in self._wanted):
+            commands += self._want(None, _Purpose.CLOSING)
+        elif self._tool_reply.pop(response_id, False):
+            commands += self._want(None, _Purpose.REPLY)
         return commands
 
     # -- ending the call on our side ------------------------------------------------------------
@@ -727,17 +792,18 @@ class CallSession:
         commands: list[Command] = []
         if self._agent_audible():
             commands += self._cut_agent(now_ms, "agent_cut")
-        self._queued_instructions.clear()
+        else:
+            commands += self._cancel_active()  # a reply not heard yet must not start
         if instructions is not None:
             closing.awaits_next_response = True
         commands += self._start_closing(closing, now_ms)
         if instructions is not None:
-            commands += self._request_response(instructions)
+            commands += self._want(instructions, _Purpose.CLOSING)
         return commands + self._maybe_act(now_ms)
 
     def _start_closing(self, closing: _Closing, now_ms: float) -> list[Command]:
         self._closing = closing
-        self._queued_instructions = [i for i in self._queued_instructions if i is not None]
+        self._wanted = [w for w in self._wanted if w[1] is _Purpose.CLOSING]
         what = f"transfer to {closing.transfer_to}" if closing.transfer_to else "hang up"
         return [*self._disarm_silence(),
                 StartTimer(TimerName.GOODBYE_CAP, self.plan.goodbye_cap_ms),
@@ -752,6 +818,7 @@ class CallSession:
                           or self._pending_marks):
             return []
         closing.acted = True
+        self._wanted.clear()
         stage = "transfer_requested" if closing.transfer_to else "hang_up_requested"
         command: Command = (TransferCall(closing.transfer_to) if closing.transfer_to
                             else HangUpCall())
@@ -781,11 +848,13 @@ class CallSession:
         self._amd_verdict = event.answered_by
         commands: list[Command] = [Record(TimelineStage("amd_verdict", now_ms,
                                                         event.answered_by))]
-        if self.phase is CallPhase.AWAITING_START:
-            return commands  # the stream's start acts on it
+        if self.phase is CallPhase.AWAITING_START or self._closing is not None:
+            return commands  # the stream's start acts on it / the call is ending anyway
         if event.answered_by in MACHINE_VERDICTS:
             return commands + self._leave_voicemail(now_ms)
         if event.answered_by == "fax":
+            commands.append(CancelTimer(TimerName.AMD_CAP))
+            self.phase = CallPhase.CONVERSING
             return commands + self._close(_Closing(Outcome.FAILED, "fax machine"), None, now_ms)
         if self.phase is CallPhase.AWAITING_AMD and event.answered_by in HUMAN_VERDICTS:
             commands.append(CancelTimer(TimerName.AMD_CAP))
@@ -829,19 +898,18 @@ class CallSession:
             return []
         if timer is TimerName.SILENCE_NUDGE:
             self._nudged = True
-            self._nudge_requested = True
             return [Record(TimelineStage("silence_nudge", now_ms)),
-                    *self._request_response(NUDGE_INSTRUCTIONS)]
+                    *self._want(NUDGE_INSTRUCTIONS, _Purpose.NUDGE)]
         return self._close(_Closing(Outcome.HUNG_UP_BY_AGENT, "silence"),
                            SILENCE_GOODBYE_INSTRUCTIONS, now_ms)
 
     def _arm_silence(self) -> list[Command]:
         """The line is quiet: start counting the caller's silence (the nudge's own audio
         does not restart the count)."""
-        if (self._closing is not None or self._silence_armed
+        if (self._closing is not None or self._silence_armed or self._tool_calls
                 or self.phase not in (CallPhase.CONVERSING, CallPhase.LISTENING)
-                or any(t.stopped_ms is None for t in self._caller_turns.values())):
-            return []
+                or self._turn_open()):
+            return []  # (a running tool's answer is on its way: that is no silence)
         self._silence_armed = True
         return [StartTimer(TimerName.SILENCE_NUDGE, self.plan.silence_nudge_ms),
                 StartTimer(TimerName.SILENCE_HANGUP, self.plan.silence_hangup_ms)]

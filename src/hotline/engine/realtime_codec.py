@@ -107,6 +107,8 @@ def render_engine(message: EngineMessage) -> str:
         return orjson.dumps(event).decode()
     if isinstance(message, CreateResponse):
         event = {"type": "response.create"}
+        if message.event_id is not None:
+            event["event_id"] = message.event_id
         if message.instructions is not None:
             event["response"] = {"instructions": message.instructions}
     elif isinstance(message, UpdateInstructions):

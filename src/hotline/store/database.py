@@ -584,8 +584,14 @@ def _message_row(
         "phone": message.phone,
         "message": message.message,
         # From the record, not the clock: a record saved again gives the same rows.
-        "created_at": record.started_at + timedelta(milliseconds=message.taken_ms),
+        # `started_at` is the stream's start; `taken_ms` counts from the webhook.
+        "created_at": record.started_at + timedelta(
+            milliseconds=message.taken_ms - _stream_start_ms(record)),
     }
+
+
+def _stream_start_ms(record: CallRecord) -> float:
+    return next((s.ms for s in record.timeline if s.stage == "stream_start"), 0.0)
 
 
 def _stored_message(row: models.Message, business_slug: str | None) -> StoredMessage:

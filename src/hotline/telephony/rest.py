@@ -38,8 +38,10 @@ class TwilioRest:
             raise TwilioApiError(f"Twilio refused to {what}: {exc.msg} (code {exc.code})") \
                 from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise TwilioApiError(f"Twilio's API could not be reached to {what}: {exc!r}") \
-                from None
+            # The exception's name only: aiohttp's reprs can carry the request's headers,
+            # Authorization (account SID and auth token) included.
+            raise TwilioApiError(f"Twilio's API could not be reached to {what}: "
+                                 f"{type(exc).__name__}") from None
 
     async def close(self) -> None:
         await self._http.close()

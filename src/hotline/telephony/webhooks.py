@@ -121,7 +121,9 @@ async def amd(request: Request) -> Response:
     runner = services.active_calls.get(call_sid)
     if runner is not None:
         runner.deliver(AmdVerdict(answered_by))
-    elif len(services.early_amd_verdicts) < MAX_EARLY_VERDICTS:
+    elif (services.dialer.placed(call_sid)
+          and len(services.early_amd_verdicts) < MAX_EARLY_VERDICTS):
+        # Only for our own calls still going: the final status callback removes it.
         services.early_amd_verdicts[call_sid] = answered_by
     return Response(status_code=204)
 

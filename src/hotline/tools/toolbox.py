@@ -75,8 +75,8 @@ class Toolbox:
 
     def _run_builtin(self, tool: Builtin, arguments: dict[str, Any],
                      taken_ms: int) -> ToolOutcome:
-        # Built-ins are pure and synchronous, so there is nothing for `plan.tool_timeout_ms`
-        # to interrupt; a built-in that ever awaits I/O gets `asyncio.timeout` here.
+        # Built-ins are pure and synchronous: nothing to time out. One that ever awaits I/O
+        # gets an `asyncio.timeout` here (HTTP tools have theirs).
         call = BuiltinCall(plan=self._plan, arguments=arguments, taken_ms=taken_ms,
                            now=self._clock())
         return tool.run(call)
