@@ -128,6 +128,14 @@ def show(slug: Annotated[str, typer.Argument(help="The business's slug.")]) -> N
         ("knowledge", business.knowledge),
         ("policies", business.policies),
         ("faq", business.faq),
+        ("tools", ", ".join(business.tools) or "none"),
+        ("transfer to", business.transfer_number or "—"),
+        ("hours", ", ".join(f"{day} {ranges}" for day, ranges in business.opening_hours)
+         or "—"),
+        ("keys", ", ".join(f"{digit} → {action}" for digit, action in business.dtmf_actions)
+         or "—"),
+        ("call limit", f"{business.max_call_duration_s} s"),
+        ("http tools", ", ".join(f"{t.name} ({t.url})" for t in business.http_tools) or "—"),
     )
     for label, value in rows:
         fields.add_row(label, Text(value))
