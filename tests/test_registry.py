@@ -81,3 +81,45 @@ async def test_only_one_of_two_racing_streams_wins(registry: CallRegistry) -> No
                                    registry.claim(plan.call_sid, plan.token),
                                    return_exceptions=True)
     assert sum(1 for r in results if not isinstance(r, Exception)) == 1
+
+
+async def test_a_signal_is_heard_now_and_kept_once_for_a_later_stream(
+        registry: CallRegistry) -> None:
+    heard: list[tuple[str, str, str]] = []
+    got_one = asyncio.Event()
+
+    def listener(call_sid: str, name: str, value: str) -> None:
+        heard.append((call_sid, name, value))
+        got_one.set()
+
+    await registry.listen(listener)
+    await registry.signal("CA1", "amd", "machine_end_beep", ttl_s=30)
+    await asyncio.wait_for(got_one.wait(), 5)
+    assert heard == [("CA1", "amd", "machine_end_beep")]
+    assert await registry.take_signal("CA1", "amd") == "machine_end_beep"
+    assert await registry.take_signal("CA1", "amd") is None  # once
+    assert await registry.take_signal("CA2", "amd") is None
+
+
+async def test_signals_expire(registry: CallRegistry) -> None:
+    await registry.signal("CA1", "amd", "human", ttl_s=0.05)
+    await asyncio.sleep(0.2)
+    assert await registry.take_signal("CA1", "amd") is None
+
+
+async def test_a_signal_posted_to_one_instance_reaches_the_others() -> None:
+    prefix = f"test:{uuid.uuid4().hex}:"
+    posting, running = (RedisCallRegistry(redis_url(), prefix=prefix) for _ in range(2))
+    try:
+        try:
+            await posting._redis.ping()
+        except OSError as exc:
+            unavailable("Redis", exc)
+        heard: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
+        await running.listen(lambda *signal: heard.put_nowait(signal))
+        await posting.signal("CA7", "amd", "human", ttl_s=30)
+        assert await asyncio.wait_for(heard.get(), 5) == ("CA7", "amd", "human")
+        assert await running.take_signal("CA7", "amd") == "human"  # kept across instances
+    finally:
+        await posting.close()
+        await running.close()

@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             control=CallControl(rest), tools_http=tools_http,
         )
         app.state.services = services
+        await registry.listen(services.hear_signal)
         if not settings.twilio_validate_signatures:
             log.warning("X-Twilio-Signature checks are OFF (HOTLINE_TWILIO_VALIDATE_SIGNATURES"
                         "=false): anyone can post webhooks. Local development only.")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from hotline.call.events import AmdVerdict
 from hotline.call.recorder import CallRecorder
 from hotline.config_cache import ConfigCache
 from hotline.engine.openai_realtime import RealtimeEngine
@@ -15,6 +16,8 @@ from hotline.greetings import GreetingCache
 from hotline.registry import CallRegistry
 from hotline.settings import Settings
 from hotline.telephony.signature import SignatureChecker
+
+AMD_SIGNAL = "amd"  # an answering-machine verdict (Twilio `AnsweredBy`)
 
 if TYPE_CHECKING:
     from hotline.call.runner import CallRunner
@@ -38,5 +41,10 @@ class Services:
     control: CallControl
     tools_http: httpx.AsyncClient  # HTTP tools' requests
     active_calls: dict[str, CallRunner] = field(default_factory=dict)
-    # Answering-machine verdicts that arrived before their call's stream started.
-    early_amd_verdicts: dict[str, str] = field(default_factory=dict)
+
+    def hear_signal(self, call_sid: str, name: str, value: str) -> None:
+        """A signal for a call (any instance may have received it): to the call, if it runs
+        here. One whose stream has not started yet is taken from the registry at start."""
+        runner = self.active_calls.get(call_sid)
+        if runner is not None and name == AMD_SIGNAL:
+            runner.deliver(AmdVerdict(value))

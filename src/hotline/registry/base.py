@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from hotline.plan import CallPlan
+
+# (call_sid, name, value): a signal for a call, heard by every instance.
+SignalListener = Callable[[str, str, str], None]
 
 
 class CallRegistry(Protocol):
@@ -26,5 +30,16 @@ class CallRegistry(Protocol):
 
     async def count(self) -> int:
         """Plans waiting (pending ones included): a leak shows here."""
+
+    async def signal(self, call_sid: str, name: str, value: str, ttl_s: float) -> None:
+        """Tell a call something from outside its stream (an answering-machine verdict
+        posted to any instance): every instance's listeners hear it now, and it is kept
+        `ttl_s` for a stream that has not started yet (`take_signal`)."""
+
+    async def take_signal(self, call_sid: str, name: str) -> str | None:
+        """A signal kept for this call (once); None if there is none."""
+
+    async def listen(self, listener: SignalListener) -> None:
+        """Hear every signal from now on (returns once listening)."""
 
     async def close(self) -> None: ...

@@ -7,6 +7,7 @@ import time
 
 from hotline.errors import CallPlanNotFound, InvalidStreamToken
 from hotline.plan import CallPlan
+from hotline.registry.base import SignalListener
 
 CLAIMED_MEMORY_S = 600.0
 SWEEP_EVERY_S = 10.0  # how long a used token is remembered, to name reuse as such
@@ -17,12 +18,16 @@ class MemoryCallRegistry:
         self._plans: dict[str, tuple[float, CallPlan]] = {}
         self._pending: dict[str, tuple[float, CallPlan]] = {}
         self._claimed: dict[str, float] = {}
+        self._signals: dict[tuple[str, str], tuple[float, str]] = {}
+        self._listeners: list[SignalListener] = []
         self._next_sweep = 0.0
 
     def _sweep(self, now: float) -> None:
         for table in (self._plans, self._pending):
             for key in [k for k, (expiry, _) in table.items() if expiry <= now]:
                 del table[key]
+        for signal in [k for k, (expiry, _) in self._signals.items() if expiry <= now]:
+            del self._signals[signal]
         for key in [k for k, expiry in self._claimed.items() if expiry <= now]:
             del self._claimed[key]
 
@@ -64,6 +69,26 @@ class MemoryCallRegistry:
         self._sweep(time.monotonic())
         return len(self._plans) + len(self._pending)
 
+    async def signal(self, call_sid: str, name: str, value: str, ttl_s: float) -> None:
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._sweep(now)
+            self._next_sweep = now + SWEEP_EVERY_S
+        self._signals[(call_sid, name)] = (now + ttl_s, value)
+        for listener in self._listeners:
+            listener(call_sid, name, value)
+
+    async def take_signal(self, call_sid: str, name: str) -> str | None:
+        entry = self._signals.pop((call_sid, name), None)
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        return entry[1]
+
+    async def listen(self, listener: SignalListener) -> None:
+        self._listeners.append(listener)
+
     async def close(self) -> None:
         self._plans.clear()
         self._pending.clear()
+        self._signals.clear()
+        self._listeners.clear()

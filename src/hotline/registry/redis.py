@@ -1,13 +1,26 @@
-"""Redis registry: plans shared by every instance, so the stream may land on any of them."""
+"""Redis registry: plans shared by every instance, so the stream may land on any of them.
+
+Signals for a call (an answering-machine verdict posted to whichever instance Twilio
+reached) are kept under a key for a stream not started yet and published on one channel
+that every instance listens to, so the instance running the call hears them at once.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
 
 import orjson
 import redis.asyncio as aioredis
 
 from hotline.errors import CallPlanNotFound, InvalidStreamToken, RegistryUnavailable
 from hotline.plan import CallPlan
+from hotline.registry.base import SignalListener
 from hotline.registry.memory import CLAIMED_MEMORY_S
+
+log = logging.getLogger("hotline.registry")
+RESUBSCRIBE_AFTER_S = 1.0  # after the pub/sub connection drops
 
 _PREFIX = "hotline:"
 # Compare the token and delete in one step, so a wrong token never consumes the plan and
@@ -31,6 +44,9 @@ class RedisCallRegistry:
         self._prefix = prefix
         self._redis = aioredis.Redis.from_url(url)
         self._claim = self._redis.register_script(_CLAIM)
+        self._channel = prefix + "signals"
+        self._listeners: list[SignalListener] = []
+        self._subscriber: asyncio.Task[None] | None = None
 
     async def put(self, plan: CallPlan, ttl_s: float) -> None:
         await self._redis.set(self._prefix + "plan:" + plan.call_sid, orjson.dumps(plan.to_dict()),
@@ -71,5 +87,67 @@ class RedisCallRegistry:
                 total += 1
         return total
 
+    async def signal(self, call_sid: str, name: str, value: str, ttl_s: float) -> None:
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(self._signal_key(call_sid, name), value, px=int(ttl_s * 1000))
+                pipe.publish(self._channel, orjson.dumps([call_sid, name, value]))
+                await pipe.execute()
+        except (aioredis.RedisError, OSError) as exc:
+            raise RegistryUnavailable(f"call registry unavailable: {exc}") from exc
+
+    async def take_signal(self, call_sid: str, name: str) -> str | None:
+        try:
+            raw = await self._redis.getdel(self._signal_key(call_sid, name))
+        except (aioredis.RedisError, OSError) as exc:
+            raise RegistryUnavailable(f"call registry unavailable: {exc}") from exc
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    async def listen(self, listener: SignalListener) -> None:
+        self._listeners.append(listener)
+        if self._subscriber is None:
+            subscribed = asyncio.get_running_loop().create_future()
+            self._subscriber = asyncio.create_task(self._subscribe(subscribed),
+                                                   name="registry-signals")
+            await asyncio.shield(subscribed)
+
+    async def _subscribe(self, subscribed: asyncio.Future[None]) -> None:
+        """Hear the signal channel for as long as the registry lives, resubscribing when the
+        connection drops (a signal missed meanwhile is still kept for `take_signal`)."""
+        while True:
+            try:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self._channel)
+                    if not subscribed.done():
+                        subscribed.set_result(None)
+                    async for message in pubsub.listen():
+                        self._dispatch(message.get("data"))
+            except (aioredis.RedisError, OSError) as exc:
+                if not subscribed.done():
+                    subscribed.set_exception(
+                        RegistryUnavailable(f"call registry unavailable: {exc}"))
+                    return
+                log.warning("signal channel lost (%s); resubscribing", exc)
+                await asyncio.sleep(RESUBSCRIBE_AFTER_S)
+
+    def _dispatch(self, data: object) -> None:
+        try:
+            call_sid, name, value = orjson.loads(data)  # type: ignore[arg-type]
+        except (orjson.JSONDecodeError, TypeError, ValueError):
+            log.warning("malformed signal ignored")
+            return
+        for listener in self._listeners:
+            try:
+                listener(str(call_sid), str(name), str(value))
+            except Exception:  # a listener's bug must not stop the channel
+                log.exception("signal listener failed")
+
+    def _signal_key(self, call_sid: str, name: str) -> str:
+        return f"{self._prefix}signal:{call_sid}:{name}"
+
     async def close(self) -> None:
+        if self._subscriber is not None:
+            self._subscriber.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._subscriber
         await self._redis.aclose()

@@ -17,7 +17,7 @@ from hotline.errors import (
     TwilioProtocolError,
 )
 from hotline.logs import call_log
-from hotline.services import Services
+from hotline.services import AMD_SIGNAL, Services
 from hotline.telephony.media_codec import parse_twilio
 from hotline.tools import Toolbox
 
@@ -46,6 +46,18 @@ async def _wait_for_start(websocket: WebSocket) -> TwilioStart | None:
             return event
         if event is not UNHANDLED:
             log.debug("%s before start ignored", type(event).__name__)
+
+
+async def _deliver_early_verdict(services: Services, runner: CallRunner, call_sid: str) -> None:
+    """An answering-machine verdict that came before the stream (registered first, so one
+    arriving now reaches the runner either way; the session ignores a second one)."""
+    try:
+        verdict = await services.registry.take_signal(call_sid, AMD_SIGNAL)
+    except RegistryUnavailable as exc:
+        log.warning("%s: early AMD verdict unreadable: %s", call_sid, exc)
+        return
+    if verdict is not None:
+        runner.deliver(AmdVerdict(verdict))
 
 
 @router.websocket("/twilio/media")
@@ -91,9 +103,8 @@ async def media_stream(websocket: WebSocket) -> None:
                         voicemail_frames=services.greetings.frames(plan.voicemail_audio_key),
                         toolbox=toolbox, control=services.control)
     services.active_calls[plan.call_sid] = runner
-    early_verdict = services.early_amd_verdicts.pop(plan.call_sid, None)
-    if early_verdict is not None:
-        runner.deliver(AmdVerdict(early_verdict))
+    if plan.amd:
+        await _deliver_early_verdict(services, runner, plan.call_sid)
     try:
         record = await runner.run(start, started_at)
     finally:

@@ -91,10 +91,6 @@ class OutboundDialer:
                  to_number, template)
         return PlacedCall(call.sid, business_slug, to_number, caller_id, call.status)
 
-    def placed(self, call_sid: str) -> bool:
-        """A call this server placed that has not ended yet."""
-        return call_sid in self._pending_by_sid
-
     async def forget(self, call_sid: str) -> None:
         """The call ended: drop its plan if it was never answered."""
         pending_id = self._pending_by_sid.pop(call_sid, None)

@@ -11,17 +11,17 @@ from email.utils import parsedate_to_datetime
 
 from fastapi import APIRouter, Request, Response
 
-from hotline.call.events import AmdVerdict
 from hotline.call.recorder import CallStatusUpdate
+from hotline.errors import RegistryUnavailable
 from hotline.plan import CallPlan, build_inbound_plan
-from hotline.services import Services
+from hotline.services import AMD_SIGNAL, Services
 from hotline.telephony.twiml import UNKNOWN_NUMBER_MESSAGE, connect_stream, say_and_hang_up
 
 log = logging.getLogger("hotline.webhooks")
 router = APIRouter(prefix="/twilio")
 
 FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
-MAX_EARLY_VERDICTS = 10_000  # verdicts for streams not started yet (dropped at final status)
+AMD_SIGNAL_TTL_S = 15 * 60  # kept for a stream not started yet (AMD needs < 2 min)
 
 
 def _xml(body: str) -> Response:
@@ -108,7 +108,8 @@ def _cached_key(services: Services, text: str, voice: str) -> str | None:
 @router.post("/amd")
 async def amd(request: Request) -> Response:
     """Twilio's async answering-machine verdict for an outbound call (AsyncAmdStatusCallback).
-    It goes to the running call; one that arrives before the stream starts waits for it."""
+    It goes to the running call on whichever instance runs it; one that arrives before the
+    stream starts waits in the registry for it."""
     services: Services = request.app.state.services
     params = await _signed_form(request, services)
     if params is None:
@@ -118,13 +119,11 @@ async def amd(request: Request) -> Response:
         return Response("CallSid and AnsweredBy are required", status_code=400)
     log.info("amd %s: %s after %s ms", call_sid, answered_by,
              params.get("MachineDetectionDuration", "?"))
-    runner = services.active_calls.get(call_sid)
-    if runner is not None:
-        runner.deliver(AmdVerdict(answered_by))
-    elif (services.dialer.placed(call_sid)
-          and len(services.early_amd_verdicts) < MAX_EARLY_VERDICTS):
-        # Only for our own calls still going: the final status callback removes it.
-        services.early_amd_verdicts[call_sid] = answered_by
+    try:
+        await services.registry.signal(call_sid, AMD_SIGNAL, answered_by, AMD_SIGNAL_TTL_S)
+    except RegistryUnavailable as exc:
+        log.error("amd %s: verdict lost: %s", call_sid, exc)
+        return Response("registry unavailable", status_code=503)
     return Response(status_code=204)
 
 
@@ -149,7 +148,6 @@ async def status(request: Request) -> Response:
         await services.registry.discard(call_sid)
         await services.dialer.forget(call_sid)
         await services.warm.discard(call_sid)
-        services.early_amd_verdicts.pop(call_sid, None)
     log.info("status %s: %s", call_sid, call_status)
     return Response(status_code=204)
 
