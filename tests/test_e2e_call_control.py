@@ -28,7 +28,7 @@ from hotline.business import HttpTool, TemplateConfig
 from hotline.local_server import LocalServer
 from hotline.prompts import NUDGE_INSTRUCTIONS, SILENCE_GOODBYE_INSTRUCTIONS
 from hotline.sim.engine import ScriptedToolCall, SimulatedSession
-from hotline.sim.phone import PhoneCallResult
+from hotline.sim.phone import PhoneCallResult, send_twilio_request
 from hotline.sim.script import (
     CallScript,
     Dtmf,
@@ -42,7 +42,7 @@ from hotline.sim.script import (
 from hotline.tools import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_tool_signature
 from tests.factories import TEST_NUMBER, make_business
 from tests.services import redis_url, unavailable
-from tests.stack import Stack, running_stack
+from tests.stack import ACCOUNT_SID, AUTH_TOKEN, Stack, running_stack
 from tests.test_e2e_calls import CALLER, LONG_GREETING, assert_nothing_leaked, received, record_of
 
 TRANSFER_NUMBER = "+15550009999"
@@ -414,3 +414,19 @@ async def test_speech_after_all_audio_played_truncates_nothing(stack: Stack) -> 
     assert session.errors_sent == []
     record = await record_of(stack, result.call_sid)
     assert [t.speaker for t in record.transcript][:3] == ["agent", "caller", "agent"]
+
+
+async def test_amd_callbacks_must_be_signed_and_complete(stack: Stack) -> None:
+    url = f"{stack.server.url}/twilio/amd"
+    params = {"CallSid": "CA" + "3" * 32, "AccountSid": ACCOUNT_SID}
+    async with httpx.AsyncClient() as http:
+        forged = await http.post(url, data={**params, "AnsweredBy": "human"},
+                                 headers={"X-Twilio-Signature": "forged"})
+        missing = await send_twilio_request(http, url, params, auth_token=AUTH_TOKEN)
+        ok = await send_twilio_request(http, url, {**params, "AnsweredBy": "human"},
+                                       auth_token=AUTH_TOKEN)
+    assert forged.status_code == 403
+    assert missing.status_code == 400 and "AnsweredBy" in missing.text
+    assert ok.status_code == 204
+    # Kept for a stream that has not started yet.
+    assert await stack.services.registry.take_signal(params["CallSid"], "amd") == "human"

@@ -18,9 +18,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
 
 import pytest
 from starlette.applications import Starlette
@@ -39,6 +37,7 @@ from hotline.sim import speech
 from hotline.sim.phone import PhoneCallResult, SimulatedPhone
 from hotline.sim.script import Beep, CallScript, Silence
 from hotline.sim.twilio_api import TwilioApiSimulator
+from tests.twilio_fakes import Seen, seen_request
 
 ACCOUNT_SID = "AC" + "3" * 32
 AUTH_TOKEN = "call-control-token-0123456789"
@@ -48,14 +47,6 @@ CALLEE = "+15558880002"
 VOICEMAIL = "+15558880003"
 TRANSFER_TO = "+15558889999"
 LONG_LINE = CallScript([Silence(20_000)])  # stays on the line until someone ends the call
-
-
-@dataclass
-class Seen:
-    at: float
-    url: str
-    params: dict[str, str]
-    signature_valid: bool
 
 
 StreamHandler = Callable[["FakeProduct", str], Awaitable[None]]
@@ -95,10 +86,7 @@ class FakeProduct:
         ])
 
     async def _seen(self, request: Request) -> Seen:
-        params = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
-        url = str(request.url)
-        return Seen(time.monotonic(), url, params, self._validator.validate(
-            url, params, request.headers.get("x-twilio-signature", "")))
+        return await seen_request(request, self._validator)
 
     async def _voice(self, request: Request) -> Response:
         self.webhooks.append(await self._seen(request))

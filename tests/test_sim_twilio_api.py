@@ -11,11 +11,8 @@ import asyncio
 import base64
 import json
 import re
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
 
 import httpx
 import pytest
@@ -34,6 +31,7 @@ from hotline.local_server import LocalServer
 from hotline.sim import speech
 from hotline.sim.script import CallScript, Hangup, Say, Silence, WaitForAgentSilence
 from hotline.sim.twilio_api import TwilioApiSimulator
+from tests.twilio_fakes import Seen, seen_request
 
 ACCOUNT_SID = "AC" + "2" * 32
 AUTH_TOKEN = "api-sim-token-fedcba9876543210"
@@ -44,14 +42,6 @@ LONG_CALLEE = "+15557770003"
 SID_RE = re.compile(r"^CA[0-9a-f]{32}$")
 RFC2822_RE = re.compile(r"^\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} \+0000$")
 ALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
-
-
-@dataclass
-class Seen:
-    at: float
-    url: str
-    params: dict[str, str]
-    signature_valid: bool
 
 
 class FakeProduct:
@@ -74,10 +64,7 @@ class FakeProduct:
         ])
 
     async def _seen(self, request: Request) -> Seen:
-        params = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
-        url = str(request.url)
-        return Seen(time.monotonic(), url, params, self.validator.validate(
-            url, params, request.headers.get("x-twilio-signature", "")))
+        return await seen_request(request, self.validator)
 
     async def _voice(self, request: Request) -> Response:
         self.webhooks.append(await self._seen(request))

@@ -42,6 +42,16 @@ async def _signed_form(request: Request, services: Services) -> dict[str, str] |
     return None
 
 
+def _refusal(params: dict[str, str] | None, *required: str) -> Response | None:
+    """403 for a bad signature (no params), 400 naming the missing fields, else None."""
+    if params is None:
+        return Response("invalid signature", status_code=403)
+    missing = [name for name in required if not params.get(name)]
+    if missing:
+        return Response(f"{' and '.join(missing)} required", status_code=400)
+    return None
+
+
 @router.post("/voice")
 async def voice(request: Request) -> Response:
     received_epoch_ms = time.time() * 1000
@@ -112,11 +122,10 @@ async def amd(request: Request) -> Response:
     stream starts waits in the registry for it."""
     services: Services = request.app.state.services
     params = await _signed_form(request, services)
-    if params is None:
-        return Response("invalid signature", status_code=403)
-    call_sid, answered_by = params.get("CallSid", ""), params.get("AnsweredBy", "")
-    if not call_sid or not answered_by:
-        return Response("CallSid and AnsweredBy are required", status_code=400)
+    if (refusal := _refusal(params, "CallSid", "AnsweredBy")) is not None:
+        return refusal
+    assert params is not None
+    call_sid, answered_by = params["CallSid"], params["AnsweredBy"]
     log.info("amd %s: %s after %s ms", call_sid, answered_by,
              params.get("MachineDetectionDuration", "?"))
     try:
@@ -131,11 +140,10 @@ async def amd(request: Request) -> Response:
 async def status(request: Request) -> Response:
     services: Services = request.app.state.services
     params = await _signed_form(request, services)
-    if params is None:
-        return Response("invalid signature", status_code=403)
-    call_sid, call_status = params.get("CallSid", ""), params.get("CallStatus", "")
-    if not call_sid or not call_status:
-        return Response("CallSid and CallStatus are required", status_code=400)
+    if (refusal := _refusal(params, "CallSid", "CallStatus")) is not None:
+        return refusal
+    assert params is not None
+    call_sid, call_status = params["CallSid"], params["CallStatus"]
     services.recorder.submit(CallStatusUpdate(
         call_sid=call_sid,
         status=call_status,
