@@ -843,3 +843,12 @@ class TestResponseBookkeeping:
         assert commands_of(cmds, HangUpCall) == [HangUpCall()]
         assert call(TimerFired(TimerName.AMD_CAP), 1500) == []
         assert EndCall("failed") in call(TwilioStop(), 2000)
+
+    def test_a_long_last_line_is_not_cut_by_the_goodbye_cap(self) -> None:
+        frames = tuple(audio_b64(1000) for _ in range(15))  # a 15 s voicemail
+        call = TestAnsweringMachine().outbound(frames)
+        call(START, 0)
+        cmds = call(AmdVerdict("machine_end_beep"), 9000)
+        caps = [c.delay_ms for c in commands_of(cmds, StartTimer)
+                if c.timer is TimerName.GOODBYE_CAP]
+        assert caps[-1] >= 15_000 + call.session.plan.goodbye_cap_ms

@@ -2,8 +2,10 @@
 
 The server, the simulated realtime engine and the simulated Twilio run in this process on
 free local ports. Two demo businesses are seeded; one inbound call goes to each and one
-outbound call is placed through the REST API. Each call's transcript and latency waterfall
-are printed; what each phone heard is written as a WAV file, its timings as JSON.
+outbound call is placed through the REST API. Then call control: a caller presses 0 to
+reach a person (a transfer through the REST API), and an outbound call reaches an
+answering machine (a voicemail after the beep). Each call's transcript and latency
+waterfall are printed; what each phone heard is written as a WAV file, its timings as JSON.
 """
 
 from __future__ import annotations
@@ -24,13 +26,23 @@ from hotline.server import RunningServer, start_server
 from hotline.settings import DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, DEV_OPENAI_KEY, Settings
 from hotline.sim.engine import EngineSimulator, LatencyProfile
 from hotline.sim.phone import PhoneCallResult, SimulatedPhone
-from hotline.sim.script import CallScript, Hangup, Say, WaitForAgentAudio, WaitForAgentSilence
+from hotline.sim.script import (
+    CallScript,
+    Dtmf,
+    Hangup,
+    Say,
+    Silence,
+    WaitForAgentAudio,
+    WaitForAgentSilence,
+)
 from hotline.sim.twilio_api import TwilioApiSimulator
 from hotline.store.database import Store
 from hotline.waterfall import render_transcript, render_waterfall
 
 DEMO_CALLER = "+15105550199"
 DEMO_LEAD = "+14155550123"
+DEMO_VOICEMAIL = "+14155550188"  # answered by a machine
+CALLS = 5
 LEAD_LINE = "Yes, speaking. Sure, I have a minute."
 # Long enough for the simulated engine (which speaks in real time) to render the lead's
 # greeting while the phone rings, as it does on a real call.
@@ -78,8 +90,11 @@ async def run_demo(output_dir: Path, *, profile: LatencyProfile,
     engine = EngineSimulator(profile, api_key=DEV_OPENAI_KEY)
     await engine.start()
     lead_script = _conversation(LEAD_LINE, "en")
-    twilio = TwilioApiSimulator(account_sid=DEV_ACCOUNT_SID, auth_token=DEV_AUTH_TOKEN,
-                                ring_ms=DEMO_RING_MS, callee_scripts={DEMO_LEAD: lead_script})
+    twilio = TwilioApiSimulator(
+        account_sid=DEV_ACCOUNT_SID, auth_token=DEV_AUTH_TOKEN, ring_ms=DEMO_RING_MS,
+        callee_scripts={DEMO_LEAD: lead_script,
+                        DEMO_VOICEMAIL: CallScript.answering_machine()},
+        answered_by={DEMO_VOICEMAIL: "machine_end_beep"})
     await twilio.start()
     server: RunningServer | None = None
     calls: list[DemoCall] = []
@@ -94,8 +109,9 @@ async def run_demo(output_dir: Path, *, profile: LatencyProfile,
                       f"Twilio simulator {twilio.url} · profile {describe_profile(profile)}[/dim]")
         with console.status("the engine is rendering the inbound greetings (cached audio)…"):
             await server.services.greetings.wait_ready(businesses, timeout_s=120)
-        phone = SimulatedPhone(server_url=server.url, auth_token=DEV_AUTH_TOKEN,
-                               account_sid=DEV_ACCOUNT_SID)
+        # Attached to the Twilio simulator, so the server can transfer its calls.
+        phone = twilio.attach_phone(SimulatedPhone(
+            server_url=server.url, auth_token=DEV_AUTH_TOKEN, account_sid=DEV_ACCOUNT_SID))
         english = businesses[1]
         # What each inbound caller says (the simulated engine "transcribes" it as given).
         callers = [(businesses[0], "שלום, אני רוצה לקבוע תור לניקוי שיניים בשבוע הבא", "he"),
@@ -103,7 +119,8 @@ async def run_demo(output_dir: Path, *, profile: LatencyProfile,
         for index, (business, line, language) in enumerate(callers, 1):
             engine.caller_transcripts = [line]
             number = business.phone_numbers[0]
-            console.print(f"[bold]{index}/3[/bold] inbound call to {business.name} ({number})")
+            console.print(f"[bold]{index}/{CALLS}[/bold] inbound call to {business.name} "
+                          f"({number})")
             result = await phone.call(to=number, from_=DEMO_CALLER,
                                       script=_conversation(line, language))
             calls.append(DemoCall(f"inbound → {business.slug}", result,
@@ -111,24 +128,46 @@ async def run_demo(output_dir: Path, *, profile: LatencyProfile,
 
         engine.caller_transcripts = [LEAD_LINE]
         template = english.templates[0]
-        console.print(f"[bold]3/3[/bold] outbound call from {english.name} to {DEMO_LEAD} "
-                      f"(template {template.name}, name=Dana); it rings "
-                      f"{DEMO_RING_MS // 1000} s while the engine renders the greeting")
-        async with httpx.AsyncClient(base_url=server.url) as http:
-            response = await http.post("/api/calls", json={
-                "business": english.slug, "to": DEMO_LEAD, "template": template.name,
-                "variables": {"name": "Dana"}})
-            response.raise_for_status()
-        call_sid = response.json()["call_sid"]
-        result = await twilio.wait_for_call(call_sid, timeout=120)
-        calls.append(DemoCall(f"outbound → {DEMO_LEAD}", result,
-                              await _record(server, call_sid)))
+        console.print(f"[bold]3/{CALLS}[/bold] outbound call from {english.name} to "
+                      f"{DEMO_LEAD} (template {template.name}, name=Dana); it rings "
+                      f"{DEMO_RING_MS // 1000} s while the engine renders the greeting, which "
+                      "then waits for the answering-machine verdict")
+        calls.append(await _place(server, twilio, english.slug, template.name, DEMO_LEAD,
+                                  f"outbound → {DEMO_LEAD}"))
+
+        number = english.phone_numbers[0]
+        console.print(f"[bold]4/{CALLS}[/bold] inbound call to {english.name} ({number}): "
+                      "the caller presses 0 for a person (transfer through Twilio's API)")
+        engine.caller_transcripts = []
+        press_zero = CallScript([WaitForAgentSilence(quiet_ms=700, timeout_ms=30_000),
+                                 Dtmf("0"), Silence(30_000), Hangup()])
+        result = await phone.call(to=number, from_=DEMO_CALLER, script=press_zero)
+        calls.append(DemoCall(f"key 0 → {english.slug}", result,
+                              await _record(server, result.call_sid)))
+
+        console.print(f"[bold]5/{CALLS}[/bold] outbound call to {DEMO_VOICEMAIL}: an "
+                      "answering machine; the voicemail is left after its beep")
+        calls.append(await _place(server, twilio, english.slug, template.name,
+                                  DEMO_VOICEMAIL, f"outbound → voicemail {DEMO_VOICEMAIL}"))
     finally:
         if server is not None:
             await server.stop()
         await twilio.stop()
         await engine.stop()
     return calls
+
+
+async def _place(server: RunningServer, twilio: TwilioApiSimulator, business: str,
+                 template: str, to: str, label: str) -> DemoCall:
+    """An outbound call through the product's API, followed to its record."""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        response = await http.post("/api/calls", json={
+            "business": business, "to": to, "template": template,
+            "variables": {"name": "Dana"}})
+        response.raise_for_status()
+    call_sid = response.json()["call_sid"]
+    result = await twilio.wait_for_call(call_sid, timeout=180)
+    return DemoCall(label, result, await _record(server, call_sid))
 
 
 def save_recordings(calls: list[DemoCall], output_dir: Path) -> None:

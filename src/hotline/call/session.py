@@ -475,7 +475,18 @@ class CallSession:
             commands += self._stage_once("first_audio_from_engine", now_ms)
         commands += self._send_audio(event.item_id, item, event.delta_b64, now_ms)
         commands += self._stage_once("first_audio_to_caller", now_ms)
+        if self._closing is not None:
+            commands += self._goodbye_cap(now_ms)
         return commands
+
+    def _goodbye_cap(self, now_ms: float) -> list[Command]:
+        """The last line may take as long as its audio still queued at Twilio, plus the cap:
+        the cap is for a line that never finishes, not a long one."""
+        queued_ms = 0.0
+        item_id = self._current_item_id
+        if item_id is not None and self._pending_marks:
+            queued_ms = self._items[item_id].sent_ms - self._heard_ms(now_ms)
+        return [StartTimer(TimerName.GOODBYE_CAP, self.plan.goodbye_cap_ms + int(queued_ms))]
 
     def _send_audio(self, item_id: str, item: _AgentItem, payload_b64: str,
                     now_ms: float) -> list[Command]:
@@ -873,6 +884,7 @@ class CallSession:
             commands += self._start_closing(closing, now_ms)
             commands += self._play_cached("hotline_voicemail", self._voicemail_frames,
                                           self.plan.voicemail, now_ms)
+            commands += self._goodbye_cap(now_ms)
             commands.append(Record(TimelineStage("voicemail_started", now_ms, "cached audio")))
             return commands + self._maybe_act(now_ms)
         if not self.plan.voicemail:

@@ -1,4 +1,4 @@
-"""`hotline demo`: the server and both simulators, three calls, transcripts and waterfalls."""
+"""`hotline demo`: the server and both simulators, five calls, transcripts and waterfalls."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def demo(
     profile: str = typer.Option("modeled", help="Simulated engine latency: modeled | zero."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the server's log."),
 ) -> None:
-    """Run the whole product offline: two inbound calls and one outbound call."""
+    """Run the whole product offline: inbound and outbound calls, a transfer, a voicemail."""
     if profile not in PROFILES:
         raise typer.BadParameter(f"choose one of {', '.join(PROFILES)}", param_hint="--profile")
     configure_logging("INFO" if verbose else "WARNING")
