@@ -430,3 +430,17 @@ async def test_amd_callbacks_must_be_signed_and_complete(stack: Stack) -> None:
     assert ok.status_code == 204
     # Kept for a stream that has not started yet.
     assert await stack.services.registry.take_signal(params["CallSid"], "amd") == "human"
+
+
+@pytest.mark.parametrize(("answer", "outcome"), [("no-answer", "no_answer"), ("busy", "no_answer"),
+                                                 ("failed", "failed")])
+async def test_an_unanswered_outbound_call_gets_its_outcome_from_twilio(
+        stack: Stack, answer: str, outcome: str) -> None:
+    callee = "+15550004444"
+    stack.twilio.outcomes[callee] = answer
+    call_sid = await place_reminder(stack, callee)
+    result = await stack.twilio.wait_for_call(call_sid, timeout=30)
+    assert result.final_status == answer and result.stream_sid is None
+    record = await record_of(stack, call_sid)  # from the final status callback
+    assert record.outcome == outcome
+    await assert_nothing_leaked(stack)
