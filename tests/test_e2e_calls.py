@@ -18,6 +18,7 @@ import orjson
 import pytest
 import websockets
 
+from hotline.call.record import CallRecord
 from hotline.sim.engine import SimulatedSession
 from hotline.sim.phone import (
     PhoneCallResult,
@@ -51,16 +52,9 @@ async def stack(database_url: str, tmp_path: Path):  # type: ignore[no-untyped-d
         yield running
 
 
-async def record_of(stack: Stack, call_sid: str):  # type: ignore[no-untyped-def]
+async def record_of(stack: Stack, call_sid: str) -> CallRecord:
     """The call's stored record, once the server has finished the call and written it."""
-    for _ in range(500):
-        await stack.services.recorder.flush()
-        record = await stack.services.store.get_call(call_sid)
-        if (record is not None and record.outcome
-                and call_sid not in stack.services.active_calls):
-            return record
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no final record written for {call_sid}")
+    return await stack.services.final_record(call_sid, timeout_s=20)
 
 
 def received(session: SimulatedSession, type_: str) -> list[tuple[float, dict[str, object]]]:

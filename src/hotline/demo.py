@@ -10,7 +10,6 @@ waterfall are printed; what each phone heard is written as a WAV file, its timin
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from dataclasses import dataclass
 from importlib import resources
@@ -178,16 +177,7 @@ def save_recordings(calls: list[DemoCall], output_dir: Path) -> None:
 
 
 async def _record(server: RunningServer, call_sid: str) -> CallRecord:
-    """The call's record once the server has finished it and the recorder wrote it."""
-    services = server.services
-    for _ in range(1000):
-        if call_sid not in services.active_calls:
-            await services.recorder.flush(timeout_s=30)
-            record = await services.store.get_call(call_sid)
-            if record is not None and record.outcome:
-                return record
-        await asyncio.sleep(0.01)
-    raise RuntimeError(f"call {call_sid} was not recorded")
+    return await server.services.final_record(call_sid)
 
 
 def print_demo(calls: list[DemoCall], console: Console, output_dir: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from hotline.telephony.signature import SignatureChecker
 AMD_SIGNAL = "amd"  # an answering-machine verdict (Twilio `AnsweredBy`)
 
 if TYPE_CHECKING:
+    from hotline.call.record import CallRecord
     from hotline.call.runner import CallRunner
     from hotline.store.database import Store
     from hotline.telephony.call_control import CallControl
@@ -41,6 +43,18 @@ class Services:
     control: CallControl
     tools_http: httpx.AsyncClient  # HTTP tools' requests
     active_calls: dict[str, CallRunner] = field(default_factory=dict)
+
+    async def final_record(self, call_sid: str, timeout_s: float = 30.0) -> CallRecord:
+        """The call's stored record once it is over here and written (its outcome known):
+        for the demo and the tests, which follow a call to its end from outside."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                if call_sid not in self.active_calls:
+                    await self.recorder.flush(timeout_s)
+                    record = await self.store.get_call(call_sid)
+                    if record is not None and record.outcome:
+                        return record
+                await asyncio.sleep(0.01)
 
     def hear_signal(self, call_sid: str, name: str, value: str) -> None:
         """A signal for a call (any instance may have received it): to the call, if it runs
