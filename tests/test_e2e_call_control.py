@@ -55,6 +55,13 @@ TALK_THEN_WAIT = CallScript([WaitForAgentSilence(quiet_ms=400, timeout_ms=20_000
                              Silence(30_000), Hangup()])
 
 
+def ask(line: str) -> CallScript:
+    """Hear the greeting, say `line`, hear the answer out, hang up."""
+    return CallScript([WaitForAgentSilence(quiet_ms=400, timeout_ms=20_000), Say(line),
+                       WaitForAgentAudio(played_ms=200, timeout_ms=20_000),
+                       WaitForAgentSilence(quiet_ms=600, timeout_ms=20_000), Hangup()])
+
+
 def business(**overrides: Any) -> Any:
     values: dict[str, Any] = {
         "tools": ("end_call", "transfer_to_human", "take_message", "check_hours"),
@@ -142,11 +149,8 @@ async def test_transfer_dials_the_business_and_keeps_the_transcript(stack: Stack
 async def test_take_message_is_stored_and_listed(stack: Stack) -> None:
     stack.engine.tool_script = [ScriptedToolCall(1, "take_message", {
         "name": "Dana Levi", "phone": "+15550001111", "message": "Please call me back"})]
-    script = CallScript([WaitForAgentSilence(quiet_ms=400, timeout_ms=20_000),
-                         Say("Can you take a message?"),
-                         WaitForAgentAudio(played_ms=200, timeout_ms=20_000),
-                         WaitForAgentSilence(quiet_ms=600, timeout_ms=20_000), Hangup()])
-    result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER, script=script)
+    result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER,
+                                    script=ask("Can you take a message?"))
     record = await record_of(stack, result.call_sid)
     assert record.outcome == "completed"
     [message] = await stack.services.store.list_messages("acme-dental")
@@ -160,11 +164,8 @@ async def test_take_message_is_stored_and_listed(stack: Stack) -> None:
 async def test_check_hours_answers_from_the_opening_hours_and_the_agent_replies(
         stack: Stack) -> None:
     stack.engine.tool_script = [ScriptedToolCall(1, "check_hours", {}, speak_first=False)]
-    script = CallScript([WaitForAgentSilence(quiet_ms=400, timeout_ms=20_000),
-                         Say("Are you open now?"),
-                         WaitForAgentAudio(played_ms=200, timeout_ms=20_000),
-                         WaitForAgentSilence(quiet_ms=600, timeout_ms=20_000), Hangup()])
-    result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER, script=script)
+    result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER,
+                                    script=ask("Are you open now?"))
     session = await stack.engine.wait_for_session()
     [output] = function_outputs(session)
     answer = orjson.loads(output["output"])
@@ -213,11 +214,8 @@ async def test_http_tool_is_called_signed_and_its_reply_or_error_reaches_the_mod
                              greeting_cache=False, tool_signing_secret=TOOL_SECRET) as stack:
         stack.engine.tool_script = [ScriptedToolCall(1, "lookup_booking", {"phone": phone},
                                                      speak_first=False)]
-        script = CallScript([WaitForAgentSilence(quiet_ms=400, timeout_ms=20_000),
-                             Say("When is my appointment?"),
-                             WaitForAgentAudio(played_ms=200, timeout_ms=20_000),
-                             WaitForAgentSilence(quiet_ms=600, timeout_ms=20_000), Hangup()])
-        result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER, script=script)
+        result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER,
+                                        script=ask("When is my appointment?"))
         session = await stack.engine.wait_for_session()
         [request] = seen
         assert request == {"tool": "lookup_booking", "arguments": {"phone": phone},
