@@ -331,7 +331,6 @@ async def greet_a_human(stack: Stack) -> None:
     stages = {s.stage: s.ms for s in record.timeline}
     assert "amd_cap_reached" not in stages
     assert stages["amd_verdict"] <= stages["greeting_requested"]
-    assert stages["greeting_requested"] - stages["stream_start"] < 1500
 
 
 async def test_a_late_verdict_does_not_hold_the_greeting_past_the_cap(
