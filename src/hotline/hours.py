@@ -46,17 +46,27 @@ def parse_day(text: str) -> tuple[Minutes, ...]:
     return tuple(ranges)
 
 
+def weekday_key(day: str) -> str:
+    """`Monday`, `mon`, ` MON ` -> `mon`; `ValueError` for anything else."""
+    key = day.strip().lower()[:3]
+    if key not in WEEKDAYS:
+        raise ValueError(f"{day!r} is not a weekday (use {', '.join(WEEKDAYS)})")
+    return key
+
+
 def parse_week(hours: tuple[tuple[str, str], ...]) -> dict[str, tuple[Minutes, ...]]:
-    """(weekday, ranges) pairs to a full week; `ValueError` names the bad day."""
+    """(weekday, ranges) pairs to a full week; `ValueError` names the bad day, or the days
+    listed twice."""
     week: dict[str, tuple[Minutes, ...]] = {day: () for day in WEEKDAYS}
-    for day, text in hours:
-        key = day.strip().lower()[:3]
-        if key not in week:
-            raise ValueError(f"{day!r} is not a weekday (use {', '.join(WEEKDAYS)})")
+    keys = [weekday_key(day) for day, _ in hours]
+    for key, (day, text) in zip(keys, hours, strict=True):
         try:
             week[key] = parse_day(text)
         except ValueError as exc:
             raise ValueError(f"{day}: {exc}") from None
+    twice = sorted({key for key in keys if keys.count(key) > 1}, key=WEEKDAYS.index)
+    if twice:
+        raise ValueError(f"{', '.join(twice)} listed twice")
     return week
 
 

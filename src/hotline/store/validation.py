@@ -22,7 +22,7 @@ from hotline.business import (
     TemplateConfig,
 )
 from hotline.errors import InvalidBusiness
-from hotline.hours import WEEKDAYS, check_timezone, parse_week
+from hotline.hours import WEEKDAYS, check_timezone, parse_week, weekday_key
 
 SLUG_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 TEMPLATE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -179,11 +179,7 @@ def check_opening_hours(hours: tuple[tuple[str, str], ...]) -> tuple[tuple[str, 
         parse_week(hours)
     except ValueError as exc:
         raise InvalidBusiness(f"hours: {exc}") from None
-    days = [day.strip().lower()[:3] for day, _ in hours]
-    twice = sorted({day for day in days if days.count(day) > 1}, key=WEEKDAYS.index)
-    if twice:
-        raise InvalidBusiness(f"hours: {', '.join(twice)} listed twice")
-    given = {day: text.strip() for day, (_, text) in zip(days, hours, strict=True)}
+    given = {weekday_key(day): text.strip() for day, text in hours}
     return tuple((day, given[day]) for day in WEEKDAYS if day in given)
 
 
