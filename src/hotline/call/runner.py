@@ -53,7 +53,7 @@ from hotline.logs import CallLog
 from hotline.plan import CallPlan
 from hotline.telephony.call_control import CallControl
 from hotline.telephony.media_codec import parse_twilio, render_twilio
-from hotline.tools import Toolbox
+from hotline.tools import Toolbox, tool_error
 
 EngineOpener = Callable[[CallPlan], Awaitable[EngineHandle]]
 # An engine that accepts the socket but never finishes configuring must not hold the call.
@@ -307,12 +307,10 @@ class CallRunner:
     async def _run_tool(self, command: RunTool) -> None:
         """The tool runs here, off the pumps; its answer goes back through the core."""
         if self._toolbox is None:
-            await self._dispatch(ToolFinished(command.call_id, command.name,
-                                              '{"error": "tools are not available"}', "none",
-                                              error=True))
-            return
-        taken_ms = int(self._clock.now_ms())
-        outcome = await self._toolbox.run(command.name, command.arguments, taken_ms=taken_ms)
+            outcome = tool_error(command.name, "tools are not available on this call")
+        else:
+            outcome = await self._toolbox.run(command.name, command.arguments,
+                                              taken_ms=int(self._clock.now_ms()))
         await self._dispatch(ToolFinished(command.call_id, command.name, outcome.output_json(),
                                           outcome.effect.value, outcome.error, outcome.message))
 

@@ -232,7 +232,6 @@ class CallSession:
         self._amd_cap_passed = False
         self._callee_voiced_ms = float("-inf")  # last loud frame while awaiting the verdict
         self._voiced_power = level_for_threshold(plan.vad_threshold) ** 2
-        self._greeted = False
         self._seen: set[str] = set()  # timeline stages recorded once
 
     def stage_recorded_elsewhere(self, stage: str) -> None:
@@ -323,7 +322,6 @@ class CallSession:
         return commands + self._greet(now_ms)
 
     def _greet(self, now_ms: float) -> list[Command]:
-        self._greeted = True
         if self._greeting_frames:
             self.phase = CallPhase.GREETING
             return self._play_cached_greeting(self._greeting_frames, now_ms)
@@ -878,7 +876,6 @@ class CallSession:
         if self._agent_audible():
             commands += self._cut_agent(now_ms, "agent_cut")
         self.phase = CallPhase.CONVERSING
-        self._greeted = True
         closing = _Closing(Outcome.VOICEMAIL, "answering machine")
         if self._voicemail_frames:
             commands += self._start_closing(closing, now_ms)
