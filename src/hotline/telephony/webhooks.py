@@ -28,28 +28,23 @@ def _xml(body: str) -> Response:
     return Response(content=body, media_type="application/xml")
 
 
-async def _signed_form(request: Request, services: Services) -> dict[str, str] | None:
-    """The form fields, or None when the signature does not match (the caller answers 403)."""
+async def _signed_form(request: Request, services: Services,
+                       *required: str) -> dict[str, str] | Response:
+    """The form fields of a request Twilio signed, with every `required` field present; or
+    the answer to give: 403 for a bad signature, 400 naming the missing fields."""
     form = await request.form()
     params = {key: str(value) for key, value in form.multi_items()}
-    if not services.settings.twilio_validate_signatures:
-        return params
     signature = request.headers.get("X-Twilio-Signature")
-    if services.signatures.valid_form(request.url.path, request.url.query, params, signature):
-        return params
-    log.warning("rejected %s: %s X-Twilio-Signature (CallSid %s)", request.url.path,
-                "bad" if signature else "missing", params.get("CallSid", "?"))
-    return None
-
-
-def _refusal(params: dict[str, str] | None, *required: str) -> Response | None:
-    """403 for a bad signature (no params), 400 naming the missing fields, else None."""
-    if params is None:
+    if services.settings.twilio_validate_signatures and not services.signatures.valid_form(
+            request.url.path, request.url.query, params, signature):
+        log.warning("rejected %s: %s X-Twilio-Signature (CallSid %s)", request.url.path,
+                    "bad" if signature else "missing", params.get("CallSid", "?"))
         return Response("invalid signature", status_code=403)
     missing = [name for name in required if not params.get(name)]
     if missing:
-        return Response(f"{' and '.join(missing)} required", status_code=400)
-    return None
+        verb = "is" if len(missing) == 1 else "are"
+        return Response(f"{' and '.join(missing)} {verb} required", status_code=400)
+    return params
 
 
 @router.post("/voice")
@@ -57,13 +52,11 @@ async def voice(request: Request) -> Response:
     received_epoch_ms = time.time() * 1000
     t0 = time.perf_counter()
     services: Services = request.app.state.services
-    params = await _signed_form(request, services)
-    if params is None:
-        return Response("invalid signature", status_code=403)
-    call_sid = params.get("CallSid", "")
+    params = await _signed_form(request, services, "CallSid")
+    if isinstance(params, Response):
+        return params
+    call_sid = params["CallSid"]
     from_number, to_number = params.get("From", ""), params.get("To", "")
-    if not call_sid:
-        return Response("CallSid is required", status_code=400)
     pending_id = request.query_params.get("outbound")
     if pending_id:
         plan = await services.registry.take_pending(pending_id)
@@ -121,10 +114,9 @@ async def amd(request: Request) -> Response:
     It goes to the running call on whichever instance runs it; one that arrives before the
     stream starts waits in the registry for it."""
     services: Services = request.app.state.services
-    params = await _signed_form(request, services)
-    if (refusal := _refusal(params, "CallSid", "AnsweredBy")) is not None:
-        return refusal
-    assert params is not None
+    params = await _signed_form(request, services, "CallSid", "AnsweredBy")
+    if isinstance(params, Response):
+        return params
     call_sid, answered_by = params["CallSid"], params["AnsweredBy"]
     log.info("amd %s: %s after %s ms", call_sid, answered_by,
              params.get("MachineDetectionDuration", "?"))
@@ -139,10 +131,9 @@ async def amd(request: Request) -> Response:
 @router.post("/status")
 async def status(request: Request) -> Response:
     services: Services = request.app.state.services
-    params = await _signed_form(request, services)
-    if (refusal := _refusal(params, "CallSid", "CallStatus")) is not None:
-        return refusal
-    assert params is not None
+    params = await _signed_form(request, services, "CallSid", "CallStatus")
+    if isinstance(params, Response):
+        return params
     call_sid, call_status = params["CallSid"], params["CallStatus"]
     services.recorder.submit(CallStatusUpdate(
         call_sid=call_sid,
