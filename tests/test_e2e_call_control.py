@@ -194,12 +194,8 @@ async def tool_service() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
             return JSONResponse({"error": "boom"}, status_code=500)
         return JSONResponse({"booking": "Tuesday 10:00 with Dr. Cohen"})
 
-    server = LocalServer(Starlette(routes=[Route("/lookup", lookup, methods=["POST"])]))
-    url = await server.start()
-    try:
+    async with LocalServer(Starlette(routes=[Route("/lookup", lookup, methods=["POST"])])) as url:
         yield url + "/lookup", seen
-    finally:
-        await server.stop()
 
 
 @pytest.mark.parametrize("phone", ["+15550001111", "fail"])

@@ -103,12 +103,8 @@ class FakeProduct:
 @pytest.fixture
 async def product() -> AsyncIterator[FakeProduct]:
     fake = FakeProduct()
-    server = LocalServer(fake.app)
-    fake.url = await server.start()
-    try:
+    async with LocalServer(fake.app) as fake.url:
         yield fake
-    finally:
-        await server.stop()
 
 
 @pytest.fixture

@@ -492,13 +492,11 @@ class Receiver:
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     receiver = Receiver()
-    server = LocalServer(receiver.app)
-    receiver.url = await server.start()
-    try:
-        yield receiver
-    finally:
-        receiver.release.set()
-        await server.stop()
+    async with LocalServer(receiver.app) as receiver.url:
+        try:
+            yield receiver
+        finally:
+            receiver.release.set()  # a handler still waiting must not hold the shutdown
 
 
 def http_plan(receiver: Receiver, kind: str = "booking", *, timeout_s: float = 2.0,

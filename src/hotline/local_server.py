@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from types import TracebackType
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -67,3 +68,11 @@ class LocalServer:
         await asyncio.gather(main_loop, return_exceptions=True)
         await server.shutdown(sockets=[sock])
         sock.close()
+
+    async def __aenter__(self) -> str:
+        """`async with LocalServer(app) as url:` serves the app for the block's length."""
+        return await self.start()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
