@@ -49,6 +49,10 @@ class SpeechGate:
         self.voiced_ms = 0.0  # voiced audio in the current run
         self._gap_ms = 0.0
 
+    def voiced(self, payload_b64: str) -> bool:
+        """One frame loud enough to be voice (no run kept: for a caller we only listen to)."""
+        return frame_power(payload_b64)[0] > self._power_threshold
+
     def feed(self, payload_b64: str) -> bool:
         """Take one caller frame; True once the current run is long enough to be speech."""
         power, ms = frame_power(payload_b64)

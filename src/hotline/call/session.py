@@ -28,7 +28,7 @@ import enum
 from dataclasses import dataclass
 
 from hotline.audio.mulaw import BYTES_PER_MS, b64_decoded_len
-from hotline.audio.speech_gate import SpeechGate, frame_power, level_for_threshold
+from hotline.audio.speech_gate import SpeechGate
 from hotline.call.commands import (
     AddAssistantText,
     AddFunctionOutput,
@@ -231,7 +231,6 @@ class CallSession:
         self._amd_verdict: str | None = None
         self._amd_cap_passed = False
         self._callee_voiced_ms = float("-inf")  # last loud frame while awaiting the verdict
-        self._voiced_power = level_for_threshold(plan.vad_threshold) ** 2
         self._seen: set[str] = set()  # timeline stages recorded once
 
     def stage_recorded_elsewhere(self, stage: str) -> None:
@@ -395,7 +394,7 @@ class CallSession:
         """Callee audio before the verdict (a machine's message, or a "Hello?") is not sent
         to the engine; past the cap, the greeting goes once the callee is quiet."""
         self.stats.media_held_for_amd += 1
-        if frame_power(event.payload_b64)[0] > self._voiced_power:
+        if self._gate.voiced(event.payload_b64):
             self._callee_voiced_ms = now_ms
         if self._amd_cap_passed and self._callee_quiet(now_ms):
             return [Record(TimelineStage("amd_cap_reached", now_ms, "callee quiet")),
