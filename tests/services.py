@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import redis.asyncio as aioredis
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 
@@ -23,3 +24,16 @@ def unavailable(what: str, why: object) -> None:
 
 def redis_url() -> str:
     return os.environ.get("HOTLINE_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+
+
+async def reachable_redis_url() -> str:
+    """The test Redis's URL once it answers a ping (else skip locally, fail in CI)."""
+    url = redis_url()
+    client = aioredis.Redis.from_url(url)
+    try:
+        await client.ping()
+    except OSError as exc:
+        unavailable("Redis", exc)
+    finally:
+        await client.aclose()
+    return url

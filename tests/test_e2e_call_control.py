@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -41,7 +40,7 @@ from hotline.sim.script import (
 )
 from hotline.tools import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_tool_signature
 from tests.factories import TEST_NUMBER, make_business
-from tests.services import redis_url, unavailable
+from tests.services import reachable_redis_url
 from tests.stack import ACCOUNT_SID, AUTH_TOKEN, Stack, running_stack
 from tests.test_e2e_calls import CALLER, LONG_GREETING, assert_nothing_leaked, received, record_of
 
@@ -296,22 +295,10 @@ async def test_a_human_is_greeted_as_soon_as_the_verdict_comes(
         sqlite_url: str, tmp_path: Path, registry: str) -> None:
     settings: dict[str, Any] = {}
     if registry == "redis":  # the verdict travels through Redis pub/sub to the call
-        settings["redis_url"] = await reachable_redis()
+        settings["redis_url"] = await reachable_redis_url()
     async with control_stack(sqlite_url, tmp_path, [business()], greeting_cache=False,
                              **settings) as stack:
         await greet_a_human(stack)
-
-
-async def reachable_redis() -> str:
-    url = redis_url()
-    client = aioredis.Redis.from_url(url)
-    try:
-        await client.ping()
-    except OSError as exc:
-        unavailable("Redis", exc)
-    finally:
-        await client.aclose()
-    return url
 
 
 async def greet_a_human(stack: Stack) -> None:

@@ -35,6 +35,7 @@ from hotline.sim.script import (
     WaitForAgentSilence,
 )
 from tests.factories import TEST_NUMBER, make_business
+from tests.services import reachable_redis_url
 from tests.stack import ACCOUNT_SID, AUTH_TOKEN, Stack, running_stack
 
 CALLER = "+15550001111"
@@ -312,18 +313,9 @@ async def test_status_callbacks_are_recorded(stack: Stack) -> None:
 
 
 async def test_the_redis_registry_carries_the_call(database_url: str, tmp_path: Path) -> None:
-    from tests.services import redis_url, unavailable
-
-    try:
-        import redis.asyncio as aioredis
-
-        probe = aioredis.Redis.from_url(redis_url())
-        await probe.ping()
-        await probe.aclose()
-    except OSError as exc:
-        unavailable("Redis", exc)
     async with running_stack(database_url, tmp_path, [make_business()],
-                             redis_url=redis_url(), greeting_cache=False) as stack:
+                             redis_url=await reachable_redis_url(),
+                             greeting_cache=False) as stack:
         result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER,
                                         script=LISTEN_THEN_HANG_UP)
         assert result.played_ms > 0

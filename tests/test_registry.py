@@ -12,7 +12,7 @@ from hotline.errors import CallPlanNotFound, InvalidStreamToken
 from hotline.registry import CallRegistry, MemoryCallRegistry
 from hotline.registry.redis import RedisCallRegistry
 from tests.factories import make_outbound_plan, make_plan
-from tests.services import redis_url, unavailable
+from tests.services import reachable_redis_url
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -20,13 +20,7 @@ async def registry(request: pytest.FixtureRequest) -> AsyncIterator[CallRegistry
     if request.param == "memory":
         reg: CallRegistry = MemoryCallRegistry()
     else:
-        redis_reg = RedisCallRegistry(redis_url(), prefix=f"test:{uuid.uuid4().hex}:")
-        try:
-            await redis_reg._redis.ping()
-        except OSError as exc:
-            await redis_reg.close()
-            unavailable("Redis", exc)
-        reg = redis_reg
+        reg = RedisCallRegistry(await reachable_redis_url(), prefix=f"test:{uuid.uuid4().hex}:")
     yield reg
     await reg.close()
 
@@ -108,13 +102,9 @@ async def test_signals_expire(registry: CallRegistry) -> None:
 
 
 async def test_a_signal_posted_to_one_instance_reaches_the_others() -> None:
-    prefix = f"test:{uuid.uuid4().hex}:"
-    posting, running = (RedisCallRegistry(redis_url(), prefix=prefix) for _ in range(2))
+    url, prefix = await reachable_redis_url(), f"test:{uuid.uuid4().hex}:"
+    posting, running = (RedisCallRegistry(url, prefix=prefix) for _ in range(2))
     try:
-        try:
-            await posting._redis.ping()
-        except OSError as exc:
-            unavailable("Redis", exc)
         heard: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
         await running.listen(lambda *signal: heard.put_nowait(signal))
         await posting.signal("CA7", "amd", "human", ttl_s=30)
