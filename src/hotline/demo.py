@@ -123,7 +123,7 @@ async def run_demo(output_dir: Path, *, profile: LatencyProfile,
             result = await phone.call(to=number, from_=DEMO_CALLER,
                                       script=_conversation(line, language))
             calls.append(DemoCall(f"inbound → {business.slug}", result,
-                                  await _record(server, result.call_sid)))
+                                  await server.services.final_record(result.call_sid)))
 
         engine.caller_transcripts = [LEAD_LINE]
         template = english.templates[0]
@@ -142,7 +142,7 @@ async def run_demo(output_dir: Path, *, profile: LatencyProfile,
                                  Dtmf("0"), Silence(30_000), Hangup()])
         result = await phone.call(to=number, from_=DEMO_CALLER, script=press_zero)
         calls.append(DemoCall(f"key 0 → {english.slug}", result,
-                              await _record(server, result.call_sid)))
+                              await server.services.final_record(result.call_sid)))
 
         console.print(f"[bold]5/{CALLS}[/bold] outbound call to {DEMO_VOICEMAIL}: an "
                       "answering machine; the voicemail is left after its beep")
@@ -166,7 +166,7 @@ async def _place(server: RunningServer, twilio: TwilioApiSimulator, business: st
         response.raise_for_status()
     call_sid = response.json()["call_sid"]
     result = await twilio.wait_for_call(call_sid, timeout=180)
-    return DemoCall(label, result, await _record(server, call_sid))
+    return DemoCall(label, result, await server.services.final_record(call_sid))
 
 
 def save_recordings(calls: list[DemoCall], output_dir: Path) -> None:
@@ -174,10 +174,6 @@ def save_recordings(calls: list[DemoCall], output_dir: Path) -> None:
         stem = output_dir / f"call{index}-{call.phone.call_sid}"
         call.phone.save_wav(stem.with_suffix(".wav"), mix_caller=True)
         call.phone.save_timings(stem.with_suffix(".json"))
-
-
-async def _record(server: RunningServer, call_sid: str) -> CallRecord:
-    return await server.services.final_record(call_sid)
 
 
 def print_demo(calls: list[DemoCall], console: Console, output_dir: Path) -> None:
