@@ -22,6 +22,7 @@ transaction, and replaced with it: saving a record again never duplicates them.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -495,17 +496,7 @@ def _put_call_control(row: models.Business, business: BusinessConfig) -> None:
     row.tools = list(business.tools)
     row.opening_hours = [[day, ranges] for day, ranges in business.opening_hours]
     row.dtmf_actions = [[key, action] for key, action in business.dtmf_actions]
-    row.http_tools = [_http_tool_json(tool) for tool in business.http_tools]
-
-
-def _http_tool_json(tool: HttpTool) -> dict[str, Any]:
-    return {
-        "name": tool.name,
-        "description": tool.description,
-        "url": tool.url,
-        "parameters": tool.parameters,
-        "timeout_s": tool.timeout_s,
-    }
+    row.http_tools = [dataclasses.asdict(tool) for tool in business.http_tools]
 
 
 def _pairs(rows: list[list[str]]) -> tuple[tuple[str, str], ...]:
