@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hotline.call.record import CallRecord, LeadMessage
+from hotline.core.record import CallRecord, LeadMessage
 from hotline.sim.script import CallScript, Hangup, Say, WaitForAgentSilence
 from tests.factories import TEST_NUMBER, make_business
 from tests.stack import AUTH_TOKEN, Stack, running_stack

@@ -7,7 +7,7 @@ import base64
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hotline.call.commands import (
+from hotline.core.commands import (
     AddAssistantText,
     AddFunctionOutput,
     AddUserText,
@@ -31,7 +31,7 @@ from hotline.call.commands import (
     TwilioMediaOut,
     UpdateInstructions,
 )
-from hotline.call.events import (
+from hotline.core.events import (
     AmdVerdict,
     CallControlFailed,
     CallEvent,
@@ -56,8 +56,8 @@ from hotline.call.events import (
     TwilioStart,
     TwilioStop,
 )
-from hotline.call.record import LeadMessage, TimelineStage, TranscriptTurn
-from hotline.call.session import (
+from hotline.core.record import LeadMessage, TimelineStage, TranscriptTurn
+from hotline.core.session import (
     CACHED_GREETING_HEARD_ITEM,
     CACHED_GREETING_ITEM,
     CallPhase,

@@ -20,9 +20,9 @@ import hotline.cli.db
 import hotline.cli.messages
 import hotline.cli.template  # noqa: F401  (each registers its commands on the app)
 from hotline.business_yaml import load_businesses_yaml
-from hotline.call.outcomes import Outcome
-from hotline.call.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
 from hotline.cli import app
+from hotline.core.outcomes import Outcome
+from hotline.core.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
 from hotline.errors import InvalidBusiness
 from hotline.store import Store
 from hotline.store.migrate import head_revision

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hotline.call.commands import (
+from hotline.core.commands import (
     AddUserText,
     AppendAudio,
     CancelResponse,
@@ -18,7 +18,7 @@ from hotline.call.commands import (
     TwilioMediaOut,
     UpdateInstructions,
 )
-from hotline.call.events import (
+from hotline.core.events import (
     UNHANDLED,
     EngineAgentTranscript,
     EngineAudioDelta,

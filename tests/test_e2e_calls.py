@@ -18,7 +18,7 @@ import orjson
 import pytest
 import websockets
 
-from hotline.call.record import CallRecord
+from hotline.core.record import CallRecord
 from hotline.sim.engine import SimulatedSession
 from hotline.sim.phone import (
     PhoneCallResult,

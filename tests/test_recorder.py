@@ -15,8 +15,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from hotline.call.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
 from hotline.call.recorder import CallRecorder, CallStatusUpdate, Job, job_from_json, job_to_json
+from hotline.core.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
 from hotline.errors import StoreUnavailable
 from hotline.store import Store
 from tests.factories import TEST_NUMBER, make_business

@@ -21,8 +21,8 @@ from sqlalchemy.engine import Connection
 
 from hotline.business import DEFAULT_TOOLS, BusinessConfig, HttpTool, TemplateConfig
 from hotline.business_yaml import load_businesses_yaml
-from hotline.call.outcomes import Outcome
-from hotline.call.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
+from hotline.core.outcomes import Outcome
+from hotline.core.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
 from hotline.errors import BusinessNotFound, DuplicateNumber, InvalidBusiness, StoreUnavailable
 from hotline.store import Store, StoredMessage, models, normalise_database_url
 from hotline.store.migrate import alembic_config, compare_server_default, head_revision

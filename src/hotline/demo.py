@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hotline.business_yaml import load_businesses_yaml
-from hotline.call.record import CallRecord
+from hotline.core.record import CallRecord
 from hotline.server import RunningServer, start_server
 from hotline.settings import DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, DEV_OPENAI_KEY, Settings
 from hotline.sim.engine import EngineSimulator, LatencyProfile

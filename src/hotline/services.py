@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from hotline.call.events import AmdVerdict
 from hotline.call.recorder import CallRecorder
 from hotline.config_cache import ConfigCache
+from hotline.core.events import AmdVerdict
 from hotline.engine.openai_realtime import RealtimeEngine
 from hotline.engine.warm import WarmSessions
 from hotline.greetings import GreetingCache
@@ -21,8 +21,8 @@ from hotline.telephony.signature import SignatureChecker
 AMD_SIGNAL = "amd"  # an answering-machine verdict (Twilio `AnsweredBy`)
 
 if TYPE_CHECKING:
-    from hotline.call.record import CallRecord
     from hotline.call.runner import CallRunner
+    from hotline.core.record import CallRecord
     from hotline.store.database import Store
     from hotline.telephony.call_control import CallControl
     from hotline.telephony.outbound import OutboundDialer

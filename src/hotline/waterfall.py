@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from rich.table import Table
 from rich.text import Text
 
-from hotline.call.record import TimelineStage, TranscriptTurn
+from hotline.core.record import TimelineStage, TranscriptTurn
 
 # The stages every call records, in the order they normally happen (design notes).
 LATENCY_STAGES = (

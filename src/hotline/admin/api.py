@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from hotline.call.record import CallRecord
+from hotline.core.record import CallRecord
 from hotline.errors import TemplateError, UnknownNumber
 from hotline.services import Services
 from hotline.store import StoredMessage

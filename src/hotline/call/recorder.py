@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from hotline.call.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
+from hotline.core.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
 from hotline.errors import HotlineError
 
 log = logging.getLogger("hotline.recorder")

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed
 
-from hotline.call.commands import (
+from hotline.core.commands import (
     CancelTimer,
     Command,
     EndCall,
@@ -31,7 +31,7 @@ from hotline.call.commands import (
     StartTimer,
     TransferCall,
 )
-from hotline.call.events import (
+from hotline.core.events import (
     UNHANDLED,
     CallControlFailed,
     CallEvent,
@@ -42,9 +42,9 @@ from hotline.call.events import (
     TwilioClosed,
     TwilioStart,
 )
-from hotline.call.outcomes import Outcome
-from hotline.call.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
-from hotline.call.session import CallSession
+from hotline.core.outcomes import Outcome
+from hotline.core.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
+from hotline.core.session import CallSession
 from hotline.engine.openai_realtime import EngineConnection
 from hotline.engine.realtime_codec import parse_engine, render_engine
 from hotline.engine.warm import EngineHandle

@@ -9,10 +9,10 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from hotline.call.outcomes import Outcome
-from hotline.call.record import CallRecord
 from hotline.cli import app
 from hotline.cli.db import console, fail, run_with_store
+from hotline.core.outcomes import Outcome
+from hotline.core.record import CallRecord
 from hotline.store import Store
 from hotline.waterfall import render_transcript, render_waterfall
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from hotline.call.commands import (
+from hotline.core.commands import (
     AddAssistantText,
     AddFunctionOutput,
     AddUserText,
@@ -24,7 +24,7 @@ from hotline.call.commands import (
     Truncate,
     UpdateInstructions,
 )
-from hotline.call.events import (
+from hotline.core.events import (
     UNHANDLED,
     EngineAgentTranscript,
     EngineAudioDelta,

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from websockets.exceptions import ConnectionClosed
 
-from hotline.call.commands import CreateResponse
-from hotline.call.record import TimelineStage
-from hotline.call.session import live_greeting_detail
+from hotline.core.commands import CreateResponse
+from hotline.core.record import TimelineStage
+from hotline.core.session import live_greeting_detail
 from hotline.engine.openai_realtime import EngineConnection, RealtimeEngine
 from hotline.engine.realtime_codec import render_engine
 from hotline.plan import CallPlan

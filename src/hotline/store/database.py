@@ -10,7 +10,7 @@ Call status: Twilio's status callbacks are the authority. Each one is kept
 `SequenceNumber` (callbacks without one rank below numbered ones, then by time). A call
 saved by the recorder takes the recorder's status only while no callback has been recorded.
 
-Call outcome (`hotline.call.outcomes.Outcome`): the recorder's, whenever it has one (an
+Call outcome (`hotline.core.outcomes.Outcome`): the recorder's, whenever it has one (an
 empty outcome, "not known yet", never replaces a known one). A final status callback fills
 in an outcome still empty: `completed` -> completed, `no-answer`, `busy`, `canceled` ->
 no_answer (never answered), `failed` -> failed; so a voicemail or transfer the call record
@@ -51,8 +51,8 @@ from sqlalchemy.orm import InstrumentedAttribute, selectinload
 from sqlalchemy.pool import StaticPool
 
 from hotline.business import BusinessConfig, HttpTool, TemplateConfig
-from hotline.call.outcomes import Outcome
-from hotline.call.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
+from hotline.core.outcomes import Outcome
+from hotline.core.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
 from hotline.errors import BusinessNotFound, DuplicateNumber, StoreUnavailable
 from hotline.store import models
 from hotline.store.migrate import current_revision, upgrade_to_head

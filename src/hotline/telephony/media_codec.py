@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from hotline.call.commands import TwilioClear, TwilioMarkOut, TwilioMediaOut, TwilioMessage
-from hotline.call.events import (
+from hotline.core.commands import TwilioClear, TwilioMarkOut, TwilioMediaOut, TwilioMessage
+from hotline.core.events import (
     UNHANDLED,
     TwilioConnected,
     TwilioDtmf,

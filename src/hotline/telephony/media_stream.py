@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, WebSocket
 
-from hotline.call.events import UNHANDLED, AmdVerdict, TwilioStart
 from hotline.call.runner import CallClock, CallRunner
+from hotline.core.events import UNHANDLED, AmdVerdict, TwilioStart
 from hotline.errors import (
     CallPlanNotFound,
     InvalidStreamToken,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from hotline.call.record import LeadMessage
+from hotline.core.record import LeadMessage
 from hotline.errors import HotlineError
 from hotline.hours import hours_answer
 from hotline.plan import CallPlan

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from hotline.call.record import LeadMessage
+from hotline.core.record import LeadMessage
 
 
 class ToolEffect(enum.Enum):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from hotline.call.record import LeadMessage
+from hotline.core.record import LeadMessage
 
 
 class TimerName(enum.Enum):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hotline.call.events import TimerName
-from hotline.call.record import LeadMessage, TimelineStage, TranscriptTurn
+from hotline.core.events import TimerName
+from hotline.core.record import LeadMessage, TimelineStage, TranscriptTurn
 
 
 # -- to Twilio --------------------------------------------------------------------------

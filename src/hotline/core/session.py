@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from hotline.audio.mulaw import BYTES_PER_MS, b64_decoded_len
 from hotline.audio.speech_gate import SpeechGate
-from hotline.call.commands import (
+from hotline.core.commands import (
     AddAssistantText,
     AddFunctionOutput,
     AddUserText,
@@ -53,7 +53,7 @@ from hotline.call.commands import (
     TwilioMediaOut,
     UpdateInstructions,
 )
-from hotline.call.events import (
+from hotline.core.events import (
     AmdVerdict,
     CallControlFailed,
     CallEvent,
@@ -81,8 +81,8 @@ from hotline.call.events import (
     TwilioStart,
     TwilioStop,
 )
-from hotline.call.outcomes import Outcome
-from hotline.call.record import TimelineStage, TranscriptTurn
+from hotline.core.outcomes import Outcome
+from hotline.core.record import TimelineStage, TranscriptTurn
 from hotline.plan import CallPlan
 from hotline.prompts import (
     GOODBYE_INSTRUCTIONS,
