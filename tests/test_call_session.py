@@ -7,6 +7,8 @@ import base64
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hotline.core.amd import AnsweredBy
+from hotline.core.closing import ControlAction
 from hotline.core.commands import (
     AddAssistantText,
     AddFunctionOutput,
@@ -48,7 +50,6 @@ from hotline.core.events import (
     EngineSpeechStarted,
     EngineSpeechStopped,
     TimerFired,
-    TimerName,
     ToolFinished,
     TwilioDtmf,
     TwilioMark,
@@ -56,14 +57,13 @@ from hotline.core.events import (
     TwilioStart,
     TwilioStop,
 )
+from hotline.core.greeting import CACHED_GREETING_HEARD_ITEM, CACHED_GREETING_ITEM, heard_part
+from hotline.core.outcomes import Outcome
+from hotline.core.phase import CallPhase
 from hotline.core.record import LeadMessage, TimelineStage, TranscriptTurn
-from hotline.core.session import (
-    CACHED_GREETING_HEARD_ITEM,
-    CACHED_GREETING_ITEM,
-    CallPhase,
-    CallSession,
-    heard_part,
-)
+from hotline.core.session import CallSession
+from hotline.core.timers import TimerName
+from hotline.core.tool_ledger import ToolEffect
 from hotline.prompts import (
     GOODBYE_INSTRUCTIONS,
     HANDOVER_INSTRUCTIONS,
@@ -137,7 +137,7 @@ class Call:
         """The caller makes sound for `ms`, 20 ms frames, the last one at `until_ms`; the
         engine's VAD opens a turn for it (unless one is open, or `turn` is False)."""
         cmds: list[Command] = []
-        if turn and not self.session._turn_open():
+        if turn and not self.session.caller_turn_open:
             self.turns += 1
             cmds += self(EngineSpeechStarted(0, f"u{self.turns}"), until_ms - ms + 20)
         for i in range(ms // 20):
@@ -385,7 +385,7 @@ class TestTranscriptAndEnd:
         call = Call()
         call(START, 0)
         cmds = call(TwilioStop(), 500)
-        assert [c for c in cmds if isinstance(c, EndCall)] == [EndCall("completed")]
+        assert [c for c in cmds if isinstance(c, EndCall)] == [EndCall(Outcome.COMPLETED)]
         assert call.session.phase is CallPhase.ENDED
         assert call(TwilioMedia("AAAA", 0), 501) == []
 
@@ -394,7 +394,7 @@ class TestTranscriptAndEnd:
         call(START, 0)
         call.speak("r1", "i1", [100], 0)
         cmds = call(EngineClosed(), 50)
-        assert EndCall("failed") in cmds
+        assert EndCall(Outcome.FAILED) in cmds
         assert [t.speaker for t in turns(cmds)] == ["agent"]  # the unfinished reply is kept
 
     def test_engine_configured_stage_once(self) -> None:
@@ -423,8 +423,8 @@ _events = st.one_of(
     st.builds(EngineFunctionCall, _resp, st.just("f1"), st.sampled_from(["c1", "c2"]),
               st.sampled_from(["end_call", "check_hours"]), st.just("{}")),
     st.builds(ToolFinished, st.sampled_from(["c1", "c2"]), st.just("end_call"), st.just("{}"),
-              st.sampled_from(["none", "end_call", "transfer"])),
-    st.builds(AmdVerdict, st.sampled_from(["human", "machine_end_beep", "fax"])),
+              st.sampled_from(ToolEffect)),
+    st.builds(AmdVerdict, st.sampled_from(AnsweredBy)),
 )
 
 
@@ -536,7 +536,7 @@ class TestTools:
         cmds = call(EngineFunctionCall("r2", "f1", "c1", "check_hours", "{}"), 1001)
         assert commands_of(cmds, RunTool) == [RunTool("c1", "check_hours", "{}")]
         # Answered while r2 is still going: held until it is done (no second response).
-        finished = ToolFinished("c1", "check_hours", '{"open_now":true}', "none")
+        finished = ToolFinished("c1", "check_hours", '{"open_now":true}', ToolEffect.NONE)
         assert control_sent(call(finished, 1002)) == []
         cmds = call(EngineResponseDone("r2", "completed"), 1003)
         assert control_sent(cmds) == [AddFunctionOutput("c1", '{"open_now":true}'),
@@ -547,8 +547,8 @@ class TestTools:
         call(EngineResponseCreated("r2"), 1000)
         call(EngineFunctionCall("r2", "f1", "c1", "lookup", "{}"), 1001)
         call(EngineResponseDone("r2", "completed"), 1002)
-        cmds = call(ToolFinished("c1", "lookup", '{"error":"timed out"}', "none", error=True),
-                    1500)
+        cmds = call(ToolFinished("c1", "lookup", '{"error":"timed out"}', ToolEffect.NONE,
+                                 error=True), 1500)
         assert control_sent(cmds) == [AddFunctionOutput("c1", '{"error":"timed out"}'),
                                       CreateResponse()]
         assert "tool_done" in stages(cmds) and call.session.phase is CallPhase.CONVERSING
@@ -558,8 +558,8 @@ class TestTools:
         call(EngineResponseCreated("r2"), 1000)
         call(EngineFunctionCall("r2", "f1", "c1", "take_message", "{}"), 1001)
         message = LeadMessage("Dana", "+15550001111", "Call me back", 1002)
-        cmds = call(ToolFinished("c1", "take_message", '{"ok":true}', "none", message=message),
-                    1002)
+        cmds = call(ToolFinished("c1", "take_message", '{"ok":true}', ToolEffect.NONE,
+                                 message=message), 1002)
         assert Record(message) in cmds
 
 
@@ -570,7 +570,7 @@ class TestEndCallAndTransfer:
         call(EngineResponseCreated("r2"), 1000)
         names = marks(call(EngineAudioDelta("r2", "i2", audio_b64(300)), 1000))
         call(EngineFunctionCall("r2", "f1", "c1", "end_call", '{"reason":"done"}'), 1001)
-        cmds = call(ToolFinished("c1", "end_call", '{"ok":true}', "end_call"), 1002)
+        cmds = call(ToolFinished("c1", "end_call", '{"ok":true}', ToolEffect.END_CALL), 1002)
         assert "closing" in stages(cmds) and commands_of(cmds, HangUpCall) == []
         cmds = call(EngineResponseDone("r2", "completed"), 1003)
         # The tool's answer goes in, but no new response: the goodbye was said.
@@ -579,14 +579,14 @@ class TestEndCallAndTransfer:
         cmds = call(TwilioMark(names[0]), 1300)
         assert commands_of(cmds, HangUpCall) == [HangUpCall()]
         assert "hang_up_requested" in stages(cmds)
-        assert EndCall("hung_up_by_agent") in call(TwilioStop(), 1400)
+        assert EndCall(Outcome.HUNG_UP_BY_AGENT) in call(TwilioStop(), 1400)
 
     def test_end_call_without_words_asks_for_the_goodbye_first(self) -> None:
         call, _ = conversing()
         call(EngineResponseCreated("r2"), 1000)
         call(EngineFunctionCall("r2", "f1", "c1", "end_call", "{}"), 1001)
         call(EngineResponseDone("r2", "completed"), 1002)
-        cmds = call(ToolFinished("c1", "end_call", '{"ok":true}', "end_call"), 1003)
+        cmds = call(ToolFinished("c1", "end_call", '{"ok":true}', ToolEffect.END_CALL), 1003)
         assert control_sent(cmds) == [AddFunctionOutput("c1", '{"ok":true}'), CreateResponse()]
         assert TimerName.GOODBYE_CAP in timers_started(cmds)
         names = call.speak("r3", "i3", [200], 1100)
@@ -598,7 +598,7 @@ class TestEndCallAndTransfer:
         call(EngineResponseCreated("r2"), 1000)
         call.speak("r2", "i2", [1000], 1000)
         call(EngineFunctionCall("r2", "f1", "c1", "end_call", "{}"), 1001)
-        call(ToolFinished("c1", "end_call", "{}", "end_call"), 1002)
+        call(ToolFinished("c1", "end_call", "{}", ToolEffect.END_CALL), 1002)
         cmds = call.talk(until_ms=1500, ms=400)
         assert twilio_sent(cmds) == [] and engine_sent(cmds) == []  # not even forwarded
 
@@ -606,7 +606,7 @@ class TestEndCallAndTransfer:
         call, _ = conversing()
         call(EngineResponseCreated("r2"), 1000)
         call(EngineFunctionCall("r2", "f1", "c1", "end_call", "{}"), 1001)
-        call(ToolFinished("c1", "end_call", "{}", "end_call"), 1002)
+        call(ToolFinished("c1", "end_call", "{}", ToolEffect.END_CALL), 1002)
         cmds = call(TimerFired(TimerName.GOODBYE_CAP), 11_000)
         assert commands_of(cmds, HangUpCall) == [HangUpCall()]
 
@@ -616,11 +616,11 @@ class TestEndCallAndTransfer:
         call(EngineResponseCreated("r2"), 1000)
         names = marks(call(EngineAudioDelta("r2", "i2", audio_b64(200)), 1000))
         call(EngineFunctionCall("r2", "f1", "c1", "transfer_to_human", "{}"), 1001)
-        call(ToolFinished("c1", "transfer_to_human", "{}", "transfer"), 1002)
+        call(ToolFinished("c1", "transfer_to_human", "{}", ToolEffect.TRANSFER), 1002)
         call(EngineResponseDone("r2", "completed"), 1003)
         cmds = call(TwilioMark(names[0]), 1200)
         assert commands_of(cmds, TransferCall) == [TransferCall("+15550009999")]
-        assert EndCall("transferred") in call(TwilioStop(), 1300)
+        assert EndCall(Outcome.TRANSFERRED) in call(TwilioStop(), 1300)
 
     def test_a_failed_rest_request_ends_the_call_on_our_side(self) -> None:
         call, first = conversing(transfer_number="+15550009999",
@@ -630,8 +630,8 @@ class TestEndCallAndTransfer:
         names = call.speak("r2", "i2", [100], 610)
         call(EngineResponseDone("r2", "completed"), 611)
         assert commands_of(call(TwilioMark(names[0]), 710), TransferCall)
-        cmds = call(CallControlFailed("transfer", "Twilio refused"), 800)
-        assert EndCall("failed") in cmds and "call_control_failed" in stages(cmds)
+        cmds = call(CallControlFailed(ControlAction.TRANSFER, "Twilio refused"), 800)
+        assert EndCall(Outcome.FAILED) in cmds and "call_control_failed" in stages(cmds)
 
 
 class TestDtmfActions:
@@ -676,7 +676,7 @@ class TestSilence:
         names = call.speak("r3", "i3", [300], 20_600)
         call(EngineResponseDone("r3", "completed"), 20_601)
         assert commands_of(call(TwilioMark(names[0]), 20_900), HangUpCall) == [HangUpCall()]
-        assert EndCall("hung_up_by_agent") in call(TwilioStop(), 21_000)
+        assert EndCall(Outcome.HUNG_UP_BY_AGENT) in call(TwilioStop(), 21_000)
 
     def test_the_caller_speaking_stops_the_count(self) -> None:
         call, _ = self.idle_call()
@@ -708,7 +708,7 @@ class TestAnsweringMachine:
         cmds = call(START, 0)
         assert engine_sent(cmds) == [] and TimerName.AMD_CAP in timers_started(cmds)
         assert engine_sent(call(TwilioMedia(LOUD_FRAME, 0), 500)) == []  # held, not sent
-        cmds = call(AmdVerdict("human"), 900)
+        cmds = call(AmdVerdict(AnsweredBy.HUMAN), 900)
         assert engine_sent(cmds) == [CreateResponse()]
 
     def test_a_late_verdict_does_not_hold_the_greeting_past_the_cap(self) -> None:
@@ -720,13 +720,13 @@ class TestAnsweringMachine:
     def test_a_machine_gets_the_voicemail_after_the_beep_then_a_hang_up(self) -> None:
         call = self.outbound()
         call(START, 0)
-        cmds = call(AmdVerdict("machine_end_beep"), 9000)
+        cmds = call(AmdVerdict(AnsweredBy.MACHINE_END_BEEP), 9000)
         assert control_sent(cmds) == [CreateResponse(say_exactly(
             "Hi Dana, please call Acme Dental back."))]
         names = call.speak("r1", "i1", [400], 9100)
         call(EngineResponseDone("r1", "completed"), 9101)
         assert commands_of(call(TwilioMark(names[0]), 9500), HangUpCall) == [HangUpCall()]
-        assert EndCall("voicemail") in call(TwilioStop(), 9600)
+        assert EndCall(Outcome.VOICEMAIL) in call(TwilioStop(), 9600)
 
     def test_a_machine_after_the_cap_cuts_the_greeting_and_plays_cached_voicemail(
             self) -> None:
@@ -735,7 +735,7 @@ class TestAnsweringMachine:
         call(START, 0)
         call(TimerFired(TimerName.AMD_CAP), 1500)
         call.speak("r1", "i1", [2000], 1600)
-        cmds = call(AmdVerdict("machine_end_beep"), 4000)
+        cmds = call(AmdVerdict(AnsweredBy.MACHINE_END_BEEP), 4000)
         sent = twilio_sent(cmds)
         assert sent[0] == TwilioClear()
         assert [m.payload_b64 for m in sent if isinstance(m, TwilioMediaOut)] == list(frames)
@@ -802,7 +802,7 @@ class TestResponseBookkeeping:
         call(TwilioMark(first[0]), 500)
         call(EngineResponseCreated("r2"), 1000)
         call(EngineFunctionCall("r2", "f1", "c1", "check_hours", "{}"), 1001)
-        call(ToolFinished("c1", "check_hours", "{}", "none"), 1002)
+        call(ToolFinished("c1", "check_hours", "{}", ToolEffect.NONE), 1002)
         call(EngineSpeechStarted(0, "u1"), 1003)  # the caller talks before r2 is done
         cmds = call(EngineResponseDone("r2", "completed"), 1010)
         assert control_sent(cmds) == [AddFunctionOutput("c1", "{}")]  # no reply yet
@@ -814,8 +814,9 @@ class TestResponseBookkeeping:
         call(EngineFunctionCall("r2", "f1", "c1", "check_hours", "{}"), 1001)
         call(EngineFunctionCall("r2", "f2", "c2", "lookup", "{}"), 1002)
         call(EngineResponseDone("r2", "completed"), 1003)
-        assert control_sent(call(ToolFinished("c1", "check_hours", "{}", "none"), 1004)) == []
-        cmds = call(ToolFinished("c2", "lookup", '{"x":1}', "none"), 1500)
+        finished = ToolFinished("c1", "check_hours", "{}", ToolEffect.NONE)
+        assert control_sent(call(finished, 1004)) == []
+        cmds = call(ToolFinished("c2", "lookup", '{"x":1}', ToolEffect.NONE), 1500)
         assert control_sent(cmds) == [AddFunctionOutput("c1", "{}"),
                                       AddFunctionOutput("c2", '{"x":1}'), CreateResponse()]
 
@@ -839,16 +840,16 @@ class TestResponseBookkeeping:
     def test_a_fax_is_hung_up_and_never_greeted(self) -> None:
         call = Call(direction="outbound", amd=True, amd_cap_ms=1500)
         call(START, 0)
-        cmds = call(AmdVerdict("fax"), 800)
+        cmds = call(AmdVerdict(AnsweredBy.FAX), 800)
         assert commands_of(cmds, HangUpCall) == [HangUpCall()]
         assert call(TimerFired(TimerName.AMD_CAP), 1500) == []
-        assert EndCall("failed") in call(TwilioStop(), 2000)
+        assert EndCall(Outcome.FAILED) in call(TwilioStop(), 2000)
 
     def test_a_long_last_line_is_not_cut_by_the_goodbye_cap(self) -> None:
         frames = tuple(audio_b64(1000) for _ in range(15))  # a 15 s voicemail
         call = TestAnsweringMachine().outbound(frames)
         call(START, 0)
-        cmds = call(AmdVerdict("machine_end_beep"), 9000)
+        cmds = call(AmdVerdict(AnsweredBy.MACHINE_END_BEEP), 9000)
         caps = [c.delay_ms for c in commands_of(cmds, StartTimer)
                 if c.timer is TimerName.GOODBYE_CAP]
         assert caps[-1] >= 15_000 + call.session.plan.goodbye_cap_ms

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from hotline.business import BusinessConfig
-from hotline.core.session import CACHED_GREETING_HEARD_ITEM, CACHED_GREETING_ITEM
+from hotline.core.greeting import CACHED_GREETING_HEARD_ITEM, CACHED_GREETING_ITEM
 from hotline.sim.engine import SimulatedSession
 from hotline.sim.phone import new_call_sid, send_twilio_request
 from hotline.sim.script import CallScript, Hangup, Say, WaitForAgentAudio, WaitForAgentSilence

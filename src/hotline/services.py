@@ -10,6 +10,7 @@ import httpx
 
 from hotline.call.recorder import CallRecorder
 from hotline.config_cache import ConfigCache
+from hotline.core.amd import AnsweredBy
 from hotline.core.events import AmdVerdict
 from hotline.engine.openai_realtime import RealtimeEngine
 from hotline.engine.warm import WarmSessions
@@ -61,4 +62,4 @@ class Services:
         here. One whose stream has not started yet is taken from the registry at start."""
         runner = self.active_calls.get(call_sid)
         if runner is not None and name == AMD_SIGNAL:
-            runner.deliver(AmdVerdict(value))
+            runner.deliver(AmdVerdict(AnsweredBy.parse(value)))

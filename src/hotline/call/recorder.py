@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from hotline.core.outcomes import Outcome
 from hotline.core.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
 from hotline.errors import HotlineError
 
@@ -60,6 +61,7 @@ def job_from_json(line: bytes) -> Job:
     job["timeline"] = [TimelineStage(**s) for s in job["timeline"]]
     # .get: spool files written before messages were recorded have no such key.
     job["messages"] = [LeadMessage(**m) for m in job.get("messages", [])]
+    job["outcome"] = Outcome(job["outcome"]) if job.get("outcome") else None
     return CallRecord(**job)
 
 

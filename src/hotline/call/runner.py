@@ -14,11 +14,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, assert_never
 
 from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed
 
+from hotline.core.closing import ControlAction
 from hotline.core.commands import (
     CancelTimer,
     Command,
@@ -103,6 +104,7 @@ class CallRunner:
         self._log = log
         self._clock = clock
         self._ended = asyncio.Event()
+        self._start_handled = asyncio.Event()
         self._timers: dict[TimerName, asyncio.TimerHandle] = {}
         self._twilio_open = True
         self._stream_sid = ""
@@ -152,6 +154,7 @@ class CallRunner:
             transcript=self.transcript,
             timeline=self.timeline,
             messages=self.messages,
+            stats=self.session.stats.as_dict(),
         )
 
     def deliver(self, event: CallEvent) -> None:
@@ -162,6 +165,7 @@ class CallRunner:
     # -- pumps ------------------------------------------------------------------------------
     async def _pump_twilio(self, start: TwilioStart) -> None:
         await self._dispatch(start)  # the start goes through the core before any media
+        self._start_handled.set()
         receive = self._twilio.receive
         while True:
             message = await receive()
@@ -176,7 +180,7 @@ class CallRunner:
             try:
                 event = parse_twilio(text)
             except TwilioProtocolError as exc:
-                self.session.stats.protocol_errors += 1
+                self.session.stats.malformed_messages += 1
                 self._log.warning("malformed Twilio message ignored: %s", exc)
                 continue
             if event is not UNHANDLED:
@@ -208,6 +212,9 @@ class CallRunner:
             await self._dispatch(EngineClosed())
             return
         self._engine_backlog = None
+        # The engine's events (a prerequested greeting's audio may be waiting already) are
+        # for a call that has started.
+        await self._start_handled.wait()
         recv = connection.recv_bytes
         while True:
             try:
@@ -219,6 +226,7 @@ class CallRunner:
             try:
                 event = parse_engine(data)
             except EngineProtocolError as exc:
+                self.session.stats.malformed_messages += 1
                 self._log.warning("malformed engine event ignored: %s", exc)
                 continue
             if event is not UNHANDLED:
@@ -230,25 +238,28 @@ class CallRunner:
 
     async def _execute(self, commands: list[Command]) -> None:
         for command in commands:
-            if isinstance(command, SendToTwilio):
-                await self._send_twilio(render_twilio(self._stream_sid, command.message))
-            elif isinstance(command, SendToEngine):
-                await self._send_engine(render_engine(command.message))
-            elif isinstance(command, Record):
-                self._record(command.item)
-            elif isinstance(command, StartTimer):
-                self._start_timer(command.timer, command.delay_ms)
-            elif isinstance(command, CancelTimer):
-                handle = self._timers.pop(command.timer, None)
-                if handle is not None:
-                    handle.cancel()
-            elif isinstance(command, EndCall):
-                self._log.info("call ending: %s", command.reason)
-                self._ended.set()
-            elif isinstance(command, RunTool):
-                self._spawn(self._run_tool(command), f"tool-{command.name}")
-            elif isinstance(command, HangUpCall | TransferCall):
-                self._spawn(self._control_call(command), "call-control")
+            match command:
+                case SendToTwilio():
+                    await self._send_twilio(render_twilio(self._stream_sid, command.message))
+                case SendToEngine():
+                    await self._send_engine(render_engine(command.message))
+                case Record():
+                    self._record(command.item)
+                case StartTimer():
+                    self._start_timer(command.timer, command.delay_ms)
+                case CancelTimer():
+                    handle = self._timers.pop(command.timer, None)
+                    if handle is not None:
+                        handle.cancel()
+                case EndCall():
+                    self._log.info("call ending: %s", command.outcome)
+                    self._ended.set()
+                case RunTool():
+                    self._spawn(self._run_tool(command), f"tool-{command.name}")
+                case HangUpCall() | TransferCall():
+                    self._spawn(self._control_call(command), "call-control")
+                case _:
+                    assert_never(command)
 
     async def _send_twilio(self, text: str) -> None:
         if not self._twilio_open:
@@ -312,10 +323,11 @@ class CallRunner:
             outcome = await self._toolbox.run(command.name, command.arguments,
                                               taken_ms=int(self._clock.now_ms()))
         await self._dispatch(ToolFinished(command.call_id, command.name, outcome.output_json(),
-                                          outcome.effect.value, outcome.error, outcome.message))
+                                          outcome.effect, outcome.error, outcome.message))
 
     async def _control_call(self, command: HangUpCall | TransferCall) -> None:
-        action = "transfer" if isinstance(command, TransferCall) else "hang_up"
+        action = (ControlAction.TRANSFER if isinstance(command, TransferCall)
+                  else ControlAction.HANG_UP)
         try:
             if self._control is None:
                 raise TwilioApiError("no Twilio REST client")

@@ -26,7 +26,7 @@ def list_(
     business: Annotated[str | None, typer.Option(help="Only this business's calls.")] = None,
     outcome: Annotated[
         str | None,
-        typer.Option(help=f"Only calls that ended so: {', '.join(Outcome.ALL)}."),
+        typer.Option(help=f"Only calls that ended so: {', '.join(Outcome)}."),
     ] = None,
 ) -> None:
     """The latest calls, newest first, with how each ended."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hotline.core.events import TimerName
+from hotline.core.outcomes import Outcome
 from hotline.core.record import LeadMessage, TimelineStage, TranscriptTurn
+from hotline.core.timers import TimerName
 
 
 # -- to Twilio --------------------------------------------------------------------------
@@ -142,7 +143,7 @@ class CancelTimer:
 
 @dataclass(slots=True)
 class EndCall:
-    reason: str  # becomes the call's outcome
+    outcome: Outcome
 
 
 Command = (

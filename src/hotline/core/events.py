@@ -6,18 +6,13 @@ build them from wire text; the runner adds the socket-closed and timer events.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
+from hotline.core.amd import AnsweredBy
+from hotline.core.closing import ControlAction
 from hotline.core.record import LeadMessage
-
-
-class TimerName(enum.Enum):
-    SILENCE_NUDGE = "silence_nudge"  # the caller has been quiet: ask if they are there
-    SILENCE_HANGUP = "silence_hangup"  # still quiet: say goodbye and hang up
-    MAX_DURATION = "max_duration"  # the business's call length limit
-    GOODBYE_CAP = "goodbye_cap"  # a goodbye that never finishes playing must not hold the line
-    AMD_CAP = "amd_cap"  # greet anyway if the answering-machine verdict is late
+from hotline.core.timers import TimerName
+from hotline.core.tool_ledger import ToolEffect
 
 
 # -- Twilio Media Streams ---------------------------------------------------------------
@@ -158,7 +153,7 @@ class ToolFinished:
     call_id: str
     name: str
     output_json: str
-    effect: str  # "none" | "end_call" | "transfer"
+    effect: ToolEffect
     error: bool = False
     message: LeadMessage | None = None
 
@@ -167,14 +162,14 @@ class ToolFinished:
 class AmdVerdict:
     """Twilio's asynchronous answering-machine verdict (`AnsweredBy`)."""
 
-    answered_by: str
+    answered_by: AnsweredBy
 
 
 @dataclass(slots=True)
 class CallControlFailed:
     """A hang-up or transfer through Twilio's REST API did not go through."""
 
-    action: str
+    action: ControlAction
     detail: str
 
 

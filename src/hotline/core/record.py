@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from hotline.core.outcomes import Outcome
+
 
 @dataclass(slots=True)
 class TranscriptTurn:
@@ -40,7 +42,7 @@ class CallRecord:
     from_number: str
     to_number: str
     status: str
-    outcome: str
+    outcome: Outcome | None  # None: not known yet (ringing, in progress)
     started_at: datetime
     ended_at: datetime | None
     template_name: str | None = None
@@ -48,3 +50,4 @@ class CallRecord:
     transcript: list[TranscriptTurn] = field(default_factory=list)
     timeline: list[TimelineStage] = field(default_factory=list)
     messages: list[LeadMessage] = field(default_factory=list)
+    stats: dict[str, int] = field(default_factory=dict)  # the core's CallStats, not stored

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from websockets.exceptions import ConnectionClosed
 
-from hotline.core.commands import CreateResponse
+from hotline.core.greeting import live_greeting_detail
 from hotline.core.record import TimelineStage
-from hotline.core.session import live_greeting_detail
+from hotline.core.responses import prerequested_greeting
 from hotline.engine.openai_realtime import EngineConnection, RealtimeEngine
 from hotline.engine.realtime_codec import render_engine
 from hotline.plan import CallPlan
@@ -122,7 +122,7 @@ async def _request_greeting(plan: CallPlan, connection: EngineConnection,
     if not plan.greeting_prerequested:
         return []
     try:
-        await connection.send_raw(render_engine(CreateResponse()))
+        await connection.send_raw(render_engine(prerequested_greeting()))
     except BaseException:
         with contextlib.suppress(Exception):
             await connection.close()

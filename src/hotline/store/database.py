@@ -210,7 +210,7 @@ class Store:
             "to_number": record.to_number,
             "template_name": record.template_name,
             "variables": dict(record.variables),
-            "outcome": record.outcome,
+            "outcome": record.outcome or "",
             "started_at": record.started_at,
             "ended_at": record.ended_at,
         }
@@ -604,7 +604,7 @@ def _call_record(call: models.Call, business_slug: str | None) -> CallRecord:
         from_number=call.from_number,
         to_number=call.to_number,
         status=call.status,
-        outcome=call.outcome,
+        outcome=Outcome(call.outcome) if call.outcome else None,
         started_at=call.started_at,
         ended_at=call.ended_at,
         template_name=call.template_name,

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, WebSocket
 
 from hotline.call.runner import CallClock, CallRunner
+from hotline.core.amd import AnsweredBy
 from hotline.core.events import UNHANDLED, AmdVerdict, TwilioStart
 from hotline.errors import (
     CallPlanNotFound,
@@ -57,7 +58,7 @@ async def _deliver_early_verdict(services: Services, runner: CallRunner, call_si
         log.warning("%s: early AMD verdict unreadable: %s", call_sid, exc)
         return
     if verdict is not None:
-        runner.deliver(AmdVerdict(verdict))
+        runner.deliver(AmdVerdict(AnsweredBy.parse(verdict)))
 
 
 @router.websocket("/twilio/media")

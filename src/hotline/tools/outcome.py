@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from hotline.core.record import LeadMessage
-
-
-class ToolEffect(enum.Enum):
-    """What the call core does itself once the model has been told the outcome."""
-
-    NONE = "none"
-    END_CALL = "end_call"
-    TRANSFER = "transfer"
+from hotline.core.tool_ledger import ToolEffect
 
 
 @dataclass(frozen=True, slots=True)

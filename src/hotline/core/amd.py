@@ -1,0 +1,64 @@
+"""Answering-machine detection: Twilio's verdicts, and the wait for one before greeting.
+
+Twilio posts `AnsweredBy` to the async AMD callback. With `DetectMessageEnd` a machine's
+verdict comes once its message has ended (`machine_end_*`); in `Enable` mode
+`machine_start` comes as soon as a machine is recognised.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class AnsweredBy(enum.StrEnum):
+    HUMAN = "human"
+    UNKNOWN = "unknown"
+    MACHINE_START = "machine_start"
+    MACHINE_END_BEEP = "machine_end_beep"
+    MACHINE_END_SILENCE = "machine_end_silence"
+    MACHINE_END_OTHER = "machine_end_other"
+    FAX = "fax"
+
+    @classmethod
+    def parse(cls, value: str) -> AnsweredBy:
+        """Twilio's `AnsweredBy`; a value it may add later counts as `unknown`."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
+
+    @property
+    def is_human(self) -> bool:
+        return self in (AnsweredBy.HUMAN, AnsweredBy.UNKNOWN)
+
+    @property
+    def machine_message_ended(self) -> bool:
+        """A machine is ready to record: the moment to leave a voicemail."""
+        return self in (AnsweredBy.MACHINE_END_BEEP, AnsweredBy.MACHINE_END_SILENCE,
+                        AnsweredBy.MACHINE_END_OTHER)
+
+
+@dataclass(slots=True)
+class AmdWait:
+    """The greeting held for the verdict: at most `cap_ms`, and past the cap only while the
+    callee is quiet (a callee still talking is a machine's message, nearly always)."""
+
+    quiet_ms: int  # this long without a loud frame is a quiet callee
+    verdict: AnsweredBy | None = None
+    cap_passed: bool = False
+    callee_voiced_ms: float = float("-inf")  # last loud frame heard while waiting
+
+    def take(self, verdict: AnsweredBy) -> bool:
+        """The call's verdict, once: later ones are ignored. True if this one counts."""
+        if self.verdict is not None:
+            return False
+        self.verdict = verdict
+        return True
+
+    def heard(self, voiced: bool, now_ms: float) -> None:
+        if voiced:
+            self.callee_voiced_ms = now_ms
+
+    def callee_quiet(self, now_ms: float) -> bool:
+        return now_ms - self.callee_voiced_ms >= self.quiet_ms

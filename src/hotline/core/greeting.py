@@ -1,0 +1,26 @@
+"""Greeting helpers: the cached greeting's conversation items, and the words a caller heard."""
+
+from __future__ import annotations
+
+from hotline.plan import CallPlan
+
+# Our own ids for cached audio's conversation items (the engine did not make them).
+CACHED_GREETING_ITEM = "hotline_greeting"
+CACHED_GREETING_HEARD_ITEM = "hotline_greeting_heard"
+CACHED_VOICEMAIL_ITEM = "hotline_voicemail"
+CACHED = "cached-greeting"  # stands for a response id: no engine response says it
+
+
+def live_greeting_detail(plan: CallPlan) -> str:
+    """How a live greeting was asked for, for the timeline: which prompt, how long."""
+    prompt = "compact" if plan.upgrades_prompt else "full"
+    return f"live, {prompt} prompt {len(plan.initial_instructions)} chars"
+
+
+def heard_part(text: str, fraction: float) -> str:
+    """The words of `text` a caller heard when cut off at `fraction` of its audio."""
+    if fraction >= 1:
+        return text
+    cut = int(len(text) * max(0.0, fraction))
+    words = text[:cut].rsplit(" ", 1)[0] if " " in text[:cut] else ""
+    return f"{words}—" if words else ""

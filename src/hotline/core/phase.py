@@ -1,0 +1,52 @@
+"""The call's phase, and the one place that knows which changes of phase are allowed.
+
+As in h11's `_state.py`, transitions are a table; a change it does not list is a bug in the
+core and raises `InvalidPhaseChange` naming both phases.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from hotline.errors import HotlineError
+
+
+class CallPhase(enum.Enum):
+    AWAITING_START = "awaiting_start"
+    # Outbound: the greeting waits for the answering-machine verdict (see `AmdWait`).
+    AWAITING_AMD = "awaiting_amd"
+    GREETING = "greeting"  # bot speaks first: the greeting is requested or playing
+    LISTENING = "listening"  # caller speaks first: waiting for the first turn
+    CONVERSING = "conversing"  # the greeting is over; full prompt in force
+    ENDED = "ended"
+
+
+_ANY_LIVE = frozenset({CallPhase.CONVERSING, CallPhase.ENDED})
+ALLOWED: dict[CallPhase, frozenset[CallPhase]] = {
+    CallPhase.AWAITING_START: _ANY_LIVE | {CallPhase.AWAITING_AMD, CallPhase.GREETING,
+                                           CallPhase.LISTENING},
+    CallPhase.AWAITING_AMD: _ANY_LIVE | {CallPhase.GREETING, CallPhase.LISTENING},
+    CallPhase.GREETING: _ANY_LIVE,
+    CallPhase.LISTENING: _ANY_LIVE,
+    CallPhase.CONVERSING: _ANY_LIVE,
+    CallPhase.ENDED: frozenset(),
+}
+
+
+class InvalidPhaseChange(HotlineError):
+    """The call core tried a change of phase the table does not allow (a bug)."""
+
+
+class Phase:
+    __slots__ = ("current",)
+
+    def __init__(self) -> None:
+        self.current = CallPhase.AWAITING_START
+
+    def move(self, to: CallPhase) -> None:
+        if to is not self.current and to not in ALLOWED[self.current]:
+            raise InvalidPhaseChange(f"{self.current.value} -> {to.value}")
+        self.current = to
+
+    def is_(self, *phases: CallPhase) -> bool:
+        return self.current in phases

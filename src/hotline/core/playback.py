@@ -1,0 +1,152 @@
+"""Playback bookkeeping: what agent audio went to Twilio, and how much the caller heard.
+
+Each chunk of agent audio is forwarded to Twilio whole, followed by a mark named `m<n>`.
+Twilio echoes a mark once the audio before it has played, so an echoed mark is a checkpoint
+"item X played up to Y ms". Between checkpoints the position is extrapolated from the last
+one at real-time speed, never past the next un-echoed mark. After a `clear`, Twilio returns
+the marks it flushed: they are no longer pending, so they are ignored like unknown ones.
+(The phone simulator's `Playout` is the other side of this bookkeeping.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hotline.audio.mulaw import BYTES_PER_MS, b64_decoded_len
+from hotline.core.commands import Command, SendToTwilio, TwilioMarkOut, TwilioMediaOut
+from hotline.core.record import TranscriptTurn
+
+
+@dataclass(slots=True)
+class AgentItem:
+    """One assistant item whose audio we forwarded (or cached audio we played ourselves)."""
+
+    response_id: str
+    started_ms: float
+    sent_ms: float = 0.0
+    played_ms: float = 0.0
+    transcript: str = ""
+    truncated_at_ms: int | None = None
+    recorded: bool = False
+
+
+@dataclass(slots=True)
+class _Playhead:
+    """Last known playback position: `item_id` had played `played_ms` at `at_ms`."""
+
+    item_id: str
+    at_ms: float
+    played_ms: float
+
+
+@dataclass(slots=True)
+class MarkEcho:
+    """A pending mark came back: `item_id` played up to it; `item_finished` once none of
+    that item's marks are pending any more."""
+
+    item_id: str
+    item_finished: bool
+
+
+class Playback:
+    def __init__(self) -> None:
+        self.items: dict[str, AgentItem] = {}
+        self.current_item_id: str | None = None
+        self._mark_seq = 0
+        # name -> (item_id, the item's sent_ms once the audio before the mark has played)
+        self._pending_marks: dict[str, tuple[str, float]] = {}
+        self._playhead: _Playhead | None = None
+
+    @property
+    def audible(self) -> bool:
+        """Agent audio is queued at Twilio (some mark has not come back)."""
+        return bool(self._pending_marks)
+
+    def current(self) -> AgentItem | None:
+        item_id = self.current_item_id
+        return None if item_id is None else self.items[item_id]
+
+    def start_item(self, item_id: str, response_id: str, now_ms: float,
+                   transcript: str = "") -> AgentItem:
+        item = self.items[item_id] = AgentItem(response_id, now_ms, transcript=transcript)
+        self.current_item_id = item_id
+        return item
+
+    def send(self, item_id: str, payload_b64: str, now_ms: float) -> list[Command]:
+        """One chunk of the item's audio to Twilio, untouched, then a mark that comes back
+        once it has played."""
+        item = self.items[item_id]
+        if not self._pending_marks:
+            self._playhead = _Playhead(item_id, now_ms, item.sent_ms)  # plays from now
+        item.sent_ms += b64_decoded_len(payload_b64) / BYTES_PER_MS
+        self._mark_seq += 1
+        mark_name = f"m{self._mark_seq}"
+        self._pending_marks[mark_name] = (item_id, item.sent_ms)
+        return [SendToTwilio(TwilioMediaOut(payload_b64)), SendToTwilio(TwilioMarkOut(mark_name))]
+
+    def on_mark(self, name: str, now_ms: float) -> MarkEcho | None:
+        """Twilio echoed a mark; None if it is not pending (duplicate, unknown, flushed)."""
+        if name not in self._pending_marks:
+            return None
+        # Marks come back in order: everything up to this one has played.
+        while True:
+            first = next(iter(self._pending_marks))
+            item_id, played_ms = self._pending_marks.pop(first)
+            if first == name:
+                break
+        item = self.items.get(item_id)
+        if item is not None:
+            item.played_ms = max(item.played_ms, played_ms)
+        current = self.current_item_id
+        finished = not self.has_pending(item_id)
+        if item_id == current:
+            self._playhead = _Playhead(item_id, now_ms, played_ms)
+        elif current is not None and finished:
+            self._playhead = _Playhead(current, now_ms, 0.0)  # the next item starts now
+        return MarkEcho(item_id, finished)
+
+    def has_pending(self, item_id: str) -> bool:
+        return any(i == item_id for i, _ in self._pending_marks.values())
+
+    def heard_ms(self, now_ms: float) -> int:
+        """How much of the current item the caller has heard, rounded down, never past what
+        was sent (the engine rejects a truncate beyond its audio)."""
+        item = self.current()
+        if item is None:
+            return 0
+        head = self._playhead
+        if head is None or head.item_id != self.current_item_id:
+            estimate = item.played_ms
+        else:
+            estimate = head.played_ms + max(0.0, now_ms - head.at_ms)
+        ceiling = item.sent_ms
+        for pending_item, played_ms in self._pending_marks.values():
+            if pending_item == self.current_item_id:
+                ceiling = min(ceiling, played_ms)
+                break
+        return int(max(0.0, min(estimate, ceiling)))
+
+    def queued_ms(self, now_ms: float) -> float:
+        """Audio of the current item still waiting to be played at Twilio."""
+        item = self.current()
+        if item is None or not self._pending_marks:
+            return 0.0
+        return item.sent_ms - self.heard_ms(now_ms)
+
+    def clear(self) -> None:
+        """Twilio's buffer was cleared: nothing is pending, nothing plays."""
+        self._pending_marks.clear()
+        self._playhead = None
+
+    def turns(self, response_id: str | None) -> list[TranscriptTurn]:
+        """Transcript turns of one response's items (None: every item not yet recorded)."""
+        turns: list[TranscriptTurn] = []
+        for item in self.items.values():
+            if item.recorded or (response_id is not None and item.response_id != response_id):
+                continue
+            item.recorded = True
+            interrupted = item.truncated_at_ms is not None
+            heard = item.truncated_at_ms if item.truncated_at_ms is not None else item.sent_ms
+            turns.append(TranscriptTurn("agent", item.transcript, int(item.started_ms),
+                                        int(item.started_ms + heard), interrupted))
+        return turns

@@ -1,0 +1,23 @@
+"""Counters of one call, kept by the core and reported with its record (and to metrics)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(slots=True)
+class CallStats:
+    media_in: int = 0  # caller frames received
+    media_dropped_warmup: int = 0  # caller frames dropped right after pickup
+    media_held_for_amd: int = 0  # callee frames not sent while awaiting the AMD verdict
+    deltas_out: int = 0  # agent audio chunks sent to Twilio
+    deltas_dropped: int = 0  # agent audio of a dropped response, or before the stream
+    barge_ins: int = 0
+    barge_ins_ignored_cooldown: int = 0  # caller turns in the echo cooldown, left to the gate
+    noise_turns_ignored: int = 0
+    tool_calls: int = 0
+    engine_errors: int = 0
+    malformed_messages: int = 0  # skipped: Twilio's or the engine's (counted by the runner)
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
