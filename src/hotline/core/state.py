@@ -1,0 +1,91 @@
+"""CallState: everything one call's core knows, as its parts, plus the few helpers every
+flow of the call uses. The flows (speaking, tools, ending) are functions over it; the
+`CallSession` dispatches events to them. Nothing here does I/O or reads a clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hotline.core.amd import AmdWait
+from hotline.core.closing import Closing
+from hotline.core.commands import Command, Record
+from hotline.core.outcomes import Outcome
+from hotline.core.phase import CallPhase, Phase
+from hotline.core.playback import Playback
+from hotline.core.record import TimelineStage
+from hotline.core.responses import Purpose, ResponseQueue
+from hotline.core.silence import SilenceTimers
+from hotline.core.stats import CallStats
+from hotline.core.tool_ledger import ToolLedger
+from hotline.core.turns import CallerTurns
+from hotline.plan import CallPlan
+
+
+@dataclass(slots=True)
+class CallState:
+    plan: CallPlan
+    greeting_frames: tuple[str, ...] | None
+    voicemail_frames: tuple[str, ...] | None
+    playback: Playback
+    responses: ResponseQueue
+    turns: CallerTurns
+    tools: ToolLedger
+    silence: SilenceTimers
+    amd: AmdWait
+    phase: Phase = field(default_factory=Phase)
+    stats: CallStats = field(default_factory=CallStats)
+    closing: Closing | None = None
+    stream_sid: str | None = None
+    started_ms: float = 0.0
+    first_response_done: bool = False
+    prompt_upgraded: bool = False
+    outcome: Outcome | None = None
+    seen: set[str] = field(default_factory=set)  # timeline stages recorded once
+
+    @classmethod
+    def for_plan(cls, plan: CallPlan, greeting_frames: tuple[str, ...] | None,
+                 voicemail_frames: tuple[str, ...] | None) -> CallState:
+        return cls(plan, greeting_frames, voicemail_frames, Playback(), ResponseQueue(),
+                   CallerTurns(plan.barge_in_min_speech_ms, plan.vad_threshold), ToolLedger(),
+                   SilenceTimers(plan.silence_nudge_ms, plan.silence_hangup_ms),
+                   AmdWait(plan.vad_silence_ms))
+
+    def stage_once(self, stage: str, now_ms: float, detail: str = "") -> list[Command]:
+        if stage in self.seen:
+            return []
+        self.seen.add(stage)
+        return [Record(TimelineStage(stage, now_ms, detail))]
+
+    def agent_audible(self) -> bool:
+        """Agent audio is queued at Twilio, or the reply producing it is still going."""
+        if self.playback.audible:
+            return True
+        item = self.playback.current()
+        return item is not None and self.responses.active_and_kept(item.response_id)
+
+    def line_quiet(self) -> bool:
+        """Nobody speaks: no agent audio queued, no response going, asked for or wanted."""
+        return not self.playback.audible and self.responses.idle
+
+    def want(self, instructions: str | None, purpose: Purpose) -> list[Command]:
+        """A response is wanted: asked for now, or as soon as the engine may take it."""
+        closing = self.closing
+        if closing is not None and (closing.acted or purpose is not Purpose.CLOSING):
+            return []  # the call is ending: only its last line is still wanted
+        self.responses.want(instructions, purpose)
+        return self.next_response()
+
+    def next_response(self) -> list[Command]:
+        return self.responses.next(caller_talking=self.turns.open)
+
+    def arm_silence(self) -> list[Command]:
+        """The line is quiet: start counting the caller's silence (not while a tool's answer
+        is on its way; the nudge's own audio does not restart the count)."""
+        if (self.closing is not None or self.tools.busy or self.turns.open
+                or not self.phase.is_(CallPhase.CONVERSING, CallPhase.LISTENING)):
+            return []
+        return self.silence.arm()
+
+    def agent_turns(self, response_id: str | None) -> list[Command]:
+        """Transcript turns of one response's agent items (None: all not yet recorded)."""
+        return [Record(turn) for turn in self.playback.turns(response_id)]

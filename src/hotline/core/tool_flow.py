@@ -1,0 +1,73 @@
+"""Tools in the call: run what the model calls, hold the answers, then reply or close.
+
+`end_call` and `transfer_to_human` close the call: the reply that called the tool may
+already have said the last line (it only has to finish playing), or the tool's answer asks
+for it.
+"""
+
+from __future__ import annotations
+
+from hotline.core.closing import Closing, ClosingStep
+from hotline.core.commands import Command, Record, RunTool, SendToEngine
+from hotline.core.ending import maybe_act, start_closing
+from hotline.core.events import EngineFunctionCall, ToolFinished
+from hotline.core.outcomes import Outcome
+from hotline.core.record import TimelineStage
+from hotline.core.responses import Purpose
+from hotline.core.state import CallState
+from hotline.core.tool_ledger import ToolEffect
+
+
+def on_call(s: CallState, event: EngineFunctionCall, now_ms: float) -> list[Command]:
+    s.stats.tool_calls += 1
+    stage = Record(TimelineStage("tool_called", now_ms, event.name))
+    if s.responses.is_dropped(event.response_id):
+        # The caller cut this reply off: its tool does not run, the model is told why.
+        s.tools.refused(event.response_id, event.call_id)
+        return [stage, *release_answers(s, event.response_id)]
+    s.tools.called(event.response_id, event.call_id)
+    return [RunTool(event.call_id, event.name, event.arguments), stage]
+
+
+def on_finished(s: CallState, event: ToolFinished, now_ms: float) -> list[Command]:
+    response_id = s.tools.finished(event.call_id, event.output_json)
+    commands: list[Command] = [Record(TimelineStage(
+        "tool_done", now_ms, f"{event.name}: {'error' if event.error else 'ok'}"))]
+    if event.message is not None:
+        commands.append(Record(event.message))
+    interrupted = s.responses.is_dropped(response_id)
+    if event.effect is not ToolEffect.NONE and s.closing is None and not interrupted:
+        commands += start_closing(s, _closing_for(s, event, response_id), now_ms)
+    elif not interrupted and s.closing is None:
+        s.tools.reply_after(response_id)
+    return commands + release_answers(s, response_id) + maybe_act(s, now_ms)
+
+
+def _closing_for(s: CallState, event: ToolFinished, response_id: str) -> Closing:
+    transfer_to = s.plan.transfer_number if event.effect is ToolEffect.TRANSFER else None
+    closing = Closing(Outcome.TRANSFERRED if transfer_to else Outcome.HUNG_UP_BY_AGENT,
+                      event.name, transfer_to=transfer_to)
+    if s.responses.has_audio(response_id):
+        # The reply that called the tool already said goodbye (or the handover line): it
+        # only has to finish playing.
+        closing.line_playing(response_id, done=s.responses.active_id != response_id)
+    else:
+        closing.line_wanted()  # the tool's answer asks for the line
+    return closing
+
+
+def release_answers(s: CallState, response_id: str) -> list[Command]:
+    """Tool answers go to the model once the response that called the tools is done and
+    every one of its tools has answered; then one reply, or the closing line."""
+    released = s.tools.release(response_id, s.responses.active_id)
+    if released is None:
+        return []
+    outputs, wants_reply = released
+    commands: list[Command] = [SendToEngine(o) for o in outputs]
+    closing = s.closing
+    if (closing is not None and closing.step is ClosingStep.LINE_WANTED
+            and not s.responses.wants(Purpose.CLOSING)):
+        commands += s.want(None, Purpose.CLOSING)
+    elif wants_reply:
+        commands += s.want(None, Purpose.REPLY)
+    return commands
