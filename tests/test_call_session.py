@@ -853,3 +853,120 @@ class TestResponseBookkeeping:
         caps = [c.delay_ms for c in commands_of(cmds, StartTimer)
                 if c.timer is TimerName.GOODBYE_CAP]
         assert caps[-1] >= 15_000 + call.session.plan.goodbye_cap_ms
+
+
+class TestCoverageFromMutations:
+    """Behaviour a mutation of the core showed no test covered."""
+
+    def test_one_reply_answers_a_burst_of_caller_turns(self) -> None:
+        call, first = conversing()
+        call(TwilioMark(first[0]), 500)  # the greeting has played
+        call(EngineResponseCreated("r2"), 1000)  # a reply is going, nothing audible yet
+        for n, at in ((1, 1100), (2, 1400), (3, 1700)):  # three short turns meanwhile
+            call(EngineSpeechStarted(0, f"u{n}"), at)
+            assert control_sent(call(EngineInputCommitted(f"u{n}"), at + 100)) == []
+        # r2 ends: one reply for the three turns, not three.
+        assert control_sent(call(EngineResponseDone("r2", "completed"), 2000)) == [
+            CreateResponse()]
+        call(EngineResponseCreated("r3"), 2010)
+        assert control_sent(call(EngineResponseDone("r3", "completed"), 2500)) == []
+
+    def test_the_caller_over_a_goodbye_does_not_cut_it(self) -> None:
+        call, _ = conversing(dtmf_actions=(("#", "end_call"),))  # the greeting still plays
+        call.talk(until_ms=300, turn=False)  # the gate hears speech over it, VAD not yet
+        call(TwilioDtmf("#"), 320)  # the goodbye key: the greeting is cut for the goodbye
+        call(EngineResponseCreated("r2"), 330)
+        call(EngineAudioDelta("r2", "i2", audio_b64(300)), 340)
+        # VAD's turn now opens over the goodbye, the gate's speech just before it: speech
+        # over the agent, which would be a barge-in, but a goodbye plays in full.
+        cmds = call(EngineSpeechStarted(0, "u1"), 350)
+        assert twilio_sent(cmds) == [] and control_sent(cmds) == []
+        assert "barge_in" not in stages(call.log)
+
+
+class TestRefusedGreeting:
+    """The engine refuses the greeting the warm session asked for (with the core's id)."""
+
+    def test_the_refusal_reaches_the_core_and_the_next_turn_is_answered(self) -> None:
+        from hotline.core.responses import prerequested_greeting
+
+        call = Call(greeting_prerequested=True)
+        call(START, 0)
+        assert call.session.phase is CallPhase.GREETING
+        event_id = prerequested_greeting().event_id
+        cmds = call(EngineError("invalid_request_error", "refused", event_id), 30)
+        assert "engine_error" in stages(cmds)
+        assert call.session.phase is CallPhase.CONVERSING
+        assert timers_started(cmds) == [TimerName.SILENCE_NUDGE, TimerName.SILENCE_HANGUP]
+        # No greeting is coming: the caller's first turn gets a reply...
+        call(EngineSpeechStarted(0, "u1"), 2000)
+        assert control_sent(call(EngineInputCommitted("u1"), 2600)) == [CreateResponse()]
+        # ...and the end of that first response still upgrades the prompt.
+        call.speak("r1", "i1", [100], 2610)
+        cmds = call(EngineResponseDone("r1", "completed"), 2700)
+        assert UpdateInstructions(call.session.plan.full_instructions) in control_sent(cmds)
+
+    def test_an_error_for_something_else_leaves_the_greeting_in_flight(self) -> None:
+        call = Call(greeting_prerequested=True)
+        call(START, 0)
+        call(EngineError("invalid_request_error", "bad item", "evt_other"), 30)
+        assert call.session.phase is CallPhase.GREETING
+        call(EngineSpeechStarted(0, "u1"), 2000)
+        # The greeting is still asked for: no second response.create while it is.
+        assert control_sent(call(EngineInputCommitted("u1"), 2600)) == []
+
+
+# -- responses in flight and replies per turn, over any sequence of events ----------------
+_refusal = st.just(EngineError("invalid_request_error", "refused", "LAST_REQUEST"))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.one_of(_events, _refusal), st.integers(0, 50)), max_size=60),
+       st.booleans(), st.booleans())
+def test_one_response_in_flight_and_at_most_one_reply_per_caller_turn(
+        steps: list[tuple[CallEvent, int]], bot_first: bool, prerequested: bool) -> None:
+    """The engine model here is coherent: a response is created only if one was asked for,
+    and done only once created; refusals come for the last request."""
+    session = CallSession(make_plan(bot_speaks_first=bot_first,
+                                    greeting_prerequested=prerequested and bot_first,
+                                    transfer_number="+15550009999",
+                                    dtmf_actions=(("0", "transfer_to_human"),)))
+    in_flight = 1 if prerequested and bot_first else 0  # asked for or going
+    asked_ids: list[str | None] = ["hotline_greeting"] if in_flight else []
+    going: str | None = None
+    turns_committed = replies = 0
+    now, seq = 0.0, 0
+    for event, dt in [(START, 0), *steps]:
+        now += dt
+        # Keep the engine coherent: it creates only what was asked, finishes what it made.
+        if isinstance(event, EngineResponseCreated):
+            if not asked_ids or going is not None:
+                continue
+            seq += 1
+            event = EngineResponseCreated(f"rr{seq}")
+            asked_ids.pop()
+            going = event.response_id
+        elif isinstance(event, EngineResponseDone):
+            if going is None:
+                continue
+            event = EngineResponseDone(going, event.status)
+            going = None
+            in_flight -= 1
+        elif isinstance(event, EngineAudioDelta) and going is not None:
+            event = EngineAudioDelta(going, event.item_id, event.delta_b64)
+        elif isinstance(event, EngineInputCommitted):
+            turns_committed += 1
+        elif isinstance(event, EngineError):
+            if not asked_ids:
+                continue
+            event = EngineError(event.code, event.message, asked_ids.pop())
+            in_flight -= 1
+        for cmd in session.handle(event, now):
+            if isinstance(cmd, SendToEngine) and isinstance(cmd.message, CreateResponse):
+                in_flight += 1
+                asked_ids.append(cmd.message.event_id)
+                if cmd.message.instructions is None and not isinstance(event, TwilioStart):
+                    replies += 1
+        assert in_flight <= 1, "more than one response asked for or going"
+    assert replies <= turns_committed + sum(
+        1 for e, _ in steps if isinstance(e, TwilioDtmf | ToolFinished))

@@ -318,7 +318,7 @@ def a_call(call_sid: str = "CA0123456789abcdef", **started: int) -> CallRecord:
         from_number="+14155551234",
         to_number="+14155550100",
         status="completed",
-        outcome="booked",
+        outcome=Outcome.TRANSFERRED,
         started_at=T0 + timedelta(minutes=started.get("minutes", 0)),
         ended_at=T0 + timedelta(minutes=started.get("minutes", 0), seconds=95),
         transcript=[
@@ -346,7 +346,7 @@ def test_calls_list_and_show_a_saved_call(cli: Cli, database_url: str) -> None:
         "inbound",
         "+14155551234",
         "completed",
-        "booked",
+        "transferred",
         "1m35s",
     ):
         assert text in listed
@@ -371,9 +371,9 @@ def test_calls_list_shows_and_filters_outcomes(cli: Cli, database_url: str) -> N
     save_call(database_url, replace(a_call("CAvoicemail", minutes=1), direction="outbound",
                                     outcome=Outcome.VOICEMAIL))
     unanswered = replace(a_call("CAunanswered", minutes=2), direction="outbound",
-                         status="queued", outcome="", ended_at=None, transcript=[], timeline=[])
+                         status="queued", outcome=None, ended_at=None, transcript=[], timeline=[])
     save_call(database_url, unanswered, final_status="busy")
-    save_call(database_url, replace(a_call("CAringing", minutes=3), outcome="", ended_at=None),
+    save_call(database_url, replace(a_call("CAringing", minutes=3), outcome=None, ended_at=None),
               final_status="ringing")
     listed = ok(cli("calls", "list"))
     rows = {line.split("│")[2].strip(): line for line in listed.splitlines()

@@ -63,7 +63,7 @@ def call(call_sid: str = "CA0001", **changes: Any) -> CallRecord:
         from_number="+972501234567",
         to_number="+14155550111",
         status="completed",
-        outcome="answered",
+        outcome=Outcome.COMPLETED,
         started_at=T0,
         ended_at=T0 + timedelta(seconds=42),
         transcript=[
@@ -586,7 +586,7 @@ async def test_call_round_trip_keeps_transcript_and_timeline_order(store: Store)
 
 async def test_save_call_replaces_transcript_and_timeline(store: Store) -> None:
     await store.save_business(business())
-    await store.save_call(call(status="in-progress", outcome="", ended_at=None))
+    await store.save_call(call(status="in-progress", outcome=None, ended_at=None))
     final = call(
         transcript=[TranscriptTurn("agent", "Bye", 9000, 9500)],
         timeline=[TimelineStage("webhook_received", 0.0)],
@@ -748,11 +748,11 @@ async def test_naive_datetimes_are_refused(store: Store) -> None:
 
 
 # -- outcomes -----------------------------------------------------------------------------
-@pytest.mark.parametrize("outcome", Outcome.ALL)
-async def test_every_outcome_is_stored_and_filtered_on(store: Store, outcome: str) -> None:
+@pytest.mark.parametrize("outcome", list(Outcome))
+async def test_every_outcome_is_stored_and_filtered_on(store: Store, outcome: Outcome) -> None:
     await store.save_business(business())
     await store.save_call(call("CA1", outcome=outcome))
-    await store.save_call(call("CA2", outcome="something-else"))
+    await store.save_call(call("CA2", outcome=next(o for o in Outcome if o is not outcome)))
     loaded = await store.get_call("CA1")
     assert loaded is not None and loaded.outcome == outcome
     assert [c.call_sid for c in await store.list_calls(outcome=outcome)] == ["CA1"]
@@ -767,13 +767,13 @@ async def test_an_outbound_call_never_answered_gets_its_outcome_from_twilio(
     store: Store, final: str, outcome: str
 ) -> None:
     await store.save_business(business())
-    placed = call("CA1", direction="outbound", status="queued", outcome="", ended_at=None,
+    placed = call("CA1", direction="outbound", status="queued", outcome=None, ended_at=None,
                   transcript=[], timeline=[])
     await store.save_call(placed)  # as the API records a call it placed
     await store.record_call_status("CA1", "initiated", at=T0, sequence=0)
     await store.record_call_status("CA1", "ringing", at=T0 + timedelta(seconds=1), sequence=1)
     loaded = await store.get_call("CA1")
-    assert loaded is not None and loaded.outcome == ""  # not known while it rings
+    assert loaded is not None and loaded.outcome is None  # not known while it rings
     await store.record_call_status("CA1", final, at=T0 + timedelta(seconds=30), sequence=2)
     loaded = await store.get_call("CA1")
     assert loaded is not None

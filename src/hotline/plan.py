@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hotline.business import BusinessConfig, HttpTool
 from hotline.prompts import compact_prompt, full_prompt, render_greeting
-from hotline.settings import Settings
+
+if TYPE_CHECKING:  # the call core reads plans without loading the settings machinery
+    from hotline.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
