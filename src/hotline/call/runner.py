@@ -33,7 +33,6 @@ from hotline.core.commands import (
     TransferCall,
 )
 from hotline.core.events import (
-    UNHANDLED,
     CallControlFailed,
     CallEvent,
     EngineClosed,
@@ -42,6 +41,7 @@ from hotline.core.events import (
     ToolFinished,
     TwilioClosed,
     TwilioStart,
+    Unhandled,
 )
 from hotline.core.outcomes import Outcome
 from hotline.core.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
@@ -130,8 +130,8 @@ class CallRunner:
             for handle in self._timers.values():
                 handle.cancel()
             side = list(self._side_tasks)
-            for task in (twilio_pump, engine_pump, ended, *side):
-                task.cancel()
+            for pending in (twilio_pump, engine_pump, ended, *side):
+                pending.cancel()
             await asyncio.gather(twilio_pump, engine_pump, ended, *side, return_exceptions=True)
             await self._close_sockets()
         outcome = self.session.outcome or (Outcome.FAILED if self.failure else Outcome.COMPLETED)
@@ -183,8 +183,8 @@ class CallRunner:
                 self.session.stats.malformed_messages += 1
                 self._log.warning("malformed Twilio message ignored: %s", exc)
                 continue
-            if event is not UNHANDLED:
-                await self._dispatch(event)  # type: ignore[arg-type]
+            if not isinstance(event, Unhandled):
+                await self._dispatch(event)
 
     async def _connect_and_pump_engine(self) -> None:
         try:
@@ -229,8 +229,8 @@ class CallRunner:
                 self.session.stats.malformed_messages += 1
                 self._log.warning("malformed engine event ignored: %s", exc)
                 continue
-            if event is not UNHANDLED:
-                await self._dispatch(event)  # type: ignore[arg-type]
+            if not isinstance(event, Unhandled):
+                await self._dispatch(event)
 
     # -- the core and its commands ----------------------------------------------------------
     async def _dispatch(self, event: CallEvent) -> None:

@@ -186,7 +186,7 @@ SideEvent = TimerFired | ToolFinished | AmdVerdict | CallControlFailed
 CallEvent = TwilioEvent | EngineEvent | SideEvent
 
 
-class _Unhandled:
+class Unhandled:
     """A well-formed message the core has no use for (like h11's NEED_DATA: a named value)."""
 
     __slots__ = ()
@@ -195,4 +195,4 @@ class _Unhandled:
         return "UNHANDLED"
 
 
-UNHANDLED = _Unhandled()
+UNHANDLED = Unhandled()

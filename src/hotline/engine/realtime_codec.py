@@ -39,7 +39,7 @@ from hotline.core.events import (
     EngineSpeechStarted,
     EngineSpeechStopped,
     EngineTruncated,
-    _Unhandled,
+    Unhandled,
 )
 from hotline.errors import EngineProtocolError
 
@@ -87,7 +87,7 @@ _PARSERS: dict[str, Parser] = {
 }
 
 
-def parse_engine(data: str | bytes) -> EngineEvent | _Unhandled:
+def parse_engine(data: str | bytes) -> EngineEvent | Unhandled:
     try:
         message = orjson.loads(data)
         parser = _PARSERS.get(message["type"])

@@ -21,7 +21,7 @@ from hotline.core.events import (
     TwilioMedia,
     TwilioStart,
     TwilioStop,
-    _Unhandled,
+    Unhandled,
 )
 from hotline.errors import TwilioProtocolError
 
@@ -43,7 +43,7 @@ def _obj(obj: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def parse_twilio(text: str | bytes) -> TwilioEvent | _Unhandled:
+def parse_twilio(text: str | bytes) -> TwilioEvent | Unhandled:
     """One Media Streams message -> an event; UNHANDLED for well-formed events we ignore."""
     if len(text) > MAX_MESSAGE_BYTES:
         raise TwilioProtocolError(f"message of {len(text)} bytes exceeds {MAX_MESSAGE_BYTES}")
