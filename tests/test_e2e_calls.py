@@ -10,7 +10,6 @@ heard, the engine's received events), never on absolute durations.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import httpx
@@ -294,10 +293,9 @@ async def test_engine_dropping_ends_the_call_cleanly(stack: Stack) -> None:
             break
         await asyncio.sleep(0.02)
     await session.close()
-    started = time.monotonic()
     result: PhoneCallResult = await asyncio.wait_for(call.wait(), 10)
+    # The phone would stay on the line for its 30 s of silence: the server ended the call.
     assert result.closed_by == "server"
-    assert time.monotonic() - started < 10
     record = await record_of(stack, result.call_sid)
     assert record.outcome == "failed"
     assert "call_ended" in [s.stage for s in record.timeline]
