@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from hotline.call.recorder import CallRecorder, CallStatusUpdate, Job, job_from_json, job_to_json
+from hotline.core.outcomes import Outcome
 from hotline.core.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
 from hotline.errors import StoreUnavailable
 from hotline.store import Store
@@ -57,7 +58,7 @@ def make_record(call_sid: str, **overrides: object) -> CallRecord:
     values: dict[str, object] = {
         "call_sid": call_sid, "business_slug": "acme-dental", "direction": "inbound",
         "from_number": CALLER, "to_number": TEST_NUMBER, "status": "in-progress",
-        "outcome": "", "started_at": T0, "ended_at": None,
+        "outcome": None, "started_at": T0, "ended_at": None,
     }
     values.update(overrides)
     return CallRecord(**values)  # type: ignore[arg-type]
@@ -65,7 +66,7 @@ def make_record(call_sid: str, **overrides: object) -> CallRecord:
 
 def final_record(call_sid: str) -> CallRecord:
     return make_record(
-        call_sid, outcome="completed", ended_at=T0 + timedelta(seconds=42),
+        call_sid, outcome=Outcome.COMPLETED, ended_at=T0 + timedelta(seconds=42),
         transcript=[TranscriptTurn("agent", "Hi, Acme Dental, how can I help?", 0, 1800),
                     TranscriptTurn("caller", "I'd like to book a cleaning.", 2100, 3900),
                     TranscriptTurn("agent", "Sure, which day suits you?", 4200, 5600, True)],

@@ -63,7 +63,7 @@ async def place_call(body: PlaceCallRequest, request: Request) -> PlacedCallResp
     services.recorder.submit(CallRecord(
         call_sid=placed.call_sid, business_slug=placed.business_slug, direction="outbound",
         from_number=placed.from_number, to_number=placed.to_number, status=placed.status,
-        outcome="", started_at=datetime.now(UTC), ended_at=None,
+        outcome=None, started_at=datetime.now(UTC), ended_at=None,
         template_name=body.template, variables=body.variables))
     return PlacedCallResponse(call_sid=placed.call_sid, status=placed.status,
                               business=placed.business_slug, to=placed.to_number,
