@@ -20,23 +20,20 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from hotline.bench_greeting import (
-    STRATEGIES,
-    BenchResult,
-    CallSample,
-    ProcessSimulators,
+from hotline.benchmarks.engine_records import (
     SessionRecord,
-    StrategyRun,
-    bench_business,
     connect_started_at,
     covered_ms,
     first_received,
     first_sent,
-    lane_of,
-    percentile,
-    render_markdown,
-    run_strategy,
 )
+from hotline.benchmarks.greeting import run_strategy
+from hotline.benchmarks.report import render_markdown
+from hotline.benchmarks.samples import CallSample, StrategyRun
+from hotline.benchmarks.simulator_process import ProcessSimulators
+from hotline.benchmarks.stats import BenchResult, percentile
+from hotline.benchmarks.strategies import STRATEGIES
+from hotline.benchmarks.tenants import bench_business, lane_of
 from hotline.prompts import compact_prompt, full_prompt
 from hotline.sim.engine import LatencyProfile
 

@@ -1,7 +1,7 @@
 """`hotline bench …`: benchmarks against the simulators (results in docs/benchmarks.md).
 
 The benchmark code is imported only when a benchmark runs, so `hotline --help` stays fast.
-It lives in the package (`hotline.bench_greeting`) because the installed `hotline` script
+It lives in the package (`hotline.benchmarks`) because the installed `hotline` script
 cannot import the repository's `bench/` directory; `python -m bench.greeting` runs the
 same code from a checkout.
 """
@@ -75,7 +75,7 @@ def greeting(
 
     from rich.console import Console
 
-    from hotline.bench_greeting import bench_greeting
+    from hotline.benchmarks.greeting import bench_greeting
     from hotline.logs import configure_logging
 
     configure_logging("INFO" if verbose else "WARNING")
