@@ -301,6 +301,9 @@ async def test_a_failing_side_task_ends_the_call() -> None:
     stages = call.stages()
     assert "tool_called" in stages and "call_failed" in stages
     assert "toolbox broken" in record.timeline[stages.index("call_failed")].detail
+    # The call's end says it failed here, not that Twilio ended it.
+    assert record.timeline[-1].stage == "call_ended"
+    assert record.timeline[-1].detail.startswith("call failed")
     assert call.engine.closed and call.twilio.closed_by_us
 
 

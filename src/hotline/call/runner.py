@@ -33,6 +33,7 @@ from hotline.core.commands import (
     TransferCall,
 )
 from hotline.core.events import (
+    CallAborted,
     CallControlFailed,
     CallEvent,
     EngineClosed,
@@ -134,11 +135,13 @@ class CallRunner:
                 pending.cancel()
             await asyncio.gather(twilio_pump, engine_pump, ended, *side, return_exceptions=True)
             await self._close_sockets()
-        outcome = self.session.outcome or (Outcome.FAILED if self.failure else Outcome.COMPLETED)
         if self.session.outcome is None:
-            for command in self.session.handle(TwilioClosed(), self._clock.now_ms()):
+            # The core did not end the call itself: tell it how it ended.
+            last: CallEvent = CallAborted(self.failure) if self.failure else TwilioClosed()
+            for command in self.session.handle(last, self._clock.now_ms()):
                 if isinstance(command, Record):
                     self._record(command.item)
+        outcome = self.session.outcome or Outcome.COMPLETED
         return CallRecord(
             call_sid=self.plan.call_sid,
             business_slug=self.plan.business_slug,
@@ -175,6 +178,7 @@ class CallRunner:
                 return
             text = message.get("text")
             if text is None:
+                self.session.stats.malformed_messages += 1
                 self._log.warning("binary frame from Twilio ignored (protocol is JSON text)")
                 continue
             try:
@@ -196,6 +200,7 @@ class CallRunner:
             self.failure = f"engine connection failed: {exc!r}"
             self._record(TimelineStage("engine_failed", self._clock.now_ms(), repr(exc)[:300]))
             self._engine_backlog = None
+            await self._start_handled.wait()  # the call's start comes first in its story
             await self._dispatch(EngineClosed())
             return
         connection = handle.connection

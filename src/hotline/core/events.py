@@ -166,6 +166,13 @@ class AmdVerdict:
 
 
 @dataclass(slots=True)
+class CallAborted:
+    """The runner ended the call on a failure of its own (a pump or side task raised)."""
+
+    detail: str
+
+
+@dataclass(slots=True)
 class CallControlFailed:
     """A hang-up or transfer through Twilio's REST API did not go through."""
 
@@ -182,7 +189,7 @@ EngineEvent = (
     | EngineCallerTranscript | EngineSpeechStarted | EngineSpeechStopped | EngineResponseDone
     | EngineTruncated | EngineError | EngineClosed | EngineInputCommitted | EngineFunctionCall
 )
-SideEvent = TimerFired | ToolFinished | AmdVerdict | CallControlFailed
+SideEvent = TimerFired | ToolFinished | AmdVerdict | CallControlFailed | CallAborted
 CallEvent = TwilioEvent | EngineEvent | SideEvent
 
 

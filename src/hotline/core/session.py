@@ -34,6 +34,7 @@ from hotline.core.commands import (
 )
 from hotline.core.events import (
     AmdVerdict,
+    CallAborted,
     CallControlFailed,
     CallEvent,
     EngineAgentTranscript,
@@ -175,6 +176,9 @@ class CallSession:
                                   now_ms)
             case EngineClosed():
                 return ending.end(s, Outcome.FAILED, "engine connection closed", now_ms)
+            case CallAborted():
+                return ending.end(s, Outcome.FAILED, f"call failed: {event.detail}"[:300],
+                                  now_ms)
         raise TypeError(f"not a call event: {event!r}")
 
     # -- Twilio side ------------------------------------------------------------------------
