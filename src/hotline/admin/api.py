@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hmac
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from hotline.core.record import CallRecord
+from hotline.core.record import CallRecord, TimelineStage, TranscriptTurn
 from hotline.errors import TemplateError, UnknownNumber
 from hotline.services import Services
 from hotline.store import StoredMessage
@@ -19,7 +20,8 @@ router = APIRouter(prefix="/api")
 
 
 def services_of(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    services: Services = request.app.state.services
+    return services
 
 
 def require_token(request: Request,
@@ -112,5 +114,5 @@ def _message_response(message: StoredMessage) -> MessageResponse:
         phone=message.phone, message=message.message, created_at=message.created_at)
 
 
-def vars_of(obj: object) -> dict[str, object]:
-    return {name: getattr(obj, name) for name in obj.__slots__}  # type: ignore[attr-defined]
+def vars_of(obj: TranscriptTurn | TimelineStage) -> dict[str, object]:
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
