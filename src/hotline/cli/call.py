@@ -12,7 +12,14 @@ from rich.console import Console
 from hotline.cli import app
 from hotline.settings import load_settings
 from hotline.sim.phone import SimulatedPhone
-from hotline.sim.script import CallScript, Hangup, Say, WaitForAgentAudio, WaitForAgentSilence
+from hotline.sim.script import (
+    CallScript,
+    Hangup,
+    Say,
+    Step,
+    WaitForAgentAudio,
+    WaitForAgentSilence,
+)
 
 call_app = typer.Typer(help="Place calls: simulated inbound ones, outbound ones through Twilio.",
                        no_args_is_help=True)
@@ -39,11 +46,11 @@ def inbound(
     The server must be configured with the same HOTLINE_TWILIO_AUTH_TOKEN and
     HOTLINE_PUBLIC_URL pointing at itself."""
     settings = load_settings()
-    steps: list[object] = [WaitForAgentSilence(quiet_ms=700)]
+    steps: list[Step] = [WaitForAgentSilence(quiet_ms=700)]
     for line in say:
         steps += [Say(line, language=language), WaitForAgentAudio(played_ms=300),
                   WaitForAgentSilence(quiet_ms=700)]
-    script = CallScript([*steps, Hangup()])  # type: ignore[list-item]
+    script = CallScript([*steps, Hangup()])
     phone = SimulatedPhone(server_url=_server_url(server),
                            auth_token=settings.twilio_auth_token.get_secret_value(),
                            account_sid=settings.twilio_account_sid)
