@@ -81,7 +81,7 @@ async def get_call(call_sid: str, request: Request) -> dict[str, object]:
         "call_sid": record.call_sid, "business": record.business_slug,
         "direction": record.direction, "from": record.from_number, "to": record.to_number,
         "status": record.status, "outcome": record.outcome,
-        "started_at": record.started_at.isoformat() if record.started_at else None,
+        "started_at": record.started_at.isoformat(),
         "ended_at": record.ended_at.isoformat() if record.ended_at else None,
         "transcript": [vars_of(t) for t in record.transcript],
         "timeline": [vars_of(s) for s in record.timeline],

@@ -38,8 +38,8 @@ def inbound(
     say: list[str] = typer.Option([], help="What the caller says after each agent turn "
                                   "(repeatable)."),
     language: str = typer.Option("en", help="The caller's language (he, en, …)."),
-    server: str = typer.Option(None, help="Server base URL (default http://127.0.0.1:PORT)."),
-    wav: Path = typer.Option(None, help="Write what the caller heard to this WAV file."),
+    server: str | None = typer.Option(None, help="Server base URL (default http://127.0.0.1:PORT)."),
+    wav: Path | None = typer.Option(None, help="Write what the caller heard to this WAV file."),
 ) -> None:
     """Dial a running server as Twilio would (signed webhook, media stream), from this machine.
 
@@ -77,7 +77,7 @@ def place(
     to: str = typer.Option(..., help="Number to call (E.164)."),
     template: str = typer.Option(..., help="Outbound template name."),
     var: list[str] = typer.Option([], help="Template variable NAME=VALUE (repeatable)."),
-    server: str = typer.Option(None, help="Server base URL (default http://127.0.0.1:PORT)."),
+    server: str | None = typer.Option(None, help="Server base URL (default http://127.0.0.1:PORT)."),
 ) -> None:
     """Place an outbound call through the running server (which calls Twilio's REST API)."""
     variables: dict[str, str] = {}
