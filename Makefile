@@ -53,4 +53,4 @@ bench: install
 	$(BIN)/hotline bench greeting
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache hotline.db
+	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache .mypy_cache hotline.db
