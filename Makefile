@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PG_TEST_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: demo test lint unit pg-test install system-deps bench clean
+.PHONY: demo test lint typecheck unit pg-test install system-deps bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ demo: install
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q
 
@@ -41,6 +44,7 @@ pg-test: $(STAMP)
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	HOTLINE_TEST_REDIS_URL=$(REDIS_TEST_URL) $(BIN)/python -m pytest -q
 	HOTLINE_TEST_DATABASE_URL=$(PG_TEST_URL) HOTLINE_TEST_REDIS_URL=$(REDIS_TEST_URL) \
 	  $(BIN)/python -m pytest -q -m database
@@ -49,4 +53,4 @@ bench: install
 	$(BIN)/hotline bench greeting
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache hotline.db
+	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache .mypy_cache hotline.db

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
@@ -100,8 +101,8 @@ async def run_demo(output_dir: Path, *, profile: LatencyProfile,
     try:
         server = await start_server(Settings(
             database_url=database_url, openai_realtime_url=engine.url,
-            openai_api_key=DEV_OPENAI_KEY, twilio_api_url=twilio.url,
-            twilio_account_sid=DEV_ACCOUNT_SID, twilio_auth_token=DEV_AUTH_TOKEN,
+            openai_api_key=SecretStr(DEV_OPENAI_KEY), twilio_api_url=twilio.url,
+            twilio_account_sid=DEV_ACCOUNT_SID, twilio_auth_token=SecretStr(DEV_AUTH_TOKEN),
             spool_path=str(output_dir / "spool.jsonl"), api_token=None,
             greeting_cache_dir=str(output_dir / "greeting-cache")))
         console.print(f"[dim]server {server.url} · engine simulator {engine.url} · "

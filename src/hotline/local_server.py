@@ -11,18 +11,27 @@ from __future__ import annotations
 import asyncio
 import socket
 from types import TracebackType
+from typing import TypedDict
 
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.config import HTTPProtocolType, LifespanType, WSProtocolType
 
-UVICORN_OPTIONS = {"http": "httptools", "ws": "websockets-sansio"}
+
+class UvicornOptions(TypedDict):
+    """The protocol choices, typed so `**UVICORN_OPTIONS` checks against uvicorn's keywords."""
+    http: HTTPProtocolType
+    ws: WSProtocolType
+
+
+UVICORN_OPTIONS: UvicornOptions = {"http": "httptools", "ws": "websockets-sansio"}
 GRACEFUL_SHUTDOWN_S = 5
 
 
 class LocalServer:
     """uvicorn on an ephemeral port (by default) of this event loop."""
 
-    def __init__(self, app: ASGIApp, *, lifespan: str = "off") -> None:
+    def __init__(self, app: ASGIApp, *, lifespan: LifespanType = "off") -> None:
         self._app = app
         self._lifespan = lifespan
         self._server: uvicorn.Server | None = None
@@ -44,7 +53,7 @@ class LocalServer:
         config = uvicorn.Config(self._app, lifespan=self._lifespan, log_config=None,
                                 access_log=False, log_level="warning",
                                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-                                **UVICORN_OPTIONS)  # type: ignore[arg-type]
+                                **UVICORN_OPTIONS)
         config.load()
         server = uvicorn.Server(config)
         server.lifespan = config.lifespan_class(config)

@@ -14,7 +14,8 @@ class CallLog(logging.LoggerAdapter[logging.Logger]):
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]
     ) -> tuple[Any, MutableMapping[str, Any]]:
-        return f"[{self.extra['call_sid']}] {msg}", kwargs  # type: ignore[index]
+        assert self.extra is not None  # always given: call_log and the toolbox pass the SID
+        return f"[{self.extra['call_sid']}] {msg}", kwargs
 
 
 def call_log(call_sid: str) -> CallLog:

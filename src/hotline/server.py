@@ -29,7 +29,8 @@ class RunningServer:
 
     @property
     def services(self) -> Services:
-        return self.app.state.services  # type: ignore[no-any-return]
+        services: Services = self.app.state.services
+        return services
 
     @property
     def url(self) -> str:

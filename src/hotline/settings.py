@@ -95,5 +95,5 @@ class Settings(BaseSettings):
         return self.public_url.rstrip("/") + path
 
 
-def load_settings(**overrides: object) -> Settings:
-    return Settings(**overrides)  # type: ignore[arg-type]
+def load_settings() -> Settings:
+    return Settings()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hmac
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
-from hotline.core.record import CallRecord
+from hotline.core.record import CallRecord, TimelineStage, TranscriptTurn
 from hotline.errors import TemplateError, UnknownNumber
 from hotline.services import Services
 from hotline.store import StoredMessage
@@ -19,7 +20,8 @@ router = APIRouter(prefix="/api")
 
 
 def services_of(request: Request) -> Services:
-    return request.app.state.services  # type: ignore[no-any-return]
+    services: Services = request.app.state.services
+    return services
 
 
 def require_token(request: Request,
@@ -79,7 +81,7 @@ async def get_call(call_sid: str, request: Request) -> dict[str, object]:
         "call_sid": record.call_sid, "business": record.business_slug,
         "direction": record.direction, "from": record.from_number, "to": record.to_number,
         "status": record.status, "outcome": record.outcome or "",
-        "started_at": record.started_at.isoformat() if record.started_at else None,
+        "started_at": record.started_at.isoformat(),
         "ended_at": record.ended_at.isoformat() if record.ended_at else None,
         "transcript": [vars_of(t) for t in record.transcript],
         "timeline": [vars_of(s) for s in record.timeline],
@@ -112,5 +114,5 @@ def _message_response(message: StoredMessage) -> MessageResponse:
         phone=message.phone, message=message.message, created_at=message.created_at)
 
 
-def vars_of(obj: object) -> dict[str, object]:
-    return {name: getattr(obj, name) for name in obj.__slots__}  # type: ignore[attr-defined]
+def vars_of(obj: TranscriptTurn | TimelineStage) -> dict[str, object]:
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}

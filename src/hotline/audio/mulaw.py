@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import array
 import io
+import math
 import wave
 
 SAMPLE_RATE = 8000
@@ -83,7 +84,7 @@ def rms(mulaw: bytes) -> float:
     for b in mulaw:
         s = table[b]
         total += s * s
-    return (total / len(mulaw)) ** 0.5
+    return math.sqrt(total / len(mulaw))
 
 
 def silence(ms: int) -> bytes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 
 from hotline.audio.mulaw import BYTES_PER_MS, DECODE_TABLE
 
@@ -24,7 +25,7 @@ def level_for_threshold(threshold: float) -> float:
     """A VAD `threshold` (0.0-1.0) as RMS on the 16-bit scale: 0.0 -> -70 dBFS, 0.5 -> -40,
     1.0 -> -10 (the mapping the simulated engine's VAD uses too)."""
     level_dbfs = -70.0 + 60.0 * min(1.0, max(0.0, threshold))
-    return 32768.0 * 10.0 ** (level_dbfs / 20.0)
+    return 32768.0 * math.pow(10.0, level_dbfs / 20.0)
 
 
 def frame_power(payload_b64: str) -> tuple[float, float]:

@@ -12,7 +12,14 @@ from rich.console import Console
 from hotline.cli import app
 from hotline.settings import load_settings
 from hotline.sim.phone import SimulatedPhone
-from hotline.sim.script import CallScript, Hangup, Say, WaitForAgentAudio, WaitForAgentSilence
+from hotline.sim.script import (
+    CallScript,
+    Hangup,
+    Say,
+    Step,
+    WaitForAgentAudio,
+    WaitForAgentSilence,
+)
 
 call_app = typer.Typer(help="Place calls: simulated inbound ones, outbound ones through Twilio.",
                        no_args_is_help=True)
@@ -31,19 +38,19 @@ def inbound(
     say: list[str] = typer.Option([], help="What the caller says after each agent turn "
                                   "(repeatable)."),
     language: str = typer.Option("en", help="The caller's language (he, en, …)."),
-    server: str = typer.Option(None, help="Server base URL (default http://127.0.0.1:PORT)."),
-    wav: Path = typer.Option(None, help="Write what the caller heard to this WAV file."),
+    server: str | None = typer.Option(None, help="Server base URL (default http://127.0.0.1:PORT)."),
+    wav: Path | None = typer.Option(None, help="Write what the caller heard to this WAV file."),
 ) -> None:
     """Dial a running server as Twilio would (signed webhook, media stream), from this machine.
 
     The server must be configured with the same HOTLINE_TWILIO_AUTH_TOKEN and
     HOTLINE_PUBLIC_URL pointing at itself."""
     settings = load_settings()
-    steps: list[object] = [WaitForAgentSilence(quiet_ms=700)]
+    steps: list[Step] = [WaitForAgentSilence(quiet_ms=700)]
     for line in say:
         steps += [Say(line, language=language), WaitForAgentAudio(played_ms=300),
                   WaitForAgentSilence(quiet_ms=700)]
-    script = CallScript([*steps, Hangup()])  # type: ignore[list-item]
+    script = CallScript([*steps, Hangup()])
     phone = SimulatedPhone(server_url=_server_url(server),
                            auth_token=settings.twilio_auth_token.get_secret_value(),
                            account_sid=settings.twilio_account_sid)
@@ -70,7 +77,7 @@ def place(
     to: str = typer.Option(..., help="Number to call (E.164)."),
     template: str = typer.Option(..., help="Outbound template name."),
     var: list[str] = typer.Option([], help="Template variable NAME=VALUE (repeatable)."),
-    server: str = typer.Option(None, help="Server base URL (default http://127.0.0.1:PORT)."),
+    server: str | None = typer.Option(None, help="Server base URL (default http://127.0.0.1:PORT)."),
 ) -> None:
     """Place an outbound call through the running server (which calls Twilio's REST API)."""
     variables: dict[str, str] = {}

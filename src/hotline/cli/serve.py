@@ -18,8 +18,8 @@ from hotline.store.database import Store
 
 @app.command()
 def serve(
-    host: str = typer.Option(None, help="Interface to listen on (default HOTLINE_HOST)."),
-    port: int = typer.Option(None, help="Port (default HOTLINE_PORT)."),
+    host: str | None = typer.Option(None, help="Interface to listen on (default HOTLINE_HOST)."),
+    port: int | None = typer.Option(None, help="Port (default HOTLINE_PORT)."),
 ) -> None:
     """Run the Hotline server: Twilio webhooks, media streams, the API."""
     settings = load_settings()

@@ -53,7 +53,7 @@ class RealtimeEngine:
         connection = await self._connect()
         try:
             await connection.session.update(
-                session=session_config(plan, plan.initial_instructions,  # type: ignore[arg-type]
+                session=session_config(plan, plan.initial_instructions,
                                        self._settings.openai_model))
             if wait_configured:
                 await self._until(connection, "session.updated")
@@ -67,7 +67,7 @@ class RealtimeEngine:
         sounds exactly like the live agent."""
         connection = await self._connect()
         try:
-            await connection.session.update(session={  # type: ignore[typeddict-item]
+            await connection.session.update(session={
                 "type": "realtime",
                 "instructions": "You read texts aloud exactly as written, nothing else.",
                 "output_modalities": ["audio"],

@@ -7,13 +7,17 @@ echo must neither cut the agent off nor get an answer) and asks for responses it
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from hotline.plan import CallPlan
 from hotline.tools import tool_definitions
 
+if TYPE_CHECKING:
+    from openai.types.realtime import RealtimeSessionCreateRequestParam
 
-def session_config(plan: CallPlan, instructions: str, model: str) -> dict[str, Any]:
+
+def session_config(plan: CallPlan, instructions: str,
+                   model: str) -> RealtimeSessionCreateRequestParam:
     return {
         "type": "realtime",
         "model": model,
@@ -35,6 +39,6 @@ def session_config(plan: CallPlan, instructions: str, model: str) -> dict[str, A
             },
             "output": {"format": {"type": "audio/pcmu"}, "voice": plan.voice},
         },
-        "tools": tool_definitions(plan),
+        "tools": list(tool_definitions(plan)),  # widened to the function-or-MCP union
         "tool_choice": "auto",
     }

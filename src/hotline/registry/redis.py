@@ -130,9 +130,9 @@ class RedisCallRegistry:
                 log.warning("signal channel lost (%s); resubscribing", exc)
                 await asyncio.sleep(RESUBSCRIBE_AFTER_S)
 
-    def _dispatch(self, data: object) -> None:
+    def _dispatch(self, data: bytes | str) -> None:
         try:
-            call_sid, name, value = orjson.loads(data)  # type: ignore[arg-type]
+            call_sid, name, value = orjson.loads(data)
         except (orjson.JSONDecodeError, TypeError, ValueError):
             log.warning("malformed signal ignored")
             return

@@ -66,7 +66,8 @@ class EngineSimulator:
         self._stopping.clear()
         self._server = await serve(self._handle, host, port, process_request=self._check_request,
                                    compression=None, max_size=MAX_MESSAGE_BYTES)
-        bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else port
+        sock = next(iter(self._server.sockets), None)
+        bound_port = sock.getsockname()[1] if sock is not None else port
         self.url = f"ws://{host}:{bound_port}/v1"
         log.info("engine simulator listening on %s", self.url)
 
@@ -125,6 +126,7 @@ class EngineSimulator:
         return None
 
     async def _handle(self, connection: ServerConnection) -> None:
+        assert connection.request is not None  # the handler runs after the handshake
         model = parse_qs(urlsplit(connection.request.path).query)["model"][0]
         session = SimulatedSession(connection, model, profile=lambda: self.profile,
                                    replies=self.replies,

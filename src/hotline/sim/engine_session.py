@@ -614,7 +614,7 @@ class SimulatedSession:
         self._finish(run, "completed", None)
 
     @staticmethod
-    def _chunks(run: _ResponseRun, audio: bytes, delta_ms: int) -> list[bytes] | list[str]:
+    def _chunks(run: _ResponseRun, audio: bytes, delta_ms: int) -> list[bytes | str]:
         if run.audio_out:
             size = max(1, delta_ms) * mulaw.BYTES_PER_MS
             return [audio[i:i + size] for i in range(0, len(audio), size)] or [b""]

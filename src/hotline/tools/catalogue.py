@@ -7,11 +7,14 @@ accepts (`find_tool`), so the model can't call a tool it was never offered.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hotline.business import BUILTIN_TOOLS, HttpTool
 from hotline.plan import CallPlan
 from hotline.tools.builtin import BUILTINS, Builtin
+
+if TYPE_CHECKING:
+    from openai.types.realtime import RealtimeFunctionToolParam
 
 EMPTY_OBJECT_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}, "required": []}
 
@@ -43,7 +46,7 @@ def tool_parameters(tool: Builtin | HttpTool) -> dict[str, Any]:
     return tool.parameters or EMPTY_OBJECT_SCHEMA
 
 
-def tool_definitions(plan: CallPlan) -> list[dict[str, Any]]:
+def tool_definitions(plan: CallPlan) -> list[RealtimeFunctionToolParam]:
     """The Realtime `session.tools` list for this call (GA function tool shape). Pure and
     deterministic; each call returns fresh dicts the caller may change."""
     return [
