@@ -36,7 +36,7 @@ def server_settings(strategy: Strategy, *, workdir: Path, database_url: str,
         **strategy.settings(),
     }
     values["greeting_cache_dir"] = str(workdir / "greeting-cache")
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 async def greetings_ready(server: RunningServer, businesses: Sequence[BusinessConfig],

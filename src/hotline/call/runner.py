@@ -38,7 +38,6 @@ from hotline.core.events import (
     CallEvent,
     EngineClosed,
     TimerFired,
-    TimerName,
     ToolFinished,
     TwilioClosed,
     TwilioStart,
@@ -47,6 +46,7 @@ from hotline.core.events import (
 from hotline.core.outcomes import Outcome
 from hotline.core.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
 from hotline.core.session import CallSession
+from hotline.core.timers import TimerName
 from hotline.engine.openai_realtime import EngineConnection
 from hotline.engine.realtime_codec import parse_engine, render_engine
 from hotline.engine.warm import EngineHandle
