@@ -11,8 +11,8 @@ import httpx
 from hotline.business import BusinessConfig
 from hotline.core.session import CACHED_GREETING_HEARD_ITEM, CACHED_GREETING_ITEM
 from hotline.sim.engine import SimulatedSession
-from hotline.sim.phone import new_call_sid, send_twilio_request
 from hotline.sim.script import CallScript, Hangup, Say, WaitForAgentAudio, WaitForAgentSilence
+from hotline.sim.twilio_requests import new_call_sid, send_twilio_request
 from hotline.store.database import Store
 from tests.factories import TEST_NUMBER, make_business
 from tests.stack import ACCOUNT_SID, AUTH_TOKEN, Stack, running_stack

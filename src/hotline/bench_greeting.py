@@ -77,8 +77,9 @@ from hotline.business import BusinessConfig
 from hotline.prompts import compact_prompt, full_prompt
 from hotline.server import RunningServer, start_server
 from hotline.settings import Settings
+from hotline.sim.call_result import PhoneCallResult
 from hotline.sim.engine import EngineSimulator, LatencyProfile, Received, SimulatedSession
-from hotline.sim.phone import PhoneCallResult, SimulatedPhone
+from hotline.sim.phone import SimulatedPhone
 from hotline.sim.script import CallScript, Hangup, WaitForAgentAudio
 from hotline.store.database import Store
 

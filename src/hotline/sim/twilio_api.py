@@ -66,17 +66,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hotline.local_server import LocalServer
-from hotline.sim.phone import (
+from hotline.sim.call_result import CallbackRecord, PhoneCallResult
+from hotline.sim.phone import PhoneCall, SimulatedPhone
+from hotline.sim.script import CallScript
+from hotline.sim.twilio_requests import (
     API_VERSION,
-    CallbackRecord,
-    PhoneCall,
-    PhoneCallResult,
-    SimulatedPhone,
     new_call_sid,
     rfc2822_now,
     send_twilio_request,
 )
-from hotline.sim.script import CallScript
 
 log = logging.getLogger(__name__)
 
