@@ -9,12 +9,12 @@ status callback: each signed (`twilio_requests`), each recorded in the call's
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 
 import httpx
 
 from hotline.sim.call_result import CallbackRecord, PhoneCallResult
+from hotline.sim.clock import SimClock
 from hotline.sim.twilio_requests import API_VERSION, rfc2822_now, send_twilio_request
 
 HTTP_RETRIEVAL_FAILURE = 11200  # https://www.twilio.com/docs/api/errors/11200
@@ -23,13 +23,14 @@ HTTP_RETRIEVAL_FAILURE = 11200  # https://www.twilio.com/docs/api/errors/11200
 class CallWebhooks:
     def __init__(self, result: PhoneCallResult, *, auth_token: str, connect_to: str | None,
                  forge: bool, extra_params: dict[str, str],
-                 on_error: Callable[[int, str], None]) -> None:
+                 on_error: Callable[[int, str], None], clock: SimClock) -> None:
         self._result = result
         self._auth_token = auth_token
         self._connect_to = connect_to
         self._forge = forge
         self._extra_params = extra_params
         self._on_error = on_error
+        self._clock = clock
 
     async def fetch_twiml(self, http: httpx.AsyncClient, call_status: str) -> str | None:
         """The voice webhook's TwiML; None (application error) if there is none."""
@@ -37,7 +38,7 @@ class CallWebhooks:
         assert result.webhook_url is not None
         params = self.call_params(call_status)
         result.webhook_params = params
-        result.webhook_sent_at = time.monotonic()
+        result.webhook_sent_at = self._clock.now()
         try:
             response = await self._request_twiml(http, result.webhook_url,
                                                  result.webhook_method, params)
@@ -45,7 +46,7 @@ class CallWebhooks:
             self._on_error(HTTP_RETRIEVAL_FAILURE,
                            f"webhook failed: {type(exc).__name__}: {exc}")
             return None
-        result.twiml_received_at = time.monotonic()
+        result.twiml_received_at = self._clock.now()
         result.webhook_status = response.status_code
         result.webhook_content_type = response.headers.get("content-type")
         if not 200 <= response.status_code < 300:
@@ -78,7 +79,7 @@ class CallWebhooks:
             "SequenceNumber": "0",
             "Timestamp": rfc2822_now(),
         })
-        record = CallbackRecord(at=time.monotonic(), call_sid=result.call_sid,
+        record = CallbackRecord(at=self._clock.now(), call_sid=result.call_sid,
                                 event="completed", call_status="completed", sequence_number=0,
                                 url=url)
         try:

@@ -22,16 +22,14 @@ that is running (a stream gets `stop` and is closed the same way) and runs the n
 `api` (`complete()`) or `server` (its TwiML ran out or hung up).
 
 `PhoneCall` owns the HTTP client and the call's task; the microphone runs in that task.
-All times in a `PhoneCallResult` are `time.monotonic()` seconds (`*_at`), the server's
-clock too when both run in one process.
+All times in a `PhoneCallResult` are the phone's `SimClock` seconds (`*_at`):
+`time.monotonic()` at speed 1, the server's clock too when both run in one process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,6 +39,7 @@ from hotline.audio import mulaw
 from hotline.sim import speech
 from hotline.sim.call_result import DialRecord, PhoneCallResult, TwimlUpdate
 from hotline.sim.call_webhooks import CallWebhooks
+from hotline.sim.clock import REAL_TIME, SimClock
 from hotline.sim.phone_stream import PhoneStream, open_stream
 from hotline.sim.playout import Playout
 from hotline.sim.script import CallScript, ScriptRunner
@@ -69,19 +68,21 @@ class SimulatedPhone:
 
     `connect_to` (`http://host:port`): send every request and stream connection there,
     whatever host the URLs name, while signing the URLs as given. `dial_leg_ms`: how long
-    the far end of a `<Dial>` stays on the line before it hangs up. `call_listeners` are
+    the far end of a `<Dial>` stays on the line before it hangs up. `clock`: the simulated
+    time the calls run on (media pacing, playout, script pauses, every `*_at`). `call_listeners` are
     told of every call this phone starts (`TwilioApiSimulator.attach_phone` uses this to
     make the calls known to the REST API).
     """
 
     def __init__(self, *, server_url: str, auth_token: str, account_sid: str,
                  http: httpx.AsyncClient | None = None, connect_to: str | None = None,
-                 dial_leg_ms: int = 0) -> None:
+                 dial_leg_ms: int = 0, clock: SimClock = REAL_TIME) -> None:
         self.server_url = server_url.rstrip("/")
         self.auth_token = auth_token
         self.account_sid = account_sid
         self.connect_to = connect_to
         self.dial_leg_ms = dial_leg_ms
+        self.clock = clock
         self.call_listeners: list[Callable[[PhoneCall], None]] = []
         self._http = http
 
@@ -147,6 +148,7 @@ class PhoneCall:
                  status_callback_method: str, forge_signature: bool,
                  extra_params: dict[str, str]) -> None:
         self._phone = phone
+        self._clock = phone.clock
         self._script = script
         self._twiml = twiml
         self._call_status = call_status
@@ -171,7 +173,8 @@ class PhoneCall:
         self._log = logging.LoggerAdapter(log, {"call_sid": call_sid})
         self._webhooks = CallWebhooks(
             self.result, auth_token=phone.auth_token, connect_to=phone.connect_to,
-            forge=forge_signature, extra_params=extra_params, on_error=self._application_error)
+            forge=forge_signature, extra_params=extra_params, on_error=self._application_error,
+            clock=phone.clock)
 
     @property
     def call_sid(self) -> str:
@@ -205,7 +208,7 @@ class PhoneCall:
         if twiml is None and url is None:
             raise ValueError("redirect needs twiml or url")
         self._update = _PendingUpdate(
-            at=time.monotonic(), source="api", twiml=None if url else twiml, url=url,
+            at=self._clock.now(), source="api", twiml=None if url else twiml, url=url,
             method=method.upper())
         self._interrupt.set()
 
@@ -246,7 +249,7 @@ class PhoneCall:
                 self._log.exception("simulated call failed")
                 result.failure = f"{type(exc).__name__}: {exc}"
             finally:
-                result.ended_at = time.monotonic()
+                result.ended_at = self._clock.now()
                 if result.ended_by is None and result.failure is None:
                     result.ended_by = "server"  # its TwiML ran out, or hung up
             if self._status_callback:
@@ -263,7 +266,7 @@ class PhoneCall:
         self._runner = await asyncio.to_thread(ScriptRunner, self._script)
         if self._twiml is not None:
             text: str | None = self._twiml
-            result.twiml_received_at = time.monotonic()
+            result.twiml_received_at = self._clock.now()
         else:
             text = await self._webhooks.fetch_twiml(http, self._call_status)
         if text is None:
@@ -317,7 +320,7 @@ class PhoneCall:
                     if not await self._dial(verb):
                         return None
                 case Redirect(url=url, method=method):
-                    self._update = _PendingUpdate(at=time.monotonic(), source="redirect",
+                    self._update = _PendingUpdate(at=self._clock.now(), source="redirect",
                                                   url=url, method=method)
                     break
                 case Hangup() | Reject():
@@ -347,10 +350,10 @@ class PhoneCall:
 
     async def _dial(self, verb: Dial) -> bool:
         """Bridge to the number for `dial_leg_ms`; False when the call ends here."""
-        record = DialRecord(at=time.monotonic(), number=verb.number)
+        record = DialRecord(at=self._clock.now(), number=verb.number)
         self.result.dials.append(record)
         await self._wait_or_interrupt(self._phone.dial_leg_ms / 1000)
-        record.ended_at = time.monotonic()
+        record.ended_at = self._clock.now()
         action = verb.attributes.get("action")
         if action and not self._interrupt.is_set():
             self.result.unexecuted_verb = "Dial action"
@@ -369,19 +372,18 @@ class PhoneCall:
         audio *= max(1, verb.loop)
         if self._interrupt.is_set():
             return  # hung up or updated while the speech was being made
-        started = time.monotonic()
+        started = self._clock.now()
         segments = self.result.heard_segments
         segments.append((started, audio))
         index = len(segments) - 1
         await self._wait_or_interrupt(len(audio) / (mulaw.BYTES_PER_MS * 1000))
         if self._interrupt.is_set():  # cut off: the caller heard only the start
-            cut = int((time.monotonic() - started) * 1000 * mulaw.BYTES_PER_MS)
+            cut = int((self._clock.now() - started) * 1000 * mulaw.BYTES_PER_MS)
             segments[index] = (started, audio[:cut])
 
     async def _wait_or_interrupt(self, seconds: float) -> None:
         """A verb that takes time: it ends early on a hang-up or an update."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._interrupt.wait(), timeout=seconds)
+        await self._clock.wait(self._interrupt, seconds)
 
     # -- the media stream -------------------------------------------------------------------
     async def _stream(self, stream: Stream) -> None:
@@ -391,16 +393,17 @@ class PhoneCall:
                                on_error=self._application_error)
         if ws is None:
             return
-        result.socket_open_at = time.monotonic()
+        result.socket_open_at = self._clock.now()
         assert self._runner is not None
         try:
             await PhoneStream(ws, result=result, playout=self._playout, runner=self._runner,
                               interrupt=self._interrupt, hang_up=self.hangup,
-                              beep_ended=self._beep_ended, log=self._log).run()
+                              beep_ended=self._beep_ended, log=self._log,
+                              clock=self._clock).run()
         finally:
             # One playout for the whole call (the script counts agent audio per call);
             # audio still queued when a stream ends never plays.
-            end = result.socket_closed_at or time.monotonic()
+            end = result.socket_closed_at or self._clock.now()
             unplayed = self._playout.finish(end * 1000)
             result.unplayed_ms_at_end += unplayed / mulaw.BYTES_PER_MS
             result.played_ms = self._playout.played_ms(end * 1000)

@@ -1,10 +1,10 @@
 """The phone's side of one Twilio Media Stream: the WebSocket after `<Connect><Stream>`.
 
-The phone sends `connected`, `start`, a `media` frame every 20 ms (paced on the monotonic
-clock without drift: frame k goes at t0 + k·20 ms) carrying what the call script says,
-`dtmf` for key presses, and `stop` before it hangs up. What the server sends is played out
-at real time (`Playout`): marks come back when the audio before them has played, `clear`
-drops the unplayed audio and returns every pending mark at once.
+The phone sends `connected`, `start`, a `media` frame every 20 ms (paced on the call's
+`SimClock` without drift: frame k goes at t0 + k·20 ms) carrying what the call script
+says, `dtmf` for key presses, and `stop` before it hangs up. What the server sends is
+played out at the clock's pace (`Playout`): marks come back when the audio before them has
+played, `clear` drops the unplayed audio and returns every pending mark at once.
 
 `PhoneStream` owns the socket and two tasks (the socket reader and the mark echoer); the
 microphone runs in the caller's task. The call's `Playout` and `PhoneCallResult` outlive
@@ -19,7 +19,6 @@ import binascii
 import contextlib
 import logging
 import secrets
-import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -37,6 +36,7 @@ from hotline.sim.call_result import (
     PhoneCallResult,
     ProtocolErrorRecord,
 )
+from hotline.sim.clock import SimClock
 from hotline.sim.playout import Playout
 from hotline.sim.script import AgentAudio, ScriptRunner
 from hotline.sim.twilio_requests import route, twilio_signature
@@ -94,7 +94,8 @@ class PhoneStream:
 
     def __init__(self, ws: ClientConnection, *, result: PhoneCallResult, playout: Playout,
                  runner: ScriptRunner, interrupt: asyncio.Event, hang_up: Callable[[], None],
-                 beep_ended: asyncio.Event, log: logging.LoggerAdapter[logging.Logger]) -> None:
+                 beep_ended: asyncio.Event, log: logging.LoggerAdapter[logging.Logger],
+                 clock: SimClock) -> None:
         self._ws = ws
         self._result = result
         self._playout = playout
@@ -103,6 +104,7 @@ class PhoneStream:
         self._hang_up = hang_up
         self._beep_ended = beep_ended
         self._log = log
+        self._clock = clock
         self._stream_sid = new_stream_sid()
         result.stream_sid = self._stream_sid
         self._sequence = 0
@@ -122,7 +124,7 @@ class PhoneStream:
                 with contextlib.suppress(ConnectionClosed):
                     await self._send("stop", {"stop": {
                         "accountSid": result.account_sid, "callSid": result.call_sid}})
-                    result.stop_sent_at = time.monotonic()
+                    result.stop_sent_at = self._clock.now()
                 self._phone_closing = True
                 await ws.close(code=1000)
             await asyncio.wait_for(asyncio.shield(reader), timeout=10)
@@ -156,16 +158,16 @@ class PhoneStream:
                 "customParameters": result.custom_parameters,
                 "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
             }})
-            t0 = result.start_sent_at = time.monotonic()
+            t0 = result.start_sent_at = self._clock.now()
             chunk = 1
             while True:
                 due = t0 + chunk * FRAME_S
-                delay = due - time.monotonic()
+                delay = due - self._clock.now()
                 if delay > 0:
-                    await asyncio.sleep(delay)
+                    await self._clock.sleep(delay)
                 if self._interrupt.is_set() or self._server_closed:
                     return
-                now = time.monotonic()
+                now = self._clock.now()
                 result.max_send_lag_ms = max(result.max_send_lag_ms, (now - due) * 1000)
                 now_ms = now * 1000
                 tick = runner.tick(now_ms, AgentAudio(self._playout.played_ms(now_ms),
@@ -174,7 +176,7 @@ class PhoneStream:
                 for digit in tick.digits:
                     await self._send("dtmf", {"dtmf": {"track": "inbound_track",
                                                        "digit": digit}})
-                    result.dtmf_sent.append(DtmfSent(time.monotonic(), digit))
+                    result.dtmf_sent.append(DtmfSent(self._clock.now(), digit))
                 if tick.hangup or tick.frame is None:
                     self._hang_up()
                     return
@@ -206,7 +208,7 @@ class PhoneStream:
         except ConnectionClosed:
             pass
         finally:
-            result.socket_closed_at = time.monotonic()
+            result.socket_closed_at = self._clock.now()
             if self._phone_closing and ws.protocol.close_rcvd_then_sent is not True:
                 result.closed_by = "phone"
             else:
@@ -217,7 +219,7 @@ class PhoneStream:
             self._log.debug("stream closed by %s (%s)", result.closed_by, result.close_code)
 
     def _on_message(self, message: str | bytes) -> None:
-        now = time.monotonic()
+        now = self._clock.now()
         if isinstance(message, bytes):
             self._protocol_error(now, "binary frame; Twilio expects JSON text frames",
                                  repr(message[:60]))
@@ -278,15 +280,14 @@ class PhoneStream:
         changed = self._marks_changed
         while True:
             changed.clear()
-            now = time.monotonic()
+            now = self._clock.now()
             for mark in self._playout.pop_due_marks(now * 1000):
                 try:
                     await self._send("mark", {"mark": {"name": mark.name}})
                 except ConnectionClosed:
                     return
                 self._result.marks_echoed.append(MarkEchoed(
-                    mark.name, mark.received_ms / 1000, time.monotonic(), mark.flushed))
+                    mark.name, mark.received_ms / 1000, self._clock.now(), mark.flushed))
             due_ms = self._playout.next_mark_due_ms()
-            timeout = None if due_ms is None else max(0.0, due_ms / 1000 - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=timeout)
+            timeout = None if due_ms is None else due_ms / 1000 - self._clock.now()
+            await self._clock.wait(changed, timeout)
