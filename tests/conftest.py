@@ -1,11 +1,13 @@
 """Shared fixtures.
 
 Store: `database_url` is a fresh, empty database for each test. With
-`HOTLINE_TEST_DATABASE_URL` set (`make test` sets a PostgreSQL URL) it is a new uniquely
-named PostgreSQL database, dropped afterwards; otherwise an SQLite file in the test's temp
-dir. `store` is a migrated `Store` on it, closed after the test. Every test that uses
-`database_url` (directly or through `store`) is marked `database`, which is what
-`make test` runs a second time on PostgreSQL.
+`HOTLINE_TEST_DATABASE_URL` set (`make test` sets a PostgreSQL URL) it is a PostgreSQL
+database of this test process's own (uniquely named, so pytest-xdist workers never share
+one; dropped at the end of the session), emptied before each test (its `public` schema
+dropped and made anew: far cheaper than a database per test); otherwise an SQLite file in
+the test's temp dir. `store` is a migrated `Store` on it, closed after the test. Every
+test that uses `database_url` (directly or through `store`) is marked `database`, which is
+what `make test` runs a second time on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -44,32 +46,48 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.database)
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(scope="session")
+def _postgres_database() -> Iterator[str | None]:
+    """This process's PostgreSQL database (None without `HOTLINE_TEST_DATABASE_URL`)."""
     server_url = os.environ.get(TEST_DATABASE_URL_ENV)
     if not server_url:
-        yield f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}"
+        yield None
         return
-    admin_dsn = make_url(server_url).set(drivername="postgresql")
+    admin_dsn = make_url(server_url).set(drivername="postgresql").render_as_string(
+        hide_password=False)
     name = f"hotline_t_{uuid.uuid4().hex[:12]}"
     try:
-        run_in_thread(_admin(admin_dsn.render_as_string(hide_password=False), "CREATE", name))
+        run_in_thread(_admin(admin_dsn, f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError) as exc:
-        unavailable(f"PostgreSQL ({TEST_DATABASE_URL_ENV})", exc)
+        unavailable(f"PostgreSQL ({TEST_DATABASE_URL_ENV})", exc)  # each test: skip / fail
     try:
-        url = make_url(server_url).set(drivername="postgresql+asyncpg", database=name)
-        yield url.render_as_string(hide_password=False)
+        yield make_url(server_url).set(drivername="postgresql+asyncpg", database=name
+                                       ).render_as_string(hide_password=False)
     finally:
-        run_in_thread(_admin(admin_dsn.render_as_string(hide_password=False), "DROP", name))
+        run_in_thread(_admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-async def _admin(dsn: str, verb: str, database: str) -> None:
+@pytest.fixture
+def database_url(tmp_path: Path, _postgres_database: str | None) -> str:
+    if not os.environ.get(TEST_DATABASE_URL_ENV):
+        return f"sqlite+aiosqlite:///{tmp_path / 'hotline.db'}"
+    assert _postgres_database is not None
+    dsn = make_url(_postgres_database).set(drivername="postgresql").render_as_string(
+        hide_password=False)
+    # Empty, as if new: nobody still connected (a test that leaked a connection cannot
+    # hold a lock on the next one) and nothing left in the schema.
+    run_in_thread(_admin(dsn, """
+        SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid();
+        DROP SCHEMA public CASCADE;
+        CREATE SCHEMA public;"""))
+    return _postgres_database
+
+
+async def _admin(dsn: str, sql: str) -> None:
     connection = await asyncpg.connect(dsn, timeout=10)
     try:
-        if verb == "CREATE":
-            await connection.execute(f'CREATE DATABASE "{database}"')
-        else:
-            await connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await connection.execute(sql)
     finally:
         await connection.close()
 

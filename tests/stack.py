@@ -1,9 +1,14 @@
 """The whole product over real sockets: uvicorn on an ephemeral port, the simulated Twilio
-(phone + REST API) and the simulated realtime engine, all on this machine."""
+(phone + REST API) and the simulated realtime engine, all on this machine.
+
+Calls run on compressed time: the server (`clock_speed`) and the simulators (`SimClock`)
+share `TEST_CLOCK`, `HOTLINE_TEST_CLOCK_SPEED` times faster than the wall clock (default
+5; 1 runs the calls at real time). Every time a test compares is on that clock.
+"""
 
 from __future__ import annotations
 
-import time
+import os
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,6 +21,7 @@ from hotline.business import BusinessConfig
 from hotline.server import RunningServer, start_server
 from hotline.services import Services
 from hotline.settings import Settings
+from hotline.sim.clock import SimClock
 from hotline.sim.engine import EngineSimulator, LatencyProfile
 from hotline.sim.phone import SimulatedPhone
 from hotline.sim.twilio_api import TwilioApiSimulator
@@ -24,6 +30,7 @@ from hotline.store.database import Store
 ACCOUNT_SID = "AC" + "7" * 32
 AUTH_TOKEN = "e2e-auth-token"
 OPENAI_KEY = "sk-e2e"
+TEST_CLOCK = SimClock(float(os.environ.get("HOTLINE_TEST_CLOCK_SPEED", "5")))
 
 
 @dataclass
@@ -32,7 +39,7 @@ class Stack:
     engine: EngineSimulator
     twilio: TwilioApiSimulator
     phone: SimulatedPhone
-    # (time.monotonic(), SQL) of every statement the server's store ran.
+    # (TEST_CLOCK time, SQL) of every statement the server's store ran.
     statements: list[tuple[float, str]] = field(default_factory=list)
 
     @property
@@ -46,15 +53,16 @@ class Stack:
 @asynccontextmanager
 async def running_stack(database_url: str, tmp_path: Path, businesses: Iterable[BusinessConfig],
                         *, profile: LatencyProfile | None = None,
-                        **settings: Any) -> AsyncIterator[Stack]:
+                        clock: SimClock = TEST_CLOCK, **settings: Any) -> AsyncIterator[Stack]:
     seed = Store(database_url)
     await seed.upgrade()
     for business in businesses:
         await seed.save_business(business)
     await seed.close()
-    engine = EngineSimulator(profile or LatencyProfile.zero(), api_key=OPENAI_KEY)
+    engine = EngineSimulator(profile or LatencyProfile.zero(), api_key=OPENAI_KEY, clock=clock)
     await engine.start()
-    twilio = TwilioApiSimulator(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, ring_ms=100)
+    twilio = TwilioApiSimulator(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, ring_ms=100,
+                                clock=clock)
     await twilio.start()
     server: RunningServer | None = None
     try:
@@ -63,15 +71,16 @@ async def running_stack(database_url: str, tmp_path: Path, businesses: Iterable[
             openai_realtime_url=engine.url, twilio_api_url=twilio.url,
             twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN,
             spool_path=str(tmp_path / "spool.jsonl"),
-            greeting_cache_dir=str(tmp_path / "greetings"), **settings))
+            greeting_cache_dir=str(tmp_path / "greetings"), clock_speed=clock.speed,
+            **settings))
         # The phone's own (inbound) calls are known to the REST API too: the server hangs
         # them up and transfers them through it.
         stack = Stack(server, engine, twilio, twilio.attach_phone(
             SimulatedPhone(server_url=server.url, auth_token=AUTH_TOKEN,
-                           account_sid=ACCOUNT_SID)))
+                           account_sid=ACCOUNT_SID, clock=clock)))
 
         def count(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-            stack.statements.append((time.monotonic(), statement))
+            stack.statements.append((clock.now(), statement))
 
         event.listen(server.services.store.engine.sync_engine, "before_cursor_execute", count)
         yield stack

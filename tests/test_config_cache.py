@@ -18,7 +18,7 @@ import pytest
 from hotline.business import BusinessConfig, TemplateConfig
 from hotline.config_cache import ConfigCache
 from hotline.errors import StoreUnavailable
-from hotline.sim.phone import PhoneCallResult
+from hotline.sim.call_result import PhoneCallResult
 from hotline.sim.script import CallScript, Hangup
 from hotline.store import Store
 from tests.factories import TEST_NUMBER, make_business

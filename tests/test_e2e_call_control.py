@@ -26,8 +26,8 @@ from starlette.routing import Route
 from hotline.business import HttpTool, TemplateConfig
 from hotline.local_server import LocalServer
 from hotline.prompts import NUDGE_INSTRUCTIONS, SILENCE_GOODBYE_INSTRUCTIONS
+from hotline.sim.call_result import PhoneCallResult
 from hotline.sim.engine import ScriptedToolCall, SimulatedSession
-from hotline.sim.phone import PhoneCallResult, send_twilio_request
 from hotline.sim.script import (
     CallScript,
     Dtmf,
@@ -38,6 +38,7 @@ from hotline.sim.script import (
     WaitForAgentAudio,
     WaitForAgentSilence,
 )
+from hotline.sim.twilio_requests import send_twilio_request
 from hotline.tools import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_tool_signature
 from tests.factories import TEST_NUMBER, make_business
 from tests.services import reachable_redis_url

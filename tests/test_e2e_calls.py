@@ -18,13 +18,8 @@ import pytest
 import websockets
 
 from hotline.core.record import CallRecord
+from hotline.sim.call_result import PhoneCallResult
 from hotline.sim.engine import SimulatedSession
-from hotline.sim.phone import (
-    PhoneCallResult,
-    new_call_sid,
-    send_twilio_request,
-    twilio_signature,
-)
 from hotline.sim.script import (
     CallScript,
     Hangup,
@@ -33,6 +28,7 @@ from hotline.sim.script import (
     WaitForAgentAudio,
     WaitForAgentSilence,
 )
+from hotline.sim.twilio_requests import new_call_sid, send_twilio_request, twilio_signature
 from tests.factories import TEST_NUMBER, make_business
 from tests.services import reachable_redis_url
 from tests.stack import ACCOUNT_SID, AUTH_TOKEN, Stack, running_stack

@@ -34,7 +34,8 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from hotline.local_server import LocalServer
 from hotline.sim import speech
-from hotline.sim.phone import PhoneCallResult, SimulatedPhone
+from hotline.sim.call_result import PhoneCallResult
+from hotline.sim.phone import SimulatedPhone
 from hotline.sim.script import Beep, CallScript, Silence
 from hotline.sim.twilio_api import TwilioApiSimulator
 from tests.twilio_fakes import Seen, seen_request

@@ -33,7 +33,9 @@ from twilio.twiml.voice_response import VoiceResponse
 from hotline.audio import mulaw
 from hotline.local_server import LocalServer
 from hotline.sim import speech
-from hotline.sim.phone import PhoneCallResult, Playout, SimulatedPhone, route
+from hotline.sim.call_result import PhoneCallResult
+from hotline.sim.phone import SimulatedPhone
+from hotline.sim.playout import Playout
 from hotline.sim.script import (
     AgentAudio,
     Audio,
@@ -48,6 +50,7 @@ from hotline.sim.script import (
     WaitForAgentAudio,
     WaitForAgentSilence,
 )
+from hotline.sim.twilio_requests import route
 from hotline.sim.twiml import Connect, Dial, Pause, Redirect, TwimlError, parse_twiml
 from hotline.sim.twiml import Hangup as HangupVerb
 from hotline.sim.twiml import Say as SayVerb

@@ -24,8 +24,9 @@ from hotline.business_yaml import load_businesses_yaml
 from hotline.core.record import CallRecord
 from hotline.server import RunningServer, start_server
 from hotline.settings import DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, DEV_OPENAI_KEY, Settings
+from hotline.sim.call_result import PhoneCallResult
 from hotline.sim.engine import EngineSimulator, LatencyProfile
-from hotline.sim.phone import PhoneCallResult, SimulatedPhone
+from hotline.sim.phone import SimulatedPhone
 from hotline.sim.script import (
     CallScript,
     Dtmf,

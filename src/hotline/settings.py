@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     # tools answer the model with an error instead of calling out unsigned.
     tool_signing_secret: SecretStr | None = None
 
+    # Call time runs this many times faster than the wall clock (timers, positions, the
+    # timeline). 1 in production; tests run the simulators and the server faster, together.
+    clock_speed: float = Field(1.0, gt=0)
+
     # How long the config cache trusts itself before reloading businesses from the store.
     config_refresh_s: float = Field(30.0, gt=0)
     # Call records the store could not take at shutdown wait here for the next start.

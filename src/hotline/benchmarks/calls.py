@@ -16,8 +16,9 @@ import httpx
 
 from hotline.benchmarks.engine_records import SessionRecord
 from hotline.benchmarks.tenants import ACCOUNT_SID, AUTH_TOKEN, OPENAI_KEY
+from hotline.sim.call_result import PhoneCallResult
 from hotline.sim.engine import EngineSimulator, LatencyProfile
-from hotline.sim.phone import PhoneCallResult, SimulatedPhone
+from hotline.sim.phone import SimulatedPhone
 from hotline.sim.script import CallScript, Hangup, WaitForAgentAudio
 
 LISTEN_MS = 300  # each call hears this much of the greeting, then hangs up

@@ -28,8 +28,8 @@ from hotline.benchmarks.engine_records import (
 )
 from hotline.benchmarks.strategies import Strategy
 from hotline.benchmarks.tenants import lane_of
+from hotline.sim.call_result import PhoneCallResult
 from hotline.sim.engine import LatencyProfile
-from hotline.sim.phone import PhoneCallResult
 
 
 @dataclass(slots=True)

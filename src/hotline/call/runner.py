@@ -70,15 +70,26 @@ class ASGIWebSocket(Protocol):
 
 
 class CallClock:
-    """ms since the webhook arrived: wall clock once (shared across instances), then
-    monotonic (immune to clock steps during the call)."""
+    """Call-time ms since the webhook arrived: wall clock once (shared across instances),
+    then monotonic (immune to clock steps during the call).
 
-    def __init__(self, zero_epoch_ms: float) -> None:
+    `speed` (`HOTLINE_CLOCK_SPEED`, 1 in production) runs call time that many times faster
+    than the wall clock, as the simulators' `SimClock` does in tests: `now_ms` is elapsed
+    time × speed, and a timer of `delay_ms` call-time ms fires after `wall_s(delay_ms)`."""
+
+    def __init__(self, zero_epoch_ms: float, speed: float = 1.0) -> None:
+        if not speed > 0:
+            raise ValueError(f"clock speed must be > 0, not {speed}")
+        self.speed = speed
         self._mono0 = time.monotonic()
         self._offset_ms = time.time() * 1000 - zero_epoch_ms
 
     def now_ms(self) -> float:
-        return self._offset_ms + (time.monotonic() - self._mono0) * 1000
+        return (self._offset_ms + (time.monotonic() - self._mono0) * 1000) * self.speed
+
+    def wall_s(self, delay_ms: float) -> float:
+        """Wall-clock seconds that `delay_ms` of call time take."""
+        return delay_ms / 1000 / self.speed
 
 
 class CallRunner:
@@ -298,7 +309,7 @@ class CallRunner:
             self._timers.pop(timer, None)
             self._spawn(self._dispatch(TimerFired(timer)), f"timer-{timer.value}")
 
-        self._timers[timer] = loop.call_later(delay_ms / 1000, fire)
+        self._timers[timer] = loop.call_later(self._clock.wall_s(delay_ms), fire)
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         if self._winding_down:

@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from hotline.sim.clock import REAL_TIME, SimClock
 from hotline.sim.engine_session import (
     LatencyProfile,
     Received,
@@ -45,11 +46,17 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 class EngineSimulator:
-    """The server. `url` is what `AsyncOpenAI(websocket_base_url=...)` takes."""
+    """The server. `url` is what `AsyncOpenAI(websocket_base_url=...)` takes.
+
+    `clock`: the simulated time the profile's latencies and the audio pacing run on, and
+    of every `Received.at`.
+    """
 
     def __init__(self, profile: LatencyProfile | None = None, *, api_key: str | None = None,
                  replies: list[str] | None = None, caller_transcripts: list[str] | None = None,
-                 tool_script: list[ScriptedToolCall] | None = None) -> None:
+                 tool_script: list[ScriptedToolCall] | None = None,
+                 clock: SimClock = REAL_TIME) -> None:
+        self.clock = clock
         self.profile = profile if profile is not None else LatencyProfile.zero()
         self.api_key = api_key
         self.replies = replies
@@ -100,7 +107,7 @@ class EngineSimulator:
         self.connections_attempted += 1
         if self.profile.connect_ms > 0:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.profile.connect_ms / 1000):
+                async with asyncio.timeout(self.clock.wall_s(self.profile.connect_ms / 1000)):
                     await self._stopping.wait()
         if self._stopping.is_set():
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Simulator stopping.\n")
@@ -131,7 +138,7 @@ class EngineSimulator:
         session = SimulatedSession(connection, model, profile=lambda: self.profile,
                                    replies=self.replies,
                                    caller_transcripts=self.caller_transcripts,
-                                   tool_script=self.tool_script)
+                                   tool_script=self.tool_script, clock=self.clock)
         async with self._session_added:
             self.sessions.append(session)
             self._session_added.notify_all()

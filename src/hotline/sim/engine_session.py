@@ -18,7 +18,6 @@ import itertools
 import json
 import logging
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 
 from hotline.audio import mulaw
 from hotline.sim import speech
+from hotline.sim.clock import REAL_TIME, SimClock
 from hotline.sim.engine_config import (
     SEMANTIC_SILENCE_MS,
     SIMULATED_FORMAT,
@@ -88,7 +88,7 @@ class ScriptedToolCall:
 
 @dataclass(slots=True)
 class Received:
-    """One frame on the wire, client's or server's, with its `time.monotonic()` time."""
+    """One frame on the wire, client's or server's, with its time on the engine's clock."""
 
     at: float
     type: str
@@ -141,8 +141,10 @@ class SimulatedSession:
     def __init__(self, connection: ServerConnection, model: str, *,
                  profile: Callable[[], LatencyProfile], replies: list[str] | None = None,
                  caller_transcripts: list[str] | None = None,
-                 tool_script: list[ScriptedToolCall] | None = None) -> None:
+                 tool_script: list[ScriptedToolCall] | None = None,
+                 clock: SimClock = REAL_TIME) -> None:
         self.model = model
+        self._clock = clock
         self.received: list[Received] = []
         self.sent: list[Received] = []
         self.instructions_history: list[tuple[float, str]] = []
@@ -210,7 +212,7 @@ class SimulatedSession:
         try:
             self._emit({"type": "session.created", "session": copy.deepcopy(self.config)})
             async for message in self._connection:
-                await self._handle_frame(message, time.monotonic())
+                await self._handle_frame(message, self._clock.now())
         except ConnectionClosed:
             pass
         finally:
@@ -234,7 +236,7 @@ class SimulatedSession:
 
     def _emit(self, event: JsonDict) -> None:
         event["event_id"] = f"event_{self._tag}_{next(self._ids)}"
-        self.sent.append(Received(time.monotonic(), event["type"], event))
+        self.sent.append(Received(self._clock.now(), event["type"], event))
         if event["type"] == "error":
             self.errors_sent.append(event)
         self._outbox.put_nowait(orjson.dumps(event).decode())
@@ -300,7 +302,7 @@ class SimulatedSession:
             self._configure_vad()
         delay_ms = self._profile().session_update_ms
         if delay_ms > 0:
-            await asyncio.sleep(delay_ms / 1000)
+            await self._clock.sleep(delay_ms / 1000)
         self._emit({"type": "session.updated", "session": copy.deepcopy(self.config)})
 
     def _turn_detection(self) -> JsonDict | None:
@@ -585,16 +587,16 @@ class SimulatedSession:
                     "message": "The simulator failed while producing this response."})
 
     async def _produce(self, run: _ResponseRun) -> None:
-        loop = asyncio.get_running_loop()
+        clock = self._clock
         profile = self._profile()
-        first_audio_at = loop.time() + profile.first_audio_ms(run.instructions_chars) / 1000
+        first_audio_at = clock.now() + profile.first_audio_ms(run.instructions_chars) / 1000
         says_something = run.tool_call is None or run.tool_call.speak_first
         synthesis: asyncio.Future[bytes] | None = None
         if says_something and run.audio_out:
             synthesis = asyncio.ensure_future(asyncio.to_thread(
                 speech.synthesize, run.text, language_of(run.text), run.voice))
         try:
-            await asyncio.sleep(max(0.0, first_audio_at - loop.time()))
+            await clock.sleep(first_audio_at - clock.now())
             audio = await synthesis if synthesis is not None else b""
         finally:
             if synthesis is not None and not synthesis.done():
@@ -603,10 +605,10 @@ class SimulatedSession:
             chunks = self._chunks(run, audio, profile.delta_ms)
             self._open_message_item(run, len(chunks))
             spacing_s = profile.delta_ms * max(0.0, profile.realtime_factor) / 1000
-            started = loop.time()
+            started = clock.now()
             for index, chunk in enumerate(chunks):
                 if index:
-                    await asyncio.sleep(max(0.0, started + index * spacing_s - loop.time()))
+                    await clock.sleep(started + index * spacing_s - clock.now())
                 self._emit_chunk(run, chunk)
             self._close_message_item(run, completed=True)
         if run.tool_call is not None:

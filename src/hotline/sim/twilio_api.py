@@ -24,7 +24,7 @@ the callee's `CallScript`.
 Inbound calls too: `attach_phone(phone)` makes every call that phone places known here
 (`direction` `inbound`, `ringing` until its TwiML runs, then `in-progress`), so the server
 can fetch and update them like the calls it created. Every update is kept in `updates`
-(`CallUpdate`, with the monotonic time it arrived). On a live call, `Status=completed` ends
+(`CallUpdate`, with the `clock` time it arrived). On a live call, `Status=completed` ends
 it: the stream gets `stop` and Twilio's side closes it (`PhoneCallResult.ended_by ==
 "api"`). `Twiml` or `Url` ends the running verb (a stream: `stop`, closed) and runs the
 new TwiML; `<Dial>` there bridges the call (`PhoneCallResult.dials`) and the call
@@ -52,7 +52,6 @@ import email.utils
 import hmac
 import logging
 import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -66,17 +65,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hotline.local_server import LocalServer
-from hotline.sim.phone import (
+from hotline.sim.call_result import CallbackRecord, PhoneCallResult
+from hotline.sim.clock import REAL_TIME, SimClock
+from hotline.sim.phone import PhoneCall, SimulatedPhone
+from hotline.sim.script import CallScript
+from hotline.sim.twilio_requests import (
     API_VERSION,
-    CallbackRecord,
-    PhoneCall,
-    PhoneCallResult,
-    SimulatedPhone,
     new_call_sid,
     rfc2822_now,
     send_twilio_request,
 )
-from hotline.sim.script import CallScript
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +97,7 @@ def twilio_error(status: int, code: int, message: str) -> JSONResponse:
 class CallUpdate:
     """One `POST /Calls/{Sid}.json`, as it arrived, and the HTTP status it was answered."""
 
-    at: float  # time.monotonic() when the request arrived
+    at: float  # when the request arrived, on the simulator's clock
     call_sid: str
     params: dict[str, str | list[str]]
     http_status: int | None = None
@@ -154,7 +152,8 @@ class TwilioApiSimulator:
     callee's phone actually sends its requests and stream (scheme + host + port), whatever
     host `Url`, `StatusCallback` and the stream URL name; signatures still cover the URLs
     as given. None: use the URLs as given. `dial_leg_ms`: how long the far end of a
-    `<Dial>` stays on the line (see `SimulatedPhone`).
+    `<Dial>` stays on the line (see `SimulatedPhone`). `clock`: the simulated time of the
+    calls (ringing, AMD, every `at`), shared with their phone.
     """
 
     def __init__(self, *, account_sid: str, auth_token: str, ring_ms: int = 300,
@@ -163,7 +162,8 @@ class TwilioApiSimulator:
                  answered_by: Mapping[str, str] | None = None,
                  amd_ms: int = 1200,
                  application_urls: Mapping[str, str] | None = None,
-                 server_url_for_phone: str | None = None, dial_leg_ms: int = 0) -> None:
+                 server_url_for_phone: str | None = None, dial_leg_ms: int = 0,
+                 clock: SimClock = REAL_TIME) -> None:
         for number, outcome in (outcomes or {}).items():
             if outcome not in UNANSWERED_OUTCOMES:
                 raise ValueError(f"outcome for {number} must be one of "
@@ -178,6 +178,7 @@ class TwilioApiSimulator:
         self.application_urls: dict[str, str] = dict(application_urls or {})
         self.server_url_for_phone = server_url_for_phone
         self.dial_leg_ms = dial_leg_ms
+        self.clock = clock
         self.created: list[dict[str, str | list[str]]] = []
         self.updates: list[CallUpdate] = []
         self.callbacks: list[CallbackRecord] = []
@@ -193,7 +194,8 @@ class TwilioApiSimulator:
         self._phone = SimulatedPhone(
             server_url=self.server_url_for_phone or "http://127.0.0.1",
             auth_token=self.auth_token, account_sid=self.account_sid, http=self._http,
-            connect_to=self.server_url_for_phone, dial_leg_ms=self.dial_leg_ms)
+            connect_to=self.server_url_for_phone, dial_leg_ms=self.dial_leg_ms,
+            clock=self.clock)
         self.url = await self._server.start(host, port)
         return self.url
 
@@ -231,6 +233,8 @@ class TwilioApiSimulator:
         if phone.account_sid != self.account_sid:
             raise ValueError(f"the phone's account {phone.account_sid} is not this "
                              f"API's ({self.account_sid})")
+        if phone.clock != self.clock:
+            raise ValueError("the phone's clock is not this API's")
         phone.call_listeners.append(self._adopt)
         return phone
 
@@ -318,7 +322,7 @@ class TwilioApiSimulator:
             call = self.calls.get(call_sid)
             return self._not_found(request) if call is None else JSONResponse(
                 self._resource(call))
-        update = CallUpdate(time.monotonic(), call_sid, _form(await request.body()))
+        update = CallUpdate(self.clock.now(), call_sid, _form(await request.body()))
         self.updates.append(update)
         call = self.calls.get(call_sid)
         response = (self._not_found(request) if call is None
@@ -333,7 +337,7 @@ class TwilioApiSimulator:
 
     def _update(self, call: SimulatedCall, params: Mapping[str, str | list[str]]) -> Response:
         """Apply a Status / Url / Twiml update as Twilio would (Status first)."""
-        _refresh_inbound(call)
+        _refresh_inbound(call, self.clock)
         ended = (call.done.is_set() or call.hangup_requested.is_set()
                  or (call.phone_call is not None and call.phone_call.done()))
         status = _single(params, "Status")
@@ -357,7 +361,7 @@ class TwilioApiSimulator:
             call.phone_call.complete()
 
     def _resource(self, call: SimulatedCall) -> dict[str, Any]:
-        _refresh_inbound(call)
+        _refresh_inbound(call, self.clock)
         uri = f"/2010-04-01/Accounts/{self.account_sid}/Calls/{call.sid}"
         return {
             "account_sid": self.account_sid, "annotation": None,
@@ -393,8 +397,8 @@ class TwilioApiSimulator:
         try:
             result = await call.phone_call.wait()
         finally:
-            _refresh_inbound(call)
-            _finish(call, "completed")
+            _refresh_inbound(call, self.clock)
+            _finish(call, "completed", self.clock)
         result.final_status = call.status
         self.results[call.sid] = result
         call.done.set()
@@ -408,12 +412,12 @@ class TwilioApiSimulator:
             result = await self._live(call)
         except Exception:  # the simulator's own bug: end the call, keep serving
             log.exception("simulated outbound call %s failed", call.sid)
-            _finish(call, "failed")
+            _finish(call, "failed", self.clock)
         finally:
             if result is None:
                 result = PhoneCallResult(call_sid=call.sid, account_sid=self.account_sid,
                                          direction="outbound-api", from_number=call.from_,
-                                         to_number=call.to, ended_at=time.monotonic())
+                                         to_number=call.to, ended_at=self.clock.now())
             result.final_status = call.status
             self._callback(call, "completed")
             call.callbacks.put_nowait(None)
@@ -429,18 +433,17 @@ class TwilioApiSimulator:
         call.status = "ringing"
         call.date_updated = rfc2822_now()
         self._callback(call, "ringing")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(call.hangup_requested.wait(), timeout=self.ring_ms / 1000)
+        await self.clock.wait(call.hangup_requested, self.ring_ms / 1000)
         if call.hangup_requested.is_set():
-            _finish(call, "canceled")
+            _finish(call, "canceled", self.clock)
             return None
         outcome = self.outcomes.get(call.to)
         if outcome is not None:
-            _finish(call, outcome)
+            _finish(call, outcome, self.clock)
             return None
         call.status = "in-progress"
         call.start_time = call.date_updated = rfc2822_now()
-        call.answered_at = time.monotonic()
+        call.answered_at = self.clock.now()
         self._callback(call, "answered")
         extra: dict[str, str] = {}
         amd = call.param("MachineDetection")
@@ -473,7 +476,7 @@ class TwilioApiSimulator:
             if amd_task is not None:
                 amd_task.cancel()
                 await asyncio.gather(amd_task, return_exceptions=True)
-        _finish(call, "completed")
+        _finish(call, "completed", self.clock)
         return result
 
     async def _async_amd(self, call: SimulatedCall, phone_call: PhoneCall) -> None:
@@ -486,7 +489,7 @@ class TwilioApiSimulator:
         params = {"AccountSid": self.account_sid, "AnsweredBy": answered_by,
                   "CallSid": call.sid, "MachineDetectionDuration": str(duration_ms)}
         result = phone_call.result
-        result.amd_callback_at = time.monotonic()
+        result.amd_callback_at = self.clock.now()
         result.amd_answered_by = answered_by
         result.amd_detection_ms = duration_ms
         assert self._http is not None
@@ -507,12 +510,12 @@ class TwilioApiSimulator:
         verdict = call.amd_verdict or "unknown"
         if (call.param("MachineDetection").lower() != "detectmessageend"
                 or verdict not in MESSAGE_END_VERDICTS):
-            await asyncio.sleep(self.amd_ms / 1000)
+            await self.clock.sleep(self.amd_ms / 1000)
             return verdict, self.amd_ms
         timeout_s = _seconds(call.param("MachineDetectionTimeout"),
                              DEFAULT_MACHINE_DETECTION_TIMEOUT_S)
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(self.clock.wall_s(timeout_s)):
                 beep_ended_at = await phone_call.wait_beep_ended()
         except TimeoutError:
             return "unknown", round(timeout_s * 1000)
@@ -547,7 +550,7 @@ class TwilioApiSimulator:
         while (item := await call.callbacks.get()) is not None:
             event, params = item
             record = CallbackRecord(
-                at=time.monotonic(), call_sid=call.sid, event=event,
+                at=self.clock.now(), call_sid=call.sid, event=event,
                 call_status=params["CallStatus"],
                 sequence_number=int(params["SequenceNumber"]), url=url)
             try:
@@ -560,30 +563,30 @@ class TwilioApiSimulator:
             self.callbacks.append(record)
 
 
-def _finish(call: SimulatedCall, status: str) -> None:
+def _finish(call: SimulatedCall, status: str, clock: SimClock) -> None:
     call.status = status
     call.end_time = call.date_updated = rfc2822_now()
     if call.answered_at is not None:
-        call.duration = str(math.ceil(time.monotonic() - call.answered_at))
+        call.duration = str(math.ceil(clock.now() - call.answered_at))
     else:
         call.duration = "0"
 
 
-def _refresh_inbound(call: SimulatedCall) -> None:
+def _refresh_inbound(call: SimulatedCall, clock: SimClock) -> None:
     """A phone's own call is `ringing` until its TwiML runs, then `in-progress`."""
     phone_call = call.phone_call
     if not call.placed_by_phone or call.status != "ringing" or phone_call is None:
         return
     if phone_call.in_progress or (phone_call.done() and phone_call.result.verbs):
         call.status = "in-progress"
-        call.answered_at = phone_call.result.twiml_received_at or time.monotonic()
-        call.start_time = call.date_updated = _rfc2822_at(call.answered_at)
+        call.answered_at = phone_call.result.twiml_received_at or clock.now()
+        call.start_time = call.date_updated = _rfc2822_at(call.answered_at, clock)
 
 
-def _rfc2822_at(at: float) -> str:
-    """A `time.monotonic()` time as Twilio writes timestamps (whole seconds, UTC)."""
+def _rfc2822_at(at: float, clock: SimClock) -> str:
+    """A time on `clock` as Twilio writes timestamps (whole seconds, UTC)."""
     wall = datetime.datetime.now(datetime.UTC) - datetime.timedelta(
-        seconds=time.monotonic() - at)
+        seconds=clock.wall_s(clock.now() - at))
     return email.utils.format_datetime(wall.replace(microsecond=0))
 
 

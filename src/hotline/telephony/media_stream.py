@@ -99,7 +99,8 @@ async def media_stream(websocket: WebSocket) -> None:
     toolbox = Toolbox(plan, services.tools_http,
                       signing_secret=secret.get_secret_value() if secret else None)
     runner = CallRunner(plan, websocket, services.warm.claim, log_for_call,
-                        CallClock(plan.webhook_received_epoch_ms),
+                        CallClock(plan.webhook_received_epoch_ms,
+                                  services.settings.clock_speed),
                         greeting_frames=services.greetings.frames(plan.greeting_audio_key),
                         voicemail_frames=services.greetings.frames(plan.voicemail_audio_key),
                         toolbox=toolbox, control=services.control)
