@@ -17,6 +17,8 @@ from hotline.sim.script import CallScript, Hangup, Say, WaitForAgentSilence
 from tests.factories import TEST_NUMBER, make_business
 from tests.stack import AUTH_TOKEN, Stack, running_stack
 
+pytestmark = pytest.mark.sockets  # servers, simulators or services over real sockets
+
 API_TOKEN = "s3cret"
 CALLEE = "+15550002222"
 PLACE = {"business": "acme-dental", "to": CALLEE, "template": "reminder",

@@ -76,6 +76,7 @@ def connect_began(session: SessionRecord) -> float:
 
 
 # -- the strategies are what they say --------------------------------------------------------
+@pytest.mark.sockets
 async def test_naive_connects_at_start_with_the_full_prompt(tmp_path: Path) -> None:
     run = await bench("naive", tmp_path)
     for sample in run.samples:
@@ -94,6 +95,7 @@ async def test_naive_connects_at_start_with_the_full_prompt(tmp_path: Path) -> N
         assert sample.live_greeting and sample.engine_ms is not None
 
 
+@pytest.mark.sockets
 async def test_seed_greets_with_the_compact_prompt_then_upgrades(tmp_path: Path) -> None:
     run = await bench("seed", tmp_path)
     for sample in run.samples:
@@ -115,6 +117,7 @@ async def test_seed_greets_with_the_compact_prompt_then_upgrades(tmp_path: Path)
         assert all(at >= greeting_done for at, _ in upgrades)
 
 
+@pytest.mark.sockets
 async def test_hotline_plays_the_cached_greeting_on_a_warm_session(tmp_path: Path) -> None:
     run = await bench("hotline", tmp_path)
     for sample in run.samples:
@@ -131,6 +134,7 @@ async def test_hotline_plays_the_cached_greeting_on_a_warm_session(tmp_path: Pat
         assert said, "no conversation.item.create carried the greeting text"
 
 
+@pytest.mark.sockets
 async def test_hotline_warm_greets_live_on_a_prepared_session(tmp_path: Path) -> None:
     run = await bench("hotline-warm", tmp_path)
     for sample in run.samples:
@@ -147,6 +151,7 @@ async def test_hotline_warm_greets_live_on_a_prepared_session(tmp_path: Path) ->
 
 
 # -- the report -------------------------------------------------------------------------------
+@pytest.mark.sockets
 async def test_report_has_a_row_per_strategy(tmp_path: Path) -> None:
     import datetime
 
@@ -192,6 +197,7 @@ def test_each_lane_is_recognised_from_its_instructions() -> None:
     assert len({bench_business(lane).phone_numbers[0] for lane in range(20)}) == 20
 
 
+@pytest.mark.sockets
 async def test_simulators_can_run_in_a_child_process(tmp_path: Path) -> None:
     # What `hotline bench greeting` does by default: results and records cross processes.
     async with ProcessSimulators(loop="asyncio") as simulators:

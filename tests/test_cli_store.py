@@ -75,6 +75,7 @@ def test_db_upgrade_migrates_once_and_names_the_revision(cli: Cli) -> None:
     assert f"already at the newest revision, {head_revision()}" in again
 
 
+@pytest.mark.sockets
 def test_db_upgrade_on_a_dead_database_masks_the_password(cli: Cli) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

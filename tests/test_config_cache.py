@@ -174,6 +174,7 @@ async def answer_to(stack: Stack, number: str) -> PhoneCallResult:
     return await asyncio.wait_for(call.wait(), 10)
 
 
+@pytest.mark.sockets
 async def test_a_business_added_while_running_answers_its_number(
         database_url: str, tmp_path: Path) -> None:
     async with running_stack(database_url, tmp_path, [make_business()],

@@ -45,6 +45,8 @@ from tests.services import reachable_redis_url
 from tests.stack import ACCOUNT_SID, AUTH_TOKEN, Stack, running_stack
 from tests.test_e2e_calls import CALLER, LONG_GREETING, assert_nothing_leaked, received, record_of
 
+pytestmark = pytest.mark.sockets  # servers, simulators or services over real sockets
+
 TRANSFER_NUMBER = "+15550009999"
 SHORT_REPLIES = ["Sure, one moment.", "Okay, noted.", "Thanks, goodbye."]
 TOOL_SECRET = "tool-secret-for-tests"

@@ -33,6 +33,8 @@ from tests.factories import TEST_NUMBER, make_business
 from tests.services import reachable_redis_url
 from tests.stack import ACCOUNT_SID, AUTH_TOKEN, Stack, running_stack
 
+pytestmark = pytest.mark.sockets  # servers, simulators or services over real sockets
+
 CALLER = "+15550001111"
 LONG_GREETING = ("Hello and thank you for calling Acme Dental, the friendliest family dental "
                  "clinic in town. My name is Noa. How can I help you today?")

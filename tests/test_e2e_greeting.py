@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import pytest
 
 from hotline.business import BusinessConfig
 from hotline.core.greeting import CACHED_GREETING_HEARD_ITEM, CACHED_GREETING_ITEM
@@ -26,6 +27,8 @@ from tests.test_e2e_calls import (
     _webhook,
     record_of,
 )
+
+pytestmark = pytest.mark.sockets  # servers, simulators or services over real sockets
 
 
 def call_sessions(stack: Stack) -> list[SimulatedSession]:

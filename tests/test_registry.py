@@ -14,6 +14,8 @@ from hotline.registry.redis import RedisCallRegistry
 from tests.factories import make_outbound_plan, make_plan
 from tests.services import reachable_redis_url
 
+pytestmark = pytest.mark.sockets  # servers, simulators or services over real sockets
+
 
 @pytest.fixture(params=["memory", "redis"])
 async def registry(request: pytest.FixtureRequest) -> AsyncIterator[CallRegistry]:

@@ -40,6 +40,8 @@ from hotline.sim.script import Beep, CallScript, Silence
 from hotline.sim.twilio_api import TwilioApiSimulator
 from tests.twilio_fakes import Seen, seen_request
 
+pytestmark = pytest.mark.sockets  # servers, simulators or services over real sockets
+
 ACCOUNT_SID = "AC" + "3" * 32
 AUTH_TOKEN = "call-control-token-0123456789"
 AGENT_NUMBER = "+15558880000"

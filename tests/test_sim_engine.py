@@ -29,6 +29,8 @@ from hotline.sim.engine import (
 from hotline.sim.engine_replies import DEFAULT_REPLIES_HE
 from hotline.sim.engine_vad import EnergyVad, VadSpeechStarted, VadSpeechStopped, rms_threshold
 
+pytestmark = pytest.mark.sockets  # servers, simulators or services over real sockets
+
 KEY = "sk-test-engine-sim"
 FAST = LatencyProfile(connect_ms=0, session_update_ms=0, first_audio_base_ms=0,
                       first_audio_per_1000_chars_ms=0, realtime_factor=0)

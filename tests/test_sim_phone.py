@@ -442,6 +442,7 @@ async def _call(product: FakeProduct, script: CallScript, **kwargs: Any) -> Phon
 
 
 # -- whole calls ---------------------------------------------------------------------------
+@pytest.mark.sockets
 async def test_call_speaks_the_webhook_and_media_stream_protocol(product: FakeProduct) -> None:
     async def on_stream(stream: ServerStream) -> None:
         await stream.media(speech.voiced_tone(200))
@@ -510,6 +511,7 @@ async def test_call_speaks_the_webhook_and_media_stream_protocol(product: FakePr
     assert result.start_sent_at <= result.stop_sent_at <= (result.socket_closed_at or 0)
 
 
+@pytest.mark.sockets
 async def test_marks_come_back_only_after_their_audio_has_played(product: FakeProduct) -> None:
     sent: dict[str, float] = {}
     echoed: dict[str, float] = {}
@@ -542,6 +544,7 @@ async def test_marks_come_back_only_after_their_audio_has_played(product: FakePr
     assert not result.script_log[0].timed_out
 
 
+@pytest.mark.sockets
 async def test_clear_drops_queued_audio_and_returns_pending_marks_at_once(
         product: FakeProduct, tmp_path: Path) -> None:
     times: dict[str, float] = {}
@@ -595,6 +598,7 @@ async def test_clear_drops_queued_audio_and_returns_pending_marks_at_once(
     result.save_wav(tmp_path / "both.wav", mix_caller=True)
 
 
+@pytest.mark.sockets
 async def test_caller_barges_in_only_after_enough_agent_audio_played(
         product: FakeProduct) -> None:
     sent_at: list[float] = []
@@ -617,6 +621,7 @@ async def test_caller_barges_in_only_after_enough_agent_audio_played(
     assert result.unplayed_ms_at_end == 1000.0 - result.played_ms
 
 
+@pytest.mark.sockets
 async def test_forged_webhook_signature_is_rejected(product: FakeProduct) -> None:
     result = await _call(product, CallScript([Hangup()]), forge_signature=True)
     assert product.webhooks[0].signature_valid is False
@@ -626,6 +631,7 @@ async def test_forged_webhook_signature_is_rejected(product: FakeProduct) -> Non
     assert result.stream_sid is None and product.streams == []
 
 
+@pytest.mark.sockets
 async def test_forged_stream_signature_fails_the_handshake(product: FakeProduct) -> None:
     phone = _phone(product)
     twiml = FakeProduct.connect_twiml(product)
@@ -637,6 +643,7 @@ async def test_forged_stream_signature_fails_the_handshake(product: FakeProduct)
     assert result.socket_open_at is None and product.streams == []
 
 
+@pytest.mark.sockets
 async def test_say_and_hangup_twiml(product: FakeProduct) -> None:
     def twiml(_: FakeProduct) -> str:
         response = VoiceResponse()
@@ -656,6 +663,7 @@ async def test_say_and_hangup_twiml(product: FakeProduct) -> None:
     assert said in result.heard_mulaw()
 
 
+@pytest.mark.sockets
 async def test_server_closing_the_socket_ends_the_stream_and_twiml_continues(
         product: FakeProduct) -> None:
     def twiml(p: FakeProduct) -> str:
@@ -682,6 +690,7 @@ async def test_server_closing_the_socket_ends_the_stream_and_twiml_continues(
     assert result.heard_segments[-1][1] == after
 
 
+@pytest.mark.sockets
 async def test_redirect_verb_fetches_its_url_and_runs_that_twiml(product: FakeProduct) -> None:
     def twiml(p: FakeProduct) -> str:
         response = VoiceResponse()
@@ -708,6 +717,7 @@ async def test_redirect_verb_fetches_its_url_and_runs_that_twiml(product: FakePr
     assert result.application_error is None and result.unexecuted_verb is None
 
 
+@pytest.mark.sockets
 async def test_redirect_cuts_a_say_short_and_hangup_wins(product: FakeProduct) -> None:
     def twiml(_: FakeProduct) -> str:
         response = VoiceResponse()
@@ -738,6 +748,7 @@ async def _until(predicate: Callable[[], bool]) -> None:
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.sockets
 async def test_off_protocol_frames_are_recorded_not_fatal(product: FakeProduct) -> None:
     async def on_stream(stream: ServerStream) -> None:
         sid = stream.stream_sid
@@ -762,6 +773,7 @@ async def test_off_protocol_frames_are_recorded_not_fatal(product: FakeProduct) 
     assert result.failure is None and result.closed_by == "phone"
 
 
+@pytest.mark.sockets
 async def test_webhook_failures_are_application_errors(product: FakeProduct) -> None:
     product.webhook_status = 500
     result = await _call(product, CallScript([Hangup()]))
@@ -780,6 +792,7 @@ async def test_webhook_failures_are_application_errors(product: FakeProduct) -> 
     assert result.failure is None
 
 
+@pytest.mark.sockets
 async def test_query_string_webhook_and_status_callback_are_signed(
         product: FakeProduct) -> None:
     result = await _call(product, CallScript([Silence(60)]),
@@ -801,6 +814,7 @@ async def test_query_string_webhook_and_status_callback_are_signed(
     assert [(r.event, r.http_status) for r in result.status_callbacks] == [("completed", 204)]
 
 
+@pytest.mark.sockets
 async def test_get_webhook_is_signed_over_the_full_url(product: FakeProduct) -> None:
     phone = _phone(product)
     call = phone.start_call(to=NUMBER, from_=CALLER, script=CallScript([Hangup()]),
@@ -812,6 +826,7 @@ async def test_get_webhook_is_signed_over_the_full_url(product: FakeProduct) -> 
     assert webhook.signature_valid
 
 
+@pytest.mark.sockets
 async def test_hangup_from_outside_stops_the_stream(product: FakeProduct) -> None:
     started = asyncio.Event()
 
@@ -831,6 +846,7 @@ async def test_hangup_from_outside_stops_the_stream(product: FakeProduct) -> Non
     assert result.frames_sent < 20_000 // 20 // 2
 
 
+@pytest.mark.sockets
 async def test_connect_to_reaches_a_server_behind_a_proxy(product: FakeProduct) -> None:
     product.public_url = "https://hotline.example.com"
     phone = _phone(product, connect_to=product.url)
@@ -843,6 +859,7 @@ async def test_connect_to_reaches_a_server_behind_a_proxy(product: FakeProduct) 
     assert result.frames_sent == 3
 
 
+@pytest.mark.sockets
 async def test_concurrent_calls_keep_their_own_state(product: FakeProduct) -> None:
     async def on_stream(stream: ServerStream) -> None:
         await stream.media(speech.voiced_tone(100))

@@ -33,6 +33,8 @@ from hotline.sim.script import CallScript, Hangup, Say, Silence, WaitForAgentSil
 from hotline.sim.twilio_api import TwilioApiSimulator
 from tests.twilio_fakes import Seen, seen_request
 
+pytestmark = pytest.mark.sockets  # servers, simulators or services over real sockets
+
 ACCOUNT_SID = "AC" + "2" * 32
 AUTH_TOKEN = "api-sim-token-fedcba9876543210"
 AGENT_NUMBER = "+15557770000"

@@ -275,6 +275,7 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.sockets
 async def test_unreachable_database_raises_store_unavailable_without_the_password() -> None:
     store = Store(f"postgresql://hotline:s3cret-pw@127.0.0.1:{_closed_port()}/hotline")
     assert "s3cret-pw" not in repr(store) and "s3cret-pw" not in store.url

@@ -510,6 +510,7 @@ def http_plan(receiver: Receiver, kind: str = "booking", *, timeout_s: float = 2
     return make_plan(http_tools=(tool,), business_slug="acme-dental", **overrides)
 
 
+@pytest.mark.sockets
 class TestHttpTools:
     async def test_signed_call_and_json_reply(self, http: httpx.AsyncClient,
                                               receiver: Receiver) -> None:
