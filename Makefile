@@ -39,8 +39,10 @@ demo: install
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+typecheck: $(STAMP)
 	$(BIN)/mypy
-	HOTLINE_TEST_REDIS_URL=$(REDIS_TEST_URL) $(PYTEST)
+
+# The tests that need no socket: seconds, for the edit-test loop.
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q -n auto -m "not sockets"
 
