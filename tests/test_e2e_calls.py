@@ -19,6 +19,7 @@ import websockets
 
 from hotline.core.record import CallRecord
 from hotline.sim.call_result import PhoneCallResult
+from hotline.sim.clock import REAL_TIME
 from hotline.sim.engine import SimulatedSession
 from hotline.sim.script import (
     CallScript,
@@ -157,7 +158,10 @@ async def test_outbound_template_without_its_variable_is_refused(stack: Stack) -
 async def test_barge_in_clears_and_truncates_at_what_was_heard(
         database_url: str, tmp_path: Path) -> None:
     business = make_business(greeting=LONG_GREETING)
-    async with running_stack(database_url, tmp_path, [business], greeting_cache=False) as stack:
+    # Real time: the 40 ms bound is on the call's clock, and compressed time would make it
+    # a few ms of wall clock, less than a loaded machine's scheduling jitter.
+    async with running_stack(database_url, tmp_path, [business], greeting_cache=False,
+                             clock=REAL_TIME) as stack:
         script = CallScript([WaitForAgentAudio(played_ms=1500, timeout_ms=20_000),
                              Say("Sorry, can I just ask something?"),
                              WaitForAgentSilence(quiet_ms=500), Hangup()])
