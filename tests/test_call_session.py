@@ -920,7 +920,7 @@ class TestRefusedGreeting:
 _refusal = st.just(EngineError("invalid_request_error", "refused", "LAST_REQUEST"))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.one_of(_events, _refusal), st.integers(0, 50)), max_size=60),
        st.booleans(), st.booleans())
 def test_one_response_in_flight_and_at_most_one_reply_per_caller_turn(
