@@ -6,6 +6,7 @@ webhook never waits for a query.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,13 @@ BUILTIN_TOOLS = ("end_call", "transfer_to_human", "take_message", "check_hours")
 DEFAULT_TOOLS = ("end_call", "take_message", "check_hours")
 # What a pressed key may do without asking the model.
 DTMF_ACTIONS = ("transfer_to_human", "end_call")
+
+
+class GreetingTiming(enum.StrEnum):
+    """When an outbound call's greeting starts, with answering-machine detection on."""
+
+    IMMEDIATE = "immediate"  # at once; the AMD verdict may still cut it for a voicemail
+    AFTER_AMD = "after_amd"  # held until the verdict (at most the AMD greeting cap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +34,7 @@ class TemplateConfig:
     # Left after the beep when an answering machine picks up ({placeholders} as above);
     # empty: hang up without a message.
     voicemail_template: str = ""
+    greeting_timing: GreetingTiming | None = None  # None: the business's
     id: int | None = None
 
 
@@ -70,6 +79,7 @@ class BusinessConfig:
     dtmf_actions: tuple[tuple[str, str], ...] = ()
     max_call_duration_s: int = 600
     http_tools: tuple[HttpTool, ...] = ()
+    greeting_timing: GreetingTiming = GreetingTiming.IMMEDIATE  # outbound, with AMD on
     id: int | None = None
 
     def template(self, name: str) -> TemplateConfig:

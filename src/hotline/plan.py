@@ -10,7 +10,7 @@ import secrets
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from hotline.business import BusinessConfig, HttpTool
+from hotline.business import BusinessConfig, GreetingTiming, HttpTool
 from hotline.prompts import compact_prompt, full_prompt, render_greeting
 
 if TYPE_CHECKING:  # the call core reads plans without loading the settings machinery
@@ -62,9 +62,13 @@ class CallPlan:
     silence_hangup_ms: int = 20_000
     barge_in_min_speech_ms: int = 200
     goodbye_cap_ms: int = 10_000
-    # Outbound with async AMD: the greeting waits for the verdict, at most `amd_cap_ms`.
+    # Outbound with async AMD. The greeting starts at once unless `greeting_timing` holds it
+    # for the verdict (at most `amd_cap_ms`); a machine's message must end within
+    # `amd_message_cap_ms` of the machine being recognised, or it is hung up on.
     amd: bool = False
     amd_cap_ms: int = 1_500
+    amd_message_cap_ms: int = 30_000
+    greeting_timing: GreetingTiming = GreetingTiming.IMMEDIATE
     # What to leave on an answering machine (outbound; empty: hang up without a message).
     voicemail: str = ""
     voicemail_audio_key: str | None = None
@@ -82,6 +86,11 @@ class CallPlan:
     @property
     def upgrades_prompt(self) -> bool:
         return self.initial_instructions != self.full_instructions
+
+    @property
+    def greets_after_amd(self) -> bool:
+        """The greeting waits for the answering-machine verdict (not the default)."""
+        return self.amd and self.greeting_timing is GreetingTiming.AFTER_AMD
 
     @property
     def guards_pickup(self) -> bool:
@@ -110,6 +119,8 @@ class CallPlan:
             data[name] = tuple(tuple(s) for s in data.get(name, ()))
         data["tools"] = tuple(data.get("tools", ()))
         data["http_tools"] = tuple(HttpTool(**t) for t in data.get("http_tools", ()))
+        data["greeting_timing"] = GreetingTiming(data.get("greeting_timing",
+                                                          GreetingTiming.IMMEDIATE))
         return cls(**data)
 
     def tool_enabled(self, name: str) -> bool:
@@ -203,6 +214,8 @@ def build_outbound_plan(
         variables=dict(variables),
         amd=settings.amd,
         amd_cap_ms=settings.amd_greeting_cap_ms,
+        amd_message_cap_ms=settings.amd_message_end_cap_ms,
+        greeting_timing=template.greeting_timing or business.greeting_timing,
         voicemail=(template.voicemail_template.format_map(_Lenient(variables))
                    if template.voicemail_template else ""),
         **_common(settings, business),

@@ -64,10 +64,14 @@ class Settings(BaseSettings):
     # Caller silence: one nudge ("are you still there?"), then a goodbye and hang-up.
     silence_nudge_s: float = Field(8.0, gt=0)
     silence_hangup_s: float = Field(20.0, gt=0)
-    # Outbound answering-machine detection (Twilio async AMD). The greeting waits for the
-    # verdict at most this long, then goes anyway.
+    # Outbound answering-machine detection (Twilio async AMD, DetectMessageEnd). The greeting
+    # starts at once and a machine's verdict cuts it for the voicemail; a business or
+    # template with `greeting_timing: after_amd` holds it for the verdict, at most this long.
     amd: bool = True
     amd_greeting_cap_ms: int = Field(1500, ge=0, le=10000)
+    # A machine whose message never ends (no machine_end_* verdict this long after it was
+    # recognised) is hung up without a voicemail.
+    amd_message_end_cap_ms: int = Field(30000, ge=1000, le=120000)
     # A goodbye (end_call, silence, time limit) whose audio never finishes playing does not
     # hold the line: the call is hung up this long after it was asked for.
     goodbye_cap_s: float = Field(10.0, gt=0)

@@ -75,8 +75,8 @@ async def voice(request: Request) -> Response:
                                   from_number=from_number, to_number=to_number,
                                   webhook_received_epoch_ms=received_epoch_ms)
     plan = _with_greeting_audio(services, plan)
-    if services.settings.warm_sessions and plan.bot_speaks_first and not plan.amd:
-        # (With AMD the greeting waits for the verdict: nobody may ask for it early.)
+    if services.settings.warm_sessions and plan.bot_speaks_first and not plan.greets_after_amd:
+        # (A greeting held for the AMD verdict is asked for by the core, not early.)
         plan = replace(plan, greeting_prerequested=plan.greeting_audio_key is None)
     plan = plan.with_stage("webhook_received", 0.0).with_stage(
         "plan_ready", (time.perf_counter() - t0) * 1000)
