@@ -65,12 +65,14 @@ def list_(
 
 
 def templates_table(businesses: Sequence[BusinessConfig], *, instructions: bool = False) -> Table:
-    """The businesses' templates; their instructions in full, or only their length."""
+    """The businesses' templates; their instructions in full, or only their length. The
+    greeting timing is the template's own, or its business's."""
     count = sum(len(b.templates) for b in businesses)
     table = Table(title=f"{count} outbound templates", title_justify="left")
     for column in ("business", "name", "placeholders", "greeting"):
         table.add_column(column, overflow="fold")
     table.add_column("instructions", overflow="fold", justify="left" if instructions else "right")
+    table.add_column("greeting timing")
     for b in businesses:
         for t in b.templates:
             table.add_row(
@@ -79,5 +81,6 @@ def templates_table(businesses: Sequence[BusinessConfig], *, instructions: bool 
                 ", ".join(check_greeting_template(t.greeting_template)),
                 Text(t.greeting_template),
                 Text(t.instructions) if instructions else f"{len(t.instructions)} chars",
+                str(t.greeting_timing or f"{b.greeting_timing} (business's)"),
             )
     return table
