@@ -286,6 +286,13 @@ BAD_YAML = [
         "    templates: [{name: r, greeting: 'Hi {name'}]\n",
         "business #1 (acme): templates[r].greeting:",
     ),
+    (
+        "businesses:\n  - slug: acme\n    name: Acme\n    language: en\n    voice: marin\n"
+        "    greeting: Hi\n    numbers: ['+14155550100']\n    prompt: {role: You answer.}\n"
+        "    greeting_timing: after_greeting\n",
+        "business #1 (acme): greeting_timing: 'after_greeting' is not a greeting timing "
+        "(known: immediate, after_amd)",
+    ),
 ]
 
 
@@ -329,6 +336,21 @@ def test_template_add_and_list(cli: Cli) -> None:
     assert "checkup-reminder" not in listed
     everything = ok(cli("template", "list"))
     assert "3 outbound templates" in everything and "checkup-reminder" in everything
+
+
+def test_template_add_with_a_greeting_timing(cli: Cli) -> None:
+    ok(cli("business", "import", str(EXAMPLES)))
+    add = ("template", "add", "--business", "bay-plumbing", "--name", "seasonal",
+           "--greeting", "Hi {name}")
+    ok(cli(*add, "--greeting-timing", "after_amd"))
+    (row,) = [line for line in ok(cli("business", "show", "bay-plumbing")).splitlines()
+              if "seasonal" in line]
+    assert "after_amd" in row
+    ok(cli(*add))  # replaced without one: the business's again
+    (row,) = [line for line in ok(cli("business", "show", "bay-plumbing")).splitlines()
+              if "seasonal" in line]
+    assert "immediate" in row and "after_amd" not in row
+    assert "'later' is not one of" in cli(*add, "--greeting-timing", "later").output
 
 
 def test_template_add_to_an_unknown_business_or_with_a_bad_greeting_fails(cli: Cli) -> None:

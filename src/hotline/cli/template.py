@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from hotline.business import BusinessConfig, TemplateConfig
+from hotline.business import BusinessConfig, GreetingTiming, TemplateConfig
 from hotline.cli import app
 from hotline.cli.db import console, fail, run_with_store
 from hotline.store import Store
@@ -30,9 +30,15 @@ def add(
         str, typer.Option(help='Opening line with placeholders, e.g. "Hi {name}, …".')
     ],
     instructions: Annotated[str, typer.Option(help="What the agent should do on the call.")] = "",
+    greeting_timing: Annotated[
+        GreetingTiming | None,
+        typer.Option(help="Greet at pickup, or after the answering-machine verdict "
+                     "(default: the business's)."),
+    ] = None,
 ) -> None:
     """Add an outbound template to a business, or replace the one of the same name."""
-    template = TemplateConfig(name=name, greeting_template=greeting, instructions=instructions)
+    template = TemplateConfig(name=name, greeting_template=greeting, instructions=instructions,
+                              greeting_timing=greeting_timing)
     saved = run_with_store(lambda store: store.save_template(business, template))
     placeholders = ", ".join(f"{{{p}}}" for p in check_greeting_template(saved.greeting_template))
     console().print(
