@@ -1,6 +1,6 @@
 """Business YAML: the call control keys (tools, transfer number, hours, DTMF, call length,
-HTTP tools) and template voicemail, read, refused with a message naming the field, and
-written back so that `load(dump(b)) == b`."""
+HTTP tools), greeting timing and template voicemail, read, refused with a message naming the
+field, and written back so that `load(dump(b)) == b`."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from hotline.business import (
     DEFAULT_TOOLS,
     DTMF_ACTIONS,
     BusinessConfig,
+    GreetingTiming,
     HttpTool,
     TemplateConfig,
 )
@@ -48,6 +49,7 @@ FULL = BASE + """\
       0: transfer_to_human
       "#": end_call
     max_call_duration_s: 900
+    greeting_timing: after_amd
     http_tools:
       - name: book_slot
         description: Book a visit slot for the caller.
@@ -65,6 +67,7 @@ FULL = BASE + """\
       - name: reminder
         greeting: "Hi {name}, a reminder from Acme."
         voicemail: "Hi {name}, please call Acme back at 415-555-0100."
+        greeting_timing: immediate
 """
 
 
@@ -108,6 +111,9 @@ def test_every_call_control_key_is_read_and_normalised(tmp_path: Path) -> None:
     )
     (template,) = business.templates
     assert template.voicemail_template == "Hi {name}, please call Acme back at 415-555-0100."
+    # The template's own timing, even the default one, is kept apart from the business's.
+    assert business.greeting_timing is GreetingTiming.AFTER_AMD
+    assert template.greeting_timing is GreetingTiming.IMMEDIATE
 
 
 def test_without_call_control_keys_the_defaults_apply(tmp_path: Path) -> None:
@@ -117,6 +123,19 @@ def test_without_call_control_keys_the_defaults_apply(tmp_path: Path) -> None:
         None, (), ())
     assert (business.max_call_duration_s, business.http_tools) == (600, ())
     assert business.templates[0].voicemail_template == ""
+    assert business.greeting_timing is GreetingTiming.IMMEDIATE
+    assert business.templates[0].greeting_timing is None  # the business's
+
+
+def test_a_template_may_hold_its_greeting_for_the_verdict(tmp_path: Path) -> None:
+    (business,) = load(
+        BASE + "    templates:\n"
+        "      - {name: r, greeting: Hi, greeting_timing: after_amd}\n"
+        "      - {name: s, greeting: Hello}\n",
+        tmp_path,
+    )
+    assert business.greeting_timing is GreetingTiming.IMMEDIATE
+    assert [t.greeting_timing for t in business.templates] == [GreetingTiming.AFTER_AMD, None]
 
 
 def test_an_empty_tool_list_enables_no_tool(tmp_path: Path) -> None:
@@ -178,6 +197,21 @@ BAD: dict[str, tuple[str, str]] = {
     "voicemail placeholder": (
         "    templates: [{name: r, greeting: Hi, voicemail: 'Hi {0}'}]\n",
         "templates[r].voicemail: placeholder {0}"),
+    "greeting timing unknown": (
+        "    greeting_timing: later\n",
+        "greeting_timing: 'later' is not a greeting timing (known: immediate, after_amd)"),
+    "greeting timing as a number": (
+        "    greeting_timing: 1500\n", "greeting_timing: 1500 is not a greeting timing"),
+    "greeting timing empty": (
+        "    greeting_timing:\n", "greeting_timing: None is not a greeting timing"),
+    "greeting timing in capitals": (
+        "    greeting_timing: AFTER_AMD\n", "greeting_timing: 'AFTER_AMD' is not a greeting"),
+    "template greeting timing unknown": (
+        "    templates: [{name: r, greeting: Hi, greeting_timing: after-amd}]\n",
+        "templates[0].greeting_timing: 'after-amd' is not a greeting timing"),
+    "template greeting timing empty": (
+        "    templates: [{name: r, greeting: Hi, greeting_timing: null}]\n",
+        "templates[0].greeting_timing: None is not a greeting timing"),
     "voicemail misspelled": (
         "    templates: [{name: r, greeting: Hi, voice_mail: Hi}]\n",
         "templates[0].voice_mail: unknown field"),
@@ -201,6 +235,7 @@ def test_a_business_with_every_key_round_trips(tmp_path: Path) -> None:
     text = dump_business_yaml(business)
     assert round_trip(business, tmp_path) == [business]
     for line in ("  transfer_number: '+14155550199'", "    '0': transfer_to_human",
+                 "  greeting_timing: after_amd", "    greeting_timing: immediate",
                  "    '#': end_call", "  max_call_duration_s: 900", "    sat: 08:00-12:00"):
         assert line in text.splitlines(), line
 
@@ -210,7 +245,9 @@ def test_defaults_round_trip_and_a_no_tool_business_stays_without_tools(
 ) -> None:
     (business,) = load(BASE, tmp_path)
     assert round_trip(business, tmp_path) == [business]
-    assert "voicemail" not in dump_business_yaml(business)
+    text = dump_business_yaml(business)
+    assert "voicemail" not in text
+    assert "greeting_timing" not in text  # the default, and no template override
     no_tools = replace(business, tools=())
     assert round_trip(no_tools, tmp_path) == [no_tools]
 
@@ -246,6 +283,7 @@ def call_controlled(draw: st.DrawFn) -> BusinessConfig:
     dtmf = tuple((key, draw(st.sampled_from(DTMF_ACTIONS))) for key in keys)
     wants_transfer = "transfer_to_human" in tools + tuple(action for _, action in dtmf)
     voicemail = draw(st.sampled_from(["", "Hi {name}, call us back.", "שלום {name}, חזרו אלינו"]))
+    template_timing = draw(st.sampled_from([None, *GreetingTiming]))
     business = BusinessConfig(
         slug="acme", name="Acme", language="en", voice="cedar", greeting="Hi",
         role="You answer.", tone="", greeting_rules="", knowledge="", policies="", faq="",
@@ -256,7 +294,9 @@ def call_controlled(draw: st.DrawFn) -> BusinessConfig:
         dtmf_actions=dtmf,
         max_call_duration_s=draw(st.integers(min_value=30, max_value=14_400)),
         http_tools=tuple(draw(_HTTP_TOOLS)),
-        templates=(TemplateConfig("r", "Hi {name}", voicemail_template=voicemail),),
+        greeting_timing=draw(st.sampled_from(GreetingTiming)),
+        templates=(TemplateConfig("r", "Hi {name}", voicemail_template=voicemail,
+                                  greeting_timing=template_timing),),
     )
     return check_business(business)
 

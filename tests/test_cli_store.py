@@ -113,6 +113,38 @@ def test_import_demo_businesses_then_list_and_show(cli: Cli) -> None:
         assert text in shown
 
 
+def test_business_show_gives_the_greeting_timing_and_a_templates_override(
+    cli: Cli, tmp_path: Path
+) -> None:
+    timed = tmp_path / "timed.yaml"
+    text = EXAMPLES.read_text(encoding="utf-8")
+    # bay-plumbing waits for the AMD verdict; its quote-follow-up template greets at once.
+    text = text.replace("    timezone: America/Los_Angeles\n",
+                        "    timezone: America/Los_Angeles\n    greeting_timing: after_amd\n")
+    text = text.replace("      - name: quote-follow-up\n",
+                        "      - name: quote-follow-up\n        greeting_timing: immediate\n")
+    timed.write_text(text, encoding="utf-8")
+    ok(cli("business", "import", str(EXAMPLES)))
+    # Only the timings differ: one business updated; imported again, nothing changes.
+    updated = ok(cli("business", "import", str(timed)))
+    assert updated.count("updated") == 1 and updated.count("unchanged") == 1
+    assert ok(cli("business", "import", str(timed))).count("unchanged") == 2
+
+    shown = ok(cli("business", "show", "bay-plumbing"))
+    (line,) = [line for line in shown.splitlines() if line.startswith("greeting timing")]
+    assert "after_amd (outbound: silent until the AMD verdict" in line
+    (row,) = [line for line in shown.splitlines() if "quote-follow-up" in line]
+    assert row.rstrip().rstrip("│").rstrip().endswith("immediate")
+
+    # The defaults: immediate, and the template follows its business.
+    shown = ok(cli("business", "show", "smile-dental-tlv"))
+    (line,) = [line for line in shown.splitlines() if line.startswith("greeting timing")]
+    assert "immediate (outbound: greets at pickup" in line
+    (row,) = [line for line in shown.splitlines() if "checkup-reminder" in line]
+    assert "immediate" in row and "(business's)" in shown
+    assert "(business's)" in ok(cli("template", "list", "--business", "smile-dental-tlv"))
+
+
 def test_import_updates_a_changed_business(cli: Cli, tmp_path: Path) -> None:
     ok(cli("business", "import", str(EXAMPLES)))
     changed = tmp_path / "changed.yaml"
@@ -254,6 +286,13 @@ BAD_YAML = [
         "    templates: [{name: r, greeting: 'Hi {name'}]\n",
         "business #1 (acme): templates[r].greeting:",
     ),
+    (
+        "businesses:\n  - slug: acme\n    name: Acme\n    language: en\n    voice: marin\n"
+        "    greeting: Hi\n    numbers: ['+14155550100']\n    prompt: {role: You answer.}\n"
+        "    greeting_timing: after_greeting\n",
+        "business #1 (acme): greeting_timing: 'after_greeting' is not a greeting timing "
+        "(known: immediate, after_amd)",
+    ),
 ]
 
 
@@ -297,6 +336,21 @@ def test_template_add_and_list(cli: Cli) -> None:
     assert "checkup-reminder" not in listed
     everything = ok(cli("template", "list"))
     assert "3 outbound templates" in everything and "checkup-reminder" in everything
+
+
+def test_template_add_with_a_greeting_timing(cli: Cli) -> None:
+    ok(cli("business", "import", str(EXAMPLES)))
+    add = ("template", "add", "--business", "bay-plumbing", "--name", "seasonal",
+           "--greeting", "Hi {name}")
+    ok(cli(*add, "--greeting-timing", "after_amd"))
+    (row,) = [line for line in ok(cli("business", "show", "bay-plumbing")).splitlines()
+              if "seasonal" in line]
+    assert "after_amd" in row
+    ok(cli(*add))  # replaced without one: the business's again
+    (row,) = [line for line in ok(cli("business", "show", "bay-plumbing")).splitlines()
+              if "seasonal" in line]
+    assert "immediate" in row and "after_amd" not in row
+    assert "'later' is not one of" in cli(*add, "--greeting-timing", "later").output
 
 
 def test_template_add_to_an_unknown_business_or_with_a_bad_greeting_fails(cli: Cli) -> None:

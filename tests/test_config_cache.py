@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from hotline.business import BusinessConfig, TemplateConfig
+from hotline.business import BusinessConfig, GreetingTiming, TemplateConfig
+from hotline.business_yaml import dump_business_yaml, load_businesses_yaml
 from hotline.config_cache import ConfigCache
 from hotline.errors import StoreUnavailable
+from hotline.plan import build_outbound_plan
+from hotline.settings import Settings
 from hotline.sim.call_result import PhoneCallResult
 from hotline.sim.script import CallScript, Hangup
 from hotline.store import Store
@@ -82,6 +85,38 @@ async def test_load_indexes_businesses_by_slug_and_number(store: Store) -> None:
     assert cache.business_for_number("+15005550999") is None
     assert cache.business("nobody") is None
     assert sorted(b.slug for b in cache.businesses()) == ["acme-dental", "caller-first"]
+
+
+async def test_a_greeting_timing_from_yaml_reaches_the_outbound_plan(
+    store: Store, tmp_path: Path
+) -> None:
+    # The path a setting takes: business YAML -> store -> cache -> the call's plan.
+    path = tmp_path / "businesses.yaml"
+    path.write_text(dump_business_yaml(make_business()).replace(
+        "  tools:", "  greeting_timing: after_amd\n  tools:").replace(
+        "    instructions:", "    greeting_timing: immediate\n    instructions:"))
+    (business,) = load_businesses_yaml(path)
+    await store.save_business(business)
+    cache = ConfigCache(store, refresh_s=60)
+    await cache.load()
+    cached = cache.business("acme-dental")
+    assert cached is not None and cached.greeting_timing is GreetingTiming.AFTER_AMD
+    assert cached.template("reminder").greeting_timing is GreetingTiming.IMMEDIATE
+    plan = build_outbound_plan(Settings(), cached, template_name="reminder",
+                               variables={"name": "Dana"}, from_number=TEST_NUMBER,
+                               to_number=CALLER, created_epoch_ms=0.0)
+    assert plan.greeting_timing is GreetingTiming.IMMEDIATE and not plan.greets_after_amd
+
+    # The template's override dropped: the business's holds the greeting for the verdict.
+    await store.save_template("acme-dental", dataclasses.replace(
+        cached.template("reminder"), greeting_timing=None, id=None))
+    assert await cache.refresh() is True
+    cached = cache.business("acme-dental")
+    assert cached is not None and cached.template("reminder").greeting_timing is None
+    plan = build_outbound_plan(Settings(), cached, template_name="reminder",
+                               variables={"name": "Dana"}, from_number=TEST_NUMBER,
+                               to_number=CALLER, created_epoch_ms=0.0)
+    assert plan.greeting_timing is GreetingTiming.AFTER_AMD and plan.greets_after_amd
 
 
 async def test_refresh_reloads_only_when_the_store_changed(store: Store) -> None:

@@ -19,7 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event, func, insert, inspect, select
 from sqlalchemy.engine import Connection
 
-from hotline.business import DEFAULT_TOOLS, BusinessConfig, HttpTool, TemplateConfig
+from hotline.business import DEFAULT_TOOLS, BusinessConfig, GreetingTiming, HttpTool, TemplateConfig
 from hotline.business_yaml import load_businesses_yaml
 from hotline.core.outcomes import Outcome
 from hotline.core.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
@@ -92,6 +92,20 @@ BOOKING_TOOL = HttpTool(
     },
     timeout_s=2.5,
 )
+
+
+def timed(slug: str = "acme", **changes: Any) -> BusinessConfig:
+    """A business that holds its greeting for the AMD verdict; one template greets at once,
+    the other follows the business."""
+    values: dict[str, Any] = {
+        "greeting_timing": GreetingTiming.AFTER_AMD,
+        "templates": (
+            TemplateConfig("follow-up", "Hi {name}", greeting_timing=GreetingTiming.IMMEDIATE),
+            TemplateConfig("reminder", "Hi {name}, a reminder."),
+        ),
+    }
+    values.update(changes)
+    return business(slug, **values)
 
 
 def controlled(slug: str = "acme", **changes: Any) -> BusinessConfig:
@@ -244,6 +258,65 @@ async def test_revision_0002_downgrades_without_losing_numbers_or_templates(
         again = await store.get_business("acme")
         assert again is not None and again.phone_numbers == ("+14155550111",)
         assert again.tools == DEFAULT_TOOLS and again.transfer_number is None
+    finally:
+        await store.close()
+
+
+async def test_revision_0003_gives_existing_rows_immediate_and_the_businesss_timing(
+    database_url: str,
+) -> None:
+    store = Store(database_url)
+    try:
+        await migrate(store, "0002")
+        await insert_rows(store, models.Business.__table__, {
+            "id": 1, "slug": "old", "name": "Old Co", "language": "en", "voice": "marin",
+            "greeting": "Hi", "role": "You answer.", "tone": "", "greeting_rules": "",
+            "knowledge": "", "policies": "", "faq": "", "created_at": T0, "updated_at": T0,
+            "max_call_duration_s": 900,
+        })
+        await insert_rows(store, models.PhoneNumber.__table__,
+                          {"number": "+14155550111", "business_id": 1})
+        await insert_rows(store, models.OutboundTemplate.__table__, {
+            "business_id": 1, "name": "reminder", "greeting_template": "Hi {name}",
+            "instructions": "", "voicemail_template": "Call us back.", "updated_at": T0,
+        })
+        await store.upgrade()
+        assert await store.revision() == head_revision() == "0003"
+        old = await store.get_business("old")
+        assert old is not None
+        assert old.greeting_timing is GreetingTiming.IMMEDIATE
+        assert old.max_call_duration_s == 900  # the 0002 columns untouched
+        assert [(t.name, t.voicemail_template, t.greeting_timing) for t in old.templates] == [
+            ("reminder", "Call us back.", None)]
+    finally:
+        await store.close()
+
+
+async def test_revision_0003_downgrades_without_losing_numbers_or_templates(
+    database_url: str,
+) -> None:
+    store = Store(database_url)
+    try:
+        await store.upgrade()
+        await store.save_business(timed())
+        await migrate(store, "0002", down=True)
+        assert await store.revision() == "0002"
+        async with store.engine.connect() as connection:
+            columns = await connection.run_sync(lambda c: {
+                table: {col["name"] for col in inspect(c).get_columns(table)}
+                for table in ("businesses", "outbound_templates")})
+            numbers = await connection.scalar(select(func.count()).select_from(
+                models.PhoneNumber.__table__))
+            templates = await connection.scalar(select(func.count()).select_from(
+                models.OutboundTemplate.__table__))
+        assert "greeting_timing" not in columns["businesses"] | columns["outbound_templates"]
+        assert "tools" in columns["businesses"]  # 0002's columns stay
+        assert (numbers, templates) == (1, 2)  # no copy-and-move cascade on SQLite
+        await store.upgrade()
+        again = await store.get_business("acme")
+        assert again is not None and again.phone_numbers == ("+14155550111",)
+        assert again.greeting_timing is GreetingTiming.IMMEDIATE
+        assert [t.greeting_timing for t in again.templates] == [None, None]
     finally:
         await store.close()
 
@@ -438,6 +511,45 @@ async def test_save_template_keeps_its_voicemail(store: Store) -> None:
         await store.save_template("acme", TemplateConfig("x", "Hi", voicemail_template="{0}"))
 
 
+async def test_greeting_timing_round_trips(store: Store) -> None:
+    wanted = timed()
+    saved = await store.save_business(wanted)
+    assert without_ids(saved) == wanted
+    assert saved.greeting_timing is GreetingTiming.AFTER_AMD
+    assert [t.greeting_timing for t in saved.templates] == [GreetingTiming.IMMEDIATE, None]
+    assert await store.get_business("acme") == saved
+    assert await store.list_businesses() == [saved]
+    # Back to the defaults: the business greets at once, no template overrides it.
+    defaults = business(templates=tuple(replace(t, greeting_timing=None) for t in wanted.templates))
+    resaved = await store.save_business(defaults)
+    assert without_ids(resaved) == defaults
+    assert await store.get_business("acme") == resaved
+
+
+async def test_greeting_timing_given_as_text_is_stored_as_the_value(store: Store) -> None:
+    # What a caller outside the YAML path (or an old pickle) may pass: the enum's text.
+    saved = await store.save_business(business(
+        greeting_timing="after_amd",
+        templates=(TemplateConfig("r", "Hi", greeting_timing="immediate"),),  # type: ignore[arg-type]
+    ))
+    assert saved.greeting_timing is GreetingTiming.AFTER_AMD
+    assert saved.templates[0].greeting_timing is GreetingTiming.IMMEDIATE
+
+
+async def test_save_template_keeps_its_greeting_timing(store: Store) -> None:
+    await store.save_business(business(templates=(), greeting_timing=GreetingTiming.AFTER_AMD))
+    saved = await store.save_template(
+        "acme", TemplateConfig("follow-up", "Hi {name}", greeting_timing=GreetingTiming.IMMEDIATE)
+    )
+    assert saved.greeting_timing is GreetingTiming.IMMEDIATE
+    stored = await store.get_business("acme")
+    assert stored is not None and stored.templates == (saved,)
+    assert stored.greeting_timing is GreetingTiming.AFTER_AMD  # the business's is untouched
+    # Replaced without one: the template follows the business again.
+    cleared = await store.save_template("acme", TemplateConfig("follow-up", "Hi {name}"))
+    assert cleared.greeting_timing is None
+
+
 def _tool(**changes: Any) -> tuple[HttpTool, ...]:
     return (replace(BOOKING_TOOL, **changes),)
 
@@ -491,6 +603,11 @@ CALL_CONTROL_ERRORS: dict[str, tuple[dict[str, Any], str, str]] = {
         {"http_tools": _tool(timeout_s=30.5)}, "http_tools[book_slot].timeout_s", "at most 30"),
     "empty description": (
         {"http_tools": _tool(description=" ")}, "http_tools[book_slot].description", "empty"),
+    "unknown greeting timing": (
+        {"greeting_timing": "later"}, "greeting_timing", "'later' is not a greeting timing"),
+    "unknown template greeting timing": (
+        {"templates": (TemplateConfig("r", "Hi", greeting_timing="soon"),)},  # type: ignore[arg-type]
+        "templates[r].greeting_timing", "'soon' is not a greeting timing"),
     "bad voicemail": (
         {"templates": (TemplateConfig("r", "Hi", voicemail_template="Hi {name"),)},
         "templates[r].voicemail", "Hi {name"),

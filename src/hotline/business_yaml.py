@@ -30,6 +30,13 @@ The format, one file holding any number of businesses::
               …
             voicemail: "Hi {name}, …"  # optional: left on an answering machine (same
                                        # placeholders); none: hang up without a message
+            greeting_timing: after_amd  # optional: this template's, instead of the business's
+        greeting_timing: immediate   # optional: when an outbound call's greeting starts while
+                                     # answering-machine detection runs. immediate (default):
+                                     # at pickup, and a machine's verdict cuts it for the
+                                     # voicemail; after_amd: only once the verdict is in (at
+                                     # most HOTLINE_AMD_GREETING_CAP_MS of silence after
+                                     # pickup). Not `greeting`, which is the words themselves
         # Call control, all optional:
         tools: [end_call, transfer_to_human, take_message, check_hours]
                                      # built-in tools the agent may use; default
@@ -73,18 +80,24 @@ from typing import Any
 
 import yaml
 
-from hotline.business import DEFAULT_TOOLS, BusinessConfig, HttpTool, TemplateConfig
+from hotline.business import (
+    DEFAULT_TOOLS,
+    BusinessConfig,
+    GreetingTiming,
+    HttpTool,
+    TemplateConfig,
+)
 from hotline.errors import InvalidBusiness
-from hotline.store.validation import check_business
+from hotline.store.validation import check_business, check_greeting_timing
 
 _BUSINESS_KEYS = {
     "slug", "name", "language", "voice", "greeting", "bot_speaks_first", "timezone",
     "numbers", "prompt", "templates", "tools", "transfer_number", "hours", "dtmf",
-    "max_call_duration_s", "http_tools",
+    "max_call_duration_s", "http_tools", "greeting_timing",
 }  # fmt: skip
 _REQUIRED_BUSINESS_KEYS = ("slug", "name", "language", "voice", "greeting", "numbers", "prompt")
 _PROMPT_KEYS = ("role", "tone", "greeting_rules", "knowledge", "policies", "faq")
-_TEMPLATE_KEYS = ("name", "greeting", "instructions", "voicemail")
+_TEMPLATE_KEYS = ("name", "greeting", "instructions", "voicemail", "greeting_timing")
 _HTTP_TOOL_KEYS = ("name", "description", "url", "parameters", "timeout_s")
 
 
@@ -134,6 +147,8 @@ def dump_business_yaml(business: BusinessConfig) -> str:
     if business.templates:
         entry["templates"] = [_template_entry(t) for t in business.templates]
     entry.update(_call_control_entry(business))
+    if business.greeting_timing is not GreetingTiming.IMMEDIATE:
+        entry["greeting_timing"] = business.greeting_timing.value
     text: str = yaml.dump(
         {"businesses": [entry]},
         Dumper=_BlockDumper,
@@ -189,6 +204,9 @@ def _business(entry: object) -> BusinessConfig:
             fields.get("max_call_duration_s", 600), "max_call_duration_s"
         ),
         http_tools=tuple(_http_tool(t, i) for i, t in enumerate(http_tools)),
+        greeting_timing=check_greeting_timing(
+            fields.get("greeting_timing", GreetingTiming.IMMEDIATE), "greeting_timing"
+        ),
     )
 
 
@@ -200,6 +218,11 @@ def _template(entry: object, index: int) -> TemplateConfig:
         greeting_template=_string(fields["greeting"], where + "greeting"),
         instructions=_string(fields.get("instructions", ""), where + "instructions"),
         voicemail_template=_string(fields.get("voicemail", ""), where + "voicemail"),
+        greeting_timing=(
+            check_greeting_timing(fields["greeting_timing"], where + "greeting_timing")
+            if "greeting_timing" in fields
+            else None  # the business's
+        ),
     )
 
 
@@ -315,6 +338,8 @@ def _template_entry(template: TemplateConfig) -> dict[str, str]:
     }
     if template.voicemail_template:
         entry["voicemail"] = template.voicemail_template
+    if template.greeting_timing is not None:
+        entry["greeting_timing"] = template.greeting_timing.value
     return entry
 
 

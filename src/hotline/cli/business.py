@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from hotline.business import BusinessConfig
+from hotline.business import BusinessConfig, GreetingTiming
 from hotline.business_yaml import dump_business_yaml, load_businesses_yaml
 from hotline.cli import app
 from hotline.cli.db import console, fail, run_with_store
@@ -136,6 +136,7 @@ def show(slug: Annotated[str, typer.Argument(help="The business's slug.")]) -> N
          or "—"),
         ("call limit", f"{business.max_call_duration_s} s"),
         ("http tools", ", ".join(f"{t.name} ({t.url})" for t in business.http_tools) or "—"),
+        ("greeting timing", f"{business.greeting_timing} ({_TIMING[business.greeting_timing]})"),
     )
     for label, value in rows:
         fields.add_row(label, Text(value))
@@ -189,6 +190,14 @@ def import_(
             str(len(full_prompt(b))),
         )
     console().print(table)
+
+
+# What each greeting timing means, for `business show`.
+_TIMING = {
+    GreetingTiming.IMMEDIATE: "outbound: greets at pickup; a machine's AMD verdict cuts it",
+    GreetingTiming.AFTER_AMD: "outbound: silent until the AMD verdict, at most "
+    "HOTLINE_AMD_GREETING_CAP_MS",
+}
 
 
 def _get(slug: str) -> BusinessConfig:

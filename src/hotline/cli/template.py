@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from hotline.business import BusinessConfig, TemplateConfig
+from hotline.business import BusinessConfig, GreetingTiming, TemplateConfig
 from hotline.cli import app
 from hotline.cli.db import console, fail, run_with_store
 from hotline.store import Store
@@ -30,9 +30,15 @@ def add(
         str, typer.Option(help='Opening line with placeholders, e.g. "Hi {name}, …".')
     ],
     instructions: Annotated[str, typer.Option(help="What the agent should do on the call.")] = "",
+    greeting_timing: Annotated[
+        GreetingTiming | None,
+        typer.Option(help="Greet at pickup, or after the answering-machine verdict "
+                     "(default: the business's)."),
+    ] = None,
 ) -> None:
     """Add an outbound template to a business, or replace the one of the same name."""
-    template = TemplateConfig(name=name, greeting_template=greeting, instructions=instructions)
+    template = TemplateConfig(name=name, greeting_template=greeting, instructions=instructions,
+                              greeting_timing=greeting_timing)
     saved = run_with_store(lambda store: store.save_template(business, template))
     placeholders = ", ".join(f"{{{p}}}" for p in check_greeting_template(saved.greeting_template))
     console().print(
@@ -65,12 +71,14 @@ def list_(
 
 
 def templates_table(businesses: Sequence[BusinessConfig], *, instructions: bool = False) -> Table:
-    """The businesses' templates; their instructions in full, or only their length."""
+    """The businesses' templates; their instructions in full, or only their length. The
+    greeting timing is the template's own, or its business's."""
     count = sum(len(b.templates) for b in businesses)
     table = Table(title=f"{count} outbound templates", title_justify="left")
     for column in ("business", "name", "placeholders", "greeting"):
         table.add_column(column, overflow="fold")
     table.add_column("instructions", overflow="fold", justify="left" if instructions else "right")
+    table.add_column("greeting timing")
     for b in businesses:
         for t in b.templates:
             table.add_row(
@@ -79,5 +87,6 @@ def templates_table(businesses: Sequence[BusinessConfig], *, instructions: bool 
                 ", ".join(check_greeting_template(t.greeting_template)),
                 Text(t.greeting_template),
                 Text(t.instructions) if instructions else f"{len(t.instructions)} chars",
+                str(t.greeting_timing or f"{b.greeting_timing} (business's)"),
             )
     return table

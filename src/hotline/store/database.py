@@ -50,7 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, c
 from sqlalchemy.orm import InstrumentedAttribute, selectinload
 from sqlalchemy.pool import StaticPool
 
-from hotline.business import BusinessConfig, HttpTool, TemplateConfig
+from hotline.business import BusinessConfig, GreetingTiming, HttpTool, TemplateConfig
 from hotline.core.outcomes import Outcome
 from hotline.core.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
 from hotline.errors import BusinessNotFound, DuplicateNumber, StoreUnavailable
@@ -162,6 +162,7 @@ class Store:
             for name in _BUSINESS_FIELDS:
                 setattr(row, name, getattr(business, name))
             _put_call_control(row, business)
+            row.greeting_timing = business.greeting_timing.value
             row.updated_at = now
             row.revision += 1
             if [n.number for n in row.numbers] != list(business.phone_numbers):
@@ -463,6 +464,8 @@ def _put_template(
     row.greeting_template = template.greeting_template
     row.instructions = template.instructions
     row.voicemail_template = template.voicemail_template
+    timing = template.greeting_timing
+    row.greeting_timing = None if timing is None else timing.value  # NULL: the business's
     row.updated_at = now
     return row
 
@@ -473,6 +476,8 @@ def _template_config(row: models.OutboundTemplate) -> TemplateConfig:
         greeting_template=row.greeting_template,
         instructions=row.instructions,
         voicemail_template=row.voicemail_template,
+        greeting_timing=None if row.greeting_timing is None else GreetingTiming(
+            row.greeting_timing),
         id=row.id,
     )
 
@@ -486,6 +491,7 @@ def _business_config(row: models.Business) -> BusinessConfig:
         opening_hours=_pairs(row.opening_hours),
         dtmf_actions=_pairs(row.dtmf_actions),
         http_tools=tuple(HttpTool(**tool) for tool in row.http_tools),
+        greeting_timing=GreetingTiming(row.greeting_timing),
         id=row.id,
         **{name: getattr(row, name) for name in _BUSINESS_FIELDS},
     )

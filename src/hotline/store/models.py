@@ -97,6 +97,8 @@ class Business(Base):
     dtmf_actions: Mapped[list[list[str]]] = mapped_column(JSON, server_default="[]")
     max_call_duration_s: Mapped[int] = mapped_column(Integer, server_default="600")
     http_tools: Mapped[list[dict[str, Any]]] = mapped_column(JSON, server_default="[]")
+    # A `GreetingTiming` value, outbound with AMD (revision 0003).
+    greeting_timing: Mapped[str] = mapped_column(String(16), server_default="immediate")
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     # +1 on every save of the business or one of its templates: `Store.config_version()`
@@ -139,6 +141,8 @@ class OutboundTemplate(Base):
     greeting_template: Mapped[str] = mapped_column(Text)
     instructions: Mapped[str] = mapped_column(Text)
     voicemail_template: Mapped[str] = mapped_column(Text, server_default="")
+    # A `GreetingTiming` value; NULL: the business's (revision 0003).
+    greeting_timing: Mapped[str | None] = mapped_column(String(16))
     updated_at: Mapped[datetime]
 
     business: Mapped[Business] = relationship(back_populates="templates", lazy="raise")

@@ -18,6 +18,7 @@ from hotline.business import (
     BUILTIN_TOOLS,
     DTMF_ACTIONS,
     BusinessConfig,
+    GreetingTiming,
     HttpTool,
     TemplateConfig,
 )
@@ -73,6 +74,17 @@ def check_greeting_template(text: str, field: str = "greeting") -> tuple[str, ..
     return tuple(dict.fromkeys(names))
 
 
+def check_greeting_timing(value: object, field: str = "greeting_timing") -> GreetingTiming:
+    """`immediate` or `after_amd` (the enum, or its text) as a `GreetingTiming`."""
+    if isinstance(value, str):
+        try:
+            return GreetingTiming(value)
+        except ValueError:
+            pass
+    known = ", ".join(timing.value for timing in GreetingTiming)
+    raise InvalidBusiness(f"{field}: {value!r} is not a greeting timing (known: {known})")
+
+
 def check_template(template: TemplateConfig) -> TemplateConfig:
     if not TEMPLATE_NAME_RE.fullmatch(template.name):
         raise InvalidBusiness(
@@ -83,11 +95,15 @@ def check_template(template: TemplateConfig) -> TemplateConfig:
     check_greeting_template(greeting, f"{field}.greeting")
     voicemail = _text(f"{field}.voicemail", template.voicemail_template, required=False)
     check_greeting_template(voicemail, f"{field}.voicemail")
+    timing = template.greeting_timing
     return replace(
         template,
         greeting_template=greeting,
         instructions=_text(f"{field}.instructions", template.instructions, required=False),
         voicemail_template=voicemail,
+        greeting_timing=(
+            None if timing is None else check_greeting_timing(timing, f"{field}.greeting_timing")
+        ),
     )
 
 
@@ -131,6 +147,7 @@ def check_business(business: BusinessConfig) -> BusinessConfig:
         faq=_text("prompt.faq", business.faq, required=False),
         phone_numbers=numbers,
         templates=templates,
+        greeting_timing=check_greeting_timing(business.greeting_timing),
         **_call_control(business),
     )
 
