@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,18 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from hotline.audio import mulaw
-from hotline.prompts import GREETING_MARKER
+from hotline.business_yaml import load_businesses_yaml
+from hotline.demo import demo_businesses_path
+from hotline.prompts import (
+    GOODBYE_INSTRUCTIONS,
+    GREETING_MARKER,
+    HANDOVER_INSTRUCTIONS,
+    NUDGE_INSTRUCTIONS,
+    SILENCE_GOODBYE_INSTRUCTIONS,
+    TIME_LIMIT_INSTRUCTIONS,
+    full_prompt,
+    say_exactly,
+)
 from hotline.sim import speech
 from hotline.sim.engine import (
     EngineSimulator,
@@ -26,7 +38,8 @@ from hotline.sim.engine import (
     ScriptedToolCall,
     SimulatedSession,
 )
-from hotline.sim.engine_replies import DEFAULT_REPLIES_HE
+from hotline.sim.engine_lines import Intent, line_for
+from hotline.sim.engine_replies import DEFAULT_REPLIES_HE, mostly_hebrew
 from hotline.sim.engine_vad import EnergyVad, VadSpeechStarted, VadSpeechStopped, rms_threshold
 
 pytestmark = pytest.mark.sockets  # servers, simulators or services over real sockets
@@ -258,7 +271,7 @@ async def test_hebrew_instructions_get_hebrew_canned_replies(instructions: str) 
         DEFAULT_REPLIES_HE)
 
 
-async def test_short_response_instructions_are_said_verbatim_out_of_band() -> None:
+async def test_response_instructions_out_of_band_are_not_said_aloud() -> None:
     async with running() as sim, engine(sim) as conn:
         await conn.response.create(response={"instructions": "Please hold on.",
                                              "conversation": "none",
@@ -266,10 +279,76 @@ async def test_short_response_instructions_are_said_verbatim_out_of_band() -> No
         events = await until(conn, "response.done")
         session = sim.sessions[0]
     assert of_type(events, "response.output_audio_transcript.done")[0].transcript == (
-        "Please hold on.")
+        line_for(Intent.GENERIC, "en"))
     assert not of_type(events, "conversation.item.added")
     assert events[-1].response.metadata == {"purpose": "hold"}
     assert session.conversation == []
+
+
+def phrases(text: str, words: int = 5) -> set[tuple[str, ...]]:
+    """Every run of `words` consecutive words, lowercased and without punctuation."""
+    tokens = re.findall(r"[^\W_]+", text.lower())
+    return {tuple(tokens[i:i + words]) for i in range(len(tokens) - words + 1)}
+
+
+CLOSING_INSTRUCTIONS = {
+    HANDOVER_INSTRUCTIONS: Intent.HANDOVER,
+    GOODBYE_INSTRUCTIONS: Intent.GOODBYE,
+    NUDGE_INSTRUCTIONS: Intent.NUDGE,
+    SILENCE_GOODBYE_INSTRUCTIONS: Intent.SILENCE_GOODBYE,
+    TIME_LIMIT_INSTRUCTIONS: Intent.TIME_LIMIT,
+}
+DEMO_BUSINESSES = {b.language: b for b in load_businesses_yaml(demo_businesses_path())}
+
+
+@pytest.mark.parametrize("language", ["en", "he"])
+@pytest.mark.parametrize("instructions", list(CLOSING_INSTRUCTIONS))
+async def test_closing_instructions_get_a_line_in_the_session_language(
+        instructions: str, language: str) -> None:
+    """The call core's closing requests are answered with a plausible line, not read out."""
+    session = {**PCMU_SESSION, "instructions": full_prompt(DEMO_BUSINESSES[language])}
+    async with running() as sim, engine(sim, session) as conn:
+        await conn.response.create(response={"instructions": instructions})
+        events = await until(conn, "response.done")
+    said = of_type(events, "response.output_audio_transcript.done")[0].transcript
+    assert said == line_for(CLOSING_INSTRUCTIONS[instructions], language)
+    assert mostly_hebrew(said) == (language == "he")
+    assert not any(phrases(text) & phrases(said) for text in CLOSING_INSTRUCTIONS)
+
+
+def test_each_closing_line_is_distinct_and_in_its_language() -> None:
+    for language in ("en", "he"):
+        lines = [line_for(intent, language) for intent in Intent]
+        assert len(set(lines)) == len(lines)
+        assert all(mostly_hebrew(line) == (language == "he") for line in lines)
+    assert line_for(Intent.GOODBYE, "fr") == line_for(Intent.GOODBYE, "en")
+
+
+@pytest.mark.parametrize("language", ["en", "he"])
+async def test_say_exactly_is_said_verbatim_in_any_session(language: str) -> None:
+    message = "Hi Dana, this is Bayside Plumbing. Please call us back at 415 555 0100. Bye!"
+    session = {**PCMU_SESSION, "instructions": full_prompt(DEMO_BUSINESSES[language])}
+    async with running() as sim, engine(sim, session) as conn:
+        await conn.response.create(response={"instructions": say_exactly(message)})
+        events = await until(conn, "response.done")
+    assert of_type(events, "response.output_audio_transcript.done")[0].transcript == message
+
+
+@pytest.mark.parametrize(("instructions", "session_language", "expected"), [
+    ("Tell the caller the weather forecast.", "en", line_for(Intent.GENERIC, "en")),
+    ("Tell the caller the weather forecast.", "he", line_for(Intent.GENERIC, "he")),
+    ("Summarise the call. " * 20, "en", line_for(Intent.GENERIC, "en")),  # long: a task
+    ("תגידי ללקוח להתראות.", "en", line_for(Intent.GOODBYE, "he")),
+])
+async def test_other_instructions_get_the_generic_or_recognised_line(
+        instructions: str, session_language: str, expected: str) -> None:
+    session = {**PCMU_SESSION, "instructions": full_prompt(DEMO_BUSINESSES[session_language])}
+    async with running() as sim, engine(sim, session) as conn:
+        await conn.response.create(response={"instructions": instructions})
+        events = await until(conn, "response.done")
+    said = of_type(events, "response.output_audio_transcript.done")[0].transcript
+    assert said == expected
+    assert instructions.strip() not in said
 
 
 async def test_text_modality_streams_text_deltas() -> None:

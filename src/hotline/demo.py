@@ -6,6 +6,8 @@ outbound call is placed through the REST API. Then call control: a caller presse
 reach a person (a transfer through the REST API), and an outbound call reaches an
 answering machine (a voicemail after the beep). Each call's transcript and latency
 waterfall are printed; what each phone heard is written as a WAV file, its timings as JSON.
+
+`run_demo` runs on real time unless given a faster `clock` (the tests replay it compressed).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from hotline.core.record import CallRecord
 from hotline.server import RunningServer, start_server
 from hotline.settings import DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, DEV_OPENAI_KEY, Settings
 from hotline.sim.call_result import PhoneCallResult
+from hotline.sim.clock import REAL_TIME, SimClock
 from hotline.sim.engine import EngineSimulator, LatencyProfile
 from hotline.sim.phone import SimulatedPhone
 from hotline.sim.script import (
@@ -78,8 +81,8 @@ def prepare_output_dir(output_dir: Path) -> None:
     output_dir.mkdir(parents=True)
 
 
-async def run_demo(output_dir: Path, *, profile: LatencyProfile,
-                   console: Console) -> list[DemoCall]:
+async def run_demo(output_dir: Path, *, profile: LatencyProfile, console: Console,
+                   clock: SimClock = REAL_TIME) -> list[DemoCall]:
     database_url = f"sqlite+aiosqlite:///{output_dir / 'demo.db'}"
     businesses = load_businesses_yaml(demo_businesses_path())
     store = Store(database_url)
@@ -88,14 +91,14 @@ async def run_demo(output_dir: Path, *, profile: LatencyProfile,
         await store.save_business(business)
     await store.close()
 
-    engine = EngineSimulator(profile, api_key=DEV_OPENAI_KEY)
+    engine = EngineSimulator(profile, api_key=DEV_OPENAI_KEY, clock=clock)
     await engine.start()
     lead_script = _conversation(LEAD_LINE, "en")
     twilio = TwilioApiSimulator(
         account_sid=DEV_ACCOUNT_SID, auth_token=DEV_AUTH_TOKEN, ring_ms=DEMO_RING_MS,
         callee_scripts={DEMO_LEAD: lead_script,
                         DEMO_VOICEMAIL: CallScript.answering_machine()},
-        answered_by={DEMO_VOICEMAIL: "machine_end_beep"})
+        answered_by={DEMO_VOICEMAIL: "machine_end_beep"}, clock=clock)
     await twilio.start()
     server: RunningServer | None = None
     calls: list[DemoCall] = []
@@ -105,14 +108,15 @@ async def run_demo(output_dir: Path, *, profile: LatencyProfile,
             openai_api_key=SecretStr(DEV_OPENAI_KEY), twilio_api_url=twilio.url,
             twilio_account_sid=DEV_ACCOUNT_SID, twilio_auth_token=SecretStr(DEV_AUTH_TOKEN),
             spool_path=str(output_dir / "spool.jsonl"), api_token=None,
-            greeting_cache_dir=str(output_dir / "greeting-cache")))
+            greeting_cache_dir=str(output_dir / "greeting-cache"), clock_speed=clock.speed))
         console.print(f"[dim]server {server.url} · engine simulator {engine.url} · "
                       f"Twilio simulator {twilio.url} · profile {describe_profile(profile)}[/dim]")
         with console.status("the engine is rendering the inbound greetings (cached audio)…"):
             await server.services.greetings.wait_ready(businesses, timeout_s=120)
         # Attached to the Twilio simulator, so the server can transfer its calls.
         phone = twilio.attach_phone(SimulatedPhone(
-            server_url=server.url, auth_token=DEV_AUTH_TOKEN, account_sid=DEV_ACCOUNT_SID))
+            server_url=server.url, auth_token=DEV_AUTH_TOKEN, account_sid=DEV_ACCOUNT_SID,
+            clock=clock))
         english = businesses[1]
         # What each inbound caller says (the simulated engine "transcribes" it as given).
         callers = [(businesses[0], "שלום, אני רוצה לקבוע תור לניקוי שיניים בשבוע הבא", "he"),

@@ -63,8 +63,9 @@ def full_prompt(business: BusinessConfig, extra: str = "") -> str:
 
 
 # -- lines the call core asks for (response.create instructions) ------------------------
-# Short on purpose: the model says them in the call's language; the simulated engine says
-# short instructions as they are.
+# Short on purpose: the model says them in the call's language; the simulated engine
+# answers them with a stock line for what they ask (`hotline.sim.engine_lines`), and says
+# the text after SAY_EXACTLY_MARKER word for word.
 SAY_EXACTLY_MARKER = "Say exactly this, word for word, and nothing else:"
 NUDGE_INSTRUCTIONS = "Ask the caller briefly, in their language, whether they are still there."
 SILENCE_GOODBYE_INSTRUCTIONS = ("The line has been silent for a while. Say a short, polite "

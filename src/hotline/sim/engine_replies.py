@@ -1,9 +1,12 @@
 """What the simulated model says, and what the simulated transcriber hears.
 
 The simulator understands nothing: a response speaks, in order of precedence, the text
-quoted after `SAY_EXACTLY_MARKER` or `GREETING_MARKER` in the response's instructions, the
-response's own short instructions, the greeting quoted after `GREETING_MARKER` in the
-session instructions (first assistant response only), or the next canned reply.
+quoted after `SAY_EXACTLY_MARKER` or `GREETING_MARKER` in the response's instructions, a
+canned line for what other response instructions ask for (`engine_lines`: a handover, a
+goodbye, ...; never the instruction text itself), the greeting quoted after
+`GREETING_MARKER` in the session instructions (first assistant response only), or the next
+canned reply. Canned lines are in Hebrew when the session's instructions are (or say to
+speak Hebrew), in English otherwise.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from __future__ import annotations
 import re
 
 from hotline.prompts import GREETING_MARKER, SAY_EXACTLY_MARKER
+from hotline.sim.engine_lines import Intent, intent_of, line_for
 
-SHORT_INSTRUCTIONS_CHARS = 200  # response.instructions shorter than this are said verbatim
-LONG_INSTRUCTIONS_LINE = "Of course. Let me take care of that for you right away."
+# response.instructions shorter than this are read for their intent (a one-line request
+# such as "say goodbye"); longer ones are a task, answered with the generic line.
+SHORT_INSTRUCTIONS_CHARS = 200
 
 DEFAULT_REPLIES_EN: tuple[str, ...] = (
     "Sure, I can help with that. Could you tell me a little more?",
@@ -78,9 +83,11 @@ class ReplyScript:
                 return verbatim.group(1)
             if quoted:
                 return quoted
-            if len(response_instructions) < SHORT_INSTRUCTIONS_CHARS:
-                return response_instructions
-            return LONG_INSTRUCTIONS_LINE
+            intent = (intent_of(response_instructions)
+                      if len(response_instructions) < SHORT_INSTRUCTIONS_CHARS
+                      else Intent.GENERIC)
+            hebrew = wants_hebrew(session_instructions) or wants_hebrew(response_instructions)
+            return line_for(intent, "he" if hebrew else "en")
         if first_assistant_response:
             greeting = greeting_in(session_instructions)
             if greeting:
