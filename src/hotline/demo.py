@@ -136,7 +136,7 @@ async def run_demo(output_dir: Path, *, profile: LatencyProfile, console: Consol
         console.print(f"[bold]3/{CALLS}[/bold] outbound call from {english.name} to "
                       f"{DEMO_LEAD} (template {template.name}, name=Dana); it rings "
                       f"{DEMO_RING_MS // 1000} s while the engine renders the greeting, which "
-                      "then waits for the answering-machine verdict")
+                      "plays at pickup while answering-machine detection runs alongside")
         calls.append(await _place(server, twilio, english.slug, template.name, DEMO_LEAD,
                                   f"outbound → {DEMO_LEAD}"))
 
