@@ -96,6 +96,22 @@ async def test_naive_connects_at_start_with_the_full_prompt(tmp_path: Path) -> N
 
 
 @pytest.mark.sockets
+async def test_naive_first_response_is_the_greeting(tmp_path: Path) -> None:
+    # A fair baseline: naive's one prompt carries the greeting, so what the engine says
+    # first is the greeting, not a canned reply to a prompt that says it was said.
+    run = await bench("naive", tmp_path)
+    for sample in run.samples:
+        session = session_of(sample)
+        business = bench_business(sample.lane)
+        (_, prompt), *_ = instruction_updates(session)
+        assert f'"{business.greeting}"' in prompt and "already been said" not in prompt
+        said = [e.event["transcript"] for e in session.sent
+                if e.type == "response.output_audio_transcript.done"]
+        assert said, "the engine finished no response"
+        assert said[0] == business.greeting
+
+
+@pytest.mark.sockets
 async def test_seed_greets_with_the_compact_prompt_then_upgrades(tmp_path: Path) -> None:
     run = await bench("seed", tmp_path)
     for sample in run.samples:

@@ -227,11 +227,12 @@ def render_markdown(result: BenchResult, *, command: str) -> str:
             f"one per concurrent call; compact prompt {first_run.compact_chars} chars, full "
             f"prompt {first_run.full_chars} chars")
     lines += ["", "### Strategies", "", "| strategy | warm_sessions | greeting_cache | "
-              "greeting_prompt | what it does |", "|---|---|---|---|---|"]
+              "greeting_prompt | greeting_in_full_prompt | what it does |",
+              "|---|---|---|---|---|---|"]
     for name in result.strategies:
         s = STRATEGIES[name]
         lines.append(f"| `{s.name}` | {s.warm_sessions} | {s.greeting_cache} | "
-                     f"{s.greeting_prompt} | {s.summary} |")
+                     f"{s.greeting_prompt} | {s.greeting_in_full_prompt} | {s.summary} |")
     for profile in result.profiles:
         summaries = result.summaries(profile)
         if not summaries:
