@@ -7,6 +7,7 @@ import base64
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hotline.business import GreetingTiming
 from hotline.core.amd import AnsweredBy
 from hotline.core.closing import ControlAction
 from hotline.core.commands import (
@@ -696,12 +697,23 @@ class TestTimeLimit:
         assert CreateResponse(TIME_LIMIT_INSTRUCTIONS) in control_sent(cmds)
 
 
+VOICEMAIL = "Hi Dana, please call Acme Dental back."
+
+
+def outbound(frames: tuple[str, ...] | None = None,
+             timing: GreetingTiming = GreetingTiming.IMMEDIATE,
+             greeting_frames: tuple[str, ...] | None = None, **plan: object) -> Call:
+    call = Call(direction="outbound", amd=True, amd_cap_ms=1500, amd_message_cap_ms=30_000,
+                voicemail=VOICEMAIL, greeting_timing=timing, **plan)
+    call.session = CallSession(call.session.plan, greeting_frames, voicemail_frames=frames)
+    return call
+
+
 class TestAnsweringMachine:
+    """`greeting_timing: after_amd`: the greeting waits for the verdict."""
+
     def outbound(self, frames: tuple[str, ...] | None = None) -> Call:
-        call = Call(direction="outbound", amd=True, amd_cap_ms=1500,
-                    voicemail="Hi Dana, please call Acme Dental back.")
-        call.session = CallSession(call.session.plan, voicemail_frames=frames)
-        return call
+        return outbound(frames, GreetingTiming.AFTER_AMD)
 
     def test_the_greeting_waits_for_the_verdict_and_goes_for_a_human(self) -> None:
         call = self.outbound()
@@ -970,3 +982,168 @@ def test_one_response_in_flight_and_at_most_one_reply_per_caller_turn(
         assert in_flight <= 1, "more than one response asked for or going"
     assert replies <= turns_committed + sum(
         1 for e, _ in steps if isinstance(e, TwilioDtmf | ToolFinished))
+
+
+def says_voicemail(cmds: list[Command]) -> bool:
+    return CreateResponse(say_exactly(VOICEMAIL)) in control_sent(cmds)
+
+
+def hang_up_after_voicemail(call: Call, at_ms: float) -> list[Command]:
+    """The live voicemail is created, said and played; what the last mark echo does."""
+    names = call.speak("rv", "iv", [400], at_ms)
+    call(EngineResponseDone("rv", "completed"), at_ms + 1)
+    return call(TwilioMark(names[-1]), at_ms + 400)
+
+
+class TestAmdAlongsideTheGreeting:
+    """The default: the outbound greeting starts at once; AMD's verdict runs alongside."""
+
+    def test_the_greeting_goes_at_start_and_a_human_changes_nothing(self) -> None:
+        call = outbound()
+        cmds = call(START, 0)
+        assert engine_sent(cmds) == [CreateResponse()]
+        assert TimerName.AMD_CAP not in timers_started(cmds)
+        call.speak("r1", "i1", [1000], 50)
+        cmds = call(AmdVerdict(AnsweredBy.HUMAN), 1500)
+        assert stages(cmds) == ["amd_verdict"] and len(cmds) == 1
+        assert call.session.phase is CallPhase.GREETING
+
+    def test_the_callees_hello_over_the_greeting_does_not_cut_it(self) -> None:
+        call = outbound()
+        call(START, 0)
+        call.speak("r1", "i1", [1000], 50)
+        cmds = call.talk(until_ms=500, ms=400)  # "Hello?" within the warmup
+        assert twilio_sent(cmds) == [] and engine_sent(cmds) == []
+
+    def test_machine_start_cuts_the_greeting_then_the_beep_gets_the_voicemail(self) -> None:
+        call = outbound()
+        call(START, 0)
+        call.speak("r1", "i1", [2000], 50)
+        cmds = call(AmdVerdict(AnsweredBy.MACHINE_START), 1050)
+        assert twilio_sent(cmds) == [TwilioClear()]
+        assert control_sent(cmds) == [Truncate("i1", 1000), CancelResponse()]
+        assert call.session.phase is CallPhase.AWAITING_BEEP
+        assert TimerName.AMD_MESSAGE_CAP in timers_started(cmds)
+        call(EngineResponseDone("r1", "cancelled"), 1060)
+        # The machine's message: not sent to the engine, its turns not answered.
+        assert engine_sent(call.talk(until_ms=4000, ms=2000)) == []
+        assert control_sent(call(EngineInputCommitted("u1"), 4100)) == []
+        cmds = call(AmdVerdict(AnsweredBy.MACHINE_END_BEEP), 6000)
+        assert says_voicemail(cmds) and CancelTimer(TimerName.AMD_MESSAGE_CAP) in cmds
+        assert commands_of(hang_up_after_voicemail(call, 6100), HangUpCall) == [HangUpCall()]
+        assert EndCall(Outcome.VOICEMAIL) in call(TwilioStop(), 7000)
+
+    def test_a_message_end_during_the_greeting_cuts_it_for_the_voicemail(self) -> None:
+        call = outbound()
+        call(START, 0)
+        call.speak("r1", "i1", [3000], 50)
+        cmds = call(AmdVerdict(AnsweredBy.MACHINE_END_BEEP), 2050)
+        assert twilio_sent(cmds)[0] == TwilioClear()
+        assert Truncate("i1", 2000) in control_sent(cmds)
+        assert CancelResponse() in control_sent(cmds)
+        cmds = call(EngineResponseDone("r1", "cancelled"), 2060)
+        assert says_voicemail(cmds)  # once the cut greeting is done: one response at a time
+        assert commands_of(hang_up_after_voicemail(call, 2100), HangUpCall) == [HangUpCall()]
+
+    def test_a_message_end_after_the_greeting_gets_the_voicemail(self) -> None:
+        call = outbound()
+        call(START, 0)
+        names = call.speak("r1", "i1", [1000], 50)
+        call(EngineResponseDone("r1", "completed"), 60)
+        call(TwilioMark(names[0]), 1050)
+        cmds = call(AmdVerdict(AnsweredBy.MACHINE_END_SILENCE), 5000)
+        assert twilio_sent(cmds) == [] and says_voicemail(cmds)
+        assert commands_of(hang_up_after_voicemail(call, 5100), HangUpCall) == [HangUpCall()]
+
+    def test_a_cached_greeting_cut_by_a_machine_keeps_only_what_was_heard(self) -> None:
+        greeting = (audio_b64(1000), audio_b64(1000))
+        call = outbound(greeting_frames=greeting)
+        call(START, 0)
+        cmds = call(AmdVerdict(AnsweredBy.MACHINE_START), 500)
+        assert twilio_sent(cmds) == [TwilioClear()]
+        sent = control_sent(cmds)
+        assert sent[0] == DeleteItem(CACHED_GREETING_ITEM)
+        assert all(not isinstance(m, CreateResponse) for m in sent)
+        assert call.session.phase is CallPhase.AWAITING_BEEP
+
+    def test_a_greeting_asked_for_but_not_started_is_cancelled_by_a_machine(self) -> None:
+        call = outbound(greeting_prerequested=True)  # the warm session asked for it
+        call(START, 0)
+        call(AmdVerdict(AnsweredBy.MACHINE_START), 100)
+        assert control_sent(call(EngineResponseCreated("r1"), 150)) == [CancelResponse()]
+        assert twilio_sent(call(EngineAudioDelta("r1", "i1", audio_b64(100)), 160)) == []
+
+    def test_a_machine_whose_message_never_ends_is_hung_up_without_a_voicemail(self) -> None:
+        call = outbound()
+        call(START, 0)
+        call(AmdVerdict(AnsweredBy.MACHINE_START), 100)
+        cmds = call(TimerFired(TimerName.AMD_MESSAGE_CAP), 30_100)
+        assert commands_of(cmds, HangUpCall) == [HangUpCall()]
+        assert not says_voicemail(call.log)
+        assert EndCall(Outcome.VOICEMAIL) in call(TwilioStop(), 31_000)
+
+    def test_a_fax_during_the_greeting_is_hung_up_on(self) -> None:
+        call = outbound()
+        call(START, 0)
+        call.speak("r1", "i1", [2000], 50)
+        cmds = call(AmdVerdict(AnsweredBy.FAX), 800)
+        assert twilio_sent(cmds)[0] == TwilioClear()
+        assert commands_of(cmds, HangUpCall) == [HangUpCall()]
+        assert EndCall(Outcome.FAILED) in call(TwilioStop(), 1000)
+
+
+class TestAmdVerdictSequences:
+    """Every order Twilio can send verdicts in, relative to the stream and to each other."""
+
+    def test_a_message_end_before_the_stream_leaves_the_voicemail_at_start(self) -> None:
+        call = outbound()
+        assert stages(call(AmdVerdict(AnsweredBy.MACHINE_END_BEEP), -50)) == ["amd_verdict"]
+        cmds = call(START, 0)
+        assert says_voicemail(cmds) and CreateResponse() not in control_sent(cmds)
+
+    def test_machine_start_before_the_stream_means_no_greeting(self) -> None:
+        call = outbound()
+        call(AmdVerdict(AnsweredBy.MACHINE_START), -50)
+        cmds = call(START, 0)
+        assert control_sent(cmds) == [] and call.session.phase is CallPhase.AWAITING_BEEP
+        assert says_voicemail(call(AmdVerdict(AnsweredBy.MACHINE_END_OTHER), 4000))
+
+    def test_a_human_before_the_stream_is_greeted_at_start(self) -> None:
+        for timing in GreetingTiming:
+            call = outbound(timing=timing)
+            call(AmdVerdict(AnsweredBy.HUMAN), -50)
+            assert engine_sent(call(START, 0)) == [CreateResponse()]
+
+    def test_a_repeated_verdict_is_ignored(self) -> None:
+        call = outbound()
+        call(START, 0)
+        call(AmdVerdict(AnsweredBy.HUMAN), 1500)
+        assert call(AmdVerdict(AnsweredBy.HUMAN), 1600) == []
+        assert call(AmdVerdict(AnsweredBy.MACHINE_END_BEEP), 1700) == []  # a human stands
+        machine = outbound()
+        machine(START, 0)
+        machine.speak("r1", "i1", [100], 50)
+        machine(EngineResponseDone("r1", "completed"), 60)
+        assert says_voicemail(machine(AmdVerdict(AnsweredBy.MACHINE_END_BEEP), 3000))
+        assert machine(AmdVerdict(AnsweredBy.MACHINE_END_BEEP), 3100) == []
+
+    def test_machine_start_then_its_message_end_whatever_the_greeting_mode(self) -> None:
+        for timing in GreetingTiming:
+            call = outbound(timing=timing)
+            call(START, 0)
+            call(AmdVerdict(AnsweredBy.MACHINE_START), 800)
+            # A held greeting's cap passing with the machine recognised greets nobody.
+            assert control_sent(call(TimerFired(TimerName.AMD_CAP), 1500)) == []
+            assert call.session.phase is CallPhase.AWAITING_BEEP
+            call(EngineResponseCreated("r1"), 1600)  # an immediate greeting, if one was asked
+            call(EngineResponseDone("r1", "cancelled"), 1610)
+            assert says_voicemail(call.log + call(AmdVerdict(AnsweredBy.MACHINE_END_BEEP),
+                                                  6000))
+            assert commands_of(hang_up_after_voicemail(call, 6100), HangUpCall) == [
+                HangUpCall()]
+
+    def test_a_verdict_after_the_call_ended_does_nothing(self) -> None:
+        call = outbound()
+        call(START, 0)
+        call(TwilioStop(), 900)
+        assert call(AmdVerdict(AnsweredBy.MACHINE_END_BEEP), 1500) == []

@@ -324,6 +324,16 @@ class TestAmd:
         assert not wait.take(AnsweredBy.MACHINE_END_BEEP)
         assert wait.verdict is AnsweredBy.HUMAN
 
+    def test_a_machine_start_is_followed_by_its_message_end_and_nothing_else(self) -> None:
+        wait = AmdWait(quiet_ms=500)
+        assert wait.take(AnsweredBy.MACHINE_START)
+        assert not wait.take(AnsweredBy.MACHINE_START)  # repeated
+        assert not wait.take(AnsweredBy.HUMAN)  # a machine was heard already
+        assert wait.take(AnsweredBy.MACHINE_END_OTHER)
+        assert not wait.take(AnsweredBy.MACHINE_END_BEEP)
+        fax = AmdWait(quiet_ms=500)
+        assert fax.take(AnsweredBy.MACHINE_START) and fax.take(AnsweredBy.FAX)
+
     def test_the_callee_is_quiet_after_a_pause(self) -> None:
         wait = AmdWait(quiet_ms=500)
         assert wait.callee_quiet(0)

@@ -9,6 +9,7 @@ absolute durations.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from hotline.business import HttpTool, TemplateConfig
+from hotline.business import GreetingTiming, HttpTool, TemplateConfig
 from hotline.local_server import LocalServer
 from hotline.prompts import NUDGE_INSTRUCTIONS, SILENCE_GOODBYE_INSTRUCTIONS
 from hotline.sim.call_result import PhoneCallResult
@@ -266,12 +267,16 @@ async def place_reminder(stack: Stack, to: str) -> str:
     return str(response.json()["call_sid"])
 
 
+def reminder(timing: GreetingTiming | None = None) -> TemplateConfig:
+    return TemplateConfig("reminder", "Hi {name}, this is Acme Dental calling.",
+                          "Remind {name} of tomorrow's appointment.",
+                          voicemail_template=VOICEMAIL, greeting_timing=timing)
+
+
 @pytest.mark.parametrize("greeting_cache", [False, True])
-async def test_a_machine_hears_nothing_before_the_beep_then_the_voicemail(
+async def test_held_for_the_verdict_a_machine_hears_nothing_before_the_beep(
         sqlite_url: str, tmp_path: Path, greeting_cache: bool) -> None:
-    template = TemplateConfig("reminder", "Hi {name}, this is Acme Dental calling.",
-                              "Remind {name} of tomorrow's appointment.",
-                              voicemail_template=VOICEMAIL)
+    template = reminder(GreetingTiming.AFTER_AMD)
     callee = "+15550003333"
     async with control_stack(sqlite_url, tmp_path, [business(templates=(template,))],
                              greeting_cache=greeting_cache) as stack:
@@ -294,12 +299,13 @@ async def test_a_machine_hears_nothing_before_the_beep_then_the_voicemail(
 
 
 @pytest.mark.parametrize("registry", ["memory", "redis"])
-async def test_a_human_is_greeted_as_soon_as_the_verdict_comes(
+async def test_held_for_the_verdict_a_human_is_greeted_as_soon_as_it_comes(
         sqlite_url: str, tmp_path: Path, registry: str) -> None:
     settings: dict[str, Any] = {}
     if registry == "redis":  # the verdict travels through Redis pub/sub to the call
         settings["redis_url"] = await reachable_redis_url()
-    async with control_stack(sqlite_url, tmp_path, [business()], greeting_cache=False,
+    held = business(greeting_timing=GreetingTiming.AFTER_AMD)
+    async with control_stack(sqlite_url, tmp_path, [held], greeting_cache=False,
                              **settings) as stack:
         await greet_a_human(stack)
 
@@ -321,7 +327,8 @@ async def greet_a_human(stack: Stack) -> None:
 
 async def test_a_late_verdict_does_not_hold_the_greeting_past_the_cap(
         sqlite_url: str, tmp_path: Path) -> None:
-    async with control_stack(sqlite_url, tmp_path, [business()], greeting_cache=False,
+    held = business(greeting_timing=GreetingTiming.AFTER_AMD)
+    async with control_stack(sqlite_url, tmp_path, [held], greeting_cache=False,
                              amd_greeting_cap_ms=300) as stack:
         stack.twilio.amd_ms = 5000
         call_sid = await place_reminder(stack, "+15550002222")
@@ -329,6 +336,130 @@ async def test_a_late_verdict_does_not_hold_the_greeting_past_the_cap(
         assert result.media_received
         record = await record_of(stack, call_sid)
         assert "amd_cap_reached" in stages_of(record)
+
+
+# -- the default: the greeting at once, AMD alongside ------------------------------------------
+async def post_verdict(stack: Stack, call_sid: str, answered_by: str) -> None:
+    """An async AMD callback, signed, as Twilio posts it."""
+    async with httpx.AsyncClient() as http:
+        response = await send_twilio_request(
+            http, f"{stack.server.url}/twilio/amd",
+            {"CallSid": call_sid, "AccountSid": ACCOUNT_SID, "AnsweredBy": answered_by},
+            auth_token=AUTH_TOKEN)
+    assert response.status_code == 204, response.text
+
+
+async def until_stage(stack: Stack, call_sid: str, stage: str) -> None:
+    """Until the running call's timeline reaches `stage` (the server's own record)."""
+    async with asyncio.timeout(20):
+        while True:
+            runner = stack.services.active_calls.get(call_sid)
+            if runner is not None and stage in [s.stage for s in runner.timeline]:
+                return
+            await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("greeting_cache", [False, True])
+async def test_the_greeting_starts_at_once_and_a_machine_still_gets_the_voicemail(
+        sqlite_url: str, tmp_path: Path, greeting_cache: bool) -> None:
+    callee = "+15550003333"
+    async with control_stack(sqlite_url, tmp_path, [business(templates=(reminder(),))],
+                             greeting_cache=greeting_cache) as stack:
+        stack.twilio.answered_by[callee] = "machine_end_beep"
+        stack.twilio.callee_scripts[callee] = CallScript.answering_machine()
+        call_sid = await place_reminder(stack, callee)
+        result = await stack.twilio.wait_for_call(call_sid, timeout=60)
+
+        assert result.amd_answered_by == "machine_end_beep"
+        assert result.beep_ended_at is not None and result.start_sent_at is not None
+        first = min(m.at for m in result.media_received)
+        assert first < result.beep_ended_at  # greeted at once, over the machine's message
+        assert any(m.at >= result.beep_ended_at for m in result.media_received)
+        [update] = updates_for(stack, call_sid)
+        assert update.params["Status"] == "completed"
+        assert last_mark_echo(result) <= update.at
+        record = await record_of(stack, call_sid)
+        assert record.outcome == "voicemail"
+        agent = [t.text for t in record.transcript if t.speaker == "agent"]
+        assert "Hi Dana" in agent[0] and any("Please call us back" in t for t in agent)
+        assert "amd_waiting" not in stages_of(record)
+        assert "voicemail_started" in stages_of(record)
+
+
+async def test_a_human_hears_the_greeting_before_the_verdict_and_nothing_changes(
+        sqlite_url: str, tmp_path: Path) -> None:
+    async with control_stack(sqlite_url, tmp_path, [business()], greeting_cache=False) as stack:
+        stack.twilio.amd_ms = 1500
+        call_sid = await place_reminder(stack, "+15550002222")
+        result = await stack.twilio.wait_for_call(call_sid, timeout=30)
+        assert result.amd_answered_by == "human" and result.amd_callback_at is not None
+        assert min(m.at for m in result.media_received) < result.amd_callback_at
+        assert result.clears == []
+        record = await record_of(stack, call_sid)
+        assert record.outcome == "completed" and "Hi Dana" in record.transcript[0].text
+        stages = stages_of(record)
+        assert stages.count("amd_verdict") == 1 and "agent_cut" not in stages
+
+
+async def test_machine_start_then_its_beep_during_the_greeting(
+        sqlite_url: str, tmp_path: Path) -> None:
+    callee = "+15550005555"
+    async with control_stack(sqlite_url, tmp_path, [business(templates=(reminder(),))],
+                             greeting_cache=False) as stack:
+        stack.twilio.amd_ms = 600_000  # the verdicts come from this test
+        stack.engine.replies = {}  # the greeting is long enough to be cut
+        call_sid = await place_reminder(stack, callee)
+        await until_stage(stack, call_sid, "first_audio_to_caller")
+        await post_verdict(stack, call_sid, "machine_start")
+        await until_stage(stack, call_sid, "machine_answered")
+        await post_verdict(stack, call_sid, "machine_start")  # repeated: ignored
+        await post_verdict(stack, call_sid, "machine_end_beep")
+        result = await stack.twilio.wait_for_call(call_sid, timeout=30)
+        session = await stack.engine.wait_for_session()
+
+        assert result.clears, "the greeting was not cut"
+        [truncation] = session.truncations
+        assert truncation.audio_end_ms <= truncation.produced_ms
+        assert any(m.at >= result.clears[0].at for m in result.media_received)  # voicemail
+        [update] = updates_for(stack, call_sid)
+        assert update.params["Status"] == "completed"
+        record = await record_of(stack, call_sid)
+        assert record.outcome == "voicemail"
+        stages = [s for s in stages_of(record) if s in (
+            "amd_verdict", "machine_answered", "agent_cut", "voicemail_started",
+            "hang_up_requested")]
+        assert stages == ["amd_verdict", "agent_cut", "machine_answered", "amd_verdict",
+                          "voicemail_started", "hang_up_requested"]
+        greeting_turn = record.transcript[0]
+        assert greeting_turn.speaker == "agent" and greeting_turn.interrupted
+
+
+async def test_a_verdict_before_the_stream_starts_is_acted_on_at_start(
+        sqlite_url: str, tmp_path: Path) -> None:
+    callee = "+15550006666"
+    async with control_stack(sqlite_url, tmp_path, [business(templates=(reminder(),))],
+                             greeting_cache=False) as stack:
+        stack.twilio.amd_ms = 600_000
+        stack.twilio.ring_ms = 3000
+        stack.twilio.callee_scripts[callee] = CallScript([Silence(20_000), Hangup()])
+        call_sid = await place_reminder(stack, callee)
+        await post_verdict(stack, call_sid, "machine_end_beep")  # while it rings
+        result = await stack.twilio.wait_for_call(call_sid, timeout=30)
+        record = await record_of(stack, call_sid)
+        assert result.media_received and record.outcome == "voicemail"
+        agent = [t.text for t in record.transcript if t.speaker == "agent"]
+        assert agent and "Please call us back" in agent[0]
+        assert not any("this is Acme Dental calling" in t for t in agent)  # no greeting
+
+
+async def test_a_verdict_for_a_call_that_has_ended_changes_nothing(stack: Stack) -> None:
+    stack.twilio.amd_ms = 600_000
+    call_sid = await place_reminder(stack, "+15550007777")
+    await stack.twilio.wait_for_call(call_sid, timeout=30)
+    record = await record_of(stack, call_sid)
+    await post_verdict(stack, call_sid, "machine_end_beep")
+    assert (await record_of(stack, call_sid)).outcome == record.outcome == "completed"
+    await assert_nothing_leaked(stack)
 
 
 # -- silence and limits ----------------------------------------------------------------------

@@ -50,8 +50,12 @@ class AmdWait:
     callee_voiced_ms: float = float("-inf")  # last loud frame heard while waiting
 
     def take(self, verdict: AnsweredBy) -> bool:
-        """The call's verdict, once: later ones are ignored. True if this one counts."""
-        if self.verdict is not None:
+        """The call's verdict. True if this one counts: the first, or the end of the message
+        of a machine already recognised (`machine_start` then `machine_end_*`); any other
+        later or repeated verdict is ignored."""
+        previous = self.verdict
+        if previous is not None and not (previous is AnsweredBy.MACHINE_START and (
+                verdict.machine_message_ended or verdict is AnsweredBy.FAX)):
             return False
         self.verdict = verdict
         return True

@@ -15,17 +15,22 @@ class CallPhase(enum.Enum):
     AWAITING_START = "awaiting_start"
     # Outbound: the greeting waits for the answering-machine verdict (see `AmdWait`).
     AWAITING_AMD = "awaiting_amd"
+    # A machine answered (`machine_start`): nothing is said until its message ends.
+    AWAITING_BEEP = "awaiting_beep"
     GREETING = "greeting"  # bot speaks first: the greeting is requested or playing
     LISTENING = "listening"  # caller speaks first: waiting for the first turn
     CONVERSING = "conversing"  # the greeting is over; full prompt in force
     ENDED = "ended"
 
 
-_ANY_LIVE = frozenset({CallPhase.CONVERSING, CallPhase.ENDED})
+# A machine may be recognised at any time before the end, and a voicemail (CONVERSING,
+# closing) may follow in any phase.
+_ANY_LIVE = frozenset({CallPhase.AWAITING_BEEP, CallPhase.CONVERSING, CallPhase.ENDED})
 ALLOWED: dict[CallPhase, frozenset[CallPhase]] = {
     CallPhase.AWAITING_START: _ANY_LIVE | {CallPhase.AWAITING_AMD, CallPhase.GREETING,
                                            CallPhase.LISTENING},
     CallPhase.AWAITING_AMD: _ANY_LIVE | {CallPhase.GREETING, CallPhase.LISTENING},
+    CallPhase.AWAITING_BEEP: _ANY_LIVE,
     CallPhase.GREETING: _ANY_LIVE,
     CallPhase.LISTENING: _ANY_LIVE,
     CallPhase.CONVERSING: _ANY_LIVE,

@@ -20,7 +20,6 @@ the prompt upgrade after the first one, DTMF, timers.
 from __future__ import annotations
 
 from hotline.core import ending, speaking, tool_flow, voicemail
-from hotline.core.amd import AnsweredBy
 from hotline.core.closing import Closing
 from hotline.core.commands import (
     AddUserText,
@@ -191,14 +190,14 @@ class CallSession:
         commands: list[Command] = [Record(TimelineStage("stream_start", now_ms)),
                                    StartTimer(TimerName.MAX_DURATION, self.plan.max_duration_ms)]
         verdict = s.amd.verdict
-        if self.plan.amd and verdict is None:
+        if self.plan.greets_after_amd and verdict is None:
             # An answering machine must not hear a greeting meant for a person.
             s.phase.move(CallPhase.AWAITING_AMD)
             cap_ms = self.plan.amd_cap_ms
             return [*commands, StartTimer(TimerName.AMD_CAP, cap_ms),
                     Record(TimelineStage("amd_waiting", now_ms,
                                          f"greeting held up to {cap_ms} ms"))]
-        if verdict is not None and not verdict.is_human and verdict is not AnsweredBy.MACHINE_START:
+        if verdict is not None and not verdict.is_human:
             return commands + voicemail.on_machine(s, verdict, now_ms)
         return commands + speaking.greet(s, now_ms)
 
@@ -207,7 +206,7 @@ class CallSession:
         s.stats.media_in += 1
         if s.phase.is_(CallPhase.AWAITING_START):
             return []
-        if s.phase.is_(CallPhase.AWAITING_AMD):
+        if s.phase.is_(CallPhase.AWAITING_AMD, CallPhase.AWAITING_BEEP):
             return voicemail.callee_frame(s, event.payload_b64, now_ms)
         if s.closing is not None:
             return []  # the caller over our goodbye: not a turn to answer
@@ -239,7 +238,8 @@ class CallSession:
 
     def _on_dtmf(self, event: TwilioDtmf, now_ms: float) -> list[Command]:
         s = self._s
-        if s.phase.is_(CallPhase.AWAITING_START, CallPhase.AWAITING_AMD) or s.closing:
+        if s.closing or s.phase.is_(CallPhase.AWAITING_START, CallPhase.AWAITING_AMD,
+                                    CallPhase.AWAITING_BEEP):
             return []
         turn = TranscriptTurn("caller", f"[pressed {event.digit}]", int(now_ms), int(now_ms))
         commands: list[Command] = [Record(turn), *s.silence.disarm()]
@@ -271,7 +271,8 @@ class CallSession:
         """The caller's turn is in the conversation: answer it, or drop it as noise."""
         s = self._s
         verdict = s.turns.committed(event.item_id)
-        if s.closing is not None or s.phase.is_(CallPhase.AWAITING_AMD):
+        if s.closing is not None or s.phase.is_(CallPhase.AWAITING_AMD,
+                                                CallPhase.AWAITING_BEEP):
             return []
         if verdict is TurnVerdict.SPEECH:
             return s.want(None, Purpose.REPLY)
@@ -297,8 +298,9 @@ class CallSession:
         purpose = s.responses.created(event.response_id)
         if s.closing is not None and purpose is Purpose.CLOSING:
             s.closing.line_created(event.response_id)
-        elif s.closing is not None:
-            # Asked for before the call began to close: only the last line may play now.
+        elif s.closing is not None or s.phase.is_(CallPhase.AWAITING_BEEP):
+            # Asked for before the call began to close, or before a machine was recognised:
+            # only the last line may play now, and nothing over a machine's message.
             return s.responses.cancel_active()
         if purpose is Purpose.NUDGE:
             return []  # the nudge itself is no answer from the caller
@@ -368,6 +370,8 @@ class CallSession:
         match timer:
             case TimerName.AMD_CAP:
                 return voicemail.cap_reached(s, now_ms)
+            case TimerName.AMD_MESSAGE_CAP:
+                return voicemail.message_cap_reached(s, now_ms)
             case TimerName.GOODBYE_CAP:
                 return ending.maybe_act(s, now_ms, force=True)
             case TimerName.MAX_DURATION:

@@ -11,3 +11,4 @@ class TimerName(enum.Enum):
     MAX_DURATION = "max_duration"  # the business's call length limit
     GOODBYE_CAP = "goodbye_cap"  # a goodbye that never finishes playing must not hold the line
     AMD_CAP = "amd_cap"  # greet anyway if the answering-machine verdict is late
+    AMD_MESSAGE_CAP = "amd_message_cap"  # a machine whose message never ends: hang up

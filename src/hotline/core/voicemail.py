@@ -1,16 +1,24 @@
-"""Answering machines: the greeting held for the verdict, and the voicemail after the beep.
+"""Answering machines: Twilio's verdicts, whenever they come, and the voicemail.
 
-Outbound calls with async AMD hold the greeting until Twilio's verdict, at most
-`amd_cap_ms` while the callee is quiet. A person (or `unknown`) is greeted; a machine whose
-message has ended gets the template's voicemail (cached audio, or said live) and a
-hang-up; a fax is hung up on.
+Outbound calls with async AMD greet at once by default; the verdict runs alongside. With
+`greeting_timing: after_amd` the greeting waits for it instead, at most `amd_cap_ms` while
+the callee is quiet. Whatever the phase when a verdict comes:
+- `human` / `unknown`: a held greeting goes; otherwise nothing changes.
+- `machine_start`: a machine, its message still playing. Whatever the agent was saying is
+  cut (the engine keeps only what was heard) and nothing more is said until the message
+  ends; `amd_message_cap_ms` bounds the wait, then the call is hung up.
+- `machine_end_*`: the message has ended: leave the voicemail (cached audio, or said
+  live), then hang up.
+- `fax`: hang up.
+A verdict before the stream starts is acted on at the start; a repeated or late one is
+ignored, except a machine's message end after its `machine_start`.
 """
 
 from __future__ import annotations
 
 from hotline.core.amd import AnsweredBy
 from hotline.core.closing import Closing
-from hotline.core.commands import CancelTimer, Command, Record
+from hotline.core.commands import CancelTimer, Command, Record, StartTimer
 from hotline.core.ending import close, maybe_act, start_closing
 from hotline.core.greeting import CACHED_VOICEMAIL_ITEM
 from hotline.core.outcomes import Outcome
@@ -32,12 +40,12 @@ def on_verdict(s: CallState, verdict: AnsweredBy, now_ms: float) -> list[Command
         if not s.phase.is_(CallPhase.AWAITING_AMD):
             return commands
         return [*commands, CancelTimer(TimerName.AMD_CAP), *greet(s, now_ms)]
-    if verdict is AnsweredBy.MACHINE_START:
-        return commands  # its message-end verdict follows; the cap still holds
     return commands + on_machine(s, verdict, now_ms)
 
 
 def on_machine(s: CallState, verdict: AnsweredBy, now_ms: float) -> list[Command]:
+    if verdict is AnsweredBy.MACHINE_START:
+        return _await_message_end(s, now_ms)
     if verdict is AnsweredBy.FAX:
         s.phase.move(CallPhase.CONVERSING)
         return [CancelTimer(TimerName.AMD_CAP),
@@ -45,9 +53,33 @@ def on_machine(s: CallState, verdict: AnsweredBy, now_ms: float) -> list[Command
     return _leave_voicemail(s, now_ms)
 
 
+def _await_message_end(s: CallState, now_ms: float) -> list[Command]:
+    """A machine answered and its message plays: stop talking, say nothing until it ends."""
+    commands: list[Command] = [CancelTimer(TimerName.AMD_CAP)]
+    if s.agent_audible():
+        commands += cut_agent(s, now_ms, "agent_cut")  # the engine keeps what was heard
+    else:
+        commands += s.responses.cancel_active()  # a greeting going, not audible yet
+    s.responses.forget_wanted()
+    s.phase.move(CallPhase.AWAITING_BEEP)
+    cap_ms = s.plan.amd_message_cap_ms
+    return [*commands, *s.silence.disarm(), StartTimer(TimerName.AMD_MESSAGE_CAP, cap_ms),
+            Record(TimelineStage("machine_answered", now_ms,
+                                 f"silent until its message ends, at most {cap_ms} ms"))]
+
+
+def message_cap_reached(s: CallState, now_ms: float) -> list[Command]:
+    if not s.phase.is_(CallPhase.AWAITING_BEEP):
+        return []
+    s.phase.move(CallPhase.CONVERSING)
+    closing = Closing(Outcome.VOICEMAIL, "machine message never ended")
+    return close(s, closing, None, now_ms)
+
+
 def _leave_voicemail(s: CallState, now_ms: float) -> list[Command]:
     """The beep has sounded: stop whatever we were saying, leave the message, hang up."""
-    commands: list[Command] = [CancelTimer(TimerName.AMD_CAP)]
+    commands: list[Command] = [CancelTimer(TimerName.AMD_CAP),
+                               CancelTimer(TimerName.AMD_MESSAGE_CAP)]
     if s.agent_audible():
         commands += cut_agent(s, now_ms, "agent_cut")
     s.phase.move(CallPhase.CONVERSING)
@@ -66,9 +98,11 @@ def _leave_voicemail(s: CallState, now_ms: float) -> list[Command]:
 
 
 def callee_frame(s: CallState, payload_b64: str, now_ms: float) -> list[Command]:
-    """Callee audio before the verdict (a machine's message, or a "Hello?") is not sent to
-    the engine; past the cap, the greeting goes once the callee is quiet."""
+    """Callee audio before the verdict, or a machine's message, is not sent to the engine;
+    past the cap, a held greeting goes once the callee is quiet."""
     s.stats.media_held_for_amd += 1
+    if s.phase.is_(CallPhase.AWAITING_BEEP):
+        return []
     s.amd.heard(s.turns.voiced(payload_b64), now_ms)
     if s.amd.cap_passed and s.amd.callee_quiet(now_ms):
         return [Record(TimelineStage("amd_cap_reached", now_ms, "callee quiet")),
