@@ -96,6 +96,22 @@ async def test_naive_connects_at_start_with_the_full_prompt(tmp_path: Path) -> N
 
 
 @pytest.mark.sockets
+async def test_naive_first_response_is_the_greeting(tmp_path: Path) -> None:
+    # A fair baseline: naive's one prompt carries the greeting, so what the engine says
+    # first is the greeting, not a canned reply to a prompt that says it was said.
+    run = await bench("naive", tmp_path)
+    for sample in run.samples:
+        session = session_of(sample)
+        business = bench_business(sample.lane)
+        (_, prompt), *_ = instruction_updates(session)
+        assert f'"{business.greeting}"' in prompt and "already been said" not in prompt
+        said = [e.event["transcript"] for e in session.sent
+                if e.type == "response.output_audio_transcript.done"]
+        assert said, "the engine finished no response"
+        assert said[0] == business.greeting
+
+
+@pytest.mark.sockets
 async def test_seed_greets_with_the_compact_prompt_then_upgrades(tmp_path: Path) -> None:
     run = await bench("seed", tmp_path)
     for sample in run.samples:
@@ -155,12 +171,58 @@ async def test_hotline_warm_greets_live_on_a_prepared_session(tmp_path: Path) ->
 async def test_report_has_a_row_per_strategy(tmp_path: Path) -> None:
     import datetime
 
-    runs = {("zero", name): await bench(name, tmp_path) for name in ("naive", "seed")}
+    runs = {("zero", name, "inbound"): await bench(name, tmp_path)
+            for name in ("naive", "seed")}
     result = BenchResult(2, 1, ["zero"], ["naive", "seed"],
                          datetime.datetime.now(datetime.UTC), runs, 1.0)
     markdown = render_markdown(result, command="hotline bench greeting --calls 2")
-    assert "| `naive` | 2/2 |" in markdown and "| `seed` | 2/2 |" in markdown
+    assert "| `naive` | inbound | 2/2 |" in markdown
+    assert "| `seed` | inbound | 2/2 |" in markdown
     assert "shared, noisy 2-core machine" in markdown and "### Definitions" in markdown
+
+
+# -- outbound and voicemail ------------------------------------------------------------------
+@pytest.mark.sockets
+async def test_outbound_calls_are_placed_through_the_api_and_timed_by_the_callee(
+        tmp_path: Path) -> None:
+    import datetime
+
+    run = await run_strategy(STRATEGIES["hotline"], "zero", calls=2, concurrency=1,
+                             workdir=tmp_path, profile=PROFILE, direction="outbound",
+                             amd_ms=200)
+    assert run.direction == "outbound" and len(run.samples) == 2
+    for sample in run.samples:
+        assert sample.ok, sample.problem
+        phone = sample.phone
+        # Placed by the server through the Twilio REST API; answered; AMD said human.
+        assert phone.direction == "outbound-api"
+        assert phone.webhook_url is not None and "outbound=" in phone.webhook_url
+        assert phone.amd_answered_by == "human"
+        assert sample.start_to_first_media_ms is not None
+    # The greeting cache was filled first (inbound greeting, outbound greeting, voicemail),
+    # and the report says so and how long it took.
+    assert run.render is not None and run.render.greetings == 3
+    assert run.render.total_s >= run.render.waited_s >= 0
+    result = BenchResult(2, 1, ["zero"], ["hotline"], datetime.datetime.now(datetime.UTC),
+                         {("zero", "hotline", "outbound"): run}, 1.0, directions=["outbound"],
+                         renders={("zero", "hotline"): run.render})
+    markdown = render_markdown(result, command="hotline bench greeting --direction outbound")
+    assert "| `hotline` | outbound | 2/2 |" in markdown
+    assert "### Greeting renders before measuring" in markdown
+    assert "| zero | `hotline` | outbound | (b) p99 |" not in markdown  # modeled only
+
+
+@pytest.mark.sockets
+async def test_voicemail_is_timed_from_the_machines_beep(tmp_path: Path) -> None:
+    run = await run_strategy(STRATEGIES["hotline"], "zero", calls=1, concurrency=1,
+                             workdir=tmp_path, profile=PROFILE, direction="voicemail")
+    (sample,) = run.samples
+    assert sample.problem is None and run.ok == [sample]
+    phone = sample.phone
+    assert phone.amd_answered_by == "machine_end_beep" and phone.beep_ended_at is not None
+    assert sample.voicemail_media_at is not None
+    assert sample.voicemail_media_at >= phone.beep_ended_at
+    assert sample.beep_to_voicemail_ms is not None and sample.beep_to_voicemail_ms >= 0
 
 
 def test_cli_registers_bench_greeting() -> None:
@@ -169,7 +231,8 @@ def test_cli_registers_bench_greeting() -> None:
 
     result = CliRunner().invoke(app, ["bench", "greeting", "--help"])
     assert result.exit_code == 0
-    for option in ("--calls", "--concurrency", "--profile", "--strategies", "--output"):
+    for option in ("--calls", "--concurrency", "--profile", "--strategies", "--output",
+                   "--direction", "--voicemail-calls", "--amd-ms"):
         assert option in result.output
 
 

@@ -178,7 +178,7 @@ def build_inbound_plan(
         to_number=to_number,
         greeting=business.greeting,
         compact_instructions=compact_prompt(business, business.greeting),
-        full_instructions=full_prompt(business),
+        full_instructions=full_prompt(business, greeting=_in_full(settings, business.greeting)),
         bot_speaks_first=business.bot_speaks_first,
         webhook_received_epoch_ms=webhook_received_epoch_ms,
         **_common(settings, business),
@@ -207,7 +207,7 @@ def build_outbound_plan(
         to_number=to_number,
         greeting=greeting,
         compact_instructions=compact_prompt(business, greeting, extra),
-        full_instructions=full_prompt(business, extra),
+        full_instructions=full_prompt(business, extra, greeting=_in_full(settings, greeting)),
         bot_speaks_first=True,  # outbound: the callee said "hello?" already; we speak
         webhook_received_epoch_ms=created_epoch_ms,
         template_name=template.name,
@@ -220,6 +220,11 @@ def build_outbound_plan(
                    if template.voicemail_template else ""),
         **_common(settings, business),
     )
+
+
+def _in_full(settings: Settings, greeting: str) -> str | None:
+    """The greeting for the full prompt to carry (`greeting_in_full_prompt`), else None."""
+    return greeting if settings.greeting_in_full_prompt else None
 
 
 class _Lenient(dict[str, str]):

@@ -47,12 +47,18 @@ def compact_prompt(business: BusinessConfig, greeting: str, extra: str = "") -> 
     return "\n".join(p for p in parts if p)
 
 
-def full_prompt(business: BusinessConfig, extra: str = "") -> str:
+def full_prompt(business: BusinessConfig, extra: str = "", *,
+                greeting: str | None = None) -> str:
+    """The whole prompt, for after the greeting. `greeting`: a one-prompt setup that greets
+    from this prompt (the `greeting_in_full_prompt` setting) carries the greeting here, as
+    the compact prompt does, instead of saying it has been said."""
+    said = ("The greeting has already been said; do not greet again." if greeting is None
+            else f'{GREETING_MARKER} "{greeting}"')
     parts = [
         business.role.strip(),
         f"Tone: {business.tone.strip()}",
         f"Always speak {language_name(business.language)}.",
-        "The greeting has already been said; do not greet again.",
+        said,
         "# What you know\n" + business.knowledge.strip(),
         "# Policies\n" + business.policies.strip(),
         "# Frequent questions\n" + business.faq.strip(),

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     greeting_cache_dir: str = "./greeting-cache"
     # Instructions for a live greeting: "compact" (fast) then the full prompt, or "full".
     greeting_prompt: Literal["compact", "full"] = "compact"
+    # For comparison only (the benchmark's `naive` strategy, a one-prompt setup): the full
+    # prompt itself carries the greeting ("Open the call with exactly this greeting: …")
+    # instead of saying it has been said, so that a greeting asked for with the full prompt
+    # is the greeting. Meant with greeting_prompt=full and no greeting cache.
+    greeting_in_full_prompt: bool = False
 
     # Call behaviour defaults (a business may not override these yet).
     warmup_ms: int = Field(800, ge=0, description="caller-first: pickup noise dropped")

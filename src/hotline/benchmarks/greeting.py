@@ -40,6 +40,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -52,14 +53,27 @@ from rich.progress import (
 )
 
 from hotline.benchmarks.calls import (
+    DEFAULT_AMD_MS,
     DEFAULT_RAMP_MS,
+    DIRECTIONS,
+    INBOUND,
     LISTEN_MS,
+    OUTBOUND,
+    VOICEMAIL,
     LocalSimulators,
+    PlayedCall,
     PlayRequest,
     Simulators,
 )
 from hotline.benchmarks.report import print_report, raw_samples, render_markdown
-from hotline.benchmarks.samples import CallSample, StrategyRun, analyse, match_sessions
+from hotline.benchmarks.samples import (
+    CallSample,
+    RenderWait,
+    StrategyRun,
+    analyse,
+    match_sessions,
+    voicemail_problem,
+)
 from hotline.benchmarks.server import ErrorLog, GcWatch, greetings_ready, server_settings
 from hotline.benchmarks.simulator_process import ProcessSimulators, run_with_loop
 from hotline.benchmarks.stats import BenchResult
@@ -71,28 +85,45 @@ from hotline.store.database import Store
 
 DEFAULT_CALLS = 50
 DEFAULT_CONCURRENCY = 10
+DEFAULT_VOICEMAIL_CALLS = 10
 DEFAULT_OUTPUT = Path("docs/benchmarks.md")
 
 
-async def run_strategy(strategy: Strategy, profile_name: str, *, calls: int, concurrency: int,
-                       workdir: Path, profile: LatencyProfile | None = None,
-                       listen_ms: int = LISTEN_MS, stream_gap_ms: float = 0.0,
-                       ramp_ms: float = 0.0, simulators: Simulators | None = None,
-                       on_call: Callable[[], None] | None = None) -> StrategyRun:
-    """A fresh server (fresh SQLite store, fresh greeting cache) for this strategy: one
-    untimed warm-up call per lane, then `calls` measured calls, `concurrency` at a time.
+@dataclass(slots=True)
+class ServerRun:
+    """One fresh server for one strategy on one profile, and its calls by direction."""
 
-    `simulators`: where the engine and the phone run (default: on this event loop).
+    render: RenderWait | None
+    runs: dict[str, StrategyRun]
+
+
+async def run_server(strategy: Strategy, profile_name: str, *, calls: int, concurrency: int,
+                     workdir: Path, profile: LatencyProfile | None = None,
+                     directions: Sequence[str] = (INBOUND,), voicemail_calls: int = 0,
+                     listen_ms: int = LISTEN_MS, stream_gap_ms: float = 0.0,
+                     ramp_ms: float = 0.0, amd_ms: int = DEFAULT_AMD_MS,
+                     simulators: Simulators | None = None,
+                     on_call: Callable[[], None] | None = None) -> ServerRun:
+    """A fresh server (fresh SQLite store, fresh greeting cache) for this strategy; with the
+    greeting cache, wait until it holds every greeting the calls need (`RenderWait`). Then,
+    per direction in `directions` (inbound, outbound, voicemail, in that order): one untimed
+    warm-up call per lane (none for voicemail), then `calls` measured calls (voicemail:
+    `voicemail_calls`), `concurrency` at a time.
+
+    `simulators`: where the engine, the Twilio API and the phone run (default: this loop).
     `ramp_ms`: the first `concurrency` measured calls start this far apart, so that the
     lanes (whose calls all last about as long) do not stay in lockstep.
-    `stream_gap_ms`: Twilio's time between the TwiML and the stream (`TwilioStreamGap`);
-    0 (the simulated phone's own behaviour: it opens the stream at once) unless asked."""
+    `stream_gap_ms`: Twilio's time between the TwiML and the stream (`TwilioStreamGap`,
+    inbound only); 0 (the simulated phone's own behaviour: it opens the stream at once)
+    unless asked. `amd_ms`: the human verdict's delay after the callee picks up."""
     profile = profile or PROFILES[profile_name]()
     sims: Simulators = simulators or LocalSimulators()
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
-    lanes = max(1, min(concurrency, calls))
+    wanted = [d for d in DIRECTIONS if d in directions]
+    lanes = max(1, min(concurrency, max(calls, voicemail_calls if VOICEMAIL in wanted else 0)))
     businesses = [bench_business(lane) for lane in range(lanes)]
     numbers = tuple(b.phone_numbers[0] for b in businesses)
+    slugs = tuple(b.slug for b in businesses)
     database_url = f"sqlite+aiosqlite:///{workdir / 'hotline.db'}"
     store = Store(database_url)
     await store.upgrade()
@@ -100,56 +131,107 @@ async def run_strategy(strategy: Strategy, profile_name: str, *, calls: int, con
         await store.save_business(business)
     await store.close()
 
-    engine_url = await sims.start(profile)
+    urls = await sims.start(profile)
     server: RunningServer | None = None
-    began = time.monotonic()
+    render: RenderWait | None = None
+    played: dict[str, tuple[list[PlayedCall], list[PlayedCall], float]] = {}
     try:
+        starting = time.monotonic()
         server = await start_server(server_settings(strategy, workdir=workdir,
                                                     database_url=database_url,
-                                                    engine_url=engine_url))
+                                                    engine_url=urls.engine,
+                                                    twilio_api_url=urls.twilio))
+        started = time.monotonic()
         if strategy.greeting_cache:
-            await greetings_ready(server, businesses)
-        request = PlayRequest(server.url, numbers, calls=lanes, concurrency=lanes, warmup=True,
-                              listen_ms=listen_ms, stream_gap_ms=stream_gap_ms)
-        warmup_calls = await sims.play(request)
-        played = await sims.play(dataclasses.replace(request, calls=calls,
-                                                     concurrency=concurrency, warmup=False,
-                                                     ramp_ms=ramp_ms), on_call)
+            greetings = await greetings_ready(
+                server, businesses, outbound=OUTBOUND in wanted or VOICEMAIL in wanted)
+            render = RenderWait(greetings, server.services.greetings.rendered,
+                                started - starting, time.monotonic() - started)
+        for direction in wanted:
+            began = time.monotonic()
+            n = voicemail_calls if direction == VOICEMAIL else calls
+            if n <= 0:
+                continue
+            c = min(concurrency, n)
+            request = PlayRequest(server.url, numbers, calls=lanes, concurrency=lanes,
+                                  warmup=True, listen_ms=listen_ms,
+                                  stream_gap_ms=stream_gap_ms if direction == INBOUND else 0.0,
+                                  direction=direction, slugs=slugs, amd_ms=amd_ms)
+            warmups = [] if direction == VOICEMAIL else await sims.play(request)
+            measured = await sims.play(dataclasses.replace(
+                request, numbers=numbers[:c], calls=n, concurrency=c, warmup=False,
+                ramp_ms=ramp_ms), on_call)
+            played[direction] = (warmups, measured, time.monotonic() - began)
     finally:
         if server is not None:
             await server.stop()
         sessions = await sims.sessions()
         await sims.stop()
-    wall_s = time.monotonic() - began
-    warmups = [CallSample(c.index, c.lane, c.phone, twiml_arrived_at=c.twiml_arrived_at)
-               for c in warmup_calls]
-    samples = [CallSample(c.index, c.lane, c.phone, twiml_arrived_at=c.twiml_arrived_at)
-               for c in played]
-    match_sessions([*warmups, *samples], sessions, profile)
-    for sample in [*warmups, *samples]:
-        analyse(sample, profile, strategy)
+
+    def sample(c: PlayedCall) -> CallSample:
+        return CallSample(c.index, c.lane, c.phone, twiml_arrived_at=c.twiml_arrived_at,
+                          voicemail_media_at=c.voicemail_media_at)
+
     compact_chars, full_chars = prompt_sizes(businesses[0])
-    return StrategyRun(strategy, profile_name, profile, samples, warmups, sessions,
-                       compact_chars, full_chars, wall_s)
+    runs: dict[str, StrategyRun] = {}
+    everything: list[CallSample] = []
+    for direction, (warmup_calls, measured, wall_s) in played.items():
+        run = StrategyRun(strategy, profile_name, profile, [sample(c) for c in measured],
+                          [sample(c) for c in warmup_calls], sessions, compact_chars,
+                          full_chars, wall_s, direction=direction, render=render)
+        runs[direction] = run
+        everything += [*run.warmups, *run.samples]
+    # Lanes carry calls of every direction in turn: match them to sessions together.
+    match_sessions(everything, sessions, profile)
+    for run in runs.values():
+        for one in [*run.warmups, *run.samples]:
+            if run.voicemail:
+                one.problem = voicemail_problem(one)
+            else:
+                analyse(one, profile, strategy)
+    return ServerRun(render, runs)
+
+
+async def run_strategy(strategy: Strategy, profile_name: str, *, calls: int, concurrency: int,
+                       workdir: Path, profile: LatencyProfile | None = None,
+                       direction: str = INBOUND, listen_ms: int = LISTEN_MS,
+                       stream_gap_ms: float = 0.0, ramp_ms: float = 0.0,
+                       amd_ms: int = DEFAULT_AMD_MS, simulators: Simulators | None = None,
+                       on_call: Callable[[], None] | None = None) -> StrategyRun:
+    """`run_server` for one direction (`calls` calls of it)."""
+    server_run = await run_server(
+        strategy, profile_name, calls=calls if direction != VOICEMAIL else 0,
+        voicemail_calls=calls if direction == VOICEMAIL else 0, concurrency=concurrency,
+        workdir=workdir, profile=profile, directions=(direction,), listen_ms=listen_ms,
+        stream_gap_ms=stream_gap_ms, ramp_ms=ramp_ms, amd_ms=amd_ms, simulators=simulators,
+        on_call=on_call)
+    return server_run.runs[direction]
 
 
 async def run_benchmark(*, calls: int = DEFAULT_CALLS, concurrency: int = DEFAULT_CONCURRENCY,
                         profiles: Sequence[str] = ("zero", "modeled"),
                         strategies: Sequence[str] = tuple(STRATEGIES),
+                        directions: Sequence[str] = DIRECTIONS,
+                        voicemail_calls: int = DEFAULT_VOICEMAIL_CALLS,
                         workdir: Path | None = None, stream_gap_ms: float = 0.0,
-                        ramp_ms: float = DEFAULT_RAMP_MS, same_process: bool = False,
-                        loop: str = "uvloop",
+                        ramp_ms: float = DEFAULT_RAMP_MS, amd_ms: int = DEFAULT_AMD_MS,
+                        same_process: bool = False, loop: str = "uvloop",
                         progress: Progress | None = None) -> BenchResult:
-    """Every strategy on every profile. The simulators run in a child process unless
-    `same_process`."""
+    """Every strategy on every profile, one fresh server each, every direction on it. The
+    simulators run in a child process unless `same_process`."""
+    wanted = [d for d in DIRECTIONS if d in directions
+              and (d != VOICEMAIL or voicemail_calls > 0)]
     result = BenchResult(calls, concurrency, list(profiles), list(strategies),
                          datetime.datetime.now(datetime.UTC), stream_gap_ms=stream_gap_ms,
-                         same_process=same_process, ramp_ms=ramp_ms)
+                         same_process=same_process, ramp_ms=ramp_ms, directions=wanted,
+                         voicemail_calls=voicemail_calls if VOICEMAIL in wanted else 0,
+                         amd_ms=amd_ms)
     began = time.monotonic()
     overall = None
+    per_server = sum(voicemail_calls if d == VOICEMAIL else calls for d in wanted)
     if progress is not None:
         overall = progress.add_task("greeting benchmark",
-                                    total=calls * len(profiles) * len(strategies))
+                                    total=per_server * len(profiles) * len(strategies))
 
     def advance() -> None:
         if progress is not None and overall is not None:
@@ -166,10 +248,15 @@ async def run_benchmark(*, calls: int = DEFAULT_CALLS, concurrency: int = DEFAUL
             for name in strategies:
                 if progress is not None and overall is not None:
                     progress.update(overall, description=f"{profile_name:>7} · {name:<12}")
-                result.runs[(profile_name, name)] = await run_strategy(
+                server_run = await run_server(
                     STRATEGIES[name], profile_name, calls=calls, concurrency=concurrency,
-                    workdir=root / f"{profile_name}-{name}", stream_gap_ms=stream_gap_ms,
-                    ramp_ms=ramp_ms, simulators=sims, on_call=advance)
+                    workdir=root / f"{profile_name}-{name}", directions=wanted,
+                    voicemail_calls=voicemail_calls, stream_gap_ms=stream_gap_ms,
+                    ramp_ms=ramp_ms, amd_ms=amd_ms, simulators=sims, on_call=advance)
+                for direction, run in server_run.runs.items():
+                    result.runs[(profile_name, name, direction)] = run
+                if server_run.render is not None:
+                    result.renders[(profile_name, name)] = server_run.render
     result.wall_s = time.monotonic() - began
     return result
 
@@ -183,6 +270,9 @@ def make_progress(console: Console) -> Progress:
 def bench_greeting(*, calls: int = DEFAULT_CALLS, concurrency: int = DEFAULT_CONCURRENCY,
                    profiles: Sequence[str] = ("zero", "modeled"),
                    strategies: Sequence[str] = tuple(STRATEGIES),
+                   directions: Sequence[str] = DIRECTIONS,
+                   voicemail_calls: int = DEFAULT_VOICEMAIL_CALLS,
+                   amd_ms: int = DEFAULT_AMD_MS,
                    output: Path | None = DEFAULT_OUTPUT, console: Console | None = None,
                    stream_gap_ms: float = 0.0, ramp_ms: float = DEFAULT_RAMP_MS,
                    same_process: bool = False,
@@ -216,6 +306,7 @@ def bench_greeting(*, calls: int = DEFAULT_CALLS, concurrency: int = DEFAULT_CON
         with make_progress(console) as progress:
             result = run_with_loop(lambda: run_benchmark(
                 calls=calls, concurrency=concurrency, profiles=profiles, strategies=strategies,
+                directions=directions, voicemail_calls=voicemail_calls, amd_ms=amd_ms,
                 stream_gap_ms=stream_gap_ms, ramp_ms=ramp_ms, same_process=same_process,
                 loop=loop, progress=progress), loop=loop)
     finally:

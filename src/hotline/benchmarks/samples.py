@@ -47,6 +47,8 @@ class CallSample:
     overhead_ms: float | None = None
     problem: str | None = None  # the call failed: no (a)/(b)
     unattributed: str | None = None  # (a) and (b) stand, but (c) could not be computed
+    # Voicemail calls: the voicemail's first frame (`calls.first_voicemail_frame_at`).
+    voicemail_media_at: float | None = None
 
     @property
     def warmup(self) -> bool:
@@ -65,6 +67,38 @@ class CallSample:
     @property
     def ok(self) -> bool:
         return self.problem is None and self.start_to_first_media_ms is not None
+
+    @property
+    def beep_to_voicemail_ms(self) -> float | None:
+        """The machine's beep ended → the voicemail's first frame arrived."""
+        beep = self.phone.beep_ended_at
+        if beep is None or self.voicemail_media_at is None:
+            return None
+        return (self.voicemail_media_at - beep) * 1000
+
+    @property
+    def verdict_to_voicemail_ms(self) -> float | None:
+        """The AMD verdict was sent → the voicemail's first frame arrived."""
+        verdict = self.phone.amd_callback_at
+        if verdict is None or self.voicemail_media_at is None:
+            return None
+        return (self.voicemail_media_at - verdict) * 1000
+
+
+def voicemail_problem(sample: CallSample) -> str | None:
+    result = sample.phone
+    problem = call_problem(result)
+    if problem is not None and result.start_sent_at is None:
+        return problem
+    if result.failure:
+        return f"phone simulator failed: {result.failure}"
+    if result.beep_ended_at is None:
+        return "the machine never beeped"
+    if result.amd_answered_by != "machine_end_beep":
+        return f"AMD verdict {result.amd_answered_by!r}, not machine_end_beep"
+    if sample.voicemail_media_at is None:
+        return "no voicemail audio after the beep"
+    return None
 
 
 def call_problem(result: PhoneCallResult) -> str | None:
@@ -147,6 +181,22 @@ def analyse(sample: CallSample, profile: LatencyProfile, strategy: Strategy) -> 
 
 
 # -- one strategy on one profile --------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RenderWait:
+    """Before measuring, a server with the greeting cache renders its greetings (the engine
+    speaks each once) and the run waits for them: this server's renders and that wait."""
+
+    greetings: int  # greetings the run waited for (in the cache when measuring began)
+    rendered: int  # of those, rendered by the engine (the others came from disk)
+    startup_s: float  # start_server() called → it returned (rendering already under way)
+    waited_s: float  # it returned → every greeting was in the cache
+
+    @property
+    def total_s(self) -> float:
+        """Server start → every greeting in the cache: how long the renders took."""
+        return self.startup_s + self.waited_s
+
+
 @dataclass(slots=True)
 class StrategyRun:
     strategy: Strategy
@@ -158,14 +208,24 @@ class StrategyRun:
     compact_chars: int
     full_chars: int
     wall_s: float
+    direction: str = "inbound"  # "inbound" | "outbound" | "voicemail"
+    render: RenderWait | None = None  # None: no greeting cache, nothing waited for
+
+    @property
+    def voicemail(self) -> bool:
+        return self.direction == "voicemail"
 
     @property
     def ok(self) -> list[CallSample]:
+        if self.voicemail:
+            return [s for s in self.samples if s.problem is None
+                    and s.beep_to_voicemail_ms is not None]
         return [s for s in self.samples if s.ok]
 
     @property
     def failed(self) -> list[CallSample]:
-        return [s for s in self.samples if not s.ok]
+        ok = {id(s) for s in self.ok}
+        return [s for s in self.samples if id(s) not in ok]
 
     @property
     def engine_first_audio_ms(self) -> float:

@@ -4,6 +4,7 @@ names (full garbage collections, logged errors)."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -16,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from hotline.benchmarks.strategies import Strategy, missing_settings
-from hotline.benchmarks.tenants import ACCOUNT_SID, AUTH_TOKEN, OPENAI_KEY
+from hotline.benchmarks.tenants import ACCOUNT_SID, AUTH_TOKEN, OPENAI_KEY, outbound_texts
 from hotline.business import BusinessConfig
 from hotline.server import RunningServer
 from hotline.settings import Settings
 
 
 def server_settings(strategy: Strategy, *, workdir: Path, database_url: str,
-                    engine_url: str) -> Settings:
+                    engine_url: str, twilio_api_url: str | None = None) -> Settings:
     missing = missing_settings(strategy)
     if missing:
         raise RuntimeError(f"this Hotline has no setting {', '.join(missing)}: strategy "
@@ -36,17 +37,29 @@ def server_settings(strategy: Strategy, *, workdir: Path, database_url: str,
         **strategy.settings(),
     }
     values["greeting_cache_dir"] = str(workdir / "greeting-cache")
+    if twilio_api_url is not None:  # outbound calls are placed through it
+        values["twilio_api_url"] = twilio_api_url
     return Settings(_env_file=None, **values)
 
 
 async def greetings_ready(server: RunningServer, businesses: Sequence[BusinessConfig],
-                          timeout_s: float = 120) -> None:
-    """Until the server's greeting cache holds every lane's greeting."""
+                          timeout_s: float = 120, *, outbound: bool = False) -> int:
+    """Until the server's greeting cache holds every lane's greeting (the server renders
+    those when it starts) and, with `outbound`, its outbound template's greeting and
+    voicemail (rendered here, as the server would on the first call that needs them).
+    Returns how many greetings that is."""
+    cache = server.services.greetings
+    texts = [(b.greeting, b.voice) for b in businesses]
+    extra = [(text, b.voice) for b in businesses for text in outbound_texts(b)
+             if text] if outbound else []
     try:
-        await server.services.greetings.wait_ready(list(businesses), timeout_s)
+        async with asyncio.timeout(timeout_s):  # outbound ones alongside the inbound ones
+            await asyncio.gather(cache.wait_ready(list(businesses), timeout_s),
+                                 *(cache.ensure(text, voice) for text, voice in extra))
     except TimeoutError:
         raise RuntimeError("the server's greeting cache was not ready in "
                            f"{timeout_s:.0f} s") from None
+    return len(set(texts + extra))
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine
 from multiprocessing.connection import Client, Connection, Listener
 from typing import Any, TypeVar, cast
 
-from hotline.benchmarks.calls import LocalSimulators, PlayedCall, PlayRequest
+from hotline.benchmarks.calls import LocalSimulators, PlayedCall, PlayRequest, SimulatorUrls
 from hotline.benchmarks.engine_records import SessionRecord
 from hotline.sim.engine import LatencyProfile
 
@@ -73,8 +73,8 @@ class ProcessSimulators:
                 process.kill()
                 await process.wait()
 
-    async def start(self, profile: LatencyProfile) -> str:
-        return cast(str, await self._request("start", profile))
+    async def start(self, profile: LatencyProfile) -> SimulatorUrls:
+        return cast(SimulatorUrls, await self._request("start", profile))
 
     async def play(self, request: PlayRequest,
                    on_call: Callable[[], None] | None = None) -> list[PlayedCall]:

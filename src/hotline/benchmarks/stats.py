@@ -8,8 +8,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from hotline.benchmarks.calls import DEFAULT_RAMP_MS
-from hotline.benchmarks.samples import StrategyRun
+from hotline.benchmarks.calls import DEFAULT_AMD_MS, DEFAULT_RAMP_MS, INBOUND, OUTBOUND
+from hotline.benchmarks.samples import RenderWait, StrategyRun
 from hotline.benchmarks.server import GcPause
 
 PERCENTILES = (50, 95, 99)
@@ -47,6 +47,8 @@ class Summary:
     start_to_first_frame: Spread
     overhead: Spread
     engine: Spread
+    beep_to_voicemail: Spread  # voicemail runs only
+    verdict_to_voicemail: Spread  # voicemail runs only
 
     @classmethod
     def of(cls, run: StrategyRun) -> Summary:
@@ -57,7 +59,11 @@ class Summary:
                    Spread.of([s.start_to_first_media_ms for s in ok
                               if s.start_to_first_media_ms is not None]),
                    Spread.of([s.overhead_ms for s in ok if s.overhead_ms is not None]),
-                   Spread.of([s.engine_ms for s in ok if s.engine_ms is not None]))
+                   Spread.of([s.engine_ms for s in ok if s.engine_ms is not None]),
+                   Spread.of([s.beep_to_voicemail_ms for s in ok
+                              if s.beep_to_voicemail_ms is not None]),
+                   Spread.of([s.verdict_to_voicemail_ms for s in ok
+                              if s.verdict_to_voicemail_ms is not None]))
 
 
 @dataclass(slots=True)
@@ -67,6 +73,7 @@ class TargetCheck:
     description: str
     value: float | None
     limit: float
+    direction: str = INBOUND
 
     @property
     def passed(self) -> bool:
@@ -84,8 +91,15 @@ def targets_for(summary: Summary) -> list[TargetCheck]:
     checks: list[TargetCheck] = []
 
     def check(description: str, value: float | None, limit: float) -> None:
-        checks.append(TargetCheck(profile, name, description, value, limit))
+        checks.append(TargetCheck(profile, name, description, value, limit, run.direction))
 
+    if run.direction == OUTBOUND:  # the same budget as inbound, from the callee's side
+        if profile == "modeled" and name == "hotline":
+            check("(b) p50", summary.start_to_first_frame.p50, 30)
+            check("(b) p99", summary.start_to_first_frame.p99, 60)
+        return checks
+    if run.direction != INBOUND:
+        return checks
     if profile == "modeled" and name == "hotline":
         check("(b) p50", summary.start_to_first_frame.p50, 30)
         check("(b) p99", summary.start_to_first_frame.p99, 60)
@@ -105,18 +119,25 @@ class BenchResult:
     profiles: list[str]
     strategies: list[str]
     started: datetime.datetime
-    runs: dict[tuple[str, str], StrategyRun] = field(default_factory=dict)
+    # (profile, strategy, direction) → the run
+    runs: dict[tuple[str, str, str], StrategyRun] = field(default_factory=dict)
     wall_s: float = 0.0
     stream_gap_ms: float = 0.0
     same_process: bool = False  # the simulators shared the server's event loop
     server_errors: list[str] = field(default_factory=list)
     ramp_ms: float = DEFAULT_RAMP_MS
     gc_pauses: list[GcPause] = field(default_factory=list)  # in the server's process
+    directions: list[str] = field(default_factory=lambda: [INBOUND])
+    voicemail_calls: int = 0
+    amd_ms: int = DEFAULT_AMD_MS
+    # (profile, strategy) → what its server rendered and the run waited for before measuring
+    renders: dict[tuple[str, str], RenderWait] = field(default_factory=dict)
 
-    def summaries(self, profile: str) -> list[Summary]:
-        return [Summary.of(self.runs[(profile, name)]) for name in self.strategies
-                if (profile, name) in self.runs]
+    def summaries(self, profile: str, direction: str = INBOUND) -> list[Summary]:
+        return [Summary.of(self.runs[(profile, name, direction)]) for name in self.strategies
+                if (profile, name, direction) in self.runs]
 
     def checks(self) -> list[TargetCheck]:
-        return [check for profile in self.profiles for summary in self.summaries(profile)
+        return [check for profile in self.profiles for direction in self.directions
+                for summary in self.summaries(profile, direction)
                 for check in targets_for(summary)]

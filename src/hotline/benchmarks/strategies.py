@@ -18,10 +18,13 @@ class Strategy:
     greeting_cache: bool
     greeting_prompt: str  # "compact" | "full"
     summary: str
+    # The full prompt carries the greeting (naive: one prompt, which must itself greet).
+    greeting_in_full_prompt: bool = False
 
     def settings(self) -> dict[str, Any]:
         return {"warm_sessions": self.warm_sessions, "greeting_cache": self.greeting_cache,
-                "greeting_prompt": self.greeting_prompt}
+                "greeting_prompt": self.greeting_prompt,
+                "greeting_in_full_prompt": self.greeting_in_full_prompt}
 
     @property
     def live_greeting(self) -> bool:
@@ -31,7 +34,8 @@ class Strategy:
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("naive", False, False, "full",
-             "connect at start, full prompt, then ask for the greeting"),
+             "connect at start, full prompt (which carries the greeting), then ask for the "
+             "greeting", greeting_in_full_prompt=True),
     Strategy("seed", False, False, "compact",
              "compact prompt built in the webhook; connect at start; greet; upgrade after"),
     Strategy("hotline-warm", True, False, "compact",

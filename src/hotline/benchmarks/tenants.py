@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 
-from hotline.business import BusinessConfig
-from hotline.prompts import compact_prompt, full_prompt
+from hotline.business import BusinessConfig, TemplateConfig
+from hotline.prompts import compact_prompt, full_prompt, render_greeting
 
 ACCOUNT_SID = "AC" + "b" * 32
 AUTH_TOKEN = "bench-auth-token"
 OPENAI_KEY = "sk-bench"
+OUTBOUND_TEMPLATE = "reminder"  # each business's outbound template (no per-call variables)
 
 BRANCHES = ("Oakland", "Berkeley", "Alameda", "Fremont", "Hayward", "San Leandro",
             "Walnut Creek", "Concord", "Richmond", "Daly City", "San Mateo", "Redwood City",
@@ -93,7 +94,23 @@ def bench_business(lane: int) -> BusinessConfig:
         phone_numbers=(lane_number(lane),),
         bot_speaks_first=True,
         timezone="America/Los_Angeles",
+        templates=(TemplateConfig(
+            OUTBOUND_TEMPLATE,
+            greeting_template=(f"Hi, this is Maya from Bayside Family Dental in {branch}, "
+                               "calling about your appointment tomorrow at nine."),
+            instructions=("Confirm tomorrow's 9:00 check-up; if the time does not suit, offer "
+                          "to move it."),
+            voicemail_template=(f"Hi, this is Maya from Bayside Family Dental in {branch}. "
+                                "Please call us back to confirm your appointment tomorrow "
+                                "at nine. Thank you!")),),
     )
+
+
+def outbound_texts(business: BusinessConfig) -> tuple[str, str]:
+    """(greeting, voicemail) of the business's outbound template, as the server renders
+    them for a call placed without variables."""
+    template = business.template(OUTBOUND_TEMPLATE)
+    return render_greeting(template, {}), template.voicemail_template
 
 
 def lane_of(instructions: str) -> int | None:

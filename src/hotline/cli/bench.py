@@ -22,6 +22,9 @@ app.add_typer(bench_app, name="bench")
 
 STRATEGY_NAMES = ("naive", "seed", "hotline-warm", "hotline")
 PROFILE_CHOICES = {"zero": ("zero",), "modeled": ("modeled",), "both": ("zero", "modeled")}
+# Outbound includes its voicemail case (an answering machine answers; --voicemail-calls).
+DIRECTION_CHOICES = {"inbound": ("inbound",), "outbound": ("outbound", "voicemail"),
+                     "both": ("inbound", "outbound", "voicemail")}
 
 
 def _strategies(values: list[str] | None) -> list[str]:
@@ -42,6 +45,18 @@ def greeting(
                                     help="Calls in flight at once."),
     profile: str = typer.Option("both", "--profile",
                                 help="Engine latency profile: zero | modeled | both."),
+    direction: str = typer.Option(
+        "both", "--direction",
+        help="Calls to measure: inbound | outbound | both. Outbound calls are placed through "
+             "POST /api/calls and the simulated Twilio REST API (async AMD), and include the "
+             "voicemail case."),
+    voicemail_calls: int = typer.Option(
+        10, "--voicemail-calls", min=0,
+        help="Outbound calls answered by an answering machine, per strategy and profile "
+             "(beep → first voicemail frame; 0: none)."),
+    amd_ms: int = typer.Option(
+        1500, "--amd-ms", min=0,
+        help="Outbound: the AMD verdict `human` comes this long after the callee picks up."),
     strategies: list[str] | None = typer.Option(
         None, "--strategies", "-s",
         help="Strategies to run, comma-separated or repeated (default: naive, seed, "
@@ -66,9 +81,12 @@ def greeting(
     loop: str = typer.Option("uvloop", "--loop", help="Event loop: uvloop | asyncio."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the server's log."),
 ) -> None:
-    """Stream start → first greeting frame for naive, seed and Hotline's strategies."""
+    """Stream start → first greeting frame for naive, seed and Hotline's strategies, inbound
+    and outbound, and an answering machine's beep → first voicemail frame."""
     if profile not in PROFILE_CHOICES:
         raise typer.BadParameter("choose zero, modeled or both", param_hint="--profile")
+    if direction not in DIRECTION_CHOICES:
+        raise typer.BadParameter("choose inbound, outbound or both", param_hint="--direction")
     if loop not in ("uvloop", "asyncio"):
         raise typer.BadParameter("choose uvloop or asyncio", param_hint="--loop")
     chosen = _strategies(strategies)
@@ -82,7 +100,12 @@ def greeting(
     if not verbose:
         logging.getLogger("hotline.sim").setLevel(logging.ERROR)
     command = ["hotline", "bench", "greeting", "--calls", str(calls), "--concurrency",
-               str(concurrency), "--profile", profile, "--strategies", ",".join(chosen)]
+               str(concurrency), "--profile", profile, "--direction", direction,
+               "--strategies", ",".join(chosen)]
+    if direction != "inbound" and voicemail_calls != 10:
+        command += ["--voicemail-calls", str(voicemail_calls)]
+    if direction != "inbound" and amd_ms != 1500:
+        command += ["--amd-ms", str(amd_ms)]
     if stream_gap_ms:
         command += ["--stream-gap-ms", f"{stream_gap_ms:g}"]
     if ramp_ms != 25.0:
@@ -93,7 +116,9 @@ def greeting(
         command += ["--loop", loop]
     try:
         bench_greeting(calls=calls, concurrency=concurrency, profiles=PROFILE_CHOICES[profile],
-                       strategies=chosen, output=None if no_output else output,
+                       strategies=chosen, directions=DIRECTION_CHOICES[direction],
+                       voicemail_calls=voicemail_calls, amd_ms=amd_ms,
+                       output=None if no_output else output,
                        stream_gap_ms=stream_gap_ms, ramp_ms=ramp_ms,
                        same_process=same_process,
                        console=Console(), loop=loop, command=shlex.join(command),
