@@ -274,27 +274,39 @@ def reminder(timing: GreetingTiming | None = None,
                           voicemail_template=VOICEMAIL, greeting_timing=timing)
 
 
+async def call_an_answering_machine(stack: Stack) -> tuple[str, PhoneCallResult]:
+    """An outbound reminder answered by a machine (message, beep; DetectMessageEnd)."""
+    callee = "+15550003333"
+    stack.twilio.answered_by[callee] = "machine_end_beep"
+    stack.twilio.callee_scripts[callee] = CallScript.answering_machine()
+    call_sid = await place_reminder(stack, callee)
+    result = await stack.twilio.wait_for_call(call_sid, timeout=60)
+    assert result.amd_answered_by == "machine_end_beep"
+    return call_sid, result
+
+
+async def voicemail_left_then_hung_up(stack: Stack, call_sid: str,
+                                      result: PhoneCallResult) -> Any:
+    """The call was hung up through Twilio's API once the voicemail had played."""
+    [update] = updates_for(stack, call_sid)
+    assert update.params["Status"] == "completed"
+    assert last_mark_echo(result) <= update.at
+    record = await record_of(stack, call_sid)
+    assert record.outcome == "voicemail"
+    return record
+
+
 @pytest.mark.parametrize("greeting_cache", [False, True])
 async def test_held_for_the_verdict_a_machine_hears_nothing_before_the_beep(
         sqlite_url: str, tmp_path: Path, greeting_cache: bool) -> None:
     template = reminder(GreetingTiming.AFTER_AMD)
-    callee = "+15550003333"
     async with control_stack(sqlite_url, tmp_path, [business(templates=(template,))],
                              greeting_cache=greeting_cache) as stack:
-        stack.twilio.answered_by[callee] = "machine_end_beep"
-        stack.twilio.callee_scripts[callee] = CallScript.answering_machine()
-        call_sid = await place_reminder(stack, callee)
-        result = await stack.twilio.wait_for_call(call_sid, timeout=60)
-
-        assert result.amd_answered_by == "machine_end_beep"
+        call_sid, result = await call_an_answering_machine(stack)
         assert result.beep_ended_at is not None and result.media_received
         assert min(m.at for m in result.media_received) >= result.beep_ended_at
         assert result.played_ms > 1000  # the voicemail was heard
-        [update] = updates_for(stack, call_sid)
-        assert update.params["Status"] == "completed"
-        assert last_mark_echo(result) <= update.at
-        record = await record_of(stack, call_sid)
-        assert record.outcome == "voicemail"
+        record = await voicemail_left_then_hung_up(stack, call_sid, result)
         assert "Please call us back" in record.transcript[0].text
         assert "amd_waiting" in stages_of(record) and "voicemail_started" in stages_of(record)
 
@@ -363,24 +375,14 @@ async def until_stage(stack: Stack, call_sid: str, stage: str) -> None:
 @pytest.mark.parametrize("greeting_cache", [False, True])
 async def test_the_greeting_starts_at_once_and_a_machine_still_gets_the_voicemail(
         sqlite_url: str, tmp_path: Path, greeting_cache: bool) -> None:
-    callee = "+15550003333"
     async with control_stack(sqlite_url, tmp_path, [business(templates=(reminder(),))],
                              greeting_cache=greeting_cache) as stack:
-        stack.twilio.answered_by[callee] = "machine_end_beep"
-        stack.twilio.callee_scripts[callee] = CallScript.answering_machine()
-        call_sid = await place_reminder(stack, callee)
-        result = await stack.twilio.wait_for_call(call_sid, timeout=60)
-
-        assert result.amd_answered_by == "machine_end_beep"
+        call_sid, result = await call_an_answering_machine(stack)
         assert result.beep_ended_at is not None and result.start_sent_at is not None
         first = min(m.at for m in result.media_received)
         assert first < result.beep_ended_at  # greeted at once, over the machine's message
         assert any(m.at >= result.beep_ended_at for m in result.media_received)
-        [update] = updates_for(stack, call_sid)
-        assert update.params["Status"] == "completed"
-        assert last_mark_echo(result) <= update.at
-        record = await record_of(stack, call_sid)
-        assert record.outcome == "voicemail"
+        record = await voicemail_left_then_hung_up(stack, call_sid, result)
         agent = [t.text for t in record.transcript if t.speaker == "agent"]
         assert "Hi Dana" in agent[0] and any("Please call us back" in t for t in agent)
         assert "amd_waiting" not in stages_of(record)
@@ -422,10 +424,7 @@ async def test_machine_start_then_its_beep_during_the_greeting(
         [truncation] = session.truncations
         assert truncation.audio_end_ms <= truncation.produced_ms
         assert any(m.at >= result.clears[0].at for m in result.media_received)  # voicemail
-        [update] = updates_for(stack, call_sid)
-        assert update.params["Status"] == "completed"
-        record = await record_of(stack, call_sid)
-        assert record.outcome == "voicemail"
+        record = await voicemail_left_then_hung_up(stack, call_sid, result)
         stages = [s for s in stages_of(record) if s in (
             "amd_verdict", "machine_answered", "agent_cut", "voicemail_started",
             "hang_up_requested")]
