@@ -1147,3 +1147,71 @@ class TestAmdVerdictSequences:
         call(START, 0)
         call(TwilioStop(), 900)
         assert call(AmdVerdict(AnsweredBy.MACHINE_END_BEEP), 1500) == []
+
+
+class TestAmdReviewRegressions:
+    """Sequences a review found wrong once the greeting stopped waiting for the verdict."""
+
+    def test_a_cached_voicemail_cancels_a_reply_not_heard_yet(self) -> None:
+        call = outbound(frames=(audio_b64(200), audio_b64(200)))
+        call(START, 0)
+        call(EngineResponseCreated("r1"), 100)  # the greeting: created, no audio yet
+        cmds = call(AmdVerdict(AnsweredBy.MACHINE_END_BEEP), 150)
+        assert CancelResponse() in control_sent(cmds)
+        assert twilio_sent(call(EngineAudioDelta("r1", "i1", audio_b64(100)), 160)) == []
+
+    def test_a_goodbye_to_a_machine_gives_way_to_the_voicemail(self) -> None:
+        call = outbound()
+        call(START, 0)
+        names = call.speak("r1", "i1", [500], 10)
+        call(EngineResponseDone("r1", "completed"), 20)
+        call(TwilioMark(names[0]), 510)
+        # The agent answered the machine's message and ended the call itself...
+        call(EngineResponseCreated("r2"), 3000)
+        call(EngineFunctionCall("r2", "f1", "c1", "end_call", "{}"), 3001)
+        call(EngineResponseDone("r2", "completed"), 3002)
+        call(ToolFinished("c1", "end_call", "{}", ToolEffect.END_CALL), 3003)
+        [goodbye] = [m for m in control_sent(call.log) if isinstance(m, CreateResponse)][-1:]
+        assert goodbye == CreateResponse()  # the goodbye line, asked for by the tool's answer
+        # ...when the beep verdict comes: the goodbye is dropped, the voicemail is left.
+        cmds = call(AmdVerdict(AnsweredBy.MACHINE_END_BEEP), 3100)
+        assert "closing_replaced" in stages(cmds)
+        assert control_sent(call(EngineResponseCreated("r3"), 3110)) == [CancelResponse()]
+        assert says_voicemail(call(EngineResponseDone("r3", "cancelled"), 3120))
+        assert commands_of(hang_up_after_voicemail(call, 3200), HangUpCall) == [HangUpCall()]
+        assert EndCall(Outcome.VOICEMAIL) in call(TwilioStop(), 4000)
+
+    def test_a_tool_answer_does_not_ask_for_a_second_closing_line(self) -> None:
+        call = outbound()
+        call(START, 0)
+        names = call.speak("r1", "i1", [500], 10)
+        call(EngineResponseDone("r1", "completed"), 20)
+        call(TwilioMark(names[0]), 510)
+        call(EngineResponseCreated("r2"), 1000)
+        call(EngineFunctionCall("r2", "f1", "c1", "check_hours", "{}"), 1001)
+        call(EngineResponseDone("r2", "completed"), 1002)
+        assert says_voicemail(call(AmdVerdict(AnsweredBy.MACHINE_END_BEEP), 1100))
+        cmds = call(ToolFinished("c1", "check_hours", "{}", ToolEffect.NONE), 1200)
+        assert not any(isinstance(m, CreateResponse) for m in control_sent(cmds))
+        assert commands_of(hang_up_after_voicemail(call, 1300), HangUpCall) == [HangUpCall()]
+        creates = [m for m in control_sent(call.log) if isinstance(m, CreateResponse)]
+        assert len(creates) == 2  # the greeting and the voicemail, nothing after
+
+    def test_over_a_machines_message_tools_and_limits_say_nothing(self) -> None:
+        call = outbound()
+        call(START, 0)
+        call(EngineResponseCreated("r1"), 10)
+        call(EngineFunctionCall("r1", "f1", "c1", "check_hours", "{}"), 11)
+        call(EngineResponseDone("r1", "completed"), 12)
+        call(AmdVerdict(AnsweredBy.MACHINE_START), 100)
+        cmds = call(ToolFinished("c1", "check_hours", "{}", ToolEffect.NONE), 200)
+        assert not any(isinstance(m, CreateResponse) for m in control_sent(cmds))
+        cmds = call(TimerFired(TimerName.MAX_DURATION), 600_000)
+        assert not any(isinstance(m, CreateResponse) for m in control_sent(cmds))
+        assert commands_of(cmds, HangUpCall) == [HangUpCall()]
+
+    def test_the_callee_hanging_up_on_a_machines_message_is_a_voicemail_outcome(self) -> None:
+        call = outbound()
+        call(START, 0)
+        call(AmdVerdict(AnsweredBy.MACHINE_START), 100)
+        assert EndCall(Outcome.VOICEMAIL) in call(TwilioStop(), 5000)

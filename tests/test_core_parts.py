@@ -189,6 +189,20 @@ class TestResponseQueue:
         assert queue.cancel_active() == []
         assert queue.is_dropped("r1") and not queue.active_and_kept("r1")
 
+    def test_a_discarded_request_still_holds_the_one_place_in_flight(self) -> None:
+        queue = ResponseQueue()
+        queue.want(None, Purpose.GREETING)
+        queue.next(caller_talking=False)
+        queue.want(None, Purpose.REPLY)
+        queue.discard()
+        assert queue.requested is Purpose.DISCARDED and not queue.wants(Purpose.REPLY)
+        queue.want("Leave the voicemail", Purpose.CLOSING)
+        assert queue.pending(Purpose.CLOSING) and queue.next(caller_talking=False) == []
+        assert queue.created("r1") is Purpose.DISCARDED
+        queue.done("r1")
+        assert len(queue.next(caller_talking=False)) == 1
+        assert queue.pending(Purpose.CLOSING) and not queue.wants(Purpose.CLOSING)
+
     def test_closing_keeps_only_the_closing_line_wanted(self) -> None:
         queue = ResponseQueue()
         queue.created("r0")
@@ -283,7 +297,8 @@ class TestClosing:
         closing = Closing(Outcome.HUNG_UP_BY_AGENT, "silence")
         closing.line_wanted()
         assert not closing.ready(audio_pending=False)
-        assert closing.line_created("r0") and closing.step is ClosingStep.LINE_PLAYING
+        closing.line_created("r0")
+        assert closing.step is ClosingStep.LINE_PLAYING
         closing.line_done("other")
         assert closing.step is ClosingStep.LINE_PLAYING
         closing.line_done("r0")
@@ -306,8 +321,8 @@ class TestClosing:
 
     def test_only_a_wanted_line_is_taken_by_a_created_response(self) -> None:
         closing = Closing(Outcome.VOICEMAIL, "answering machine")
-        assert not closing.line_created("r5")
-        assert closing.step is ClosingStep.LINE_SENT
+        closing.line_created("r5")
+        assert closing.step is ClosingStep.LINE_SENT and closing.response_id is None
 
 
 # -- answering machines and silence --------------------------------------------------------

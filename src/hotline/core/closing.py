@@ -57,12 +57,10 @@ class Closing:
         self.response_id = response_id
         self.step = ClosingStep.LINE_SENT if done else ClosingStep.LINE_PLAYING
 
-    def line_created(self, response_id: str) -> bool:
+    def line_created(self, response_id: str) -> None:
         """A closing response was created: the line, if one was wanted."""
-        if self.step is not ClosingStep.LINE_WANTED:
-            return False
-        self.line_playing(response_id)
-        return True
+        if self.step is ClosingStep.LINE_WANTED:
+            self.line_playing(response_id)
 
     def line_done(self, response_id: str) -> None:
         if self.step is ClosingStep.LINE_PLAYING and self.response_id == response_id:

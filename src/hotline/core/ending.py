@@ -14,7 +14,7 @@ from hotline.core.outcomes import Outcome
 from hotline.core.phase import CallPhase
 from hotline.core.record import TimelineStage
 from hotline.core.responses import Purpose
-from hotline.core.speaking import cut_agent
+from hotline.core.speaking import stop_agent
 from hotline.core.state import CallState
 from hotline.core.timers import TimerName
 
@@ -24,10 +24,7 @@ def close(s: CallState, closing: Closing, instructions: str | None,
     """Say a last line (a response with `instructions`), then hang up or transfer."""
     if s.closing is not None:
         return []
-    if s.agent_audible():
-        commands = cut_agent(s, now_ms, "agent_cut")
-    else:
-        commands = s.responses.cancel_active()  # a reply not heard yet must not start
+    commands = stop_agent(s, now_ms)  # a reply not heard yet must not start either
     if instructions is not None:
         closing.line_wanted()
     commands += start_closing(s, closing, now_ms)
@@ -70,7 +67,11 @@ def control_failed(s: CallState, event: CallControlFailed, now_ms: float) -> lis
 
 
 def outcome_if_caller_leaves(s: CallState) -> Outcome:
-    return Outcome.COMPLETED if s.closing is None else s.closing.outcome_if_caller_leaves()
+    if s.closing is not None:
+        return s.closing.outcome_if_caller_leaves()
+    if s.phase.is_(CallPhase.AWAITING_BEEP):
+        return Outcome.VOICEMAIL  # a machine answered
+    return Outcome.COMPLETED
 
 
 def end(s: CallState, outcome: Outcome, reason: str, now_ms: float) -> list[Command]:

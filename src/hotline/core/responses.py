@@ -22,6 +22,7 @@ class Purpose(enum.Enum):
     REPLY = "reply"  # to a caller turn, a key, or a tool's answer
     NUDGE = "nudge"  # "are you still there?"
     CLOSING = "closing"  # goodbye, handover line or voicemail
+    DISCARDED = "discarded"  # asked for, then no longer wanted: cancelled once created
 
 
 # The event id of a live greeting asked for before the stream starts (by the warm session,
@@ -60,6 +61,17 @@ class ResponseQueue:
 
     def wants(self, purpose: Purpose) -> bool:
         return any(w.purpose is purpose for w in self._wanted)
+
+    def pending(self, purpose: Purpose) -> bool:
+        """A response for `purpose` is wanted or asked for (not yet created)."""
+        return self.requested is purpose or self.wants(purpose)
+
+    def discard(self) -> None:
+        """Nothing wanted or asked for so far is wanted any more: the request in flight is
+        cancelled as soon as the engine creates it."""
+        self._wanted.clear()
+        if self.requested is not None:
+            self.requested = Purpose.DISCARDED
 
     def keep_only(self, purpose: Purpose) -> None:
         self._wanted = [w for w in self._wanted if w.purpose is purpose]

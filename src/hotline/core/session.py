@@ -296,11 +296,12 @@ class CallSession:
     def _on_response_created(self, event: EngineResponseCreated) -> list[Command]:
         s = self._s
         purpose = s.responses.created(event.response_id)
-        if s.closing is not None and purpose is Purpose.CLOSING:
+        if s.closing is not None and purpose is Purpose.CLOSING and not s.closing.acted:
             s.closing.line_created(event.response_id)
-        elif s.closing is not None or s.phase.is_(CallPhase.AWAITING_BEEP):
-            # Asked for before the call began to close, or before a machine was recognised:
-            # only the last line may play now, and nothing over a machine's message.
+        elif (s.closing is not None or purpose is Purpose.DISCARDED
+              or s.phase.is_(CallPhase.AWAITING_BEEP)):
+            # Asked for before the call began to close (or after it hung up), no longer
+            # wanted, or over a machine's message: only the last line may play now.
             return s.responses.cancel_active()
         if purpose is Purpose.NUDGE:
             return []  # the nudge itself is no answer from the caller
@@ -375,8 +376,10 @@ class CallSession:
             case TimerName.GOODBYE_CAP:
                 return ending.maybe_act(s, now_ms, force=True)
             case TimerName.MAX_DURATION:
-                return ending.close(s, Closing(Outcome.HUNG_UP_BY_AGENT, "time limit"),
-                                    TIME_LIMIT_INSTRUCTIONS, now_ms)
+                # (Over a machine's message: hung up without a line.)
+                line = None if s.phase.is_(CallPhase.AWAITING_BEEP) else TIME_LIMIT_INSTRUCTIONS
+                return ending.close(s, Closing(Outcome.HUNG_UP_BY_AGENT, "time limit"), line,
+                                    now_ms)
             case TimerName.SILENCE_NUDGE if silence_counts:
                 return [Record(TimelineStage("silence_nudge", now_ms)),
                         *s.want(NUDGE_INSTRUCTIONS, Purpose.NUDGE)]

@@ -102,6 +102,14 @@ def goodbye_cap(s: CallState, now_ms: float) -> list[Command]:
     return [StartTimer(TimerName.GOODBYE_CAP, s.plan.goodbye_cap_ms + queued_ms)]
 
 
+def stop_agent(s: CallState, now_ms: float) -> list[Command]:
+    """Nothing the agent is saying or about to say may go on: cut what is audible, cancel a
+    response not heard yet."""
+    if s.agent_audible():
+        return cut_agent(s, now_ms, "agent_cut")
+    return s.responses.cancel_active()
+
+
 def cut_agent(s: CallState, now_ms: float, stage: str) -> list[Command]:
     """Stop the agent's audio at once: clear Twilio's buffer, tell the engine how much was
     heard, cancel the response still producing it."""
@@ -115,7 +123,7 @@ def cut_agent(s: CallState, now_ms: float, stage: str) -> list[Command]:
         if item.response_id == CACHED:
             detail += " (cached)"
             if item_id == CACHED_GREETING_ITEM:
-                commands += _cut_cached_greeting(s, item, heard_ms, now_ms)
+                commands += _cut_cached_greeting(s, item, heard_ms, now_ms, stage)
         elif heard_ms > 0 and (heard_ms < item.sent_ms
                                or s.responses.active_id == item.response_id):
             item.truncated_at_ms = heard_ms
@@ -125,8 +133,8 @@ def cut_agent(s: CallState, now_ms: float, stage: str) -> list[Command]:
     return commands
 
 
-def _cut_cached_greeting(s: CallState, item: AgentItem, heard_ms: int,
-                         now_ms: float) -> list[Command]:
+def _cut_cached_greeting(s: CallState, item: AgentItem, heard_ms: int, now_ms: float,
+                         stage: str) -> list[Command]:
     """The engine did not make the cached greeting's item, so it can't truncate it: replace
     it with the part of the text the caller heard."""
     item.truncated_at_ms = heard_ms
@@ -136,4 +144,5 @@ def _cut_cached_greeting(s: CallState, item: AgentItem, heard_ms: int,
     if heard_text:
         commands.append(SendToEngine(AddAssistantText(CACHED_GREETING_HEARD_ITEM, heard_text,
                                                       previous_item_id="root")))
-    return commands + finish_cached_greeting(s, now_ms, "cut by the caller")
+    how = "cut by the caller" if stage == "barge_in" else f"cut ({stage})"
+    return commands + finish_cached_greeting(s, now_ms, how)

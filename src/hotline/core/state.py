@@ -72,6 +72,8 @@ class CallState:
         closing = self.closing
         if closing is not None and (closing.acted or purpose is not Purpose.CLOSING):
             return []  # the call is ending: only its last line is still wanted
+        if purpose is not Purpose.CLOSING and self.phase.is_(CallPhase.AWAITING_BEEP):
+            return []  # nothing is said over a machine's message
         self.responses.want(instructions, purpose)
         return self.next_response()
 

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 class CallStats:
     media_in: int = 0  # caller frames received
     media_dropped_warmup: int = 0  # caller frames dropped right after pickup
-    media_held_for_amd: int = 0  # callee frames not sent while awaiting the AMD verdict
+    media_held_for_amd: int = 0  # callee frames not sent: awaiting the verdict, or a machine's
     deltas_out: int = 0  # agent audio chunks sent to Twilio
     deltas_dropped: int = 0  # agent audio of a dropped response, or before the stream
     barge_ins: int = 0

@@ -12,6 +12,7 @@ from hotline.core.commands import Command, Record, RunTool, SendToEngine
 from hotline.core.ending import maybe_act, start_closing
 from hotline.core.events import EngineFunctionCall, ToolFinished
 from hotline.core.outcomes import Outcome
+from hotline.core.phase import CallPhase
 from hotline.core.record import TimelineStage
 from hotline.core.responses import Purpose
 from hotline.core.state import CallState
@@ -36,7 +37,9 @@ def on_finished(s: CallState, event: ToolFinished, now_ms: float) -> list[Comman
     if event.message is not None:
         commands.append(Record(event.message))
     interrupted = s.responses.is_dropped(response_id)
-    if event.effect is not ToolEffect.NONE and s.closing is None and not interrupted:
+    over_a_machine = s.phase.is_(CallPhase.AWAITING_BEEP)  # the voicemail path ends it
+    if (event.effect is not ToolEffect.NONE and s.closing is None and not interrupted
+            and not over_a_machine):
         commands += start_closing(s, _closing_for(s, event, response_id), now_ms)
     elif not interrupted and s.closing is None:
         s.tools.reply_after(response_id)
@@ -66,7 +69,7 @@ def release_answers(s: CallState, response_id: str) -> list[Command]:
     commands: list[Command] = [SendToEngine(o) for o in outputs]
     closing = s.closing
     if (closing is not None and closing.step is ClosingStep.LINE_WANTED
-            and not s.responses.wants(Purpose.CLOSING)):
+            and not s.responses.pending(Purpose.CLOSING)):
         commands += s.want(None, Purpose.CLOSING)
     elif wants_reply:
         commands += s.want(None, Purpose.REPLY)

@@ -24,7 +24,7 @@ from hotline.core.greeting import CACHED_VOICEMAIL_ITEM
 from hotline.core.outcomes import Outcome
 from hotline.core.phase import CallPhase
 from hotline.core.record import TimelineStage
-from hotline.core.speaking import cut_agent, goodbye_cap, greet, play_cached
+from hotline.core.speaking import goodbye_cap, greet, play_cached, stop_agent
 from hotline.core.state import CallState
 from hotline.core.timers import TimerName
 from hotline.prompts import say_exactly
@@ -34,8 +34,17 @@ def on_verdict(s: CallState, verdict: AnsweredBy, now_ms: float) -> list[Command
     if not s.amd.take(verdict):
         return []
     commands: list[Command] = [Record(TimelineStage("amd_verdict", now_ms, verdict.value))]
-    if s.phase.is_(CallPhase.AWAITING_START) or s.closing is not None:
-        return commands  # the stream's start acts on it / the call is ending anyway
+    if s.phase.is_(CallPhase.AWAITING_START):
+        return commands  # the stream's start acts on it
+    closing = s.closing
+    if closing is not None:
+        if (closing.acted or closing.outcome is Outcome.VOICEMAIL
+                or not verdict.machine_message_ended):
+            return commands  # the call is ending anyway
+        # A goodbye to a machine (the agent answered its message): the voicemail instead.
+        s.closing = None
+        s.responses.discard()
+        commands.append(Record(TimelineStage("closing_replaced", now_ms, closing.reason)))
     if verdict.is_human:
         if not s.phase.is_(CallPhase.AWAITING_AMD):
             return commands
@@ -55,12 +64,9 @@ def on_machine(s: CallState, verdict: AnsweredBy, now_ms: float) -> list[Command
 
 def _await_message_end(s: CallState, now_ms: float) -> list[Command]:
     """A machine answered and its message plays: stop talking, say nothing until it ends."""
-    commands: list[Command] = [CancelTimer(TimerName.AMD_CAP)]
-    if s.agent_audible():
-        commands += cut_agent(s, now_ms, "agent_cut")  # the engine keeps what was heard
-    else:
-        commands += s.responses.cancel_active()  # a greeting going, not audible yet
-    s.responses.forget_wanted()
+    # The engine keeps what was heard; a greeting asked for and not started is dropped.
+    commands: list[Command] = [CancelTimer(TimerName.AMD_CAP), *stop_agent(s, now_ms)]
+    s.responses.discard()
     s.phase.move(CallPhase.AWAITING_BEEP)
     cap_ms = s.plan.amd_message_cap_ms
     return [*commands, *s.silence.disarm(), StartTimer(TimerName.AMD_MESSAGE_CAP, cap_ms),
@@ -79,9 +85,7 @@ def message_cap_reached(s: CallState, now_ms: float) -> list[Command]:
 def _leave_voicemail(s: CallState, now_ms: float) -> list[Command]:
     """The beep has sounded: stop whatever we were saying, leave the message, hang up."""
     commands: list[Command] = [CancelTimer(TimerName.AMD_CAP),
-                               CancelTimer(TimerName.AMD_MESSAGE_CAP)]
-    if s.agent_audible():
-        commands += cut_agent(s, now_ms, "agent_cut")
+                               CancelTimer(TimerName.AMD_MESSAGE_CAP), *stop_agent(s, now_ms)]
     s.phase.move(CallPhase.CONVERSING)
     closing = Closing(Outcome.VOICEMAIL, "answering machine")
     if s.voicemail_frames:
