@@ -384,7 +384,9 @@ async def test_the_greeting_starts_at_once_and_a_machine_still_gets_the_voicemai
         assert any(m.at >= result.beep_ended_at for m in result.media_received)
         record = await voicemail_left_then_hung_up(stack, call_sid, result)
         agent = [t.text for t in record.transcript if t.speaker == "agent"]
-        assert "Hi Dana" in agent[0] and any("Please call us back" in t for t in agent)
+        # The greeting came first (the machine's message may have cut it short, as a person
+        # talking over it would), and the voicemail after the beep.
+        assert agent[0].startswith("Hi") and any("Please call us back" in t for t in agent)
         assert "amd_waiting" not in stages_of(record)
         assert "voicemail_started" in stages_of(record)
 
@@ -411,6 +413,8 @@ async def test_machine_start_then_its_beep_during_the_greeting(
     async with control_stack(sqlite_url, tmp_path, [business(templates=(long_greeting,))],
                              greeting_cache=False) as stack:
         stack.twilio.amd_ms = 600_000  # the verdicts come from this test
+        # A machine stays on the line through any silence until the server hangs up.
+        stack.twilio.callee_scripts[callee] = CallScript([Silence(60_000), Hangup()])
         call_sid = await place_reminder(stack, callee)
         await until_stage(stack, call_sid, "first_audio_to_caller")
         await post_verdict(stack, call_sid, "machine_start")
