@@ -21,6 +21,7 @@ from hotline.config_cache import ConfigCache
 from hotline.engine.openai_realtime import RealtimeEngine
 from hotline.engine.warm import WarmSessions
 from hotline.greetings import GreetingCache
+from hotline.metrics import router as metrics_router
 from hotline.registry import create_registry
 from hotline.services import Services
 from hotline.settings import Settings, load_settings
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhook_router)
     app.include_router(media_router)
     app.include_router(api_router)
+    app.include_router(metrics_router)
 
     @app.get("/healthz", response_class=PlainTextResponse)
     async def healthz() -> str:

@@ -15,6 +15,7 @@ from hotline.core.events import AmdVerdict
 from hotline.engine.openai_realtime import RealtimeEngine
 from hotline.engine.warm import WarmSessions
 from hotline.greetings import GreetingCache
+from hotline.metrics import CallMetrics
 from hotline.registry import CallRegistry
 from hotline.settings import Settings
 from hotline.telephony.signature import SignatureChecker
@@ -44,6 +45,10 @@ class Services:
     control: CallControl
     tools_http: httpx.AsyncClient  # HTTP tools' requests
     active_calls: dict[str, CallRunner] = field(default_factory=dict)
+    metrics: CallMetrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = CallMetrics(lambda: len(self.active_calls))
 
     async def final_record(self, call_sid: str, timeout_s: float = 30.0) -> CallRecord:
         """The call's stored record once it is over here and written (its outcome known):

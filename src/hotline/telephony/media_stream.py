@@ -112,5 +112,6 @@ async def media_stream(websocket: WebSocket) -> None:
     finally:
         services.active_calls.pop(plan.call_sid, None)
     services.recorder.submit(record)
+    services.metrics.call_ended(record)
     log_for_call.info("call %s ended: %s, %d turns", plan.call_sid, record.outcome,
                   len(record.transcript))

@@ -1,0 +1,88 @@
+"""Prometheus metrics of one Hotline process, served at `GET /metrics`.
+
+Each app has its own registry (so several apps in one process, as in the tests, never share
+counters). Calls are counted when they end, from their record: nothing is done per frame.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from hotline.core.record import CallRecord
+
+# Greeting latency (stream start -> first frame to the caller) spans ms (cached) to seconds.
+GREETING_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+class GreetingPath(enum.StrEnum):
+    """How a call's greeting was made (a label value)."""
+
+    CACHED = "cached"  # pre-rendered audio played from memory
+    WARM = "warm"  # said live by the engine session the webhook prepared
+    COLD = "cold"  # said live by an engine session connected at the stream's start
+
+
+def greeting_path(record: CallRecord) -> GreetingPath | None:
+    """The greeting's path from the call's timeline; None if it never greeted."""
+    details = {stage.stage: stage.detail for stage in record.timeline}
+    requested = details.get("greeting_requested")
+    if requested is None:
+        return None
+    if requested.startswith("cached"):
+        return GreetingPath.CACHED
+    return GreetingPath.WARM if details.get("engine_ready") == "warm" else GreetingPath.COLD
+
+
+def greeting_latency_s(record: CallRecord) -> float | None:
+    """Stream start -> first greeting frame sent to the caller, in seconds."""
+    ms = {stage.stage: stage.ms for stage in record.timeline}
+    if "stream_start" not in ms or "first_audio_to_caller" not in ms:
+        return None
+    return max(0.0, ms["first_audio_to_caller"] - ms["stream_start"]) / 1000
+
+
+class CallMetrics:
+    def __init__(self, active_calls: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry()
+        Gauge("hotline_active_calls", "Calls whose media stream is open on this instance.",
+              registry=self.registry).set_function(active_calls)
+        self._calls = Counter("hotline_calls", "Calls ended, by direction and outcome.",
+                              ["direction", "outcome"], registry=self.registry)
+        self._greeting = Histogram(
+            "hotline_greeting_latency_seconds",
+            "Stream start to the greeting's first frame sent to the caller, by path.",
+            ["path"], buckets=GREETING_BUCKETS_S, registry=self.registry)
+        self._events = Counter("hotline_call_events", "Events in ended calls (CallStats).",
+                               ["event"], registry=self.registry)
+
+    def call_ended(self, record: CallRecord) -> None:
+        self._calls.labels(record.direction, record.outcome or "unknown").inc()
+        path, latency_s = greeting_path(record), greeting_latency_s(record)
+        if path is not None and latency_s is not None:
+            self._greeting.labels(path).observe(latency_s)
+        for event, count in record.stats.items():
+            if count:
+                self._events.labels(event).inc(count)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+router = APIRouter()
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    call_metrics: CallMetrics = request.app.state.services.metrics
+    return Response(call_metrics.render(), media_type=CONTENT_TYPE_LATEST)
