@@ -19,6 +19,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from hotline.core.greeting import CACHED_AUDIO
 from hotline.core.record import CallRecord
 
 # Greeting latency (stream start -> first frame to the caller) spans ms (cached) to seconds.
@@ -39,9 +40,10 @@ def greeting_path(record: CallRecord) -> GreetingPath | None:
     requested = details.get("greeting_requested")
     if requested is None:
         return None
-    if requested.startswith("cached"):
+    if requested.startswith(CACHED_AUDIO):
         return GreetingPath.CACHED
-    return GreetingPath.WARM if details.get("engine_ready") == "warm" else GreetingPath.COLD
+    warm = details.get("engine_ready") == GreetingPath.WARM  # the runner's engine path
+    return GreetingPath.WARM if warm else GreetingPath.COLD
 
 
 def greeting_latency_s(record: CallRecord) -> float | None:

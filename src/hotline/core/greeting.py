@@ -9,6 +9,8 @@ CACHED_GREETING_ITEM = "hotline_greeting"
 CACHED_GREETING_HEARD_ITEM = "hotline_greeting_heard"
 CACHED_VOICEMAIL_ITEM = "hotline_voicemail"
 CACHED = "cached-greeting"  # stands for a response id: no engine response says it
+# How the timeline details say audio came from the cache (the metrics read it back).
+CACHED_AUDIO = "cached audio"
 
 
 def live_greeting_detail(plan: CallPlan) -> str:

@@ -22,6 +22,7 @@ from hotline.core.commands import (
 from hotline.core.events import EngineAudioDelta
 from hotline.core.greeting import (
     CACHED,
+    CACHED_AUDIO,
     CACHED_GREETING_HEARD_ITEM,
     CACHED_GREETING_ITEM,
     heard_part,
@@ -57,7 +58,7 @@ def play_cached_greeting(s: CallState, frames: tuple[str, ...], now_ms: float) -
     commands.append(SendToEngine(AddAssistantText(CACHED_GREETING_ITEM, greeting)))
     sent_ms = int(s.playback.items[CACHED_GREETING_ITEM].sent_ms)
     commands.append(Record(TimelineStage("greeting_requested", now_ms,
-                                         f"cached audio {sent_ms} ms")))
+                                         f"{CACHED_AUDIO} {sent_ms} ms")))
     return commands + s.stage_once("first_audio_to_caller", now_ms)
 
 

@@ -20,7 +20,7 @@ from hotline.core.amd import AnsweredBy
 from hotline.core.closing import Closing
 from hotline.core.commands import CancelTimer, Command, Record, StartTimer
 from hotline.core.ending import close, maybe_act, start_closing
-from hotline.core.greeting import CACHED_VOICEMAIL_ITEM
+from hotline.core.greeting import CACHED_AUDIO, CACHED_VOICEMAIL_ITEM
 from hotline.core.outcomes import Outcome
 from hotline.core.phase import CallPhase
 from hotline.core.record import TimelineStage
@@ -93,7 +93,7 @@ def _leave_voicemail(s: CallState, now_ms: float) -> list[Command]:
         commands += play_cached(s, CACHED_VOICEMAIL_ITEM, s.voicemail_frames, s.plan.voicemail,
                                 now_ms)
         commands += goodbye_cap(s, now_ms)
-        commands.append(Record(TimelineStage("voicemail_started", now_ms, "cached audio")))
+        commands.append(Record(TimelineStage("voicemail_started", now_ms, CACHED_AUDIO)))
         return commands + maybe_act(s, now_ms)
     if not s.plan.voicemail:
         return commands + close(s, closing, None, now_ms)
