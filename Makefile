@@ -9,8 +9,8 @@ PG_TEST_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 # Tests run on pytest-xdist workers: end-to-end calls mostly wait on sockets, so more
 # workers than cores pays. Work stealing: plain load scheduling left one worker running the
-# end-to-end files alone for the last 30 s. Calls run on compressed time (HOTLINE_TEST_CLOCK_SPEED, see
-# tests/stack.py).
+# end-to-end files alone for the last 30 s. Calls run on compressed time
+# (HOTLINE_TEST_CLOCK_SPEED, see tests/stack.py).
 PYTEST := $(BIN)/python -m pytest -q --dist worksteal -n $(or $(TEST_WORKERS),6)
 PG_WORKERS ?= 3
 # Each worker imports the app and rewrites the test modules' asserts: with bytecode caches
