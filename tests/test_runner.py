@@ -267,7 +267,7 @@ async def test_engine_connection_failure_ends_the_call() -> None:
         await until(call.twilio.idle, "the stream is under way")
         failing.set_exception(OSError("connection refused"))
         record = await ended(task)
-    assert record.outcome == Outcome.FAILED
+    assert record.outcome == Outcome.ENGINE_UNAVAILABLE
     stages = call.stages()
     assert "engine_failed" in stages and "engine_ready" not in stages
     assert stages.index("stream_start") < stages.index("engine_failed")
@@ -284,7 +284,7 @@ async def test_an_engine_that_fails_at_once_still_ends_the_call() -> None:
     call = Call(open_engine=refuse)
     async with running(call) as task:
         record = await ended(task)
-    assert record.outcome == Outcome.FAILED
+    assert record.outcome == Outcome.ENGINE_UNAVAILABLE
     assert "engine_failed" in call.stages() and call.stages()[-1] == "call_ended"
     assert call.twilio.closed_by_us
 

@@ -90,6 +90,8 @@ class Settings(BaseSettings):
 
     # How long the config cache trusts itself before reloading businesses from the store.
     config_refresh_s: float = Field(30.0, gt=0)
+    # Files Hotline keeps: recorded messages' audio (messages/), and the like.
+    data_dir: str = "./hotline-data"
     # Call records the store could not take at shutdown wait here for the next start.
     spool_path: str = "./hotline-spool.jsonl"
     log_level: str = "INFO"

@@ -37,6 +37,7 @@ from hotline.core.events import (
     CallControlFailed,
     CallEvent,
     EngineClosed,
+    EngineUnavailable,
     TimerFired,
     ToolFinished,
     TwilioClosed,
@@ -212,7 +213,7 @@ class CallRunner:
             self._record(TimelineStage("engine_failed", self._clock.now_ms(), repr(exc)[:300]))
             self._engine_backlog = None
             await self._start_handled.wait()  # the call's start comes first in its story
-            await self._dispatch(EngineClosed())
+            await self._dispatch(EngineUnavailable(repr(exc)[:200]))
             return
         connection = handle.connection
         self._engine = connection

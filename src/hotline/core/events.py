@@ -141,6 +141,14 @@ class EngineClosed:
 
 
 @dataclass(slots=True)
+class EngineUnavailable:
+    """No engine session can be had for this call: connecting failed after its retries
+    (at the start, or while reconnecting after a drop)."""
+
+    detail: str
+
+
+@dataclass(slots=True)
 class TimerFired:
     timer: TimerName
 
@@ -188,6 +196,7 @@ EngineEvent = (
     EngineSessionUpdated | EngineResponseCreated | EngineAudioDelta | EngineAgentTranscript
     | EngineCallerTranscript | EngineSpeechStarted | EngineSpeechStopped | EngineResponseDone
     | EngineTruncated | EngineError | EngineClosed | EngineInputCommitted | EngineFunctionCall
+    | EngineUnavailable
 )
 SideEvent = TimerFired | ToolFinished | AmdVerdict | CallControlFailed | CallAborted
 CallEvent = TwilioEvent | EngineEvent | SideEvent

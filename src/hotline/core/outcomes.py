@@ -17,3 +17,4 @@ class Outcome(enum.StrEnum):
     HUNG_UP_BY_AGENT = "hung_up_by_agent"  # the agent ended it (`end_call`, limits)
     NO_ANSWER = "no_answer"  # never answered: no-answer, busy or canceled
     FAILED = "failed"  # Twilio could not place it, or the call broke on our side
+    ENGINE_UNAVAILABLE = "engine_unavailable"  # no engine session could be had

@@ -49,6 +49,7 @@ from hotline.core.events import (
     EngineSpeechStarted,
     EngineSpeechStopped,
     EngineTruncated,
+    EngineUnavailable,
     TimerFired,
     ToolFinished,
     TwilioClosed,
@@ -175,6 +176,9 @@ class CallSession:
                                   now_ms)
             case EngineClosed():
                 return ending.end(s, Outcome.FAILED, "engine connection closed", now_ms)
+            case EngineUnavailable():
+                return ending.end(s, Outcome.ENGINE_UNAVAILABLE,
+                                  f"engine unavailable: {event.detail}"[:300], now_ms)
             case CallAborted():
                 return ending.end(s, Outcome.FAILED, f"call failed: {event.detail}"[:300],
                                   now_ms)
