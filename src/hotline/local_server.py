@@ -3,7 +3,10 @@
 `hotline demo`, the simulators and the tests run several servers in one process, so no
 signal handlers and no logging set-up are installed (uvicorn's `serve()` would take
 SIGINT/SIGTERM away from the process). The uvicorn settings are the measured-fastest ones
-here: httptools and the sans-I/O websockets protocol.
+here: httptools and the sans-I/O websockets protocol. That protocol (websockets'
+`ServerProtocol`) enforces `ws_max_size` on every inbound message, fragmented or not, before
+the app sees it: a bigger one closes the socket with 1009 (message too big) and the app gets
+`websocket.disconnect`. Twilio's media-stream messages are well under the cap.
 """
 
 from __future__ import annotations
@@ -17,14 +20,18 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.config import HTTPProtocolType, LifespanType, WSProtocolType
 
+from hotline.telephony.media_codec import MAX_MESSAGE_BYTES
+
 
 class UvicornOptions(TypedDict):
     """The protocol choices, typed so `**UVICORN_OPTIONS` checks against uvicorn's keywords."""
     http: HTTPProtocolType
     ws: WSProtocolType
+    ws_max_size: int
 
 
-UVICORN_OPTIONS: UvicornOptions = {"http": "httptools", "ws": "websockets-sansio"}
+UVICORN_OPTIONS: UvicornOptions = {"http": "httptools", "ws": "websockets-sansio",
+                                   "ws_max_size": MAX_MESSAGE_BYTES}
 GRACEFUL_SHUTDOWN_S = 5
 
 

@@ -54,6 +54,17 @@ def greeting_latency_s(record: CallRecord) -> float | None:
     return max(0.0, ms["first_audio_to_caller"] - ms["stream_start"]) / 1000
 
 
+class MessageSide(enum.StrEnum):
+    """Which socket of a call a WebSocket message came from (a label value)."""
+
+    TWILIO = "twilio"
+    ENGINE = "engine"
+
+
+# The CallStats counters of malformed messages, exported by side rather than as events.
+MALFORMED_STATS = {"malformed_twilio": MessageSide.TWILIO, "malformed_engine": MessageSide.ENGINE}
+
+
 class CallMetrics:
     def __init__(self, active_calls: Callable[[], int]) -> None:
         self.registry = CollectorRegistry()
@@ -67,6 +78,12 @@ class CallMetrics:
             ["path"], buckets=GREETING_BUCKETS_S, registry=self.registry)
         self._events = Counter("hotline_call_events", "Events in ended calls (CallStats).",
                                ["event"], registry=self.registry)
+        self._malformed = Counter(
+            "hotline_ws_messages_malformed",
+            "WebSocket messages of ended calls skipped as off-protocol, by side.",
+            ["side"], registry=self.registry)
+        for side in MessageSide:
+            self._malformed.labels(side)  # shown at 0 from the start
 
     def call_ended(self, record: CallRecord) -> None:
         self._calls.labels(record.direction, record.outcome or "unknown").inc()
@@ -74,7 +91,10 @@ class CallMetrics:
         if path is not None and latency_s is not None:
             self._greeting.labels(path).observe(latency_s)
         for event, count in record.stats.items():
-            if count:
+            side = MALFORMED_STATS.get(event)
+            if side is not None:
+                self._malformed.labels(side).inc(count)
+            elif count:
                 self._events.labels(event).inc(count)
 
     def render(self) -> bytes:

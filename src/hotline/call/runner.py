@@ -10,6 +10,7 @@ back to the core as events, so the media never waits for them.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -61,6 +62,13 @@ from hotline.tools import Toolbox, tool_error
 EngineOpener = Callable[[CallPlan], Awaitable[EngineHandle]]
 # An engine that accepts the socket but never finishes configuring must not hold the call.
 ENGINE_OPEN_TIMEOUT_S = 15.0
+
+
+class MalformedSide(enum.Enum):
+    """Which socket sent a malformed message."""
+
+    TWILIO = "Twilio"
+    ENGINE = "engine"
 
 
 class ASGIWebSocket(Protocol):
@@ -190,14 +198,12 @@ class CallRunner:
                 return
             text = message.get("text")
             if text is None:
-                self.session.stats.malformed_messages += 1
-                self._log.warning("binary frame from Twilio ignored (protocol is JSON text)")
+                self._malformed(MalformedSide.TWILIO, "a binary frame (the protocol is JSON text)")
                 continue
             try:
-                event = parse_twilio(text)
+                event = parse_twilio(text, self._stream_sid)
             except TwilioProtocolError as exc:
-                self.session.stats.malformed_messages += 1
-                self._log.warning("malformed Twilio message ignored: %s", exc)
+                self._malformed(MalformedSide.TWILIO, str(exc))
                 continue
             if not isinstance(event, Unhandled):
                 await self._dispatch(event)
@@ -243,11 +249,24 @@ class CallRunner:
             try:
                 event = parse_engine(data)
             except EngineProtocolError as exc:
-                self.session.stats.malformed_messages += 1
-                self._log.warning("malformed engine event ignored: %s", exc)
+                self._malformed(MalformedSide.ENGINE, str(exc))
                 continue
             if not isinstance(event, Unhandled):
                 await self._dispatch(event)
+
+    def _malformed(self, side: MalformedSide, detail: str) -> None:
+        """An off-protocol message, skipped: counted always, logged once per call and side
+        (a flood of them costs a counter each, not a log line each)."""
+        stats = self.session.stats
+        if side is MalformedSide.TWILIO:
+            stats.malformed_twilio += 1
+            count = stats.malformed_twilio
+        else:
+            stats.malformed_engine += 1
+            count = stats.malformed_engine
+        if count == 1:
+            self._log.warning("malformed %s message skipped (later ones are only counted): %s",
+                              side.value, detail[:200])
 
     # -- the core and its commands ----------------------------------------------------------
     async def _dispatch(self, event: CallEvent) -> None:

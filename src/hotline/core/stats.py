@@ -17,7 +17,10 @@ class CallStats:
     noise_turns_ignored: int = 0
     tool_calls: int = 0
     engine_errors: int = 0
-    malformed_messages: int = 0  # skipped: Twilio's or the engine's (counted by the runner)
+    # Skipped as off-protocol (counted by the runner; see hotline.metrics): messages from
+    # Twilio's media stream and from the engine's socket.
+    malformed_twilio: int = 0
+    malformed_engine: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

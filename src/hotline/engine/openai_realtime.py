@@ -15,6 +15,7 @@ import orjson
 from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
+from hotline.engine.realtime_codec import MAX_MESSAGE_BYTES as MAX_ENGINE_MESSAGE_BYTES
 from hotline.engine.session_config import session_config
 from hotline.errors import EngineProtocolError
 from hotline.plan import CallPlan
@@ -105,9 +106,12 @@ class RealtimeEngine:
 
     async def _connect(self) -> AsyncRealtimeConnection:
         # No permessage-deflate: compressing base64 audio costs CPU per message for little.
+        # `max_size`: the cap on one engine event (realtime_codec says why 1 MiB). The SDK's
+        # default is None, no cap at all. A bigger event closes the socket with 1009.
         return await self._client.realtime.connect(
             model=self._settings.openai_model,
-            websocket_connection_options={"compression": None},
+            websocket_connection_options={"compression": None,
+                                          "max_size": MAX_ENGINE_MESSAGE_BYTES},
         ).enter()
 
     async def close(self) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from hotline.audio.wire_b64 import is_audio_b64
 from hotline.core.commands import (
     AddAssistantText,
     AddFunctionOutput,
@@ -45,57 +46,112 @@ from hotline.errors import EngineProtocolError
 
 Parser = Callable[[dict[str, Any]], EngineEvent]
 
+# The real Realtime API sends events far larger than Twilio's: `session.created` and
+# `session.updated` echo the whole instructions and tool schemas, `response.done` carries the
+# response's output items with their transcripts. Their bound is the model's context (128k
+# tokens, ~0.5 MB of text), so 1 MiB (websockets' default, now explicit) lets every event the
+# API can send through and still refuses a runaway one (`conversation.item.retrieved` with a
+# whole item's audio is never asked for here). The SDK's socket enforces it (`max_size`).
+MAX_MESSAGE_BYTES = 1024 * 1024
+# Audio positions are ms within the session (60 minutes at most at OpenAI).
+MAX_AUDIO_MS = 24 * 3600 * 1000
+
+
+def _s(m: dict[str, Any], key: str) -> str:
+    value = m[key]
+    if not isinstance(value, str):
+        raise EngineProtocolError(f"{m.get('type')}: {key!r} must be a string")
+    return value
+
+
+def _ms(m: dict[str, Any], key: str) -> int:
+    value = m[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_AUDIO_MS:
+        raise EngineProtocolError(f"{m.get('type')}: {key!r} must be ms in range")
+    return value
+
+
+def _o(m: dict[str, Any], key: str) -> dict[str, Any]:
+    value = m[key]
+    if not isinstance(value, dict):
+        raise EngineProtocolError(f"{m.get('type')}: {key!r} must be an object")
+    return value
+
+
+def _opt_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
 
 def _audio_delta(m: dict[str, Any]) -> EngineEvent:
-    return EngineAudioDelta(m["response_id"], m["item_id"], m["delta"])
+    delta = _s(m, "delta")
+    if not is_audio_b64(delta):
+        raise EngineProtocolError("response.output_audio.delta: 'delta' is not base64 audio")
+    return EngineAudioDelta(_s(m, "response_id"), _s(m, "item_id"), delta)
 
 
 def _session_updated(m: dict[str, Any]) -> EngineEvent:
-    return EngineSessionUpdated(len(m["session"].get("instructions") or ""))
+    instructions = _o(m, "session").get("instructions")
+    return EngineSessionUpdated(len(instructions) if isinstance(instructions, str) else 0)
 
 
 def _response_done(m: dict[str, Any]) -> EngineEvent:
-    response = m["response"]
-    details = response.get("status_details") or {}
-    return EngineResponseDone(response["id"], response["status"], details.get("reason"))
+    response = _o(m, "response")
+    details = response.get("status_details")
+    reason = _opt_str(details.get("reason")) if isinstance(details, dict) else None
+    return EngineResponseDone(_s(response, "id"), _s(response, "status"), reason)
 
 
 def _error(m: dict[str, Any]) -> EngineEvent:
-    error = m["error"]
-    return EngineError(str(error.get("code") or error.get("type") or "error"),
-                       str(error.get("message", "")), error.get("event_id"))
+    error = _o(m, "error")
+    code = _opt_str(error.get("code")) or _opt_str(error.get("type")) or "error"
+    return EngineError(code, _opt_str(error.get("message")) or "",
+                       _opt_str(error.get("event_id")))
 
 
 _PARSERS: dict[str, Parser] = {
     "response.output_audio.delta": _audio_delta,
     "input_audio_buffer.speech_started":
-        lambda m: EngineSpeechStarted(m["audio_start_ms"], m["item_id"]),
+        lambda m: EngineSpeechStarted(_ms(m, "audio_start_ms"), _s(m, "item_id")),
     "input_audio_buffer.speech_stopped":
-        lambda m: EngineSpeechStopped(m["audio_end_ms"], m["item_id"]),
-    "response.created": lambda m: EngineResponseCreated(m["response"]["id"]),
+        lambda m: EngineSpeechStopped(_ms(m, "audio_end_ms"), _s(m, "item_id")),
+    "response.created": lambda m: EngineResponseCreated(_s(_o(m, "response"), "id")),
     "response.done": _response_done,
-    "response.output_audio_transcript.done":
-        lambda m: EngineAgentTranscript(m["response_id"], m["item_id"], m["transcript"]),
+    "response.output_audio_transcript.done": lambda m: EngineAgentTranscript(
+        _s(m, "response_id"), _s(m, "item_id"), _s(m, "transcript")),
     "conversation.item.input_audio_transcription.completed":
-        lambda m: EngineCallerTranscript(m["item_id"], m["transcript"]),
-    "conversation.item.truncated": lambda m: EngineTruncated(m["item_id"], m["audio_end_ms"]),
-    "input_audio_buffer.committed": lambda m: EngineInputCommitted(m["item_id"]),
+        lambda m: EngineCallerTranscript(_s(m, "item_id"), _s(m, "transcript")),
+    "conversation.item.truncated":
+        lambda m: EngineTruncated(_s(m, "item_id"), _ms(m, "audio_end_ms")),
+    "input_audio_buffer.committed": lambda m: EngineInputCommitted(_s(m, "item_id")),
     "response.function_call_arguments.done": lambda m: EngineFunctionCall(
-        m["response_id"], m["item_id"], m["call_id"], m["name"], m["arguments"]),
+        _s(m, "response_id"), _s(m, "item_id"), _s(m, "call_id"), _s(m, "name"),
+        _s(m, "arguments")),
     "session.updated": _session_updated,
     "error": _error,
 }
 
 
 def parse_engine(data: str | bytes) -> EngineEvent | Unhandled:
+    """One Realtime server event -> an event; UNHANDLED for well-formed events we ignore.
+    Anything off-protocol raises `EngineProtocolError`, and nothing else does."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise EngineProtocolError(f"event of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
         message = orjson.loads(data)
-        parser = _PARSERS.get(message["type"])
-        if parser is None:
-            return UNHANDLED
+    except orjson.JSONDecodeError as exc:
+        raise EngineProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise EngineProtocolError("event is not a JSON object")
+    kind = message.get("type")
+    if not isinstance(kind, str):
+        raise EngineProtocolError("'type' is missing or not a string")
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        return UNHANDLED
+    try:
         return parser(message)
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise EngineProtocolError(f"malformed engine event: {exc!r}") from None
+    except KeyError as exc:
+        raise EngineProtocolError(f"{kind!r} event lacks {exc.args[0]!r}") from None
 
 
 def render_engine(message: EngineMessage) -> str:

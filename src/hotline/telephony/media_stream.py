@@ -31,6 +31,10 @@ WS_INTERNAL_ERROR = 1011
 
 
 async def _wait_for_start(websocket: WebSocket) -> TwilioStart | None:
+    """The stream's `start` (None if the socket closes first). Nothing else is done for a
+    socket until then: no engine, no registry, no database. What comes before it is
+    skipped; the first malformed message is logged, the rest are not (unauthenticated)."""
+    logged = False
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
@@ -41,7 +45,10 @@ async def _wait_for_start(websocket: WebSocket) -> TwilioStart | None:
         try:
             event = parse_twilio(text)
         except TwilioProtocolError as exc:
-            log.warning("malformed message before start ignored: %s", exc)
+            if not logged:
+                logged = True
+                log.warning("malformed message before start skipped (later ones are not "
+                            "logged): %s", str(exc)[:200])
             continue
         if isinstance(event, TwilioStart):
             return event
