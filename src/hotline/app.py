@@ -15,6 +15,7 @@ from fastapi.responses import PlainTextResponse
 
 from hotline import __version__
 from hotline.admin.api import router as api_router
+from hotline.body_limit import BodyLimit
 from hotline.business import BusinessConfig
 from hotline.call.recorder import CallRecorder
 from hotline.config_cache import ConfigCache
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await store.close()
 
     app = FastAPI(title="Hotline", version=__version__, lifespan=lifespan)
+    app.add_middleware(BodyLimit)  # webhook and API bodies are small: refuse big ones early
     app.include_router(webhook_router)
     app.include_router(media_router)
     app.include_router(api_router)

@@ -201,6 +201,16 @@ class SimulatedSession:
         """Drop the connection from the server side (an engine failure, as seen by clients)."""
         await self._connection.close(code, "simulated engine connection drop")
 
+    def inject(self, text: str) -> None:
+        """Send `text` as is, in order with the events (a fault: a faulty or hostile engine's
+        malformed or oversized message). It is not recorded in `sent`."""
+        self._outbox.put_nowait(text)
+
+    @property
+    def close_code(self) -> int | None:
+        """The code of the connection's close (None while it is open)."""
+        return self._connection.close_code
+
     @property
     def response_active(self) -> bool:
         return self._response is not None
