@@ -170,3 +170,74 @@ def test_engine_messages_render(message: object, wire: dict[str, object]) -> Non
 def test_a_hostile_payload_cannot_inject_engine_fields() -> None:
     rendered = orjson.loads(render_engine(AppendAudio('x", "type": "response.cancel')))
     assert rendered["type"] == "input_audio_buffer.append"
+
+
+# -- validation: wrong types, bad payloads, absurd values -----------------------------------
+def _media(**media: object) -> str:
+    body = {"track": "inbound", "chunk": "1", "timestamp": "20", "payload": "/////w==", **media}
+    return orjson.dumps({"event": "media", "streamSid": SID, "media": body}).decode()
+
+
+@pytest.mark.parametrize("bad", [
+    _media(payload="not base64!"), _media(payload="AAA"), _media(payload=""),
+    _media(payload="AA=A"), _media(payload="A==="), _media(payload="//8é"),
+    _media(timestamp="-20"), _media(timestamp=True), _media(timestamp=1.5),
+    _media(timestamp=str(10**12)), _media(timestamp=None),
+    orjson.dumps({"event": "start", "start": {"streamSid": SID, "callSid": "", "accountSid": "AC"}}
+                 ).decode(),
+    orjson.dumps({"event": "start", "start": {"streamSid": SID, "callSid": "CA", "accountSid": "AC",
+                                              "customParameters": {"token": 5}}}).decode(),
+    orjson.dumps({"event": "mark", "streamSid": SID, "mark": {"name": ["m1"]}}).decode(),
+])
+def test_twilio_fields_are_checked(bad: str) -> None:
+    with pytest.raises(TwilioProtocolError):
+        parse_twilio(bad)
+
+
+def test_a_message_for_another_stream_is_off_protocol() -> None:
+    other = _media().replace(SID, "MZ" + "2" * 32)
+    assert parse_twilio(other) == TwilioMedia("/////w==", 20)  # before the start: no stream yet
+    with pytest.raises(TwilioProtocolError, match="another stream"):
+        parse_twilio(other, SID)
+    assert parse_twilio(_media(), SID) == TwilioMedia("/////w==", 20)
+    # A message without a streamSid (Twilio always sends one) is not refused for it.
+    assert parse_twilio('{"event": "stop"}', SID) == TwilioStop()
+
+
+def _engine(type_: str, **fields: object) -> bytes:
+    return orjson.dumps({"type": type_, "event_id": "e", **fields})
+
+
+@pytest.mark.parametrize("bad", [
+    _engine("response.output_audio.delta", response_id="r", item_id="i", delta="!!"),
+    _engine("response.output_audio.delta", response_id="r", item_id="i", delta=5),
+    _engine("response.output_audio.delta", response_id=None, item_id="i", delta="f39+"),
+    _engine("input_audio_buffer.speech_started", audio_start_ms=-1, item_id="u"),
+    _engine("input_audio_buffer.speech_started", audio_start_ms=True, item_id="u"),
+    _engine("input_audio_buffer.speech_stopped", audio_end_ms=1.5, item_id="u"),
+    _engine("conversation.item.truncated", item_id="i", audio_end_ms=10**12),
+    _engine("response.created", response={"id": 7}),
+    _engine("response.created", response="r1"),
+    _engine("response.done", response={"id": "r1", "status": None}),
+    _engine("response.function_call_arguments.done", response_id="r", item_id="i",
+            call_id="c", name="end_call", arguments={"a": 1}),
+    _engine("session.updated", session=[]),
+    _engine("error", error="boom"),
+    b'{"type": 5}', b"null", b"x" * (1024 * 1024 + 1),
+])
+def test_engine_fields_are_checked(bad: bytes) -> None:
+    with pytest.raises(EngineProtocolError):
+        parse_engine(bad)
+
+
+def test_engine_optional_fields_of_the_wrong_type_are_ignored() -> None:
+    """Fields the call only reports (an error's text, a done's reason) are not worth a
+    skipped event: a wrong type reads as absent."""
+    assert parse_engine(_engine("error", error={"code": 5, "type": "server_error",
+                                                "message": None, "event_id": 3})) == EngineError(
+        "server_error", "", None)
+    assert parse_engine(_engine("response.done", response={
+        "id": "r1", "status": "cancelled", "status_details": "x"})) == EngineResponseDone(
+        "r1", "cancelled", None)
+    assert parse_engine(_engine("session.updated", session={"instructions": 5})) == (
+        EngineSessionUpdated(0))

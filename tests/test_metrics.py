@@ -68,3 +68,26 @@ def test_the_greeting_path_and_latency_come_from_the_timeline() -> None:
     assert greeting_path(cold) is GreetingPath.COLD and greeting_latency_s(cold) == 0.8
     silent = record(("stream_start", 100, ""))
     assert greeting_path(silent) is None and greeting_latency_s(silent) is None
+
+
+def test_malformed_messages_are_counted_by_side_not_as_call_events() -> None:
+    from datetime import UTC, datetime
+
+    from hotline.metrics import CallMetrics
+
+    metrics = CallMetrics(lambda: 0)
+    fresh = samples(metrics.render().decode())
+    malformed = "hotline_ws_messages_malformed_total"
+    assert fresh[(malformed, (("side", "twilio"),))] == 0  # shown before any call
+    assert fresh[(malformed, (("side", "engine"),))] == 0
+    for twilio, engine in [(3, 0), (4, 2)]:
+        metrics.call_ended(CallRecord(
+            "CA1", "acme", "inbound", "+1", "+2", "completed", Outcome.COMPLETED,
+            datetime.now(UTC), None,
+            stats={"media_in": 5, "malformed_twilio": twilio, "malformed_engine": engine}))
+    scraped = samples(metrics.render().decode())
+    assert scraped[(malformed, (("side", "twilio"),))] == 7
+    assert scraped[(malformed, (("side", "engine"),))] == 2
+    assert scraped[("hotline_call_events_total", (("event", "media_in"),))] == 10
+    assert not [key for key in scraped if "malformed" in str(key[1])
+                and key[0] == "hotline_call_events_total"]
