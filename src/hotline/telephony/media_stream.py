@@ -94,7 +94,7 @@ async def media_stream(websocket: WebSocket) -> None:
         await services.warm.discard(start.call_sid)
         await websocket.close(code=WS_INTERNAL_ERROR)
         return
-    log_for_call = call_log(plan.call_sid)
+    log_for_call = call_log(plan.call_sid, plan.business_slug)
     secret = services.settings.tool_signing_secret
     toolbox = Toolbox(plan, services.tools_http,
                       signing_secret=secret.get_secret_value() if secret else None)
