@@ -8,6 +8,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Response
 
@@ -15,7 +16,12 @@ from hotline.call.recorder import CallStatusUpdate
 from hotline.errors import RegistryUnavailable
 from hotline.plan import CallPlan, build_inbound_plan
 from hotline.services import AMD_SIGNAL, Services
-from hotline.telephony.twiml import UNKNOWN_NUMBER_MESSAGE, connect_stream, say_and_hang_up
+from hotline.telephony.twiml import (
+    UNKNOWN_NUMBER_MESSAGE,
+    connect_stream,
+    fail_over,
+    say_and_hang_up,
+)
 
 log = logging.getLogger("hotline.webhooks")
 router = APIRouter(prefix="/twilio")
@@ -58,6 +64,8 @@ async def voice(request: Request) -> Response:
     call_sid = params["CallSid"]
     from_number, to_number = params.get("From", ""), params.get("To", "")
     pending_id = request.query_params.get("outbound")
+    if services.drain.draining:
+        return _xml(_fail_over(services, params, pending_id))
     if pending_id:
         plan = await services.registry.take_pending(pending_id)
         if plan is None:
@@ -90,6 +98,20 @@ async def voice(request: Request) -> Response:
              call_sid, plan.direction, from_number, to_number, plan.business_slug,
              len(plan.compact_instructions), len(plan.full_instructions))
     return _xml(twiml)
+
+
+def _fail_over(services: Services, params: dict[str, str], pending_id: str | None) -> str:
+    """This instance drains: the call goes to the fail-over URL, or hears an apology in its
+    business's language. An outbound call's plan stays in the registry, for the instance
+    the fail-over URL reaches (with a shared registry) to take."""
+    url = services.settings.failover_url
+    if url and pending_id:
+        url += ("&" if "?" in url else "?") + urlencode({"outbound": pending_id})
+    ours = params.get("From" if pending_id else "To", "")
+    business = services.config.business_for_number(ours)
+    log.warning("call %s while draining: %s", params["CallSid"],
+                f"redirected to {url}" if url else "apology and hang-up")
+    return fail_over(url, business.language if business else None)
 
 
 def _with_greeting_audio(services: Services, plan: CallPlan) -> CallPlan:
