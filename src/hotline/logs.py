@@ -22,6 +22,7 @@ CALL_FIELDS = ("call_sid", "business")  # what CallLog binds, as `extra`
 # LogRecord's own attributes: anything else on a record came through `extra`.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime"}
+_NOT_LOGGED = frozenset({"color_message"})  # uvicorn's copy of its message, with ANSI colours
 
 
 class CallLog(logging.LoggerAdapter[logging.Logger]):
@@ -58,7 +59,7 @@ class JsonFormatter(logging.Formatter):
             "message": _without_call_prefix(record),
         }
         for key, value in vars(record).items():
-            if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
+            if key not in _RECORD_ATTRIBUTES and key not in _NOT_LOGGED and not key.startswith("_"):
                 line[key] = value
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
