@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("hotline.drain")
 
 POLL_S = 0.05  # how often the drain looks at the active calls (not on any call's path)
+# A call whose TwiML went out opens its stream within a second or so; one that has not
+# after this long never will (the caller hung up first), and is not waited for.
+STREAM_EXPECTED_S = 10.0
+MAX_EXPECTED = 1024  # past this, expired expectations are swept when a new one comes
 # After the goodbye cap: the REST hang-up's round trip and the stream's stop.
 HANG_UP_MARGIN_S = 5.0
 
@@ -34,6 +38,8 @@ class Drain:
     def __init__(self) -> None:
         self.since: float | None = None
         self.reason = ""
+        # CallSid -> until when: calls answered with a stream whose socket is not open yet.
+        self._expected: dict[str, float] = {}
 
     @property
     def draining(self) -> bool:
@@ -46,6 +52,25 @@ class Drain:
             return False
         self.since, self.reason = time.monotonic(), reason
         return True
+
+    def expect_stream(self, call_sid: str) -> None:
+        """The voice webhook answered this call with a stream: the drain waits for it."""
+        if len(self._expected) >= MAX_EXPECTED:
+            self._sweep()
+        self._expected[call_sid] = time.monotonic() + STREAM_EXPECTED_S
+
+    def stream_arrived(self, call_sid: str) -> None:
+        """Its stream started (it is an active call now), or the call ended without one."""
+        self._expected.pop(call_sid, None)
+
+    def streams_expected(self) -> int:
+        self._sweep()
+        return len(self._expected)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for call_sid in [sid for sid, until in self._expected.items() if until <= now]:
+            del self._expected[call_sid]
 
     def describe(self) -> str:
         if self.since is None:
@@ -92,9 +117,10 @@ async def drain_calls(services: Services, reason: str) -> DrainResult:
 
 
 async def _calls_ended(services: Services, timeout_s: float) -> bool:
-    """Until no call runs here (True), or `timeout_s` has passed (False)."""
+    """Until no call runs here, nor is about to (its TwiML sent, its stream not open yet):
+    True; or until `timeout_s` has passed: False."""
     deadline = time.monotonic() + timeout_s
-    while services.active_calls:
+    while services.active_calls or services.drain.streams_expected():
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(POLL_S)

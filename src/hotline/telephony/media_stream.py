@@ -105,6 +105,7 @@ async def media_stream(websocket: WebSocket) -> None:
                         voicemail_frames=services.greetings.frames(plan.voicemail_audio_key),
                         toolbox=toolbox, control=services.control)
     services.active_calls[plan.call_sid] = runner
+    services.drain.stream_arrived(plan.call_sid)
     if plan.amd:
         await _deliver_early_verdict(services, runner, plan.call_sid)
     try:

@@ -92,6 +92,7 @@ async def voice(request: Request) -> Response:
                            {"token": plan.token, "business": plan.business_slug})
     plan = plan.with_stage("twiml_sent", (time.perf_counter() - t0) * 1000)
     await services.registry.put(plan, services.settings.plan_ttl_s)
+    services.drain.expect_stream(call_sid)  # a drain starting now waits for this call too
     if services.settings.warm_sessions:
         services.warm.prepare(plan)  # in the background: the TwiML does not wait for it
     log.info("call %s %s %s -> %s: plan ready for %s (compact %d chars, full %d chars)",
@@ -165,6 +166,7 @@ async def status(request: Request) -> Response:
         duration_s=_int(params.get("CallDuration")),
     ))
     if call_status in FINAL_STATUSES:
+        services.drain.stream_arrived(call_sid)  # none will now
         # A plan whose stream never opened must not outlive its call.
         await services.registry.discard(call_sid)
         await services.dialer.forget(call_sid)
