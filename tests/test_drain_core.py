@@ -52,7 +52,7 @@ def test_a_goodbye_that_never_plays_still_hangs_up_at_the_cap() -> None:
 
 
 def test_a_call_already_closing_keeps_its_own_closing() -> None:
-    call, _ = conversing(transfer_number="+15550009999")
+    call, _ = conversing()
     call(TimerFired(TimerName.MAX_DURATION), 5000)
     assert call(DrainDeadline(), 5001) == []
 
