@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
-from fastapi.responses import PlainTextResponse
 
 from hotline import __version__
 from hotline.admin.api import router as api_router
@@ -23,6 +22,7 @@ from hotline.engine.openai_realtime import RealtimeEngine
 from hotline.engine.warm import WarmSessions
 from hotline.greetings import GreetingCache
 from hotline.metrics import router as metrics_router
+from hotline.readiness import router as readiness_router
 from hotline.registry import create_registry
 from hotline.services import Services
 from hotline.settings import Settings, load_settings
@@ -105,9 +105,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(media_router)
     app.include_router(api_router)
     app.include_router(metrics_router)
-
-    @app.get("/healthz", response_class=PlainTextResponse)
-    async def healthz() -> str:
-        return "ok"
-
+    app.include_router(readiness_router)  # /healthz, /readyz
     return app

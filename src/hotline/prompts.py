@@ -79,6 +79,9 @@ SILENCE_GOODBYE_INSTRUCTIONS = ("The line has been silent for a while. Say a sho
 TIME_LIMIT_INSTRUCTIONS = ("The call has reached its time limit. Apologize briefly and say a "
                            "polite goodbye in the caller's language.")
 GOODBYE_INSTRUCTIONS = "Say a short, warm goodbye in the caller's language."
+DRAIN_GOODBYE_INSTRUCTIONS = ("This line has to close now for maintenance. Apologize briefly, "
+                              "ask the caller to call again, and say a polite goodbye in the "
+                              "caller's language.")
 HANDOVER_INSTRUCTIONS = ("Tell the caller in one short sentence, in their language, that you "
                          "are connecting them to a person now.")
 

@@ -12,10 +12,12 @@ from hotline.call.recorder import CallRecorder
 from hotline.config_cache import ConfigCache
 from hotline.core.amd import AnsweredBy
 from hotline.core.events import AmdVerdict
+from hotline.drain import Drain
 from hotline.engine.openai_realtime import RealtimeEngine
 from hotline.engine.warm import WarmSessions
 from hotline.greetings import GreetingCache
 from hotline.metrics import CallMetrics
+from hotline.readiness import Readiness
 from hotline.registry import CallRegistry
 from hotline.settings import Settings
 from hotline.telephony.signature import SignatureChecker
@@ -46,9 +48,13 @@ class Services:
     tools_http: httpx.AsyncClient  # HTTP tools' requests
     active_calls: dict[str, CallRunner] = field(default_factory=dict)
     metrics: CallMetrics = field(init=False)
+    # Shutting down (SIGTERM): no new calls here; see hotline.drain.
+    drain: Drain = field(default_factory=Drain)
+    readiness: Readiness = field(init=False)
 
     def __post_init__(self) -> None:
         self.metrics = CallMetrics(lambda: len(self.active_calls))
+        self.readiness = Readiness(self)
 
     async def final_record(self, call_sid: str, timeout_s: float = 30.0) -> CallRecord:
         """The call's stored record once it is over here and written (its outcome known):

@@ -95,6 +95,20 @@ class Settings(BaseSettings):
     # Call records the store could not take at shutdown wait here for the next start.
     spool_path: str = "./hotline-spool.jsonl"
     log_level: str = "INFO"
+    # "json": one JSON object per line (time, level, logger, message; call_sid and business
+    # on a call's lines). Secrets are redacted from every line either way.
+    log_format: Literal["text", "json"] = "text"
+
+    # Running in production (README "Running in production"). On SIGTERM the instance
+    # drains: /readyz fails, new calls fail over, calls running may go on this long (wall
+    # clock), then each gets a goodbye and a hang-up.
+    drain_timeout_s: float = Field(300.0, gt=0)
+    # During a drain, a new call is redirected here (TwiML <Redirect>); unset, it hears a
+    # short apology and is hung up.
+    failover_url: str | None = None
+    # /readyz waits for every inbound greeting to be rendered at most this long after start
+    # (wall clock); after that it is ready anyway, and says which greetings are missing.
+    ready_greetings_wait_s: float = Field(20.0, ge=0)
 
     @property
     def media_stream_url(self) -> str:

@@ -54,6 +54,10 @@ class PlacedCallResponse(BaseModel):
 @router.post("/calls", status_code=201, dependencies=[Depends(require_token)])
 async def place_call(body: PlaceCallRequest, request: Request) -> PlacedCallResponse:
     services = services_of(request)
+    if services.drain.draining:
+        # The load balancer sends the retry to an instance that is not shutting down.
+        raise HTTPException(status_code=503, detail="this instance is shutting down; retry",
+                            headers={"Retry-After": "1"})
     try:
         placed = await services.dialer.place(
             business_slug=body.business, to_number=body.to, template=body.template,

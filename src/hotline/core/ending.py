@@ -17,6 +17,7 @@ from hotline.core.responses import Purpose
 from hotline.core.speaking import stop_agent
 from hotline.core.state import CallState
 from hotline.core.timers import TimerName
+from hotline.prompts import DRAIN_GOODBYE_INSTRUCTIONS
 
 
 def close(s: CallState, closing: Closing, instructions: str | None,
@@ -54,6 +55,13 @@ def maybe_act(s: CallState, now_ms: float, *, force: bool = False) -> list[Comma
              else "hang_up_requested")
     detail = closing.reason + (" (goodbye cap reached)" if force else "")
     return [closing.act(), Record(TimelineStage(stage, now_ms, detail))]
+
+
+def drain_deadline(s: CallState, now_ms: float) -> list[Command]:
+    """The instance is shutting down and its drain is over: a goodbye, then the hang-up (the
+    goodbye cap makes sure of it). Over a machine's message: hung up without a line."""
+    line = None if s.phase.is_(CallPhase.AWAITING_BEEP) else DRAIN_GOODBYE_INSTRUCTIONS
+    return close(s, Closing(Outcome.HUNG_UP_BY_AGENT, "shutting down"), line, now_ms)
 
 
 def control_failed(s: CallState, event: CallControlFailed, now_ms: float) -> list[Command]:

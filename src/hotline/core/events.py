@@ -188,6 +188,11 @@ class CallControlFailed:
     detail: str
 
 
+@dataclass(slots=True)
+class DrainDeadline:
+    """The instance is shutting down and this call outlived its drain: time to say goodbye."""
+
+
 TwilioEvent = (
     TwilioConnected | TwilioStart | TwilioMedia | TwilioMark | TwilioDtmf | TwilioStop
     | TwilioClosed
@@ -198,7 +203,8 @@ EngineEvent = (
     | EngineTruncated | EngineError | EngineClosed | EngineInputCommitted | EngineFunctionCall
     | EngineUnavailable
 )
-SideEvent = TimerFired | ToolFinished | AmdVerdict | CallControlFailed | CallAborted
+SideEvent = (TimerFired | ToolFinished | AmdVerdict | CallControlFailed | CallAborted
+             | DrainDeadline)
 CallEvent = TwilioEvent | EngineEvent | SideEvent
 
 

@@ -36,6 +36,7 @@ from hotline.core.events import (
     CallAborted,
     CallControlFailed,
     CallEvent,
+    DrainDeadline,
     EngineAgentTranscript,
     EngineAudioDelta,
     EngineCallerTranscript,
@@ -171,6 +172,8 @@ class CallSession:
                 return voicemail.on_verdict(s, event.answered_by, now_ms)
             case CallControlFailed():
                 return ending.control_failed(s, event, now_ms)
+            case DrainDeadline():
+                return ending.drain_deadline(s, now_ms)
             case TwilioStop() | TwilioClosed():
                 return ending.end(s, ending.outcome_if_caller_leaves(s), "call ended by Twilio",
                                   now_ms)

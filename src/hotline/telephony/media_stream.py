@@ -101,7 +101,7 @@ async def media_stream(websocket: WebSocket) -> None:
         await services.warm.discard(start.call_sid)
         await websocket.close(code=WS_INTERNAL_ERROR)
         return
-    log_for_call = call_log(plan.call_sid)
+    log_for_call = call_log(plan.call_sid, plan.business_slug)
     secret = services.settings.tool_signing_secret
     toolbox = Toolbox(plan, services.tools_http,
                       signing_secret=secret.get_secret_value() if secret else None)
@@ -112,6 +112,7 @@ async def media_stream(websocket: WebSocket) -> None:
                         voicemail_frames=services.greetings.frames(plan.voicemail_audio_key),
                         toolbox=toolbox, control=services.control)
     services.active_calls[plan.call_sid] = runner
+    services.drain.stream_arrived(plan.call_sid)
     if plan.amd:
         await _deliver_early_verdict(services, runner, plan.call_sid)
     try:

@@ -8,6 +8,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Response
 
@@ -15,7 +16,12 @@ from hotline.call.recorder import CallStatusUpdate
 from hotline.errors import RegistryUnavailable
 from hotline.plan import CallPlan, build_inbound_plan
 from hotline.services import AMD_SIGNAL, Services
-from hotline.telephony.twiml import UNKNOWN_NUMBER_MESSAGE, connect_stream, say_and_hang_up
+from hotline.telephony.twiml import (
+    UNKNOWN_NUMBER_MESSAGE,
+    connect_stream,
+    fail_over,
+    say_and_hang_up,
+)
 
 log = logging.getLogger("hotline.webhooks")
 router = APIRouter(prefix="/twilio")
@@ -58,6 +64,8 @@ async def voice(request: Request) -> Response:
     call_sid = params["CallSid"]
     from_number, to_number = params.get("From", ""), params.get("To", "")
     pending_id = request.query_params.get("outbound")
+    if services.drain.draining:
+        return _xml(_fail_over(services, params, pending_id))
     if pending_id:
         plan = await services.registry.take_pending(pending_id)
         if plan is None:
@@ -84,12 +92,27 @@ async def voice(request: Request) -> Response:
                            {"token": plan.token, "business": plan.business_slug})
     plan = plan.with_stage("twiml_sent", (time.perf_counter() - t0) * 1000)
     await services.registry.put(plan, services.settings.plan_ttl_s)
+    services.drain.expect_stream(call_sid)  # a drain starting now waits for this call too
     if services.settings.warm_sessions:
         services.warm.prepare(plan)  # in the background: the TwiML does not wait for it
     log.info("call %s %s %s -> %s: plan ready for %s (compact %d chars, full %d chars)",
              call_sid, plan.direction, from_number, to_number, plan.business_slug,
              len(plan.compact_instructions), len(plan.full_instructions))
     return _xml(twiml)
+
+
+def _fail_over(services: Services, params: dict[str, str], pending_id: str | None) -> str:
+    """This instance drains: the call goes to the fail-over URL, or hears an apology in its
+    business's language. An outbound call's plan stays in the registry, for the instance
+    the fail-over URL reaches (with a shared registry) to take."""
+    url = services.settings.failover_url
+    if url and pending_id:
+        url += ("&" if "?" in url else "?") + urlencode({"outbound": pending_id})
+    ours = params.get("From" if pending_id else "To", "")
+    business = services.config.business_for_number(ours)
+    log.warning("call %s while draining: %s", params["CallSid"],
+                f"redirected to {url}" if url else "apology and hang-up")
+    return fail_over(url, business.language if business else None)
 
 
 def _with_greeting_audio(services: Services, plan: CallPlan) -> CallPlan:
@@ -143,6 +166,7 @@ async def status(request: Request) -> Response:
         duration_s=_int(params.get("CallDuration")),
     ))
     if call_status in FINAL_STATUSES:
+        services.drain.stream_arrived(call_sid)  # none will now
         # A plan whose stream never opened must not outlive its call.
         await services.registry.discard(call_sid)
         await services.dialer.forget(call_sid)

@@ -44,7 +44,8 @@ class Toolbox:
         self._http = http
         self._secret = signing_secret or None
         self._clock = clock
-        self._log = CallLog(logging.getLogger("hotline.tools"), {"call_sid": plan.call_sid})
+        self._log = CallLog(logging.getLogger("hotline.tools"),
+                            {"call_sid": plan.call_sid, "business": plan.business_slug})
 
     async def run(self, name: str, arguments_json: str, *, taken_ms: int) -> ToolOutcome:
         """Run tool `name` with the model's `arguments` string; `taken_ms` is ms since the

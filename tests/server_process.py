@@ -1,0 +1,152 @@
+"""`hotline serve` in a child process, as in production, for tests that send it signals.
+
+The simulated engine and Twilio run in the test process (on `TEST_CLOCK`); the server's
+call clock runs at the same speed (`HOTLINE_CLOCK_SPEED`). Its log (stderr, JSON lines)
+goes to a file the test can read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from hotline.business import BusinessConfig
+from hotline.sim.engine import EngineSimulator, LatencyProfile
+from hotline.sim.phone import SimulatedPhone
+from hotline.sim.twilio_api import TwilioApiSimulator
+from hotline.store.database import Store
+from tests.stack import ACCOUNT_SID, AUTH_TOKEN, OPENAI_KEY, TEST_CLOCK
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+START_TIMEOUT_S = 60.0
+
+
+@dataclass
+class ServerProcess:
+    process: asyncio.subprocess.Process
+    url: str
+    log_path: Path
+    spool_path: Path
+    database_url: str
+    engine: EngineSimulator
+    twilio: TwilioApiSimulator
+    phone: SimulatedPhone
+    http: httpx.AsyncClient
+
+    def signal(self, sig: signal.Signals = signal.SIGTERM) -> float:
+        """Send `sig`; returns when (monotonic seconds)."""
+        self.process.send_signal(sig)
+        return time.monotonic()
+
+    async def exit_code(self, timeout_s: float) -> int:
+        return await asyncio.wait_for(self.process.wait(), timeout_s)
+
+    async def active_calls(self) -> int:
+        """The server's own count, as Prometheus scrapes it."""
+        response = await self.http.get("/metrics")
+        line = next(line for line in response.text.splitlines()
+                    if line.startswith("hotline_active_calls "))
+        return int(float(line.split()[1]))
+
+    async def wait_for_active_calls(self, count: int, timeout_s: float = 20.0) -> None:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                if await self.active_calls() == count:
+                    return
+                await asyncio.sleep(0.02)
+
+    def log_lines(self) -> list[str]:
+        return self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def served(database_url: str, tmp_path: Path, businesses: Iterable[BusinessConfig],
+                 *, profile: LatencyProfile | None = None,
+                 **settings: str) -> AsyncIterator[ServerProcess]:
+    """`hotline serve` (its settings: HOTLINE_<NAME> for each keyword) with the simulators;
+    killed at the end if the test has not made it exit."""
+    seed = Store(database_url)
+    await seed.upgrade()
+    for business in businesses:
+        await seed.save_business(business)
+    await seed.close()
+    engine = EngineSimulator(profile or LatencyProfile.zero(), api_key=OPENAI_KEY,
+                             clock=TEST_CLOCK)
+    await engine.start()
+    twilio = TwilioApiSimulator(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, ring_ms=100,
+                                clock=TEST_CLOCK)
+    await twilio.start()
+    port = free_port()
+    spool_path = tmp_path / "spool.jsonl"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")},
+        "PYTHONPATH": str(SRC),
+        "HOTLINE_HOST": "127.0.0.1", "HOTLINE_PORT": str(port),
+        "HOTLINE_DATABASE_URL": database_url,
+        "HOTLINE_OPENAI_API_KEY": OPENAI_KEY, "HOTLINE_OPENAI_REALTIME_URL": engine.url,
+        "HOTLINE_TWILIO_API_URL": twilio.url, "HOTLINE_TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "HOTLINE_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "HOTLINE_SPOOL_PATH": str(spool_path),
+        "HOTLINE_GREETING_CACHE_DIR": str(tmp_path / "greetings"),
+        "HOTLINE_DATA_DIR": str(tmp_path / "data"),
+        "HOTLINE_CLOCK_SPEED": str(TEST_CLOCK.speed),
+        "HOTLINE_LOG_FORMAT": "json",
+        **{f"HOTLINE_{name.upper()}": value for name, value in settings.items()},
+    }
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "from hotline.cli import main; main()", "serve",
+            cwd=tmp_path, env=env, stdout=log_file, stderr=log_file)
+    url = f"http://127.0.0.1:{port}"
+    http = httpx.AsyncClient(base_url=url, timeout=10)
+    try:
+        await _wait_until_serving(http, process, log_path)
+        phone = twilio.attach_phone(SimulatedPhone(
+            server_url=url, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID, clock=TEST_CLOCK))
+        yield ServerProcess(process, url, log_path, spool_path, database_url, engine,
+                            twilio, phone, http)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await http.aclose()
+        await twilio.stop()
+        await engine.stop()
+
+
+async def _wait_until_serving(http: httpx.AsyncClient, process: asyncio.subprocess.Process,
+                              log_path: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.returncode is not None:
+            break
+        try:
+            if (await http.get("/healthz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"hotline serve did not start (exit {process.returncode}):\n"
+                       + _tail(log_path))
+
+
+def _tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-3000:]
