@@ -15,6 +15,7 @@ from fastapi.responses import PlainTextResponse
 
 from hotline import __version__
 from hotline.admin.api import router as api_router
+from hotline.apology import load_built_in
 from hotline.business import BusinessConfig
 from hotline.call.recorder import CallRecorder
 from hotline.config_cache import ConfigCache
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recorder = CallRecorder(store, spool_path=Path(settings.spool_path))
         await recorder.start()
         engine = RealtimeEngine(settings)
+        load_built_in()  # the built-in apologies, read now: the media loop never reads files
         greetings = GreetingCache(engine, Path(settings.greeting_cache_dir),
                                   settings.openai_model)
         background: set[asyncio.Task[None]] = set()
