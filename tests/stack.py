@@ -72,7 +72,7 @@ async def running_stack(database_url: str, tmp_path: Path, businesses: Iterable[
             twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN,
             spool_path=str(tmp_path / "spool.jsonl"),
             greeting_cache_dir=str(tmp_path / "greetings"), clock_speed=clock.speed,
-            **settings))
+            **{"data_dir": str(tmp_path / "data"), **settings}))
         # The phone's own (inbound) calls are known to the REST API too: the server hangs
         # them up and transfers them through it.
         stack = Stack(server, engine, twilio, twilio.attach_phone(
