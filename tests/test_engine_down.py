@@ -4,7 +4,11 @@ event with chosen clocks (no sockets, no sleeps)."""
 from __future__ import annotations
 
 import base64
+import fnmatch
+import tomllib
+from pathlib import Path
 
+from hotline.apology import BUILT_IN_LANGUAGES, apology_audio, built_in_frames
 from hotline.audio.mulaw import rms
 from hotline.audio.tone import TONE_FRAMES
 from hotline.core.closing import ControlAction
@@ -52,6 +56,7 @@ APOLOGY = ApologyAudio(APOLOGY_FRAMES, ApologySource.RENDERED)  # 500 ms
 LOUD = base64.b64encode(bytes([0x10]) * 160).decode()  # 20 ms of loud sound
 QUIET = base64.b64encode(bytes([0xFF]) * 160).decode()  # 20 ms of silence
 DOWN = EngineUnavailable("connection refused")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def sent_media(cmds: list[Command]) -> list[str]:
@@ -326,3 +331,21 @@ def test_a_short_sound_is_not_speech() -> None:
 def test_the_tone_is_a_loud_beep() -> None:
     audio = b"".join(base64.b64decode(f) for f in TONE_FRAMES)
     assert len(audio) == 400 * 8 and rms(audio) > 3000
+
+
+def test_built_in_apologies_ship_with_the_package() -> None:
+    for language in BUILT_IN_LANGUAGES:
+        audio = b"".join(base64.b64decode(f) for f in built_in_frames(language))
+        assert 3000 <= len(audio) / 8 <= 10_000 and rms(audio) > 1000, language
+    assert built_in_frames("fr") == built_in_frames("en")  # no French one: English
+    assert built_in_frames("he") != built_in_frames("en")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = pyproject["tool"]["setuptools"]["package-data"]["hotline"]
+    for path in (ROOT / "src" / "hotline" / "data").iterdir():
+        assert any(fnmatch.fnmatch(f"data/{path.name}", g) for g in globs), path.name
+
+
+def test_the_rendered_apology_is_preferred_to_the_built_in_one() -> None:
+    assert apology_audio(APOLOGY_FRAMES, "he") == APOLOGY
+    fallback = apology_audio(None, "he")
+    assert fallback.source is ApologySource.BUILT_IN and fallback.frames == built_in_frames("he")
