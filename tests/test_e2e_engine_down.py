@@ -125,8 +125,10 @@ async def test_the_apology_rendered_in_the_business_voice_is_used_once_cached(
     renders = [r.event for s in stack.engine.sessions for r in s.received
                if r.type == "response.create" and apology_text("he") in str(r.event)]
     assert len(renders) == 1
-    # The cached greeting played first; the apology cut in when the engine was found down.
-    assert result.played_ms > len(b"".join(base64.b64decode(f) for f in rendered)) / 8
+    # The caller heard the rendered apology, not the built-in one.
+    heard = result.heard_mulaw()
+    assert base64.b64decode(rendered[1]) in heard
+    assert base64.b64decode(built_in_frames("he")[1]) not in heard
 
 
 async def _until_cached(stack: Stack, key: str) -> None:
