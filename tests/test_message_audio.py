@@ -28,6 +28,13 @@ def test_a_message_is_written_as_a_16_bit_8_khz_mono_wav(tmp_path: Path) -> None
     assert sorted(p.name for p in (tmp_path / "messages").iterdir()) == ["CA1-1.wav"]
 
 
+def test_a_frame_that_is_not_base64_is_left_out(tmp_path: Path) -> None:
+    item = KeepMessageAudio("messages/CA1-1.wav", (FRAME, "not base64!", FRAME))
+    assert write_message_audio(tmp_path, [item]) == {"messages/CA1-1.wav"}
+    with wave.open(str(tmp_path / "messages" / "CA1-1.wav"), "rb") as wav:
+        assert wav.getnframes() == 2 * 160
+
+
 def test_paths_outside_the_data_directory_are_refused(tmp_path: Path) -> None:
     data = tmp_path / "data"
     for bad in ("../x.wav", "/etc/passwd", "messages/../../x.wav", "", "."):
