@@ -8,6 +8,9 @@ import fnmatch
 import tomllib
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hotline.apology import BUILT_IN_LANGUAGES, apology_audio, built_in_frames
 from hotline.audio.mulaw import rms
 from hotline.audio.tone import TONE_FRAMES
@@ -283,6 +286,7 @@ class TestMessage:
         call.play_out(apologised(call))
         call.frames(LOUD, 400)
         call(TwilioDtmf("#"))
+        assert call(CallControlFailed(ControlAction.TRANSFER, "HTTP 500")) == []  # not ours
         cmds = call(CallControlFailed(ControlAction.HANG_UP, "HTTP 500"))
         assert EndCall(Outcome.ENGINE_UNAVAILABLE) in cmds
 
@@ -349,3 +353,48 @@ def test_the_rendered_apology_is_preferred_to_the_built_in_one() -> None:
     assert apology_audio(APOLOGY_FRAMES, "he") == APOLOGY
     fallback = apology_audio(None, "he")
     assert fallback.source is ApologySource.BUILT_IN and fallback.frames == built_in_frames("he")
+
+
+_any_event = st.one_of(
+    st.builds(TwilioMedia, st.sampled_from([LOUD, QUIET, "AAAA", "not base64"]),
+              st.just(0)),
+    st.builds(TwilioMark, st.sampled_from([f"m{i}" for i in range(1, 16)] + ["x"])),
+    st.builds(EngineAudioDelta, st.just("r1"), st.just("i1"), st.just(LOUD)),
+    st.builds(EngineResponseCreated, st.just("r1")),
+    st.builds(TwilioDtmf, st.sampled_from(list("0123456789*#"))),
+    st.just(START),
+    st.just(DOWN),
+    st.just(EngineClosed()),
+    st.just(TwilioStop()),
+    st.builds(TimerFired, st.sampled_from(list(TimerName))),
+    st.builds(CallControlFailed, st.sampled_from(ControlAction), st.just("HTTP 500")),
+    st.builds(ToolFinished, st.just("c1"), st.just("end_call"), st.just("{}"),
+              st.sampled_from(ToolEffect)),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.tuples(_any_event, st.integers(0, 200)), max_size=80))
+def test_once_the_engine_is_down_nothing_goes_to_it_and_everything_stays_bounded(
+        steps: list[tuple[object, int]]) -> None:
+    session = CallSession(make_plan(message_max_ms=1000, message_end_silence_ms=400),
+                          apology=APOLOGY)
+    now = 0.0
+    down = ended = took_message = False
+    messages_taken = 0
+    for event, dt in steps:
+        now += dt
+        down = down or isinstance(event, EngineUnavailable)
+        for cmd in session.handle(event, now):  # type: ignore[arg-type]
+            assert not ended, f"{cmd} after the end"
+            if down and session.phase in (CallPhase.TAKING_MESSAGE, CallPhase.ENDED):
+                assert not isinstance(cmd, SendToEngine), cmd
+            if isinstance(cmd, KeepMessageAudio):
+                assert sum(len(base64.b64decode(p)) for p in cmd.payloads_b64) <= 1000 * 8
+                messages_taken += 1
+            if isinstance(cmd, EndCall):
+                ended = True
+        took_message = took_message or session.phase is CallPhase.TAKING_MESSAGE
+    assert messages_taken <= 1
+    if took_message and session.phase is CallPhase.ENDED:
+        assert session.outcome is Outcome.ENGINE_UNAVAILABLE

@@ -21,7 +21,7 @@ the call.
 from __future__ import annotations
 
 from hotline.audio.tone import TONE_FRAMES
-from hotline.core.closing import Closing
+from hotline.core.closing import Closing, ControlAction
 from hotline.core.commands import (
     CancelTimer,
     Command,
@@ -129,13 +129,15 @@ def handle(s: CallState, event: CallEvent, now_ms: float) -> list[Command]:
         case TwilioStop() | TwilioClosed():
             return [*_finish(s, RecordingEnd.HANG_UP, now_ms),
                     *end(s, Outcome.ENGINE_UNAVAILABLE, "call ended by Twilio", now_ms)]
-        case CallControlFailed():
-            return control_failed(s, event, now_ms)
+        case CallControlFailed(action=ControlAction.HANG_UP) if (
+                s.closing is not None and s.closing.acted):
+            return control_failed(s, event, now_ms)  # ours failed: closing the stream ends it
         case CallAborted():
             return [*_finish(s, RecordingEnd.FAILURE, now_ms),
                     *end(s, Outcome.FAILED, f"call failed: {event.detail}"[:300], now_ms)]
     # The engine is gone (a late event from it, another EngineUnavailable), a tool's answer
-    # has no one to go to, an AMD verdict changes nothing: ignored.
+    # has no one to go to, an AMD verdict changes nothing, a REST failure of something asked
+    # before: ignored.
     return []
 
 
