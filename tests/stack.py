@@ -66,13 +66,16 @@ async def running_stack(database_url: str, tmp_path: Path, businesses: Iterable[
     await twilio.start()
     server: RunningServer | None = None
     try:
+        # (A test may point the server elsewhere: an engine that is down, say.)
+        defaults: dict[str, Any] = {"openai_realtime_url": engine.url,
+                                    "data_dir": str(tmp_path / "data")}
         server = await start_server(Settings(
             database_url=database_url, openai_api_key=OPENAI_KEY,
-            openai_realtime_url=engine.url, twilio_api_url=twilio.url,
+            twilio_api_url=twilio.url,
             twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN,
             spool_path=str(tmp_path / "spool.jsonl"),
             greeting_cache_dir=str(tmp_path / "greetings"), clock_speed=clock.speed,
-            **settings))
+            **{**defaults, **settings}))
         # The phone's own (inbound) calls are known to the REST API too: the server hangs
         # them up and transfers them through it.
         stack = Stack(server, engine, twilio, twilio.attach_phone(

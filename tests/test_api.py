@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hotline.audio import mulaw
 from hotline.core.record import CallRecord, LeadMessage
 from hotline.sim.script import CallScript, Hangup, Say, WaitForAgentSilence
 from tests.factories import TEST_NUMBER, make_business
@@ -198,13 +199,17 @@ async def test_messages_read_back_newest_first_filtered_and_limited(guarded: Sta
         bad_limits = [await http.get("/api/messages", params={"limit": limit})
                       for limit in (0, 501, "many")]
     assert everything.status_code == 200, everything.text
+    no_audio = {"audio_file": None, "audio_ms": None, "audio_url": None}
     assert everything.json() == [
-        {"business": "", "call_sid": "CA3", "name": "Noa", "phone": "+15550001111",
-         "message": "Noa asks for a call back", "created_at": "2026-03-01T09:39:01.500000Z"},
-        {"business": "acme-dental", "call_sid": "CA2", "name": "Avi", "phone": "+15550001111",
-         "message": "Avi asks for a call back", "created_at": "2026-03-01T09:35:01.500000Z"},
-        {"business": "acme-dental", "call_sid": "CA1", "name": "Dana", "phone": "+15550001111",
-         "message": "Dana asks for a call back", "created_at": "2026-03-01T09:30:01.500000Z"},
+        {"id": "CA3-1", "business": "", "call_sid": "CA3", "name": "Noa",
+         "phone": "+15550001111", "message": "Noa asks for a call back",
+         "created_at": "2026-03-01T09:39:01.500000Z", **no_audio},
+        {"id": "CA2-1", "business": "acme-dental", "call_sid": "CA2", "name": "Avi",
+         "phone": "+15550001111", "message": "Avi asks for a call back",
+         "created_at": "2026-03-01T09:35:01.500000Z", **no_audio},
+        {"id": "CA1-1", "business": "acme-dental", "call_sid": "CA1", "name": "Dana",
+         "phone": "+15550001111", "message": "Dana asks for a call back",
+         "created_at": "2026-03-01T09:30:01.500000Z", **no_audio},
     ]
     assert [m["call_sid"] for m in acme.json()] == ["CA2"]
     assert [m["call_sid"] for m in blank.json()] == ["CA3", "CA2"]  # empty: every business
@@ -212,6 +217,40 @@ async def test_messages_read_back_newest_first_filtered_and_limited(guarded: Sta
     for response in bad_limits:
         assert response.status_code == 422, response.text
         assert "limit" in str(response.json()["detail"])
+
+
+async def test_a_voice_messages_audio_downloads_behind_the_token(guarded: Stack) -> None:
+    data_dir = Path(guarded.services.settings.data_dir)
+    wav = mulaw.wav_bytes_from_mulaw(mulaw.silence(500))
+    (data_dir / "messages").mkdir(parents=True, exist_ok=True)
+    (data_dir / "messages" / "CA9-1.wav").write_bytes(wav)
+    (data_dir.parent / "secret.txt").write_text("not for callers")
+    record = call_with_messages("CA9", 0, "acme-dental")
+    record.messages = [
+        LeadMessage("", "+15550001111", "voice", 1_500, message_id="CA9-1",
+                    audio_file="messages/CA9-1.wav", audio_ms=500),
+        # A path that would leave the data directory (a tampered row): never served.
+        LeadMessage("", "+15550001111", "evil", 1_600, message_id="CA9-2",
+                    audio_file="../secret.txt", audio_ms=1),
+        LeadMessage("", "+15550001111", "gone", 1_700, message_id="CA9-3",
+                    audio_file="messages/CA9-3.wav", audio_ms=1)]
+    await guarded.services.store.save_call(record)
+    async with client(guarded, API_TOKEN) as http:
+        listed = {m["id"]: m for m in (await http.get("/api/messages")).json()}
+        audio = await http.get(listed["CA9-1"]["audio_url"])
+        evil = await http.get("/api/messages/CA9-2/audio")
+        gone = await http.get("/api/messages/CA9-3/audio")
+        unknown = await http.get("/api/messages/CA0-1/audio")
+        traversal = await http.get("/api/messages/..%2F..%2Fsecret.txt/audio")
+    async with client(guarded) as anonymous:
+        refused = await anonymous.get("/api/messages/CA9-1/audio")
+    assert listed["CA9-1"]["audio_url"] == "/api/messages/CA9-1/audio"
+    assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
+    assert audio.content == wav
+    for response in (evil, gone, unknown, traversal):
+        assert response.status_code == 404, response.text
+        assert "not for callers" not in response.text
+    assert refused.status_code == 401
 
 
 # -- Twilio refusing or unreachable -------------------------------------------------------

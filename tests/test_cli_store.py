@@ -472,6 +472,17 @@ def test_messages_list_newest_first_filtered_and_limited(cli: Cli, database_url:
     assert "0 messages" in ok(cli("messages", "list", "--business", "ghost"))
 
 
+def test_messages_list_shows_a_voice_messages_audio(cli: Cli, database_url: str) -> None:
+    ok(cli("business", "import", str(EXAMPLES)))
+    save_call(database_url, replace(a_call("CAvoice"), messages=[
+        LeadMessage("", "+14155551234", "Voice message (3.2 s): the agent was unavailable",
+                    5_000, message_id="CAvoice-1", audio_file="messages/CAvoice-1.wav",
+                    audio_ms=3_200)]))
+    listed = ok(cli("messages", "list"))
+    for text in ("messages/CAvoice-1.wav", "(3.2 s)", "+14155551234"):
+        assert text in listed.replace("\n", ""), text
+
+
 # -- waterfall ----------------------------------------------------------------------------
 def rendered(table: object, width: int = 120) -> list[str]:
     console = Console(width=width, record=True, color_system=None)

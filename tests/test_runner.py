@@ -259,34 +259,63 @@ async def test_engine_bound_messages_wait_in_order_while_the_engine_connects() -
 
 
 # -- failures end the call ----------------------------------------------------------------
-async def test_engine_connection_failure_ends_the_call() -> None:
+LOUD_PAYLOAD = "EBAQ" * 40  # 120 bytes of loud μ-law, base64
+
+
+def echo_marks(twilio: FakeTwilio) -> None:
+    """Twilio echoes every mark sent so far: the audio before them has played."""
+    for message in twilio.sent:
+        event = orjson.loads(message["text"]) if message["type"] == "websocket.send" else {}
+        if event.get("event") == "mark":
+            twilio.send_event({"event": "mark", "streamSid": STREAM_SID,
+                               "mark": {"name": event["mark"]["name"]}})
+
+
+async def test_engine_connection_failure_apologises_and_takes_a_message() -> None:
     failing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     call = Call(engine=(engine := FakeEngine()), open_engine=opener(engine, failing))
     async with running(call) as task:
         call.twilio.media(2)  # while connecting: backlog that will never be sent
         await until(call.twilio.idle, "the stream is under way")
         failing.set_exception(OSError("connection refused"))
+        await until(lambda: "apology_started" in call.stages(), "the apology plays")
+        assert "media" in call.twilio.events() and not task.done()  # the call goes on
+        echo_marks(call.twilio)  # the apology and the tone have played
+        await until(lambda: "message_recording" in call.stages(), "the message is recorded")
+        for n in range(20):
+            call.twilio.send_event({"event": "media", "streamSid": STREAM_SID,
+                                    "media": {"track": "inbound", "chunk": str(n),
+                                              "timestamp": str(20 * n),
+                                              "payload": LOUD_PAYLOAD}})
+        call.twilio.dtmf("#")  # the end of the message; no REST client here: the stream ends
         record = await ended(task)
     assert record.outcome == Outcome.ENGINE_UNAVAILABLE
     stages = call.stages()
     assert "engine_failed" in stages and "engine_ready" not in stages
     assert stages.index("stream_start") < stages.index("engine_failed")
     assert "connection refused" in record.timeline[stages.index("engine_failed")].detail
-    assert stages[-1] == "call_ended"
+    assert stages.index("engine_unavailable") < stages.index("apology_started")
+    assert "message_recorded" in stages and stages[-1] == "call_ended"
+    [message] = record.messages
+    assert message.audio_file and message.audio_ms == 20 * 120 // 8
+    [audio] = call.runner.message_audio
+    assert audio.audio_file == message.audio_file and len(audio.payloads_b64) == 20
     assert engine.received == []
     assert call.twilio.closed_by_us  # we hung up the stream
 
 
-async def test_an_engine_that_fails_at_once_still_ends_the_call() -> None:
+async def test_an_engine_that_fails_at_once_apologises_until_the_caller_leaves() -> None:
     async def refuse(plan: CallPlan) -> EngineHandle:
         raise OSError("connection refused")
 
     call = Call(open_engine=refuse)
     async with running(call) as task:
+        await until(lambda: "apology_started" in call.stages(), "the apology plays")
+        call.twilio.disconnect()
         record = await ended(task)
     assert record.outcome == Outcome.ENGINE_UNAVAILABLE
     assert "engine_failed" in call.stages() and call.stages()[-1] == "call_ended"
-    assert call.twilio.closed_by_us
+    assert record.messages == []
 
 
 async def test_a_failing_side_task_ends_the_call() -> None:

@@ -281,7 +281,7 @@ async def test_revision_0003_gives_existing_rows_immediate_and_the_businesss_tim
             "instructions": "", "voicemail_template": "Call us back.", "updated_at": T0,
         })
         await store.upgrade()
-        assert await store.revision() == head_revision() == "0003"
+        assert await store.revision() == head_revision()
         old = await store.get_business("old")
         assert old is not None
         assert old.greeting_timing is GreetingTiming.IMMEDIATE
@@ -948,9 +948,11 @@ async def test_messages_are_saved_with_their_call(store: Store) -> None:
     at = T0 - timedelta(milliseconds=stream_start)
     assert await store.list_messages() == [
         StoredMessage("acme", "CA0001", "Avi", "+972501234567",
-                      "Please call back about the estimate.", at + timedelta(seconds=20.5)),
+                      "Please call back about the estimate.", at + timedelta(seconds=20.5),
+                      "CA0001-2"),
         StoredMessage("acme", "CA0001", "Dana", "+972501234567",
-                      "Please call back about the estimate.", at + timedelta(seconds=9)),
+                      "Please call back about the estimate.", at + timedelta(seconds=9),
+                      "CA0001-1"),
     ]
     loaded = await store.get_call("CA0001")
     assert loaded is not None and loaded.messages == []  # a call reads back without them
@@ -971,6 +973,46 @@ async def test_saving_a_call_again_never_duplicates_its_messages(store: Store) -
     # as it does the transcript: records of one call are saved in the order they were made.
     await store.save_call(call(messages=[]))
     assert await store.list_messages() == []
+
+
+async def test_a_voice_message_is_saved_with_its_audio_and_a_stable_id(store: Store) -> None:
+    await store.save_business(business())
+    voice = lead("", 12_000, message_id="CA0001-2", audio_file="messages/CA0001-2.wav",
+                 audio_ms=4_200)
+    record = call(messages=[lead("Dana", 9_000), voice], outcome=Outcome.ENGINE_UNAVAILABLE)
+    await store.save_call(record)
+    await store.save_call(record)  # written again: the same ids, no duplicates
+    newest, oldest = await store.list_messages()
+    assert (newest.message_id, newest.audio_file, newest.audio_ms) == (
+        "CA0001-2", "messages/CA0001-2.wav", 4_200)
+    assert (oldest.message_id, oldest.audio_file, oldest.audio_ms) == ("CA0001-1", None, None)
+    assert await store.get_message("CA0001-2") == newest
+    assert await store.get_message("CA0001-9") is None
+
+
+async def test_revision_0004_gives_existing_messages_ids_and_downgrades(
+    database_url: str,
+) -> None:
+    store = Store(database_url)
+    try:
+        await migrate(store, "0003")
+        for call_sid, name in (("CA1", "a"), ("CA2", "b"), ("CA1", "c")):
+            await insert_rows(store, models.Message.__table__, {
+                "call_sid": call_sid, "name": name, "phone": "+1", "message": "m",
+                "created_at": T0})
+        await store.upgrade()
+        assert await store.revision() == head_revision()
+        ids = {m.name: m.message_id for m in await store.list_messages()}
+        assert ids == {"a": "CA1-1", "b": "CA2-1", "c": "CA1-2"}
+        await migrate(store, "0003", down=True)
+        async with store.engine.connect() as connection:
+            columns = await connection.run_sync(
+                lambda c: {col["name"] for col in inspect(c).get_columns("messages")})
+        assert not columns & {"message_id", "audio_file", "audio_ms"}
+        await store.upgrade()
+        assert len(await store.list_messages()) == 3
+    finally:
+        await store.close()
 
 
 async def test_list_messages_newest_first_filtered_and_limited(store: Store) -> None:

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from hotline import __version__
 from hotline.admin.api import router as api_router
+from hotline.apology import load_built_in
 from hotline.body_limit import BodyLimit
 from hotline.business import BusinessConfig
 from hotline.call.recorder import CallRecorder
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recorder = CallRecorder(store, spool_path=Path(settings.spool_path))
         await recorder.start()
         engine = RealtimeEngine(settings)
+        load_built_in()  # the built-in apologies, read now: the media loop never reads files
         greetings = GreetingCache(engine, Path(settings.greeting_cache_dir),
                                   settings.openai_model)
         background: set[asyncio.Task[None]] = set()

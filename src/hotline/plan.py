@@ -72,6 +72,12 @@ class CallPlan:
     # What to leave on an answering machine (outbound; empty: hang up without a message).
     voicemail: str = ""
     voicemail_audio_key: str | None = None
+    # No engine can be had: the apology (cached audio of `prompts.apology_text(language)` in
+    # this voice, when rendered; else the built-in one), then the caller's message is
+    # recorded: at most `message_max_ms`, ended by `message_end_silence_ms` of silence.
+    apology_audio_key: str | None = None
+    message_max_ms: int = 120_000
+    message_end_silence_ms: int = 4_000
     # Stages reached before the stream opened, (stage, ms since the webhook arrived).
     early_stages: tuple[tuple[str, float], ...] = ()
 
@@ -158,6 +164,8 @@ def _common(settings: Settings, business: BusinessConfig) -> dict[str, Any]:
         "silence_hangup_ms": int(settings.silence_hangup_s * 1000),
         "barge_in_min_speech_ms": settings.barge_in_min_speech_ms,
         "goodbye_cap_ms": int(settings.goodbye_cap_s * 1000),
+        "message_max_ms": int(settings.message_max_s * 1000),
+        "message_end_silence_ms": int(settings.message_end_silence_s * 1000),
     }
 
 

@@ -89,3 +89,17 @@ HANDOVER_INSTRUCTIONS = ("Tell the caller in one short sentence, in their langua
 def say_exactly(text: str) -> str:
     """Instructions for a response that says `text` verbatim (a voicemail message)."""
     return f'{SAY_EXACTLY_MARKER} "{text}"'
+
+
+# -- the apology when no engine can be had (played as audio: see hotline.apology) --------
+APOLOGY_TEXTS: dict[str, str] = {
+    "en": ("Sorry, we're having technical trouble. Please leave your name, number and "
+           "message after the tone."),
+    "he": "סליחה, אנחנו נתקלים כרגע בבעיה טכנית. נא להשאיר שם, מספר טלפון והודעה אחרי הצליל.",
+}
+APOLOGY_FALLBACK_LANGUAGE = "en"
+
+
+def apology_text(language: str) -> str:
+    """The apology in `language`; English for a language without one."""
+    return APOLOGY_TEXTS.get(language, APOLOGY_TEXTS[APOLOGY_FALLBACK_LANGUAGE])

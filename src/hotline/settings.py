@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     config_refresh_s: float = Field(30.0, gt=0)
     # Files Hotline keeps: recorded messages' audio (messages/), and the like.
     data_dir: str = "./hotline-data"
+    # When no engine can be had, the caller hears an apology and leaves a message after the
+    # tone: recorded at most this long, and ended by this much silence.
+    message_max_s: float = Field(120.0, ge=5, le=600)
+    message_end_silence_s: float = Field(4.0, ge=0.5, le=30)
     # Call records the store could not take at shutdown wait here for the next start.
     spool_path: str = "./hotline-spool.jsonl"
     log_level: str = "INFO"

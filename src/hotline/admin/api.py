@@ -5,11 +5,14 @@ from __future__ import annotations
 import hmac
 from dataclasses import fields
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
+from hotline.call.message_audio import resolve
 from hotline.core.record import CallRecord, TimelineStage, TranscriptTurn
 from hotline.errors import TemplateError, UnknownNumber
 from hotline.services import Services
@@ -93,12 +96,17 @@ async def get_call(call_sid: str, request: Request) -> dict[str, object]:
 
 
 class MessageResponse(BaseModel):
+    id: str = Field(description="stable message id: the call's sid and the message's place")
     business: str = Field(description="business slug; empty when none was matched")
     call_sid: str
     name: str
     phone: str
     message: str
     created_at: datetime
+    audio_file: str | None = Field(
+        None, description="a recorded voice message's WAV, relative to HOTLINE_DATA_DIR")
+    audio_ms: int | None = None
+    audio_url: str | None = Field(None, description="where to download the WAV (same token)")
 
 
 @router.get("/messages", dependencies=[Depends(require_token)])
@@ -107,15 +115,35 @@ async def list_messages(
     business: Annotated[str | None, Query(description="only this business's (slug)")] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="how many, newest first")] = 50,
 ) -> list[MessageResponse]:
-    """Messages the agent took (`take_message`), newest first."""
+    """Messages taken for the businesses, newest first: by the agent (`take_message`), or
+    recorded from the caller's voice when the engine could not be had (with `audio_url`)."""
     messages = await services_of(request).store.list_messages(business or None, limit)
     return [_message_response(m) for m in messages]
 
 
+@router.get("/messages/{message_id}/audio", dependencies=[Depends(require_token)],
+            response_class=FileResponse)
+async def message_audio(message_id: str, request: Request) -> FileResponse:
+    """A recorded voice message's audio: WAV, 16-bit PCM, 8 kHz, mono."""
+    services = services_of(request)
+    message = await services.store.get_message(message_id)
+    if message is None or message.audio_file is None:
+        raise HTTPException(status_code=404, detail=f"no audio for message {message_id}")
+    # The path comes from the store, never the request; still, only the data directory.
+    path = resolve(Path(services.settings.data_dir), message.audio_file)
+    if path is None or not path.is_file():
+        raise HTTPException(status_code=404, detail=f"audio of message {message_id} is missing")
+    return FileResponse(path, media_type="audio/wav", filename=path.name)
+
+
 def _message_response(message: StoredMessage) -> MessageResponse:
+    audio_url = (f"/api/messages/{message.message_id}/audio" if message.audio_file
+                 else None)
     return MessageResponse(
-        business=message.business_slug, call_sid=message.call_sid, name=message.name,
-        phone=message.phone, message=message.message, created_at=message.created_at)
+        id=message.message_id, business=message.business_slug, call_sid=message.call_sid,
+        name=message.name, phone=message.phone, message=message.message,
+        created_at=message.created_at, audio_file=message.audio_file,
+        audio_ms=message.audio_ms, audio_url=audio_url)
 
 
 def vars_of(obj: TranscriptTurn | TimelineStage) -> dict[str, object]:

@@ -26,6 +26,7 @@ from hotline.core.commands import (
     Command,
     EndCall,
     HangUpCall,
+    KeepMessageAudio,
     Record,
     RunTool,
     SendToEngine,
@@ -45,6 +46,7 @@ from hotline.core.events import (
     TwilioStart,
     Unhandled,
 )
+from hotline.core.greeting import ApologyAudio
 from hotline.core.outcomes import Outcome
 from hotline.core.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
 from hotline.core.session import CallSession
@@ -106,12 +108,15 @@ class CallRunner:
                  log: CallLog, clock: CallClock,
                  greeting_frames: tuple[str, ...] | None = None, *,
                  voicemail_frames: tuple[str, ...] | None = None,
-                 toolbox: Toolbox | None = None, control: CallControl | None = None) -> None:
+                 toolbox: Toolbox | None = None, control: CallControl | None = None,
+                 apology: ApologyAudio | None = None) -> None:
         self.plan = plan
-        self.session = CallSession(plan, greeting_frames, voicemail_frames)
+        self.session = CallSession(plan, greeting_frames, voicemail_frames, apology)
         self.timeline = [TimelineStage(stage, ms) for stage, ms in plan.early_stages]
         self.transcript: list[TranscriptTurn] = []
         self.messages: list[LeadMessage] = []
+        # Recorded messages' audio (engine unavailable), written after the call, off the loop.
+        self.message_audio: list[KeepMessageAudio] = []
         self._toolbox = toolbox
         self._control = control
         self._side_tasks: set[asyncio.Task[None]] = set()
@@ -220,6 +225,9 @@ class CallRunner:
             self._engine_backlog = None
             await self._start_handled.wait()  # the call's start comes first in its story
             await self._dispatch(EngineUnavailable(repr(exc)[:200]))
+            # The call goes on without an engine (the apology, the caller's message) until
+            # the core ends it: this pump ending must not end the call.
+            await self._ended.wait()
             return
         connection = handle.connection
         self._engine = connection
@@ -294,6 +302,8 @@ class CallRunner:
                     self._spawn(self._run_tool(command), f"tool-{command.name}")
                 case HangUpCall() | TransferCall():
                     self._spawn(self._control_call(command), "call-control")
+                case KeepMessageAudio():
+                    self.message_audio.append(command)
                 case _:
                     assert_never(command)
 

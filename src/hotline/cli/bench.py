@@ -126,3 +126,32 @@ def greeting(
     except RuntimeError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
+
+
+@bench_app.command("apology")
+def apology(
+    calls: int = typer.Option(20, "--calls", "-n", min=1, help="Calls to measure."),
+    concurrency: int = typer.Option(1, "--concurrency", "-c", min=1,
+                                    help="Calls in flight at once."),
+    output: Path = typer.Option(Path("docs/benchmarks.md"), "--output", "-o",
+                                help="Markdown report to put the section in."),
+    no_output: bool = typer.Option(False, "--no-output", help="Print only; write no report."),
+) -> None:
+    """Engine unavailable (connection refused): stream start → first apology frame at the
+    phone, at real time."""
+    import asyncio
+
+    from hotline.benchmarks.apology import bench_apology, render_section, write_section
+    from hotline.logs import configure_logging
+
+    configure_logging("CRITICAL")  # every call logs its refused engine connection
+    result = asyncio.run(bench_apology(calls, concurrency))
+    summary = result.summary()
+    typer.echo(f"{len(result.samples)} calls, engine refused: start → first apology frame "
+               f"p50 {summary['p50']:.1f} ms, p95 {summary['p95']:.1f} ms, "
+               f"max {summary['max']:.1f} ms")
+    if not no_output:
+        command = shlex.join(["hotline", "bench", "apology", "--calls", str(calls),
+                              "--concurrency", str(concurrency)])
+        write_section(output, render_section(result, command))
+        typer.echo(f"written to {output}")

@@ -1,4 +1,6 @@
-"""`hotline messages …`: the messages the agent took for the businesses (`take_message`)."""
+"""`hotline messages …`: the messages taken for the businesses: by the agent
+(`take_message`), or recorded from the caller's voice when the engine could not be had
+(their WAV is under HOTLINE_DATA_DIR)."""
 
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ def list_(
     for column in ("taken (UTC)", "business", "name", "phone"):
         table.add_column(column, overflow="fold")
     table.add_column("message", overflow="fold")
-    table.add_column("call", overflow="fold")  # the sid `hotline calls show` takes
+    table.add_column("audio", overflow="fold")  # a voice message's WAV, in the data directory
+    table.add_column("id", overflow="fold")  # GET /api/messages/{id}/audio
     for m in messages:
         table.add_row(
             m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -36,6 +39,14 @@ def list_(
             m.name or "—",
             m.phone or "—",
             m.message,
-            m.call_sid,
+            _audio(m.audio_file, m.audio_ms),
+            m.message_id,
         )
     console().print(table)
+
+
+def _audio(audio_file: str | None, audio_ms: int | None) -> str:
+    if audio_file is None:
+        return "—"
+    length = f" ({audio_ms / 1000:.1f} s)" if audio_ms is not None else ""
+    return f"{audio_file}{length}"

@@ -131,6 +131,16 @@ class TransferCall:
 
 
 @dataclass(slots=True)
+class KeepMessageAudio:
+    """The caller's recorded message (base64 μ-law frames, as received): the runner keeps
+    it, and after the call it is written as a WAV to `audio_file` (relative to the data
+    directory), off the media loop."""
+
+    audio_file: str
+    payloads_b64: tuple[str, ...] = field(repr=False)
+
+
+@dataclass(slots=True)
 class StartTimer:
     timer: TimerName
     delay_ms: int
@@ -148,5 +158,5 @@ class EndCall:
 
 Command = (
     SendToTwilio | SendToEngine | Record | StartTimer | CancelTimer | EndCall | RunTool
-    | HangUpCall | TransferCall
+    | HangUpCall | TransferCall | KeepMessageAudio
 )

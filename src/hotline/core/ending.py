@@ -77,6 +77,8 @@ def control_failed(s: CallState, event: CallControlFailed, now_ms: float) -> lis
 def outcome_if_caller_leaves(s: CallState) -> Outcome:
     if s.closing is not None:
         return s.closing.outcome_if_caller_leaves()
+    if s.engine_down:
+        return Outcome.ENGINE_UNAVAILABLE  # gone before the apology could play
     if s.phase.is_(CallPhase.AWAITING_BEEP):
         return Outcome.VOICEMAIL  # a machine answered
     return Outcome.COMPLETED

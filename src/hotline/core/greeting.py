@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import enum
+from dataclasses import dataclass
+
 from hotline.plan import CallPlan
 
 # Our own ids for cached audio's conversation items (the engine did not make them).
 CACHED_GREETING_ITEM = "hotline_greeting"
 CACHED_GREETING_HEARD_ITEM = "hotline_greeting_heard"
 CACHED_VOICEMAIL_ITEM = "hotline_voicemail"
+CACHED_APOLOGY_ITEM = "hotline_apology"  # the apology and its tone (engine unavailable)
 CACHED = "cached-greeting"  # stands for a response id: no engine response says it
 # How the timeline details say audio came from the cache (the metrics read it back).
 CACHED_AUDIO = "cached audio"
@@ -26,3 +30,16 @@ def heard_part(text: str, fraction: float) -> str:
     cut = int(len(text) * max(0.0, fraction))
     words = text[:cut].rsplit(" ", 1)[0] if " " in text[:cut] else ""
     return f"{words}—" if words else ""
+
+
+class ApologySource(enum.Enum):
+    RENDERED = "rendered"  # by the engine, in the business's voice (the greeting cache)
+    BUILT_IN = "built-in"  # the package's espeak-ng recording
+
+
+@dataclass(frozen=True, slots=True)
+class ApologyAudio:
+    """The apology played when no engine can be had: base64 μ-law frames, and their origin."""
+
+    frames: tuple[str, ...]
+    source: ApologySource

@@ -20,12 +20,16 @@ class CallPhase(enum.Enum):
     GREETING = "greeting"  # bot speaks first: the greeting is requested or playing
     LISTENING = "listening"  # caller speaks first: waiting for the first turn
     CONVERSING = "conversing"  # the greeting is over; full prompt in force
+    # No engine session can be had: the apology plays, then the caller's message is
+    # recorded, then the call is hung up (see engine_down.py). Nothing leads back.
+    TAKING_MESSAGE = "taking_message"
     ENDED = "ended"
 
 
 # A machine may be recognised at any time before the end, and a voicemail (CONVERSING,
-# closing) may follow in any phase.
-_ANY_LIVE = frozenset({CallPhase.AWAITING_BEEP, CallPhase.CONVERSING, CallPhase.ENDED})
+# closing) may follow in any phase; so may the engine be lost for good (TAKING_MESSAGE).
+_ANY_LIVE = frozenset({CallPhase.AWAITING_BEEP, CallPhase.CONVERSING, CallPhase.TAKING_MESSAGE,
+                       CallPhase.ENDED})
 ALLOWED: dict[CallPhase, frozenset[CallPhase]] = {
     CallPhase.AWAITING_START: _ANY_LIVE | {CallPhase.AWAITING_AMD, CallPhase.GREETING,
                                            CallPhase.LISTENING},
@@ -34,6 +38,7 @@ ALLOWED: dict[CallPhase, frozenset[CallPhase]] = {
     CallPhase.GREETING: _ANY_LIVE,
     CallPhase.LISTENING: _ANY_LIVE,
     CallPhase.CONVERSING: _ANY_LIVE,
+    CallPhase.TAKING_MESSAGE: frozenset({CallPhase.ENDED}),
     CallPhase.ENDED: frozenset(),
 }
 

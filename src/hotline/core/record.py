@@ -26,12 +26,19 @@ class TimelineStage:
 
 @dataclass(slots=True)
 class LeadMessage:
-    """A message the agent took for the business (the `take_message` tool)."""
+    """A message taken for the business: by the agent (the `take_message` tool), or recorded
+    from the caller's voice when the engine could not be had (with its audio)."""
 
     name: str
     phone: str
     message: str
     taken_ms: int  # ms since the webhook arrived
+    # Stable across re-writes of the record: f"{call_sid}-{n}", n counting the call's
+    # messages from 1. Empty: the store gives it from the message's position.
+    message_id: str = ""
+    # The recorded audio: a WAV path relative to HOTLINE_DATA_DIR, and its length.
+    audio_file: str | None = None
+    audio_ms: int | None = None
 
 
 @dataclass(slots=True)

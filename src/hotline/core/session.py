@@ -19,7 +19,7 @@ the prompt upgrade after the first one, DTMF, timers.
 
 from __future__ import annotations
 
-from hotline.core import ending, speaking, tool_flow, voicemail
+from hotline.core import ending, engine_down, speaking, tool_flow, voicemail
 from hotline.core.closing import Closing
 from hotline.core.commands import (
     AddUserText,
@@ -61,7 +61,7 @@ from hotline.core.events import (
     TwilioStart,
     TwilioStop,
 )
-from hotline.core.greeting import CACHED_GREETING_ITEM
+from hotline.core.greeting import CACHED_GREETING_ITEM, ApologyAudio
 from hotline.core.outcomes import Outcome
 from hotline.core.phase import CallPhase
 from hotline.core.record import TimelineStage, TranscriptTurn
@@ -82,9 +82,11 @@ from hotline.prompts import (
 
 class CallSession:
     def __init__(self, plan: CallPlan, greeting_frames: tuple[str, ...] | None = None,
-                 voicemail_frames: tuple[str, ...] | None = None) -> None:
+                 voicemail_frames: tuple[str, ...] | None = None,
+                 apology: ApologyAudio | None = None) -> None:
         self.plan = plan
         self._s = CallState.for_plan(plan, greeting_frames, voicemail_frames)
+        self._s.apology = apology  # played if no engine can be had (engine_down.py)
         if plan.greeting_prerequested and not greeting_frames:
             # The warm session asked for the greeting with our event id: it is in flight.
             self._s.responses.assume_requested(Purpose.GREETING, PREREQUESTED_GREETING_EVENT_ID)
@@ -123,6 +125,8 @@ class CallSession:
         s = self._s
         if s.phase.is_(CallPhase.ENDED):
             return []
+        if s.phase.is_(CallPhase.TAKING_MESSAGE):
+            return engine_down.handle(s, event, now_ms)  # the engine is gone for good
         match event:
             case TwilioMedia():
                 return self._on_media(event, now_ms)
@@ -180,8 +184,7 @@ class CallSession:
             case EngineClosed():
                 return ending.end(s, Outcome.FAILED, "engine connection closed", now_ms)
             case EngineUnavailable():
-                return ending.end(s, Outcome.ENGINE_UNAVAILABLE,
-                                  f"engine unavailable: {event.detail}"[:300], now_ms)
+                return engine_down.on_unavailable(s, event, now_ms)
             case CallAborted():
                 return ending.end(s, Outcome.FAILED, f"call failed: {event.detail}"[:300],
                                   now_ms)
@@ -196,6 +199,8 @@ class CallSession:
         s.started_ms = now_ms
         commands: list[Command] = [Record(TimelineStage("stream_start", now_ms)),
                                    StartTimer(TimerName.MAX_DURATION, self.plan.max_duration_ms)]
+        if s.engine_down:
+            return commands + engine_down.apologise(s, now_ms)  # it was lost before start
         verdict = s.amd.verdict
         if self.plan.greets_after_amd and verdict is None:
             # An answering machine must not hear a greeting meant for a person.

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from hotline.core.amd import AmdWait
 from hotline.core.closing import Closing
 from hotline.core.commands import Command, Record
+from hotline.core.greeting import ApologyAudio
+from hotline.core.message_recording import MessageRecording
 from hotline.core.outcomes import Outcome
 from hotline.core.phase import CallPhase, Phase
 from hotline.core.playback import Playback
@@ -41,6 +43,11 @@ class CallState:
     prompt_upgraded: bool = False
     outcome: Outcome | None = None
     seen: set[str] = field(default_factory=set)  # timeline stages recorded once
+    # No engine can be had (engine_down.py): what to play, and the caller's message.
+    apology: ApologyAudio | None = None
+    engine_down: bool = False
+    message: MessageRecording | None = None
+    messages_taken: int = 0  # messages recorded on this call (each gets the next id)
 
     @classmethod
     def for_plan(cls, plan: CallPlan, greeting_frames: tuple[str, ...] | None,

@@ -12,3 +12,4 @@ class TimerName(enum.Enum):
     GOODBYE_CAP = "goodbye_cap"  # a goodbye that never finishes playing must not hold the line
     AMD_CAP = "amd_cap"  # greet anyway if the answering-machine verdict is late
     AMD_MESSAGE_CAP = "amd_message_cap"  # a machine whose message never ends: hang up
+    MESSAGE_CAP = "message_cap"  # engine down: the caller's recorded message is long enough

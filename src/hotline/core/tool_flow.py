@@ -35,6 +35,7 @@ def on_finished(s: CallState, event: ToolFinished, now_ms: float) -> list[Comman
     commands: list[Command] = [Record(TimelineStage(
         "tool_done", now_ms, f"{event.name}: {'error' if event.error else 'ok'}"))]
     if event.message is not None:
+        s.messages_taken += 1
         commands.append(Record(event.message))
     interrupted = s.responses.is_dropped(response_id)
     over_a_machine = s.phase.is_(CallPhase.AWAITING_BEEP)  # the voicemail path ends it

@@ -17,7 +17,9 @@ no_answer (never answered), `failed` -> failed; so a voicemail or transfer the c
 set first is kept.
 
 Messages the agent took (`CallRecord.messages`) are saved with their call, in the same
-transaction, and replaced with it: saving a record again never duplicates them.
+transaction, and replaced with it: saving a record again never duplicates them. Each has a
+stable id, f"{call_sid}-{n}" (n: its place in the call, from 1); a voice message recorded
+when no engine could be had also names its WAV (relative to the data directory).
 """
 
 from __future__ import annotations
@@ -97,6 +99,9 @@ class StoredMessage:
     phone: str
     message: str
     created_at: datetime  # when it was taken (UTC)
+    message_id: str = ""  # f"{call_sid}-{n}"
+    audio_file: str | None = None  # a recorded voice message's WAV, under the data directory
+    audio_ms: int | None = None
 
 
 class Store:
@@ -262,7 +267,8 @@ class Store:
             if record.messages:
                 await session.execute(
                     insert(models.Message),
-                    [_message_row(business_id, record, message) for message in record.messages],
+                    [_message_row(business_id, record, n, message)
+                     for n, message in enumerate(record.messages, start=1)],
                 )
 
     async def record_call_status(
@@ -371,6 +377,17 @@ class Store:
         async with self._session() as session:
             rows = (await session.execute(query)).all()
             return [_stored_message(row, slug) for row, slug in rows]
+
+    async def get_message(self, message_id: str) -> StoredMessage | None:
+        message = models.Message
+        query = (
+            select(message, models.Business.slug)
+            .outerjoin(models.Business, message.business_id == models.Business.id)
+            .where(message.message_id == message_id)
+        )
+        async with self._session() as session:
+            row = (await session.execute(query)).first()
+            return None if row is None else _stored_message(row[0], row[1])
 
     async def call_statuses(self, call_sid: str) -> list[tuple[str, datetime]]:
         """The call's status callbacks, oldest first (in the order that decides its status)."""
@@ -572,11 +589,14 @@ def _stage_row(call_id: int, position: int, stage: TimelineStage) -> dict[str, A
 
 
 def _message_row(
-    business_id: int | None, record: CallRecord, message: LeadMessage
+    business_id: int | None, record: CallRecord, n: int, message: LeadMessage
 ) -> dict[str, Any]:
     return {
         "business_id": business_id,
         "call_sid": record.call_sid,
+        "message_id": message.message_id or f"{record.call_sid}-{n}",
+        "audio_file": message.audio_file,
+        "audio_ms": message.audio_ms,
         "name": message.name,
         "phone": message.phone,
         "message": message.message,
@@ -599,6 +619,9 @@ def _stored_message(row: models.Message, business_slug: str | None) -> StoredMes
         phone=row.phone,
         message=row.message,
         created_at=row.created_at,
+        message_id=row.message_id or "",
+        audio_file=row.audio_file,
+        audio_ms=row.audio_ms,
     )
 
 

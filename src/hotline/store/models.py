@@ -227,3 +227,8 @@ class Message(Base):
     phone: Mapped[str] = mapped_column(Text)
     message: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(index=True)
+    # f"{call_sid}-{n}": stable when the call's record is written again (migration 0004).
+    message_id: Mapped[str | None] = mapped_column(String(96), index=True, unique=True)
+    # A recorded voice message (engine unavailable): its WAV, relative to HOTLINE_DATA_DIR.
+    audio_file: Mapped[str | None] = mapped_column(Text)
+    audio_ms: Mapped[int | None]

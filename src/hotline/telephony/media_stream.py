@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 
 from fastapi import APIRouter, WebSocket
 
+from hotline.apology import apology_audio
+from hotline.call.message_audio import keep_written, write_message_audio
 from hotline.call.runner import CallClock, CallRunner
 from hotline.core.amd import AnsweredBy
 from hotline.core.events import UNHANDLED, AmdVerdict, TwilioStart
@@ -110,7 +113,9 @@ async def media_stream(websocket: WebSocket) -> None:
                                   services.settings.clock_speed),
                         greeting_frames=services.greetings.frames(plan.greeting_audio_key),
                         voicemail_frames=services.greetings.frames(plan.voicemail_audio_key),
-                        toolbox=toolbox, control=services.control)
+                        toolbox=toolbox, control=services.control,
+                        apology=apology_audio(services.greetings.frames(plan.apology_audio_key),
+                                              plan.language))
     services.active_calls[plan.call_sid] = runner
     services.drain.stream_arrived(plan.call_sid)
     if plan.amd:
@@ -119,6 +124,10 @@ async def media_stream(websocket: WebSocket) -> None:
         record = await runner.run(start, started_at)
     finally:
         services.active_calls.pop(plan.call_sid, None)
+    if runner.message_audio:  # the caller's recorded message (engine unavailable)
+        written = await asyncio.to_thread(write_message_audio,
+                                          Path(services.settings.data_dir), runner.message_audio)
+        keep_written(record, written)
     services.recorder.submit(record)
     services.metrics.call_ended(record)
     log_for_call.info("call %s ended: %s, %d turns", plan.call_sid, record.outcome,

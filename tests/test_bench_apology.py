@@ -1,0 +1,34 @@
+"""`hotline bench apology` measures real calls against a refusing engine, and its section
+replaces an earlier run's in the report without touching the rest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hotline.benchmarks.apology import (
+    BUDGET_MS,
+    SECTION_END,
+    SECTION_START,
+    bench_apology,
+    render_section,
+    write_section,
+)
+
+pytestmark = pytest.mark.sockets
+
+
+async def test_the_apology_bench_measures_every_call_and_keeps_the_report(
+        tmp_path: Path) -> None:
+    result = await bench_apology(calls=2, concurrency=2)
+    assert [s.outcome for s in result.samples] == ["engine_unavailable"] * 2
+    delays = result.delays()
+    assert len(delays) == 2 and all(0 < d < BUDGET_MS * 5 for d in delays)
+    report = tmp_path / "benchmarks.md"
+    report.write_text("# Benchmarks\n\n## greeting\n\nkept\n", encoding="utf-8")
+    write_section(report, render_section(result, "hotline bench apology --calls 2"))
+    write_section(report, render_section(result, "hotline bench apology --calls 2"))
+    text = report.read_text(encoding="utf-8")
+    assert text.count(SECTION_START) == 1 and text.count(SECTION_END) == 1
+    assert "kept" in text and "first apology frame received" in text
