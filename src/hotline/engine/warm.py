@@ -52,6 +52,7 @@ class WarmSessions:
         self._engine = engine
         self._ttl_s = ttl_s
         self._sessions: dict[str, _Warm] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self.opened = 0
         self.expired = 0
 
@@ -98,12 +99,17 @@ class WarmSessions:
             asyncio.get_running_loop().create_task(self.discard(call_sid))
 
     async def discard(self, call_sid: str) -> None:
-        """Close a call's unclaimed session (its call failed, or was never answered)."""
+        """Close a call's unclaimed session (its call failed, or was never answered), in
+        the background: a session whose prerequested greeting nobody reads can take the
+        WebSocket close timeout to close, and a status callback must not wait for that."""
         warm = self._sessions.pop(call_sid, None)
         if warm is None:
             return
         warm.expiry.cancel()
-        await _close_task(warm.task)
+        closing = asyncio.get_running_loop().create_task(_close_task(warm.task),
+                                                         name=f"warm-close-{call_sid}")
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     def count(self) -> int:
         return len(self._sessions)
@@ -112,7 +118,8 @@ class WarmSessions:
         sessions, self._sessions = self._sessions, {}
         for warm in sessions.values():
             warm.expiry.cancel()
-        await asyncio.gather(*(_close_task(w.task) for w in sessions.values()))
+        await asyncio.gather(*(_close_task(w.task) for w in sessions.values()),
+                             *self._closing)
 
 
 async def _request_greeting(plan: CallPlan, connection: EngineConnection,
