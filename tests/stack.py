@@ -73,7 +73,7 @@ async def running_stack(database_url: str, tmp_path: Path, businesses: Iterable[
             database_url=database_url, openai_api_key=OPENAI_KEY,
             twilio_api_url=twilio.url,
             twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN,
-            spool_path=str(tmp_path / "spool.jsonl"),
+            journal_path=str(tmp_path / "journal.jsonl"),
             greeting_cache_dir=str(tmp_path / "greetings"), clock_speed=clock.speed,
             **{**defaults, **settings}))
         # The phone's own (inbound) calls are known to the REST API too: the server hangs

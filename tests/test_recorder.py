@@ -1,5 +1,8 @@
 """CallRecorder against the real store: write-behind in order, retry through an outage,
-spool at shutdown and replay at start, dead letters for records the store refuses.
+the journal replayed at the next start, dead letters for records the store refuses.
+
+(The journal file itself: tests/test_journal.py; real PostgreSQL outages:
+tests/test_store_faults.py.)
 
 The only double is `DownStore`: the real `Store`, "down" (raising what the real one raises
 when its database is unreachable) for its first N writes, since an outage that ends on cue
@@ -8,9 +11,11 @@ cannot be produced with the real database.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -89,12 +94,15 @@ async def sink(store: Store) -> Store:
 
 
 def spooled(path: Path) -> list[Job]:
-    return [job_from_json(line) for line in path.read_bytes().splitlines() if line.strip()]
+    """The jobs in a JSON-lines file (the journal's waiting ones: none is marked done)."""
+    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
+    assert not any(b'"done"' in line for line in lines)
+    return [job_from_json(line) for line in lines]
 
 
 def spool_files(directory: Path) -> bytes:
-    """Everything in the spool file and any file set aside next to it."""
-    return b"".join(p.read_bytes() for p in sorted(directory.glob("spool*")) if p.is_file())
+    """Everything in the journal and any file set aside next to it."""
+    return b"".join(p.read_bytes() for p in sorted(directory.glob("journal*")) if p.is_file())
 
 
 async def assert_written(store: Store, record: CallRecord, statuses: list[str]) -> None:
@@ -131,74 +139,109 @@ async def test_records_and_statuses_are_written_in_the_order_submitted(sink: Sto
 
 
 # -- an outage --------------------------------------------------------------------------------
-@pytest.mark.parametrize("error", [StoreUnavailable, ConnectionRefusedError])
+@pytest.mark.parametrize("error", [StoreUnavailable, ConnectionRefusedError, TimeoutError])
 async def test_an_outage_delays_writes_but_loses_nothing(sink: Store, tmp_path: Path,
                                                          error: type[Exception]) -> None:
     down = DownStore(sink, failures=4, error=error)
-    spool = tmp_path / "spool.jsonl"
-    recorder = CallRecorder(down, spool_path=spool, max_backoff_s=FAST_BACKOFF_S)
+    journal = tmp_path / "journal.jsonl"
+    recorder = CallRecorder(down, journal_path=journal, max_backoff_s=FAST_BACKOFF_S)
     await recorder.start()
     try:
+        assert recorder.store_reachable and recorder.journal_ok
         call_sid = "CA" + "b" * 32
         recorder.submit(make_record(call_sid, status="queued"))
         recorder.submit(status(call_sid, "ringing"))
         recorder.submit(status(call_sid, "in-progress"))
         recorder.submit(final_record(call_sid))
         recorder.submit(status(call_sid, "completed"))
+        assert recorder.records_waiting == 5
         await recorder.flush()
+        assert recorder.store_reachable  # again, after the failures
+        assert (recorder.records_waiting, recorder.records_journaled) == (0, 0)
     finally:
         await recorder.stop()
     # Every job was retried until written: 4 failed attempts, then each job once.
     assert down.attempts == 4 + 5
     assert recorder.written == 5
     await assert_written(sink, final_record(call_sid), ["ringing", "in-progress", "completed"])
-    assert not spool.exists()  # nothing needed spooling
+    assert journal.read_bytes() == b""  # all done: nothing kept
 
 
-async def test_shutdown_during_an_outage_spools_and_the_next_start_replays(
+async def test_a_write_slower_than_the_timeout_is_tried_again(sink: Store, tmp_path: Path
+                                                               ) -> None:
+    class SlowOnce:
+        """The real store, whose first write hangs (a store that stopped answering)."""
+
+        def __init__(self) -> None:
+            self.attempts = 0
+
+        async def save_call(self, record: CallRecord) -> None:
+            self.attempts += 1
+            if self.attempts == 1:
+                await asyncio.Event().wait()  # never answers; cut by the write timeout
+            await sink.save_call(record)
+
+        async def record_call_status(self, *args: Any, **kwargs: Any) -> None:
+            await sink.record_call_status(*args, **kwargs)
+
+    slow = SlowOnce()
+    recorder = CallRecorder(slow, journal_path=tmp_path / "journal.jsonl",
+                            max_backoff_s=FAST_BACKOFF_S, write_timeout_s=0.2)
+    await recorder.start()
+    try:
+        record = final_record("CA" + "9" * 32)
+        recorder.submit(record)
+        await recorder.flush()
+    finally:
+        await recorder.stop()
+    assert slow.attempts == 2
+    await assert_written(sink, record, [])
+
+
+async def test_shutdown_during_an_outage_keeps_the_journal_and_the_next_start_replays(
         sink: Store, tmp_path: Path) -> None:
-    spool = tmp_path / "spool.jsonl"
+    journal = tmp_path / "journal.jsonl"
     call_sid = "CA" + "c" * 32
     jobs: list[Job] = [make_record(call_sid, status="queued"), status(call_sid, "ringing"),
                        status(call_sid, "in-progress"), final_record(call_sid),
                        status(call_sid, "completed", sequence=None, duration_s=42)]
     down = DownStore(sink, failures=10**9)
-    recorder = CallRecorder(down, spool_path=spool, max_backoff_s=FAST_BACKOFF_S)
+    recorder = CallRecorder(down, journal_path=journal, max_backoff_s=FAST_BACKOFF_S)
     await recorder.start()
     for job in jobs:
         recorder.submit(job)
     await recorder.stop(timeout_s=0.3)
 
     assert down.attempts >= 1  # the first job was in flight, being retried
-    assert spooled(spool) == jobs  # in flight first, then the queue: order kept
+    assert not recorder.store_reachable and recorder.store_failing_since is not None
+    assert spooled(journal) == jobs  # in the order submitted
     assert await sink.get_call(call_sid) is None
 
-    # The next instance, on a working store, replays the spool at start.
-    replaying = CallRecorder(sink, spool_path=spool, max_backoff_s=FAST_BACKOFF_S)
+    # The next instance, on a working store, replays the journal at start.
+    replaying = CallRecorder(sink, journal_path=journal, max_backoff_s=FAST_BACKOFF_S)
     await replaying.start()
     try:
-        assert not spool.exists()
         await replaying.flush()
         assert replaying.written == len(jobs)
         await assert_written(sink, final_record(call_sid), ["ringing", "in-progress", "completed"])
     finally:
         await replaying.stop()
-    assert not spool.exists()  # replayed once, not spooled again
+    assert journal.read_bytes() == b""  # replayed once, not kept to replay again
 
 
-async def test_a_corrupt_spool_line_loses_nothing_else(sink: Store, tmp_path: Path) -> None:
-    spool = tmp_path / "spool.jsonl"
+async def test_a_corrupt_journal_line_loses_nothing_else(sink: Store, tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
     good = final_record("CA" + "4" * 32)
     torn = job_to_json(status(good.call_sid, "completed"))[:25]  # cut off mid-write
-    spool.write_bytes(job_to_json(good) + b"\n" + torn + b"\n")
-    recorder = CallRecorder(sink, spool_path=spool, max_backoff_s=FAST_BACKOFF_S)
+    journal.write_bytes(job_to_json(good) + b"\n" + torn + b"\n")
+    recorder = CallRecorder(sink, journal_path=journal, max_backoff_s=FAST_BACKOFF_S)
     await recorder.start()
     try:
         await recorder.flush()
     finally:
         await recorder.stop()
     await assert_written(sink, good, [])
-    assert not spool.exists()  # the good line was replayed, not left to replay again
+    assert journal.read_bytes() == b""  # the good line was replayed, not left to replay again
     assert torn in spool_files(tmp_path)  # the unreadable line is kept aside for a person
 
 
@@ -215,8 +258,9 @@ REFUSED = {
 @pytest.mark.parametrize("refused", REFUSED.values(), ids=REFUSED.keys())
 async def test_a_refused_record_is_dead_lettered_and_later_jobs_still_written(
         sink: Store, tmp_path: Path, refused: CallRecord) -> None:
-    spool = tmp_path / "spool.jsonl"
-    recorder = CallRecorder(sink, spool_path=spool, max_backoff_s=FAST_BACKOFF_S)
+    journal = tmp_path / "journal.jsonl"
+    rejected = tmp_path / "journal.rejected"
+    recorder = CallRecorder(sink, journal_path=journal, max_backoff_s=FAST_BACKOFF_S)
     await recorder.start()
     good = final_record("CA" + "e" * 32)
     try:
@@ -225,25 +269,27 @@ async def test_a_refused_record_is_dead_lettered_and_later_jobs_still_written(
         recorder.submit(status(good.call_sid, "completed"))
         await recorder.flush()
         # Kept for a person to look at, not retried forever, and not blocking what follows.
-        assert spooled(spool) == [refused]
+        assert spooled(rejected) == [refused]
+        assert recorder.rejected == 1 and recorder.store_reachable  # not an outage
         await assert_written(sink, good, ["completed"])
         assert await sink.get_call(refused.call_sid) is None
     finally:
         await recorder.stop()
-    assert spooled(spool) == [refused]  # stop() added nothing: the queue was empty
+    assert journal.read_bytes() == b""  # set aside, so done in the journal
+    assert spooled(rejected) == [refused]  # once
 
-    # The next start tries it again; still refused, it stays in the spool file, once.
-    again = CallRecorder(sink, spool_path=spool, max_backoff_s=FAST_BACKOFF_S)
+    # The next start does not try it again.
+    again = CallRecorder(sink, journal_path=journal, max_backoff_s=FAST_BACKOFF_S)
     await again.start()
     try:
         await again.flush()
     finally:
         await again.stop()
-    assert spooled(spool) == [refused]
-    assert await sink.get_call(refused.call_sid) is None
+    assert again.written == again.rejected == 0
+    assert spooled(rejected) == [refused]
 
 
-# -- the spool format -----------------------------------------------------------------------
+# -- the journal's line format -----------------------------------------------------------------------
 ROUND_TRIPS: dict[str, Job] = {
     "final record": dataclasses.replace(
         final_record("CA" + "f" * 32), direction="outbound", template_name="reminder",
@@ -277,20 +323,61 @@ def test_job_json_round_trip(job: Job) -> None:
         assert all(isinstance(m, LeadMessage) for m in back.messages)
 
 
-def test_a_record_spooled_before_messages_existed_still_reads() -> None:
+def test_a_record_journaled_before_messages_existed_still_reads() -> None:
     record = final_record("CA" + "6" * 32)
     line = orjson.loads(job_to_json(record))
     del line["job"]["messages"]  # as written by a version without them
     assert job_from_json(orjson.dumps(line)) == record
 
 
+def test_keys_a_newer_version_wrote_are_dropped_and_missing_ones_default() -> None:
+    record = dataclasses.replace(final_record("CA" + "8" * 32),
+                                 messages=[LeadMessage("Dana", "+15550001111", "Call me", 4_000)])
+    line = orjson.loads(job_to_json(record))
+    line["job"]["messages"][0].update(audio_file="messages/x.wav", id="m-1", duration_ms=900)
+    line["job"]["coming_soon"] = {"a": 1}
+    line["job"]["transcript"][0]["confidence"] = 0.9
+    del line["job"]["stats"], line["job"]["variables"]  # fields with defaults
+    assert job_from_json(orjson.dumps(line)) == record
+    update = orjson.loads(job_to_json(status(record.call_sid, "completed", sequence=3)))
+    update["job"]["account_sid"] = "AC" + "0" * 32
+    del update["job"]["duration_s"]
+    assert job_from_json(orjson.dumps(update)) == status(record.call_sid, "completed",
+                                                         sequence=3)
+
+
+async def test_jobs_written_twice_are_stored_once(sink: Store) -> None:
+    """The store's side of exactly once: a journal replayed after a crash between a write
+    and its done mark writes the same jobs again."""
+    call_sid = "CA" + "0" * 31 + "1"
+    record = dataclasses.replace(final_record(call_sid),
+                                 messages=[LeadMessage("Dana", "+15550001111", "Call me", 4_000)])
+    jobs: list[Job] = [status(call_sid, "ringing", sequence=0),
+                       status(call_sid, "in-progress", sequence=1), record,
+                       status(call_sid, "completed", sequence=2, duration_s=42),
+                       status(call_sid, "completed")]  # no sequence: NULL compares too
+    recorder = CallRecorder(sink, max_backoff_s=FAST_BACKOFF_S)
+    await recorder.start()
+    try:
+        for _ in range(2):
+            for job in jobs:
+                recorder.submit(job)
+            await recorder.flush()
+    finally:
+        await recorder.stop()
+    await assert_written(sink, record, ["completed", "ringing", "in-progress", "completed"])
+    assert len(await sink.list_messages()) == 1
+    stored = await sink.get_call(call_sid)
+    assert stored is not None and stored.status == "completed"
+
+
 async def test_messages_are_written_with_the_record_once_even_when_replayed(
         sink: Store, tmp_path: Path) -> None:
-    spool = tmp_path / "spool.jsonl"
+    spool = tmp_path / "journal.jsonl"
     record = dataclasses.replace(final_record("CA" + "7" * 32),
                                  messages=[LeadMessage("Dana", "+15550001111", "Call me", 4_000)])
     spool.write_bytes(job_to_json(record) + b"\n")
-    recorder = CallRecorder(sink, spool_path=spool, max_backoff_s=FAST_BACKOFF_S)
+    recorder = CallRecorder(sink, journal_path=spool, max_backoff_s=FAST_BACKOFF_S)
     await recorder.start()
     try:
         recorder.submit(record)  # the same record again, as a retry after a lost reply would

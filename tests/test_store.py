@@ -897,7 +897,7 @@ async def test_an_outbound_call_never_answered_gets_its_outcome_from_twilio(
     assert loaded is not None
     assert (loaded.status, loaded.outcome) == (final, outcome)
     assert loaded.ended_at == T0 + timedelta(seconds=30)
-    # The placing record saved again (a replayed spool, say) knows no outcome: it stays.
+    # The placing record saved again (a replayed journal, say) knows no outcome: it stays.
     await store.save_call(placed)
     loaded = await store.get_call("CA1")
     assert loaded is not None and loaded.outcome == outcome
@@ -962,7 +962,7 @@ async def test_saving_a_call_again_never_duplicates_its_messages(store: Store) -
     await store.save_business(business())
     record = call(messages=[lead()])
     await store.save_call(record)
-    await store.save_call(record)  # replayed from the spool
+    await store.save_call(record)  # replayed from the journal
     await store.record_call_status("CA0001", "completed", at=T0, sequence=4)
     await store.save_call(record)
     assert [m.name for m in await store.list_messages()] == ["Dana Levi"]

@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await store.upgrade()
         config = ConfigCache(store, settings.config_refresh_s)
         registry = create_registry(settings.redis_url)
-        recorder = CallRecorder(store, spool_path=Path(settings.spool_path))
+        recorder = CallRecorder(store, journal_path=settings.journal_file)
         await recorder.start()
         engine = RealtimeEngine(settings)
         load_built_in()  # the built-in apologies, read now: the media loop never reads files

@@ -107,7 +107,7 @@ async def run_demo(output_dir: Path, *, profile: LatencyProfile, console: Consol
             database_url=database_url, openai_realtime_url=engine.url,
             openai_api_key=SecretStr(DEV_OPENAI_KEY), twilio_api_url=twilio.url,
             twilio_account_sid=DEV_ACCOUNT_SID, twilio_auth_token=SecretStr(DEV_AUTH_TOKEN),
-            spool_path=str(output_dir / "spool.jsonl"), api_token=None,
+            journal_path=str(output_dir / "journal.jsonl"), api_token=None,
             greeting_cache_dir=str(output_dir / "greeting-cache"), clock_speed=clock.speed))
         console.print(f"[dim]server {server.url} · engine simulator {engine.url} · "
                       f"Twilio simulator {twilio.url} · profile {describe_profile(profile)}[/dim]")

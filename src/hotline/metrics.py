@@ -19,6 +19,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from hotline.call.recorder import CallRecorder
 from hotline.core.greeting import CACHED_AUDIO
 from hotline.core.record import CallRecord
 
@@ -84,6 +85,21 @@ class CallMetrics:
             ["side"], registry=self.registry)
         for side in MessageSide:
             self._malformed.labels(side)  # shown at 0 from the start
+
+    def watch_recorder(self, recorder: CallRecorder) -> None:
+        """The recorder's state, read at each scrape."""
+        gauges: list[tuple[str, str, Callable[[], float]]] = [
+            ("hotline_records_waiting", "Call records and status callbacks not yet in the store.",
+             lambda: recorder.records_waiting),
+            ("hotline_records_journaled", "Of those, the ones in the journal file (safe from a "
+             "crash).", lambda: recorder.records_journaled),
+            ("hotline_store_reachable", "1 unless the last store write failed.",
+             lambda: float(recorder.store_reachable)),
+            ("hotline_journal_ok", "1 while the journal file takes appends.",
+             lambda: float(recorder.journal_ok)),
+        ]
+        for name, documentation, read in gauges:
+            Gauge(name, documentation, registry=self.registry).set_function(read)
 
     def call_ended(self, record: CallRecord) -> None:
         self._calls.labels(record.direction, record.outcome or "unknown").inc()

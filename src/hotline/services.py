@@ -55,6 +55,7 @@ class Services:
     def __post_init__(self) -> None:
         self.metrics = CallMetrics(lambda: len(self.active_calls))
         self.readiness = Readiness(self)
+        self.metrics.watch_recorder(self.recorder)
 
     async def final_record(self, call_sid: str, timeout_s: float = 30.0) -> CallRecord:
         """The call's stored record once it is over here and written (its outcome known):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -96,8 +97,9 @@ class Settings(BaseSettings):
     # tone: recorded at most this long, and ended by this much silence.
     message_max_s: float = Field(120.0, ge=5, le=600)
     message_end_silence_s: float = Field(4.0, ge=0.5, le=30)
-    # Call records the store could not take at shutdown wait here for the next start.
-    spool_path: str = "./hotline-spool.jsonl"
+    # The journal: call records and status callbacks, on disk until the store has them
+    # (replayed at the next start). Unset: journal.jsonl in data_dir.
+    journal_path: str | None = None
     log_level: str = "INFO"
     # "json": one JSON object per line (time, level, logger, message; call_sid and business
     # on a call's lines). Secrets are redacted from every line either way.
@@ -123,6 +125,12 @@ class Settings(BaseSettings):
         elif base.startswith("http://"):
             base = "ws://" + base[len("http://") :]
         return base + "/twilio/media"
+
+    @property
+    def journal_file(self) -> Path:
+        if self.journal_path:
+            return Path(self.journal_path)
+        return Path(self.data_dir) / "journal.jsonl"
 
     def public(self, path: str) -> str:
         return self.public_url.rstrip("/") + path

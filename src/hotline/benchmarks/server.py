@@ -32,7 +32,7 @@ def server_settings(strategy: Strategy, *, workdir: Path, database_url: str,
     values: dict[str, Any] = {
         "database_url": database_url, "openai_api_key": OPENAI_KEY,
         "openai_realtime_url": engine_url, "twilio_account_sid": ACCOUNT_SID,
-        "twilio_auth_token": AUTH_TOKEN, "spool_path": str(workdir / "spool.jsonl"),
+        "twilio_auth_token": AUTH_TOKEN, "journal_path": str(workdir / "journal.jsonl"),
         "api_token": None, "redis_url": None, "log_level": "WARNING",
         **strategy.settings(),
     }

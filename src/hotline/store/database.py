@@ -63,6 +63,8 @@ from hotline.store.validation import check_business, check_template
 
 # How long to wait for PostgreSQL to accept a connection (asyncpg's default is 60 s).
 CONNECT_TIMEOUT_S = 10.0
+# SQLSTATE classes of a database that is away rather than refusing a statement.
+OUTAGE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
 # Twilio's final call statuses: the call is over once one arrives.
 FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 # The outcome a final status gives a call whose outcome is still empty.
@@ -282,7 +284,8 @@ class Store:
     ) -> None:
         """Keep one status callback and bring the call's status up to date (a stub row is
         created for a call not saved yet). Callbacks may arrive in any order. A final status
-        fills in an outcome still empty (`OUTCOME_OF_FINAL_STATUS`)."""
+        fills in an outcome still empty (`OUTCOME_OF_FINAL_STATUS`). Idempotent: the same
+        callback (CallSid, status, sequence and time) recorded again changes nothing."""
         _require_aware(at)
         async with self._session() as session:
             await session.execute(
@@ -296,11 +299,15 @@ class Store:
                     _lock_call(call_sid, models.Call.ended_at, models.Call.outcome)
                 )
             ).one()
-            await session.execute(
-                insert(models.CallStatusEvent).values(
-                    call_sid=call_sid, status=status, sequence=sequence, at=at
-                )
-            )
+            # The same callback again (a journal replayed, a write retried after its reply
+            # was lost, Twilio retrying) is kept once.
+            event_ = models.CallStatusEvent
+            seen = await session.scalar(select(exists().where(
+                event_.call_sid == call_sid, event_.status == status,
+                event_.sequence.is_not_distinct_from(sequence), event_.at == at)))
+            if not seen:
+                await session.execute(insert(event_).values(
+                    call_sid=call_sid, status=status, sequence=sequence, at=at))
             changes: dict[str, Any] = {"status": _latest_status(call_sid)}
             if duration_s is not None:
                 changes["duration_s"] = duration_s
@@ -417,6 +424,10 @@ class Store:
             yield connection
         except (OperationalError, InterfaceError, OSError) as exc:
             raise self._unavailable(exc) from exc
+        except DBAPIError as exc:
+            if _is_outage(exc):
+                raise self._unavailable(exc) from exc
+            raise
         finally:
             await connection.close()
 
@@ -645,6 +656,18 @@ def _require_aware(*moments: datetime | None) -> None:
     for moment in moments:
         if moment is not None and moment.tzinfo is None:
             raise ValueError(f"naive datetime {moment!r}: pass a timezone-aware one")
+
+
+def _is_outage(exc: DBAPIError) -> bool:
+    """The database went away (or will not serve now), rather than refused the statement:
+    a dropped connection, or PostgreSQL's SQLSTATE classes 08 (connection exception), 53
+    (insufficient resources) and 57 (operator intervention: shutting down, starting up)."""
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    cause = orig.__cause__ if orig is not None else None
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(cause, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in OUTAGE_SQLSTATE_CLASSES
 
 
 def _enable_sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
