@@ -25,6 +25,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from hotline.store import Store
+from tests.pg_cluster import PostgresCluster
 from tests.services import unavailable
 
 T = TypeVar("T")
@@ -100,3 +101,24 @@ async def store(database_url: str) -> AsyncIterator[Store]:
         yield store
     finally:
         await store.close()
+
+
+# -- a private PostgreSQL cluster (store fault tests) ----------------------------------------
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster of this test process's own (~1 s to make), which tests may stop
+    and start: never the machine's shared server."""
+    cluster = PostgresCluster.create()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+async def private_database(pg_cluster: PostgresCluster) -> str:
+    """A fresh database on the private cluster (started again if a test left it stopped)."""
+    if not await pg_cluster.running():
+        pg_cluster.start()
+    return await pg_cluster.create_database(f"hotline_f_{uuid.uuid4().hex[:12]}")

@@ -289,7 +289,7 @@ async def test_a_refused_record_is_dead_lettered_and_later_jobs_still_written(
     assert spooled(rejected) == [refused]
 
 
-# -- the journal's line format -----------------------------------------------------------------------
+# -- the journal's line format ------------------------------------------------------------
 ROUND_TRIPS: dict[str, Job] = {
     "final record": dataclasses.replace(
         final_record("CA" + "f" * 32), direction="outbound", template_name="reminder",

@@ -41,6 +41,8 @@ R = TypeVar("R")
 
 # A store write taking longer than this counts as failed, and is tried again.
 WRITE_TIMEOUT_S = 15.0
+# Retries back off up to this: a store back from an outage has its records within seconds.
+MAX_BACKOFF_S = 5.0
 
 
 class RecordSink(Protocol):
@@ -58,7 +60,8 @@ class _Entry:
 
 class CallRecorder:
     def __init__(self, sink: RecordSink, *, journal_path: Path | None = None,
-                 max_backoff_s: float = 30.0, write_timeout_s: float = WRITE_TIMEOUT_S) -> None:
+                 max_backoff_s: float = MAX_BACKOFF_S,
+                 write_timeout_s: float = WRITE_TIMEOUT_S) -> None:
         self._sink = sink
         self._journal = Journal(journal_path) if journal_path is not None else None
         self._max_backoff_s = max_backoff_s
