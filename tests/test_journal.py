@@ -83,7 +83,7 @@ def test_nothing_waiting_truncates_the_file(tmp_path: Path) -> None:
     journal.append([], done=[1, 2])
     assert path.stat().st_size > 0
     journal.append([], done=[3])
-    assert path.read_bytes() == b"" and journal.pending == {}
+    assert path.read_bytes() == b"" and journal.pending == set()
     journal.append(jobs(1, "b"))  # and appends go on in the emptied file
     assert [line["id"] for line in file_lines(path)] == [4]
 
@@ -102,7 +102,7 @@ def test_a_file_mostly_done_is_compacted(tmp_path: Path, monkeypatch: pytest.Mon
         journal.append([], done=ids)
         longest = max(longest, len(path.read_bytes().splitlines()))
     assert longest <= 20  # rewritten whenever it grew to the limit
-    assert list(journal.pending) == [stuck_id]
+    assert journal.pending == {stuck_id}
     journal.close()
     assert Journal(path).open() == [(stuck_id, stuck)]
 

@@ -40,8 +40,9 @@ class Journal:
         self.path = path
         self.corrupt_path = path.with_suffix(".corrupt")
         self.rejected_path = path.with_suffix(".rejected")
-        # The jobs in the file not marked done: id -> their line, in append order.
-        self.pending: dict[int, bytes] = {}
+        # The ids of the jobs in the file not marked done (their lines are not kept in
+        # memory: the recorder holds the jobs themselves until they are written).
+        self.pending: set[int] = set()
         self.lines = 0  # lines in the file
         self.syncs = 0  # fsyncs of the file (what tests check "durable" against)
         self._fd: int | None = None
@@ -81,16 +82,18 @@ class Journal:
                       self.corrupt_path)
         self._next_id = 1 + max((i for i, _, _ in records if i is not None), default=0)
         waiting: list[tuple[int, Job]] = []
-        self.pending = {}
+        kept: list[bytes] = []
+        self.pending = set()
         for entry_id, job, line in records:
             if entry_id is not None and entry_id in done:
                 continue
             if entry_id is None or entry_id in self.pending:  # a spool line, or a repeat
                 entry_id = self._take_id()
                 line = job_to_json(job, entry_id=entry_id)
-            self.pending[entry_id] = line
+            self.pending.add(entry_id)
+            kept.append(line)
             waiting.append((entry_id, job))
-        self._rewrite()
+        self._rewrite(kept)
         if waiting:
             log.info("journal %s: %d jobs waiting for the store from an earlier run",
                      self.path, len(waiting))
@@ -108,7 +111,7 @@ class Journal:
         ids = [self._take_id() for _ in jobs]
         lines = [job_to_json(job, entry_id=i) for i, job in zip(ids, jobs, strict=True)]
         finished = [i for i in done if i in self.pending]
-        if not jobs and not self.pending.keys() - set(finished):
+        if not jobs and not self.pending - set(finished):
             self.pending.clear()
             self._truncate()  # nothing waits: the done marks need not be written
             return []
@@ -122,13 +125,12 @@ class Journal:
             raise
         self.syncs += 1
         self.lines += len(lines) + len(finished)
-        for i in finished:
-            del self.pending[i]
-        self.pending.update(zip(ids, lines, strict=True))
+        self.pending.difference_update(finished)
+        self.pending.update(ids)
         if not self.pending:
             self._truncate()
         elif self.lines >= COMPACT_MIN_LINES and self.lines >= 5 * len(self.pending):
-            self._rewrite()
+            self._compact()
         return ids
 
     def close(self) -> None:
@@ -155,20 +157,29 @@ class Journal:
             self.syncs += 1
             self.lines = 0
 
-    def _rewrite(self) -> None:
-        """Replace the file, atomically, by one holding only the waiting jobs."""
+    def _compact(self) -> None:
+        """Rewrite the file with only the lines of the jobs still waiting."""
+        kept = []
+        for line in self.path.read_bytes().splitlines():
+            entry_id = orjson.loads(line).get("id")  # this run's lines: all readable
+            if entry_id in self.pending:
+                kept.append(line)
+        self._rewrite(kept)
+
+    def _rewrite(self, lines: list[bytes]) -> None:
+        """Replace the file, atomically, by one holding these lines."""
         self.close()
         fresh = self.path.with_suffix(".tmp")
         fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            _write_all(fd, b"".join(line + b"\n" for line in self.pending.values()))
+            _write_all(fd, b"".join(line + b"\n" for line in lines))
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(fresh, self.path)
         _sync_directory(self.path.parent)
         self.syncs += 1
-        self.lines = len(self.pending)
+        self.lines = len(lines)
         self._require_open()
 
     def _set_aside(self, path: Path, lines: Sequence[bytes]) -> None:
