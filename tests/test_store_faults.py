@@ -108,9 +108,11 @@ async def until(check: Callable[[], Awaitable[bool]], timeout_s: float = 20) -> 
             await asyncio.sleep(0.02)
 
 
-async def scrape(url: str) -> dict[str, float]:
-    async with httpx.AsyncClient() as http:
-        text = (await http.get(f"{url}/metrics")).text
+async def scrape(url: str, http: httpx.AsyncClient | None = None) -> dict[str, float]:
+    if http is None:
+        async with httpx.AsyncClient() as own:
+            return await scrape(url, own)
+    text = (await http.get(f"{url}/metrics")).text
     return {name: float(value) for name, value in
             re.findall(r"^(hotline_[a-z_]+) ([0-9.e+-]+)$", text, re.MULTILINE)}
 
@@ -200,8 +202,9 @@ async def test_the_cluster_stopped_and_started_again(
 class ServerProcess:
     """`hotline serve` in a process of its own, configured through the environment."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, http: httpx.AsyncClient) -> None:
         self.env = env
+        self.http = http  # one client for all the polling: a new one costs an SSL context
         self.url = f"http://127.0.0.1:{env['HOTLINE_PORT']}"
         self.log_path = log_path
         self.process: asyncio.subprocess.Process | None = None
@@ -216,8 +219,7 @@ class ServerProcess:
             assert self.process is not None and self.process.returncode is None, (
                 self.log_path.read_text())
             try:
-                async with httpx.AsyncClient() as http:
-                    return (await http.get(f"{self.url}/healthz")).status_code == 200
+                return (await self.http.get(f"{self.url}/healthz")).status_code == 200
             except httpx.TransportError:
                 return False
 
@@ -228,6 +230,13 @@ class ServerProcess:
         self.process.send_signal(sig)
         async with asyncio.timeout(30):
             return await self.process.wait()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    """One client for all the polling (a new one each time costs an SSL context)."""
+    async with httpx.AsyncClient() as client:
+        yield client
 
 
 @pytest.fixture
@@ -251,7 +260,7 @@ def journaled_jobs(path: Path) -> list[dict[str, object]]:
 
 
 async def test_kill_9_with_records_waiting_replays_them_at_the_next_start(
-        private_database: str, proxy: TcpProxy, tmp_path: Path,
+        private_database: str, proxy: TcpProxy, tmp_path: Path, http: httpx.AsyncClient,
         simulators: tuple[EngineSimulator, TwilioApiSimulator]) -> None:
     engine, twilio = simulators
     seed = Store(private_database)
@@ -273,7 +282,7 @@ async def test_kill_9_with_records_waiting_replays_them_at_the_next_start(
     }
     env.pop("HOTLINE_JOURNAL_PATH", None)
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # its second start imports from the caches
-    server = ServerProcess(env, tmp_path / "server.log")
+    server = ServerProcess(env, tmp_path / "server.log", http)
     await server.start()
     try:
         await proxy.cut()
@@ -284,7 +293,7 @@ async def test_kill_9_with_records_waiting_replays_them_at_the_next_start(
         assert_calls_went_normally(results)
         jobs = 5 + sum(len(r.status_callbacks) for r in results)
         async def all_journaled() -> bool:
-            return (await scrape(server.url))["hotline_records_journaled"] == jobs
+            return (await scrape(server.url, http))["hotline_records_journaled"] == jobs
 
         await until(all_journaled)
         on_disk = journaled_jobs(journal)
@@ -305,7 +314,7 @@ async def test_kill_9_with_records_waiting_replays_them_at_the_next_start(
     await server.start()
     try:
         async def all_written() -> bool:
-            return (await scrape(server.url))["hotline_records_waiting"] == 0
+            return (await scrape(server.url, http))["hotline_records_waiting"] == 0
 
         await until(all_written, 30)
         await assert_stored_once(private_database, results)
