@@ -13,13 +13,13 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import asyncpg
 
+from tests.server_process import free_port
 from tests.services import unavailable
 
 # Fast: the OS keeps what PostgreSQL wrote when it is stopped (-m immediate, a crash), so
@@ -37,13 +37,6 @@ def find_postgres_bin() -> Path | None:
         return Path(found[-1]).parent
     pg_ctl = shutil.which("pg_ctl")
     return Path(pg_ctl).resolve().parent if pg_ctl else None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class PostgresCluster:

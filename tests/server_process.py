@@ -36,7 +36,7 @@ class ServerProcess:
     process: asyncio.subprocess.Process
     url: str
     log_path: Path
-    spool_path: Path
+    journal_path: Path
     database_url: str
     engine: EngineSimulator
     twilio: TwilioApiSimulator
@@ -94,16 +94,17 @@ async def served(database_url: str, tmp_path: Path, businesses: Iterable[Busines
                                 clock=TEST_CLOCK)
     await twilio.start()
     port = free_port()
-    spool_path = tmp_path / "spool.jsonl"
+    journal_path = tmp_path / "data" / "journal.jsonl"  # its default place, in the data dir
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")},
+        # Without PYTHONDONTWRITEBYTECODE: a second server process imports from the caches.
+        **{k: v for k, v in os.environ.items()
+           if not k.startswith("HOTLINE_") and k != "PYTHONDONTWRITEBYTECODE"},
         "PYTHONPATH": str(SRC),
         "HOTLINE_HOST": "127.0.0.1", "HOTLINE_PORT": str(port),
         "HOTLINE_DATABASE_URL": database_url,
         "HOTLINE_OPENAI_API_KEY": OPENAI_KEY, "HOTLINE_OPENAI_REALTIME_URL": engine.url,
         "HOTLINE_TWILIO_API_URL": twilio.url, "HOTLINE_TWILIO_ACCOUNT_SID": ACCOUNT_SID,
         "HOTLINE_TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        "HOTLINE_SPOOL_PATH": str(spool_path),
         "HOTLINE_GREETING_CACHE_DIR": str(tmp_path / "greetings"),
         "HOTLINE_DATA_DIR": str(tmp_path / "data"),
         "HOTLINE_CLOCK_SPEED": str(TEST_CLOCK.speed),
@@ -121,7 +122,7 @@ async def served(database_url: str, tmp_path: Path, businesses: Iterable[Busines
         await _wait_until_serving(http, process, log_path)
         phone = twilio.attach_phone(SimulatedPhone(
             server_url=url, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID, clock=TEST_CLOCK))
-        yield ServerProcess(process, url, log_path, spool_path, database_url, engine,
+        yield ServerProcess(process, url, log_path, journal_path, database_url, engine,
                             twilio, phone, http)
     finally:
         if process.returncode is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from hotline.call.recorder import job_from_json
+from hotline.call.jobs import job_from_dict
 from hotline.core.outcomes import Outcome
 from hotline.core.record import CallRecord
 from hotline.sim.call_result import PhoneCallResult
@@ -62,11 +62,13 @@ async def stored(database_url: str, call_sids: list[str]) -> dict[str, CallRecor
     return {sid: record for sid, record in records.items() if record is not None}
 
 
-def spooled(path: Path) -> dict[str, CallRecord]:
-    """Call records the recorder kept in its spool file (the store would not take them)."""
+def journaled(path: Path) -> dict[str, CallRecord]:
+    """Call records waiting in the recorder's journal (the store has not taken them yet)."""
     if not path.exists():
         return {}
-    jobs = [job_from_json(line) for line in path.read_bytes().splitlines() if line.strip()]
+    lines = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    done = {line["done"] for line in lines if "done" in line}
+    jobs = [job_from_dict(line) for line in lines if "id" in line and line["id"] not in done]
     return {job.call_sid: job for job in jobs if isinstance(job, CallRecord)}
 
 
@@ -176,11 +178,11 @@ async def test_second_sigterm_forces_the_end_and_keeps_the_record(
         exited_after_s = time.monotonic() - second_at
         [result] = await results([call])
         assert exit_code == 0, "\n".join(server.log_lines()[-30:])
-        spool_path = server.spool_path
+        journal_path = server.journal_path
 
     assert exited_after_s < 20  # not the 300 s drain
     assert result.closed_by == "server"
     kept = (await stored(database_url, [result.call_sid])
-            or spooled(spool_path))
+            or journaled(journal_path))
     assert result.call_sid in kept
     assert kept[result.call_sid].outcome is not None

@@ -4,7 +4,6 @@ still rendering, and the fail-over of a new call while the instance drains."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from hotline.readiness import (
     drain_check,
     greetings_check,
     records_check,
-    writable,
 )
 from hotline.sim.engine import LatencyProfile
 from hotline.sim.script import CallScript, Hangup, WaitForAgentSilence
@@ -40,26 +38,13 @@ def test_drain_check() -> None:
     assert drain_check(True, "draining for 1.0 s (SIGTERM)").state is CheckState.FAIL
 
 
-def test_records_are_safe_in_the_store_or_on_disk(tmp_path: Path) -> None:
-    spool = tmp_path / "spool.jsonl"
-    assert records_check(True, "reachable", None).state is CheckState.PASS
-    down = records_check(False, "refused", spool)
-    assert down.state is CheckState.PASS and str(spool) in down.detail
-    assert records_check(False, "refused", tmp_path / "gone" / "spool.jsonl").ok is False
-    assert records_check(False, "refused", None).ok is False
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
-def test_a_read_only_spool_is_not_writable(tmp_path: Path) -> None:
-    spool = tmp_path / "spool.jsonl"
-    spool.write_bytes(b"")
-    spool.chmod(0o400)
-    assert not writable(spool)
-
-
-def test_writable_spool_paths(tmp_path: Path) -> None:
-    assert writable(tmp_path / "new.jsonl")  # created on demand
-    assert not writable(tmp_path / "missing-dir" / "new.jsonl")
+def test_records_are_safe_in_the_store_or_in_the_journal(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    assert records_check(True, "reachable", None, False).state is CheckState.PASS
+    down = records_check(False, "refused", journal, True)
+    assert down.state is CheckState.PASS and str(journal) in down.detail
+    assert records_check(False, "refused", journal, False).ok is False  # its appends fail
+    assert records_check(False, "refused", None, False).ok is False
 
 
 def test_greetings_are_waited_for_then_waived() -> None:

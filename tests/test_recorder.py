@@ -334,7 +334,7 @@ def test_keys_a_newer_version_wrote_are_dropped_and_missing_ones_default() -> No
     record = dataclasses.replace(final_record("CA" + "8" * 32),
                                  messages=[LeadMessage("Dana", "+15550001111", "Call me", 4_000)])
     line = orjson.loads(job_to_json(record))
-    line["job"]["messages"][0].update(audio_file="messages/x.wav", id="m-1", duration_ms=900)
+    line["job"]["messages"][0].update(language="he", id="m-1", duration_ms=900)  # not fields
     line["job"]["coming_soon"] = {"a": 1}
     line["job"]["transcript"][0]["confidence"] = 0.9
     del line["job"]["stats"], line["job"]["variables"]  # fields with defaults

@@ -9,28 +9,24 @@ is in the store once the store is back (or at the next start), none doubled.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-import hotline
 from hotline.sim.call_result import PhoneCallResult
-from hotline.sim.engine import EngineSimulator, LatencyProfile
 from hotline.sim.phone import SimulatedPhone
 from hotline.sim.script import CallScript, Hangup, WaitForAgentSilence
-from hotline.sim.twilio_api import TwilioApiSimulator
 from hotline.store import Store
 from tests.factories import TEST_NUMBER, make_business
-from tests.pg_cluster import PostgresCluster, free_port
-from tests.stack import ACCOUNT_SID, AUTH_TOKEN, OPENAI_KEY, TEST_CLOCK, Stack, running_stack
+from tests.pg_cluster import PostgresCluster
+from tests.server_process import served
+from tests.stack import Stack, running_stack
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.sockets  # servers, simulators or services over real sockets
@@ -40,7 +36,6 @@ CALLER = "+15550001111"
 # process starved of CPU by the rest of the suite may pause the greeting's audio for less.
 LISTEN_THEN_HANG_UP = CallScript([WaitForAgentSilence(quiet_ms=1500, timeout_ms=20_000),
                                   Hangup()])
-SOURCE = Path(hotline.__file__).resolve().parent.parent  # the server process imports this
 
 
 @pytest.fixture
@@ -147,6 +142,11 @@ async def test_a_store_cut_for_20_calls_loses_no_record_and_doubles_none(
     assert (metrics["hotline_records_waiting"], metrics["hotline_records_journaled"],
             metrics["hotline_store_reachable"], metrics["hotline_journal_ok"]) == (
         jobs, jobs, 0, 1)
+    # Ready all the same: the records are safe in the journal.
+    async with httpx.AsyncClient() as http:
+        ready = await http.get(f"{stack.server.url}/readyz")
+    records = ready.json()["checks"]["records"]
+    assert ready.status_code == 200 and "journal" in records["detail"], records
 
     await proxy.restore()
     await recorder.flush(timeout_s=30)
@@ -199,109 +199,33 @@ async def test_the_cluster_stopped_and_started_again(
 
 
 # -- (2) kill -9 with records waiting ------------------------------------------------------
-class ServerProcess:
-    """`hotline serve` in a process of its own, configured through the environment."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, http: httpx.AsyncClient) -> None:
-        self.env = env
-        self.http = http  # one client for all the polling: a new one costs an SSL context
-        self.url = f"http://127.0.0.1:{env['HOTLINE_PORT']}"
-        self.log_path = log_path
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", "from hotline.cli import main; main()", "serve",
-                env=self.env, stdout=log, stderr=subprocess.STDOUT)
-
-        async def healthy() -> bool:
-            assert self.process is not None and self.process.returncode is None, (
-                self.log_path.read_text())
-            try:
-                return (await self.http.get(f"{self.url}/healthz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await until(healthy, 60)
-
-    async def kill(self, sig: signal.Signals) -> int:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        async with asyncio.timeout(30):
-            return await self.process.wait()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    """One client for all the polling (a new one each time costs an SSL context)."""
-    async with httpx.AsyncClient() as client:
-        yield client
-
-
-@pytest.fixture
-async def simulators() -> AsyncIterator[tuple[EngineSimulator, TwilioApiSimulator]]:
-    engine = EngineSimulator(LatencyProfile.zero(), api_key=OPENAI_KEY, clock=TEST_CLOCK)
-    await engine.start()
-    twilio = TwilioApiSimulator(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, ring_ms=100,
-                                clock=TEST_CLOCK)
-    await twilio.start()
-    try:
-        yield engine, twilio
-    finally:
-        await twilio.stop()
-        await engine.stop()
-
-
-def journaled_jobs(path: Path) -> list[dict[str, object]]:
+def journaled_jobs(path: Path) -> list[dict[str, Any]]:
     lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
     done = {line["done"] for line in lines if "done" in line}
     return [line for line in lines if "id" in line and line["id"] not in done]
 
 
 async def test_kill_9_with_records_waiting_replays_them_at_the_next_start(
-        private_database: str, proxy: TcpProxy, tmp_path: Path, http: httpx.AsyncClient,
-        simulators: tuple[EngineSimulator, TwilioApiSimulator]) -> None:
-    engine, twilio = simulators
-    seed = Store(private_database)
-    await seed.upgrade()
-    await seed.save_business(make_business())
-    await seed.close()
-    journal = tmp_path / "data" / "journal.jsonl"
-    port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(SOURCE),
-        "HOTLINE_PORT": str(port), "HOTLINE_DATABASE_URL": through(proxy, private_database),
-        "HOTLINE_DATA_DIR": str(tmp_path / "data"),  # the journal's default place
-        "HOTLINE_OPENAI_API_KEY": OPENAI_KEY, "HOTLINE_OPENAI_REALTIME_URL": engine.url,
-        "HOTLINE_TWILIO_API_URL": twilio.url, "HOTLINE_TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-        "HOTLINE_TWILIO_AUTH_TOKEN": AUTH_TOKEN, "HOTLINE_GREETING_CACHE": "false",
-        "HOTLINE_GREETING_CACHE_DIR": str(tmp_path / "greetings"),
-        "HOTLINE_CLOCK_SPEED": str(TEST_CLOCK.speed), "HOTLINE_LOG_LEVEL": "INFO",
-    }
-    env.pop("HOTLINE_JOURNAL_PATH", None)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)  # its second start imports from the caches
-    server = ServerProcess(env, tmp_path / "server.log", http)
-    await server.start()
-    try:
+        private_database: str, proxy: TcpProxy, tmp_path: Path) -> None:
+    database_url = through(proxy, private_database)
+    # `hotline serve` in a child process, its journal in the data dir (the default place).
+    async with served(database_url, tmp_path, [make_business()],
+                      greeting_cache="false") as server:
+        journal = server.journal_path
         await proxy.cut()
-        phone = twilio.attach_phone(SimulatedPhone(
-            server_url=server.url, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID,
-            clock=TEST_CLOCK))
-        results = await run_calls(phone, 5, f"{server.url}/twilio/status")
+        results = await run_calls(server.phone, 5, f"{server.url}/twilio/status")
         assert_calls_went_normally(results)
         jobs = 5 + sum(len(r.status_callbacks) for r in results)
+
         async def all_journaled() -> bool:
-            return (await scrape(server.url, http))["hotline_records_journaled"] == jobs
+            return (await scrape(server.url, server.http))["hotline_records_journaled"] == jobs
 
         await until(all_journaled)
         on_disk = journaled_jobs(journal)
         assert len(on_disk) == jobs
-        assert {job["job"]["call_sid"] for job in on_disk  # type: ignore[index]
-                } == {r.call_sid for r in results}
-    finally:
-        assert await server.kill(signal.SIGKILL) == -signal.SIGKILL
+        assert {job["job"]["call_sid"] for job in on_disk} == {r.call_sid for r in results}
+        server.signal(signal.SIGKILL)
+        assert await server.exit_code(timeout_s=30) == -signal.SIGKILL
     assert len(journaled_jobs(journal)) == jobs  # nothing reached the store, nothing lost
     store = Store(private_database)
     try:
@@ -311,16 +235,17 @@ async def test_kill_9_with_records_waiting_replays_them_at_the_next_start(
 
     # The store is back; the next start replays the journal.
     await proxy.restore()
-    await server.start()
-    try:
+    async with served(database_url, tmp_path, [make_business()],
+                      greeting_cache="false") as server:
+        assert server.journal_path == journal
+
         async def all_written() -> bool:
-            return (await scrape(server.url, http))["hotline_records_waiting"] == 0
+            return (await scrape(server.url, server.http))["hotline_records_waiting"] == 0
 
         await until(all_written, 30)
         await assert_stored_once(private_database, results)
         assert journal.read_bytes() == b""
-    finally:
-        # uvicorn ends by raising the signal it caught again, after a clean shutdown.
-        assert await server.kill(signal.SIGTERM) in (0, -signal.SIGTERM)
-        assert "Application shutdown complete" in server.log_path.read_text()
-    assert not (tmp_path / "data" / "journal.corrupt").exists()  # no torn line either
+        server.signal(signal.SIGTERM)
+        assert await server.exit_code(timeout_s=30) == 0
+    await assert_stored_once(private_database, results)  # the clean exit wrote nothing twice
+    assert not journal.with_suffix(".corrupt").exists()  # no torn line either

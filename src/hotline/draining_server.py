@@ -4,8 +4,8 @@ uvicorn's own handling of the first signal stops the server at once: it closes t
 listening socket and every WebSocket (1012), which would cut every call. Here the first
 signal only starts the drain (`hotline.drain`), with the socket still open; uvicorn is
 told to exit once the drain is over. A second signal forces the end: uvicorn's normal
-shutdown, which closes the calls' streams (their records are still written, or spooled by
-the recorder when the store cannot take them); a third skips even the wait for
+shutdown, which closes the calls' streams (their records are still written, or kept in
+the recorder's journal when the store cannot take them); a third skips even the wait for
 connections. The process exits 0 either way (uvicorn's re-raising of the signal after its
 shutdown, which would end the process with it, is not wanted here).
 """

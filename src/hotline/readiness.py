@@ -3,8 +3,7 @@
 Ready means every check below passes:
 - `drain`: the instance is not draining (SIGTERM; see hotline.drain).
 - `records`: a call's record will not be lost: the store answers `SELECT 1` quickly, or the
-  recorder can keep records on disk until it does (`records_check`, the one place to adapt
-  when the recorder's journal changes).
+  recorder's journal keeps records on disk until it does (`CallRecorder.journal_ok`).
 - `greetings`: every inbound greeting is rendered and in memory, so the first calls get the
   cached greeting and not a live one; after `HOTLINE_READY_GREETINGS_WAIT_S` from the start
   the instance is ready anyway (the check is then `waived`, and says what is missing).
@@ -16,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -58,25 +56,17 @@ def drain_check(draining: bool, detail: str) -> Check:
     return Check("drain", CheckState.FAIL if draining else CheckState.PASS, detail)
 
 
-def records_check(store_ok: bool, store_detail: str, spool_path: Path | None) -> Check:
-    """Records are safe when the store takes them, or when the recorder can keep them on
-    disk until it does. Today that is the spool file being writable; when the recorder
-    journals every record, ask the recorder instead."""
+def records_check(store_ok: bool, store_detail: str, journal: Path | None,
+                  journal_ok: bool) -> Check:
+    """Records are safe when the store takes them, or when the recorder's journal keeps
+    them on disk until it does (`journal_ok`: its last append, or its opening, worked)."""
     if store_ok:
         return Check("records", CheckState.PASS, f"store: {store_detail}")
-    if spool_path is not None and writable(spool_path):
+    if journal is not None and journal_ok:
         return Check("records", CheckState.PASS,
-                     f"store: {store_detail}; records kept in {spool_path} meanwhile")
+                     f"store: {store_detail}; records kept in the journal {journal} meanwhile")
     return Check("records", CheckState.FAIL,
-                 f"store: {store_detail}; and {spool_path or 'no spool file'} is not writable")
-
-
-def writable(path: Path) -> bool:
-    """The file can be appended to, or created (its directory exists and is writable)."""
-    if path.exists():
-        return os.access(path, os.W_OK)
-    parent = path.parent
-    return parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
+                 f"store: {store_detail}; and the journal {journal or '(none)'} is not working")
 
 
 def greetings_check(missing: list[str], total: int, waited_s: float,
@@ -139,9 +129,10 @@ class Readiness:
     async def checks(self) -> list[Check]:
         services = self._services
         store_ok, store_detail = await self._store()
-        spool = services.settings.spool_path
+        recorder = services.recorder
         checks = [drain_check(services.drain.draining, services.drain.describe()),
-                  records_check(store_ok, store_detail, Path(spool) if spool else None),
+                  records_check(store_ok, store_detail, recorder.journal_path,
+                                recorder.journal_ok),
                   self._greetings()]
         for check in checks:
             if check.state is CheckState.WAIVED and not self._waiver_logged:

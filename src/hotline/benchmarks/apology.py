@@ -80,7 +80,7 @@ async def bench_apology(calls: int, concurrency: int) -> ApologyResult:
             "database_url": database_url, "openai_api_key": OPENAI_KEY,
             "openai_realtime_url": f"ws://127.0.0.1:{refusing.getsockname()[1]}/v1",
             "twilio_api_url": twilio.url, "twilio_account_sid": ACCOUNT_SID,
-            "twilio_auth_token": AUTH_TOKEN, "spool_path": f"{workdir}/spool.jsonl",
+            "twilio_auth_token": AUTH_TOKEN, "journal_path": f"{workdir}/journal.jsonl",
             "greeting_cache": False, "data_dir": f"{workdir}/data", "log_level": "WARNING",
             "api_token": None, "redis_url": None,
         }
