@@ -86,9 +86,18 @@ class AddFunctionOutput:
     output: str  # JSON text
 
 
+@dataclass(slots=True)
+class AddFunctionCall:
+    """A function call the model made, replayed into a new session after a drop."""
+
+    call_id: str
+    name: str
+    arguments: str  # JSON text
+
+
 EngineMessage = (
     AppendAudio | CreateResponse | UpdateInstructions | Truncate | CancelResponse | AddUserText
-    | AddAssistantText | DeleteItem | AddFunctionOutput
+    | AddAssistantText | DeleteItem | AddFunctionOutput | AddFunctionCall
 )
 
 

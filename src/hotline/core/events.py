@@ -148,6 +148,27 @@ class EngineUnavailable:
     detail: str
 
 
+# -- the engine link (issue 10): a drop mid-call and the resume after it ------------------
+@dataclass(slots=True)
+class EngineLost:
+    """The engine socket closed while the call goes on: the runner reconnects."""
+
+    detail: str  # the close code and reason
+
+
+@dataclass(slots=True)
+class EngineResumed:
+    """A new engine session (full prompt, empty conversation) replaced the lost one."""
+
+
+@dataclass(slots=True)
+class EngineAgentTranscriptDelta:
+    """Part of the agent's words as it speaks them (what a cut line said so far)."""
+
+    item_id: str
+    delta: str
+
+
 @dataclass(slots=True)
 class TimerFired:
     timer: TimerName
@@ -201,7 +222,7 @@ EngineEvent = (
     EngineSessionUpdated | EngineResponseCreated | EngineAudioDelta | EngineAgentTranscript
     | EngineCallerTranscript | EngineSpeechStarted | EngineSpeechStopped | EngineResponseDone
     | EngineTruncated | EngineError | EngineClosed | EngineInputCommitted | EngineFunctionCall
-    | EngineUnavailable
+    | EngineUnavailable | EngineLost | EngineResumed | EngineAgentTranscriptDelta
 )
 SideEvent = (TimerFired | ToolFinished | AmdVerdict | CallControlFailed | CallAborted
              | DrainDeadline)

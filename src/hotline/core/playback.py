@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from hotline.audio.mulaw import BYTES_PER_MS, b64_decoded_len
 from hotline.core.commands import Command, SendToTwilio, TwilioMarkOut, TwilioMediaOut
+from hotline.core.greeting import heard_part
 from hotline.core.record import TranscriptTurn
 
 
@@ -26,6 +27,7 @@ class AgentItem:
     sent_ms: float = 0.0
     played_ms: float = 0.0
     transcript: str = ""
+    partial: str = ""  # the transcript's deltas so far (the words of a line still going)
     truncated_at_ms: int | None = None
     recorded: bool = False
 
@@ -140,13 +142,21 @@ class Playback:
 
     def turns(self, response_id: str | None) -> list[TranscriptTurn]:
         """Transcript turns of one response's items (None: every item not yet recorded)."""
-        turns: list[TranscriptTurn] = []
+        return [turn for turn, _ in self.take_turns(response_id)]
+
+    def take_turns(self, response_id: str | None) -> list[tuple[TranscriptTurn, str]]:
+        """As `turns`, each with the words the caller heard (a cut line up to its cut)."""
+        turns: list[tuple[TranscriptTurn, str]] = []
         for item in self.items.values():
             if item.recorded or (response_id is not None and item.response_id != response_id):
                 continue
             item.recorded = True
             interrupted = item.truncated_at_ms is not None
             heard = item.truncated_at_ms if item.truncated_at_ms is not None else item.sent_ms
-            turns.append(TranscriptTurn("agent", item.transcript, int(item.started_ms),
-                                        int(item.started_ms + heard), interrupted))
+            text = item.transcript or item.partial
+            heard_text = text
+            if item.truncated_at_ms is not None and item.sent_ms > 0:
+                heard_text = heard_part(text, item.truncated_at_ms / item.sent_ms)
+            turns.append((TranscriptTurn("agent", text, int(item.started_ms),
+                                         int(item.started_ms + heard), interrupted), heard_text))
         return turns

@@ -47,6 +47,7 @@ class ResponseQueue:
         self._request_event_id: str | None = None
         self._seq = 0
         self.active_id: str | None = None  # created, not yet done
+        self.active_purpose: Purpose | None = None
         self._dropped: set[str] = set()
         self._with_audio: set[str] = set()
 
@@ -97,13 +98,25 @@ class ResponseQueue:
         """The engine started a response: the one we asked for (a reply if we asked for
         none, as when the engine answers on its own)."""
         purpose = self.requested or Purpose.REPLY
-        self.active_id = response_id
+        self.active_id, self.active_purpose = response_id, purpose
         self.requested = self._request_event_id = None
         return purpose
 
     def done(self, response_id: str) -> None:
         if self.active_id == response_id:
             self.active_id = None
+
+    def lost(self) -> Purpose | None:
+        """The engine is gone with the response it was making or was asked for: nothing
+        more comes of it. Its purpose, if it was still wanted (to be asked for again)."""
+        active = self.active_id
+        if active is not None:
+            purpose = None if active in self._dropped else self.active_purpose
+            self._dropped.add(active)
+        else:
+            purpose = self.requested
+        self.active_id = self.requested = self._request_event_id = None
+        return None if purpose is Purpose.DISCARDED else purpose
 
     def refused(self, event_id: str | None) -> Purpose | None:
         """An engine error: if it refuses our request, nothing is coming; the purpose of

@@ -19,7 +19,7 @@ the prompt upgrade after the first one, DTMF, timers.
 
 from __future__ import annotations
 
-from hotline.core import ending, engine_down, speaking, tool_flow, voicemail
+from hotline.core import ending, engine_down, engine_link, speaking, tool_flow, voicemail
 from hotline.core.closing import Closing
 from hotline.core.commands import (
     AddUserText,
@@ -38,14 +38,17 @@ from hotline.core.events import (
     CallEvent,
     DrainDeadline,
     EngineAgentTranscript,
+    EngineAgentTranscriptDelta,
     EngineAudioDelta,
     EngineCallerTranscript,
     EngineClosed,
     EngineError,
     EngineFunctionCall,
     EngineInputCommitted,
+    EngineLost,
     EngineResponseCreated,
     EngineResponseDone,
+    EngineResumed,
     EngineSessionUpdated,
     EngineSpeechStarted,
     EngineSpeechStopped,
@@ -156,6 +159,7 @@ class CallSession:
                 span = s.turns.transcribed(event.item_id, now_ms)
                 if span is None:
                     return []  # a noise turn, deleted
+                s.conversation.caller(event.transcript)
                 return [Record(TranscriptTurn("caller", event.transcript, *span))]
             case EngineFunctionCall():
                 return tool_flow.on_call(s, event, now_ms)
@@ -168,6 +172,8 @@ class CallSession:
                 return []
             case EngineError():
                 return self._on_engine_error(event, now_ms)
+            case EngineLost() | EngineResumed() | EngineAgentTranscriptDelta():
+                return engine_link.handle(s, event, now_ms)
             case TwilioDtmf():
                 return self._on_dtmf(event, now_ms)
             case TimerFired():
@@ -263,7 +269,9 @@ class CallSession:
         if action == "end_call":
             return commands + ending.close(s, Closing(Outcome.HUNG_UP_BY_AGENT, key),
                                            GOODBYE_INSTRUCTIONS, now_ms)
-        commands.append(SendToEngine(AddUserText(f"The caller pressed the key {event.digit}.")))
+        pressed = f"The caller pressed the key {event.digit}."
+        s.conversation.caller(pressed)
+        commands.append(SendToEngine(AddUserText(pressed)))
         return commands + s.want(None, Purpose.REPLY)
 
     # -- caller turns -----------------------------------------------------------------------
@@ -360,8 +368,7 @@ class CallSession:
     def _on_engine_error(self, event: EngineError, now_ms: float) -> list[Command]:
         s = self._s
         s.stats.engine_errors += 1
-        commands: list[Command] = [Record(TimelineStage(
-            "engine_error", now_ms, f"{event.code}: {event.message}"[:300]))]
+        commands = engine_link.error_stage(s, event, now_ms)  # a flood is only counted
         refused = s.responses.refused(event.event_id)
         if refused is None:
             return commands

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from hotline.core.amd import AmdWait
 from hotline.core.closing import Closing
 from hotline.core.commands import Command, Record
+from hotline.core.conversation import Conversation
 from hotline.core.greeting import ApologyAudio
 from hotline.core.message_recording import MessageRecording
 from hotline.core.outcomes import Outcome
@@ -48,6 +49,11 @@ class CallState:
     engine_down: bool = False
     message: MessageRecording | None = None
     messages_taken: int = 0  # messages recorded on this call (each gets the next id)
+    # The engine link (engine_link.py): the conversation kept for a resume, and since when
+    # the engine has been lost (None: connected, or connecting for the first time).
+    conversation: Conversation = field(default_factory=Conversation)
+    engine_lost_ms: float | None = None
+    replay_before: int = 0  # conversation entries made after the loss went to it live
 
     @classmethod
     def for_plan(cls, plan: CallPlan, greeting_frames: tuple[str, ...] | None,
@@ -85,6 +91,8 @@ class CallState:
         return self.next_response()
 
     def next_response(self) -> list[Command]:
+        if self.engine_lost_ms is not None:
+            return []  # asked for once the engine is back (engine_link.resumed)
         return self.responses.next(caller_talking=self.turns.open)
 
     def arm_silence(self) -> list[Command]:
@@ -97,4 +105,8 @@ class CallState:
 
     def agent_turns(self, response_id: str | None) -> list[Command]:
         """Transcript turns of one response's agent items (None: all not yet recorded)."""
-        return [Record(turn) for turn in self.playback.turns(response_id)]
+        commands: list[Command] = []
+        for turn, heard_text in self.playback.take_turns(response_id):
+            self.conversation.agent(heard_text)
+            commands.append(Record(turn))
+        return commands

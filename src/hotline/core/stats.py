@@ -21,6 +21,13 @@ class CallStats:
     # Twilio's media stream and from the engine's socket.
     malformed_twilio: int = 0
     malformed_engine: int = 0
+    # The engine link (issue 10): sessions opened, attempts that failed, drops mid-call and
+    # resumes after them, caller audio not kept while reconnecting (the buffer was full).
+    engine_connects: int = 0  # counted by the runner
+    engine_connect_failures: int = 0  # counted by the runner
+    engine_drops: int = 0
+    engine_resumes: int = 0
+    engine_audio_dropped: int = 0  # counted by the runner
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

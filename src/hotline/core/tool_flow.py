@@ -21,6 +21,7 @@ from hotline.core.tool_ledger import ToolEffect
 
 def on_call(s: CallState, event: EngineFunctionCall, now_ms: float) -> list[Command]:
     s.stats.tool_calls += 1
+    s.conversation.tool_call(event.call_id, event.name, event.arguments)
     stage = Record(TimelineStage("tool_called", now_ms, event.name))
     if s.responses.is_dropped(event.response_id):
         # The caller cut this reply off: its tool does not run, the model is told why.
@@ -67,6 +68,8 @@ def release_answers(s: CallState, response_id: str) -> list[Command]:
     if released is None:
         return []
     outputs, wants_reply = released
+    for output in outputs:
+        s.conversation.tool_output(output.call_id, output.output)
     commands: list[Command] = [SendToEngine(o) for o in outputs]
     closing = s.closing
     if (closing is not None and closing.step is ClosingStep.LINE_WANTED

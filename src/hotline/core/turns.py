@@ -96,6 +96,12 @@ class CallerTurns:
             return TurnVerdict.NOISE
         return TurnVerdict.SPEECH
 
+    def abandon_open(self) -> None:
+        """The engine that announced the open turns is gone: they will never be committed
+        (the caller's audio goes to the next session, whose VAD finds the turn again)."""
+        self._turns = {k: t for k, t in self._turns.items() if t.committed}
+        self._gate.reset()
+
     def forget_noise(self, item_id: str) -> None:
         """A noise turn deleted from the conversation: its transcript is not the caller's."""
         self._noise_items.add(item_id)

@@ -15,6 +15,7 @@ import orjson
 from hotline.audio.wire_b64 import is_audio_b64
 from hotline.core.commands import (
     AddAssistantText,
+    AddFunctionCall,
     AddFunctionOutput,
     AddUserText,
     AppendAudio,
@@ -28,6 +29,7 @@ from hotline.core.commands import (
 from hotline.core.events import (
     UNHANDLED,
     EngineAgentTranscript,
+    EngineAgentTranscriptDelta,
     EngineAudioDelta,
     EngineCallerTranscript,
     EngineError,
@@ -118,6 +120,8 @@ _PARSERS: dict[str, Parser] = {
     "response.done": _response_done,
     "response.output_audio_transcript.done": lambda m: EngineAgentTranscript(
         _s(m, "response_id"), _s(m, "item_id"), _s(m, "transcript")),
+    "response.output_audio_transcript.delta":
+        lambda m: EngineAgentTranscriptDelta(_s(m, "item_id"), _s(m, "delta")),
     "conversation.item.input_audio_transcription.completed":
         lambda m: EngineCallerTranscript(_s(m, "item_id"), _s(m, "transcript")),
     "conversation.item.truncated":
@@ -191,6 +195,10 @@ def render_engine(message: EngineMessage) -> str:
         event = {"type": "conversation.item.create",
                  "item": {"type": "function_call_output", "call_id": message.call_id,
                           "output": message.output}}
+    elif isinstance(message, AddFunctionCall):
+        event = {"type": "conversation.item.create",
+                 "item": {"type": "function_call", "call_id": message.call_id,
+                          "name": message.name, "arguments": message.arguments}}
     else:
         raise TypeError(f"not an engine message: {message!r}")
     return orjson.dumps(event).decode()

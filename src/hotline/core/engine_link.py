@@ -1,0 +1,111 @@
+"""The engine link: the engine dropping mid-call, the resume after it, and engine errors.
+
+When the engine's socket closes while the call goes on (`EngineLost`), the agent's engine
+audio stops as for a barge-in (Twilio `clear`; the line is recorded as interrupted, with
+the words heard) but the dead engine is told nothing; what it was making or asked for is
+forgotten and wanted again; no response is asked for until a new session is there. Cached
+audio plays on: it needs no engine. The runner reconnects with the full prompt and reports
+`EngineResumed`: the conversation so far is replayed into the new session (items made
+after the loss reach it live, after the replay), then what is wanted is asked for. A drop
+while the call is closing ends it, as it always did.
+
+Engine `error`s that do not end the session go on the timeline, the first
+`MAX_ERRORS_ON_TIMELINE` of them; after that they are only counted.
+"""
+
+from __future__ import annotations
+
+from hotline.core import ending, tool_flow
+from hotline.core.commands import Command, Record, SendToEngine, SendToTwilio, TwilioClear
+from hotline.core.events import (
+    EngineAgentTranscriptDelta,
+    EngineError,
+    EngineLost,
+    EngineResumed,
+)
+from hotline.core.greeting import CACHED
+from hotline.core.outcomes import Outcome
+from hotline.core.record import TimelineStage
+from hotline.core.responses import Purpose
+from hotline.core.state import CallState
+
+MAX_ERRORS_ON_TIMELINE = 10
+_WANTED_AGAIN = (Purpose.GREETING, Purpose.REPLY, Purpose.NUDGE)
+
+
+def handle(s: CallState, event: EngineLost | EngineResumed | EngineAgentTranscriptDelta,
+           now_ms: float) -> list[Command]:
+    match event:
+        case EngineAgentTranscriptDelta():
+            item = s.playback.items.get(event.item_id)
+            if item is not None:
+                item.partial += event.delta
+            return []
+        case EngineLost():
+            return lost(s, event.detail, now_ms)
+        case EngineResumed():
+            return resumed(s, now_ms)
+
+
+def lost(s: CallState, detail: str, now_ms: float) -> list[Command]:
+    if s.closing is not None:
+        return ending.end(s, Outcome.FAILED, "engine connection closed", now_ms)
+    if s.engine_lost_ms is not None:
+        return []  # already reconnecting
+    s.stats.engine_drops += 1
+    s.engine_lost_ms = now_ms
+    commands: list[Command] = [Record(TimelineStage("engine_lost", now_ms, detail[:300]))]
+    item = s.playback.current()
+    cut_response = None
+    if item is not None and item.response_id != CACHED and s.agent_audible():
+        commands += _cut_engine_line(s, now_ms)
+        cut_response = item.response_id
+    purpose = s.responses.lost()
+    if purpose in _WANTED_AGAIN:
+        s.responses.want(None, purpose)  # the new session says it (its cut line replayed)
+    s.turns.abandon_open()
+    if cut_response is not None:
+        commands += s.agent_turns(cut_response)  # the heard words join the conversation
+    # What the conversation holds now is replayed; what joins it from here (a tool's answer,
+    # a key pressed) goes to the engine the usual way, held until the new session is there.
+    s.replay_before = s.conversation.next_seq
+    if cut_response is not None:
+        commands += tool_flow.release_answers(s, cut_response)
+    return commands
+
+
+def _cut_engine_line(s: CallState, now_ms: float) -> list[Command]:
+    item = s.playback.current()
+    assert item is not None
+    heard_ms = s.playback.heard_ms(now_ms)
+    s.playback.clear()
+    item.truncated_at_ms = heard_ms
+    return [SendToTwilio(TwilioClear()),
+            Record(TimelineStage("agent_cut", now_ms,
+                                 f"engine lost: heard {heard_ms} of {int(item.sent_ms)} ms"))]
+
+
+def resumed(s: CallState, now_ms: float) -> list[Command]:
+    if s.engine_lost_ms is None:
+        return []
+    gap_ms = now_ms - s.engine_lost_ms
+    s.engine_lost_ms = None
+    s.stats.engine_resumes += 1
+    replay = s.conversation.replay(before=s.replay_before)
+    commands: list[Command] = [SendToEngine(message) for message in replay]
+    commands.append(Record(TimelineStage(
+        "engine_resumed", now_ms, f"gap {gap_ms:.0f} ms, {len(replay)} items replayed")))
+    return commands + s.next_response()
+
+
+def error_stage(s: CallState, event: EngineError, now_ms: float) -> list[Command]:
+    """The timeline entry for one engine error (counted in `stats.engine_errors` first)."""
+    count = s.stats.engine_errors
+    if count <= MAX_ERRORS_ON_TIMELINE:
+        return [Record(TimelineStage("engine_error", now_ms,
+                                     f"{event.code}: {event.message}"[:300]))]
+    if count == MAX_ERRORS_ON_TIMELINE + 1:
+        return [Record(TimelineStage(
+            "engine_errors_counted", now_ms,
+            f"more than {MAX_ERRORS_ON_TIMELINE} engine errors: further ones are counted only"))]
+    return []

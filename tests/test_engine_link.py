@@ -1,0 +1,248 @@
+"""The engine link in the pure core, event by event: a drop mid-call, the resume with the
+conversation replayed, and a flood of engine errors. No sockets, no sleeps."""
+
+from __future__ import annotations
+
+from hotline.core.commands import (
+    AddAssistantText,
+    AddFunctionCall,
+    AddFunctionOutput,
+    AddUserText,
+    AppendAudio,
+    CreateResponse,
+    EndCall,
+    TwilioClear,
+)
+from hotline.core.conversation import REPLAY_ITEM_PREFIX, Conversation
+from hotline.core.engine_link import MAX_ERRORS_ON_TIMELINE
+from hotline.core.events import (
+    EngineAgentTranscript,
+    EngineAgentTranscriptDelta,
+    EngineCallerTranscript,
+    EngineError,
+    EngineFunctionCall,
+    EngineInputCommitted,
+    EngineLost,
+    EngineResponseCreated,
+    EngineResponseDone,
+    EngineResumed,
+    EngineSpeechStarted,
+    EngineSpeechStopped,
+    ToolFinished,
+    TwilioDtmf,
+    TwilioMark,
+    TwilioMedia,
+)
+from hotline.core.greeting import heard_part
+from hotline.core.outcomes import Outcome
+from hotline.core.phase import CallPhase
+from hotline.core.session import CallSession
+from hotline.core.tool_ledger import ToolEffect
+from tests.factories import make_plan
+from tests.test_call_session import (
+    START,
+    Call,
+    audio_b64,
+    control_sent,
+    engine_sent,
+    stages,
+    turns,
+    twilio_sent,
+)
+
+GREETING_TEXT = "Hi, Acme Dental, how can I help?"
+REPLY_TEXT = "Sure, we open at nine tomorrow morning."
+
+
+def greeted_and_asked() -> Call:
+    """The greeting (r1) has played; the caller asked something (u1); the reply (r2, item
+    i2) is being said: 300 ms sent, 100 ms heard (the first mark echoed at 2100)."""
+    call = Call()
+    call(START, 0)
+    names = call.speak("r1", "i1", [500], 0)
+    call(EngineAgentTranscript("r1", "i1", GREETING_TEXT), 10)
+    call(EngineResponseDone("r1", "completed"), 20)
+    call(TwilioMark(names[0]), 500)
+    call(EngineSpeechStarted(0, "u1"), 1000)
+    call(EngineSpeechStopped(0, "u1"), 1500)
+    call(EngineInputCommitted("u1"), 1500)
+    call(EngineCallerTranscript("u1", "When do you open?"), 1600)
+    names = call.speak("r2", "i2", [100, 100, 100], 2000)
+    call(EngineAgentTranscriptDelta("i2", REPLY_TEXT[:20]), 2000)
+    call(EngineAgentTranscriptDelta("i2", REPLY_TEXT[20:]), 2000)
+    call(TwilioMark(names[0]), 2100)
+    return call
+
+
+class TestEngineLost:
+    def test_the_line_being_said_is_cut_at_twilio_and_the_dead_engine_is_told_nothing(
+            self) -> None:
+        call = greeted_and_asked()
+        cmds = call(EngineLost("1011 internal error"), 2100)
+        assert twilio_sent(cmds) == [TwilioClear()]
+        assert engine_sent(cmds) == []  # no truncate, no cancel: that engine is gone
+        assert stages(cmds) == ["engine_lost", "agent_cut"]
+        [agent] = turns(cmds)
+        assert agent.interrupted and agent.text == REPLY_TEXT
+        assert agent.ended_ms - agent.started_ms == 100
+        assert call.session.stats.engine_drops == 1
+        assert call.session.phase is CallPhase.CONVERSING
+
+    def test_no_response_is_asked_for_until_the_engine_is_back(self) -> None:
+        call = greeted_and_asked()
+        call(EngineLost("1011"), 2100)
+        cmds = call(TwilioDtmf("5"), 2200)  # wants a reply: held
+        assert engine_sent(cmds) == [AddUserText("The caller pressed the key 5.")]
+        frames = call.talk(until_ms=2400, turn=False)  # the caller's audio still flows
+        assert [m for m in engine_sent(frames) if not isinstance(m, AppendAudio)] == []
+        assert len(engine_sent(frames)) == 10
+
+    def test_a_drop_while_closing_ends_the_call_as_before(self) -> None:
+        call = Call(dtmf_actions=(("#", "end_call"),))
+        call(START, 0)
+        call.speak("r1", "i1", [100], 0)
+        call(EngineResponseDone("r1", "completed"), 10)
+        call(TwilioDtmf("#"), 500)
+        cmds = call(EngineLost("1011"), 600)
+        assert EndCall(Outcome.FAILED) in cmds and "engine_lost" not in stages(cmds)
+        assert call.session.phase is CallPhase.ENDED
+
+    def test_a_cached_greeting_plays_on_through_a_drop(self) -> None:
+        session = CallSession(make_plan(), greeting_frames=(audio_b64(200), audio_b64(200)))
+        session.handle(START, 0)
+        cmds = session.handle(EngineLost("1011"), 100)
+        assert twilio_sent(cmds) == [] and stages(cmds) == ["engine_lost"]
+
+
+class TestEngineResumed:
+    def test_the_conversation_is_replayed_in_order_then_the_cut_reply_is_asked_again(
+            self) -> None:
+        call = greeted_and_asked()
+        call(EngineLost("1011"), 2100)
+        cmds = call(EngineResumed(), 2500)
+        heard = heard_part(REPLY_TEXT, 100 / 300)
+        assert heard  # some words of the reply were heard
+        assert engine_sent(cmds) == [
+            AddAssistantText(f"{REPLAY_ITEM_PREFIX}0", GREETING_TEXT),
+            AddUserText("When do you open?"),
+            AddAssistantText(f"{REPLAY_ITEM_PREFIX}2", heard),
+            CreateResponse(),
+        ]
+        [stage] = [c.item for c in cmds if hasattr(c, "item") and
+                   getattr(c.item, "stage", "") == "engine_resumed"]
+        assert stage.detail == "gap 400 ms, 3 items replayed"
+        assert call.session.stats.engine_resumes == 1
+
+    def test_what_was_sent_live_while_lost_is_not_replayed_again(self) -> None:
+        call = greeted_and_asked()
+        call(EngineLost("1011"), 2100)
+        call(TwilioDtmf("5"), 2200)
+        replayed = engine_sent(call(EngineResumed(), 2500))
+        assert AddUserText("The caller pressed the key 5.") not in replayed
+        assert replayed[-1] == CreateResponse()
+        assert sum(isinstance(m, CreateResponse) for m in replayed) == 1
+
+    def test_a_request_lost_with_the_engine_is_asked_again(self) -> None:
+        call = Call()
+        assert engine_sent(call(START, 0)) == [CreateResponse()]  # the live greeting
+        call(EngineLost("1011"), 50)
+        assert engine_sent(call(EngineResumed(), 400)) == [CreateResponse()]
+
+    def test_an_open_caller_turn_of_the_dead_engine_does_not_hold_the_reply(self) -> None:
+        call = greeted_and_asked()
+        call(EngineSpeechStarted(0, "u9"), 2050)  # never committed: that engine is gone
+        call(EngineLost("1011"), 2100)
+        assert engine_sent(call(EngineResumed(), 2500))[-1] == CreateResponse()
+
+    def test_tool_calls_and_their_answers_are_replayed(self) -> None:
+        call = Call()
+        call(START, 0)
+        call.speak("r1", "i1", [100], 0)
+        call(EngineResponseDone("r1", "completed"), 10)
+        call(EngineResponseCreated("r2"), 1000)
+        call(EngineFunctionCall("r2", "f1", "c1", "check_hours", '{"day":"mon"}'), 1001)
+        call(EngineResponseDone("r2", "completed"), 1002)
+        call(ToolFinished("c1", "check_hours", '{"open":true}', ToolEffect.NONE), 1003)
+        call(EngineLost("1011"), 1100)
+        replayed = engine_sent(call(EngineResumed(), 1500))
+        assert AddFunctionCall("c1", "check_hours", '{"day":"mon"}') in replayed
+        assert replayed.index(AddFunctionCall("c1", "check_hours", '{"day":"mon"}')) < (
+            replayed.index(AddFunctionOutput("c1", '{"open":true}')))
+
+    def test_a_tool_answer_arriving_while_lost_goes_after_the_replay(self) -> None:
+        call = Call()
+        call(START, 0)
+        call.speak("r1", "i1", [100], 0)
+        call(EngineResponseDone("r1", "completed"), 10)
+        call(EngineResponseCreated("r2"), 1000)
+        call(EngineFunctionCall("r2", "f1", "c1", "check_hours", "{}"), 1001)
+        call(EngineLost("1011"), 1100)  # r2 never finishes
+        cmds = call(ToolFinished("c1", "check_hours", '{"open":true}', ToolEffect.NONE), 1200)
+        assert control_sent(cmds) == [AddFunctionOutput("c1", '{"open":true}')]  # held by
+        # the runner with the caller's audio until the new session is there
+        replayed = engine_sent(call(EngineResumed(), 1500))
+        assert replayed == [AddFunctionCall("c1", "check_hours", "{}"), CreateResponse()]
+
+    def test_a_resume_without_a_loss_does_nothing(self) -> None:
+        call = greeted_and_asked()
+        assert call(EngineResumed(), 3000) == []
+
+
+class TestEngineErrors:
+    def test_a_flood_of_errors_is_counted_not_kept(self) -> None:
+        call = greeted_and_asked()
+        recorded: list[str] = []
+        for n in range(5000):
+            recorded += stages(call(EngineError("server_error", f"oops {n}"), 3000 + n))
+        assert recorded == ["engine_error"] * MAX_ERRORS_ON_TIMELINE + ["engine_errors_counted"]
+        assert call.session.stats.engine_errors == 5000
+        assert call.session.phase is CallPhase.CONVERSING
+        # the call goes on: the caller's audio still reaches the engine
+        assert engine_sent(call(TwilioMedia(audio_b64(20), 0), 9000)) == [
+            AppendAudio(audio_b64(20))]
+
+
+class TestConversation:
+    def test_it_keeps_the_most_recent_entries_within_its_bounds(self) -> None:
+        conversation = Conversation(max_entries=3, max_chars=1000)
+        for n in range(10):
+            conversation.caller(f"turn {n}")
+        assert conversation.replay() == [AddUserText("turn 7"), AddUserText("turn 8"),
+                                         AddUserText("turn 9")]
+        assert conversation.forgotten == 7
+
+    def test_it_is_bounded_by_text_too(self) -> None:
+        conversation = Conversation(max_entries=100, max_chars=25)
+        for n in range(10):
+            conversation.agent(f"line number {n}")  # 13 chars each
+        assert len(conversation) == 1
+
+    def test_replay_stops_where_asked_and_skips_empty_words(self) -> None:
+        conversation = Conversation()
+        conversation.caller("hello")
+        conversation.agent("")  # nothing heard: nothing said
+        mark = conversation.next_seq
+        conversation.caller("later")
+        assert conversation.replay(before=mark) == [AddUserText("hello")]
+
+    def test_an_answer_whose_call_was_forgotten_is_not_replayed(self) -> None:
+        conversation = Conversation(max_entries=2)
+        conversation.tool_call("c1", "f", "{}")
+        conversation.caller("x")
+        conversation.tool_output("c1", "{}")
+        assert conversation.replay() == [AddUserText("x")]
+
+
+def test_the_codec_speaks_the_new_items_and_deltas() -> None:
+    import orjson
+
+    from hotline.engine.realtime_codec import parse_engine, render_engine
+
+    item = orjson.loads(render_engine(AddFunctionCall("c1", "check_hours", "{}")))
+    assert item == {"type": "conversation.item.create",
+                    "item": {"type": "function_call", "call_id": "c1", "name": "check_hours",
+                             "arguments": "{}"}}
+    delta = parse_engine(orjson.dumps({
+        "type": "response.output_audio_transcript.delta", "response_id": "r1",
+        "item_id": "i1", "output_index": 0, "content_index": 0, "delta": "Hi"}))
+    assert delta == EngineAgentTranscriptDelta("i1", "Hi")
