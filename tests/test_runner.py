@@ -169,13 +169,16 @@ class Call:
     engine: FakeEngine = field(default_factory=FakeEngine)
     open_engine: Opener | None = None
     toolbox: Toolbox | None = None
+    reopen_engine: Opener | None = None  # None: a drop mid-call ends the call
+    connect_budget_s: float = 1.0
 
     def __post_init__(self) -> None:
         log = CallLog(logging.getLogger("hotline.call"), {"call_sid": self.plan.call_sid})
         self.clock = CallClock(time.time() * 1000)
         self.runner = CallRunner(self.plan, self.twilio,
                                  self.open_engine or opener(self.engine), log, self.clock,
-                                 toolbox=self.toolbox)
+                                 toolbox=self.toolbox, reopen_engine=self.reopen_engine,
+                                 connect_budget_s=self.connect_budget_s)
 
     @property
     def start(self) -> TwilioStart:

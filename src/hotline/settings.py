@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     # greetings are rendered to audio ahead and played from memory at `start` (cache).
     warm_sessions: bool = True
     warm_session_ttl_s: float = Field(30.0, gt=0, description="unclaimed warm sessions close")
+    # Connecting to the engine (at the start, or again after a drop mid-call): the first
+    # attempt and up to two retries, at once, all within this budget.
+    engine_connect_budget_ms: int = Field(1000, ge=50, le=60000)
     greeting_cache: bool = True
     greeting_cache_dir: str = "./greeting-cache"
     # Instructions for a live greeting: "compact" (fast) then the full prompt, or "full".

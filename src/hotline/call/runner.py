@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from hotline.core.closing import ControlAction
 from hotline.core.commands import (
+    AppendAudio,
     CancelTimer,
     Command,
     EndCall,
@@ -39,6 +40,8 @@ from hotline.core.events import (
     CallControlFailed,
     CallEvent,
     EngineClosed,
+    EngineLost,
+    EngineResumed,
     EngineUnavailable,
     TimerFired,
     ToolFinished,
@@ -62,8 +65,12 @@ from hotline.telephony.media_codec import parse_twilio, render_twilio
 from hotline.tools import Toolbox, tool_error
 
 EngineOpener = Callable[[CallPlan], Awaitable[EngineHandle]]
-# An engine that accepts the socket but never finishes configuring must not hold the call.
-ENGINE_OPEN_TIMEOUT_S = 15.0
+# Connecting to the engine (at the start, or again after a drop): the first attempt and at
+# most this many more, at once, all within the connect budget (a hanging one is cut there).
+ENGINE_CONNECT_RETRIES = 2
+DEFAULT_CONNECT_BUDGET_S = 1.0
+# Caller audio kept while the engine (re)connects: about 30 s of Twilio's 20 ms frames.
+MAX_BACKLOG_AUDIO = 1500
 
 
 class MalformedSide(enum.Enum):
@@ -109,7 +116,9 @@ class CallRunner:
                  greeting_frames: tuple[str, ...] | None = None, *,
                  voicemail_frames: tuple[str, ...] | None = None,
                  toolbox: Toolbox | None = None, control: CallControl | None = None,
-                 apology: ApologyAudio | None = None) -> None:
+                 apology: ApologyAudio | None = None,
+                 reopen_engine: EngineOpener | None = None,
+                 connect_budget_s: float = DEFAULT_CONNECT_BUDGET_S) -> None:
         self.plan = plan
         self.session = CallSession(plan, greeting_frames, voicemail_frames, apology)
         self.timeline = [TimelineStage(stage, ms) for stage, ms in plan.early_stages]
@@ -123,10 +132,14 @@ class CallRunner:
         self._winding_down = False  # no new side task once the call is over
         self._twilio = twilio
         self._open_engine = open_engine
+        # A new session with the full prompt after a drop mid-call (None: a drop ends it).
+        self._reopen_engine = reopen_engine
+        self._connect_budget_s = connect_budget_s
         self._engine: EngineConnection | None = None
-        # Engine-bound text made while the engine is still connecting, sent in order once it
+        # Engine-bound text made while the engine is (re)connecting, sent in order once it
         # is; None once connected (or failed). The Twilio pump never waits for the engine.
         self._engine_backlog: list[str] | None = []
+        self._backlog_audio = 0
         self._log = log
         self._clock = clock
         self._ended = asyncio.Event()
@@ -214,35 +227,83 @@ class CallRunner:
                 await self._dispatch(event)
 
     async def _connect_and_pump_engine(self) -> None:
-        try:
-            async with asyncio.timeout(ENGINE_OPEN_TIMEOUT_S):
-                handle = await self._open_engine(self.plan)
-        except Exception as exc:
-            # Any failure to reach the engine ends this call, not the server.
-            self._log.error("engine connection failed: %r", exc)
-            self.failure = f"engine connection failed: {exc!r}"
-            self._record(TimelineStage("engine_failed", self._clock.now_ms(), repr(exc)[:300]))
-            self._engine_backlog = None
-            await self._start_handled.wait()  # the call's start comes first in its story
-            await self._dispatch(EngineUnavailable(repr(exc)[:200]))
-            # The call goes on without an engine (the apology, the caller's message) until
-            # the core ends it: this pump ending must not end the call.
-            await self._ended.wait()
+        handle = await self._connect(self._open_engine)
+        if handle is None:
             return
-        connection = handle.connection
-        self._engine = connection
         for stage in handle.stages:
             self._record(stage)
             self.session.stage_recorded_elsewhere(stage.stage)
         self._record(TimelineStage("engine_ready", self._clock.now_ms(), handle.path))
+        connection = handle.connection
+        while True:
+            self._engine = connection
+            detail = await self._pump_engine(connection)
+            self._log.info("engine socket closed (%s)", detail)
+            if self._reopen_engine is None or self.session.outcome is not None:
+                await self._dispatch(EngineClosed())
+                return
+            # Dropped mid-call: what goes to the engine waits for the next session.
+            if self._engine_backlog is None:
+                self._engine_backlog = []
+            await self._start_handled.wait()
+            await self._dispatch(EngineLost(detail))
+            if self.session.outcome is not None:
+                return  # it dropped while the call was closing: that ended it
+            await self._close_engine()
+            resumed = await self._connect(self._reopen_engine)
+            if resumed is None:
+                return
+            connection = self._engine = resumed.connection
+            # The conversation's replay goes first, then what waited (the caller's audio).
+            commands = self.session.handle(EngineResumed(), self._clock.now_ms())
+            self._engine_backlog[:0] = [render_engine(c.message) for c in commands
+                                        if isinstance(c, SendToEngine)]
+            await self._execute([c for c in commands if not isinstance(c, SendToEngine)])
+
+    async def _connect(self, opener: EngineOpener) -> EngineHandle | None:
+        """An engine session: the first attempt and its retries, at once, all within the
+        budget. None once they all failed (the core was told: `EngineUnavailable`)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._connect_budget_s
+        detail = ""
+        for attempt in range(1, ENGINE_CONNECT_RETRIES + 2):
+            try:
+                async with asyncio.timeout_at(deadline):
+                    handle = await opener(self.plan)
+            except Exception as exc:  # any failure to reach it ends this call at most
+                self.session.stats.engine_connect_failures += 1
+                detail = (f"no session within {self._connect_budget_s * 1000:.0f} ms"
+                          if isinstance(exc, TimeoutError) else repr(exc))
+                self._log.warning("engine connect attempt %d failed: %s", attempt, detail)
+                self._record(TimelineStage("engine_connect_failed", self._clock.now_ms(),
+                                           f"attempt {attempt}: {detail}"[:300]))
+                if loop.time() >= deadline:
+                    break
+                continue
+            self.session.stats.engine_connects += 1
+            return handle
+        self._log.error("engine connection failed: %s", detail)
+        self.failure = f"engine connection failed: {detail}"
+        self._record(TimelineStage("engine_failed", self._clock.now_ms(), detail[:300]))
+        self._engine_backlog = None
+        self._engine = None
+        await self._start_handled.wait()  # the call's start comes first in its story
+        await self._dispatch(EngineUnavailable(detail[:200]))
+        # The call goes on without an engine (the apology, the caller's message) until the
+        # core ends it: this pump ending must not end the call.
+        await self._ended.wait()
+        return None
+
+    async def _pump_engine(self, connection: EngineConnection) -> str:
+        """Send what waited for this session, then its events into the core until its
+        socket closes; how it closed."""
         try:
             while self._engine_backlog:
                 await connection.send_raw(self._engine_backlog.pop(0))
-        except ConnectionClosed:
-            self._engine_backlog = None
-            await self._dispatch(EngineClosed())
-            return
+        except ConnectionClosed as exc:
+            return _close_detail(exc)
         self._engine_backlog = None
+        self._backlog_audio = 0
         # The engine's events (a prerequested greeting's audio may be waiting already) are
         # for a call that has started.
         await self._start_handled.wait()
@@ -251,9 +312,7 @@ class CallRunner:
             try:
                 data = await recv()
             except ConnectionClosed as exc:
-                self._log.info("engine socket closed (%s)", exc.rcvd)
-                await self._dispatch(EngineClosed())
-                return
+                return _close_detail(exc)
             try:
                 event = parse_engine(data)
             except EngineProtocolError as exc:
@@ -286,7 +345,8 @@ class CallRunner:
                 case SendToTwilio():
                     await self._send_twilio(render_twilio(self._stream_sid, command.message))
                 case SendToEngine():
-                    await self._send_engine(render_engine(command.message))
+                    await self._send_engine(render_engine(command.message),
+                                            isinstance(command.message, AppendAudio))
                 case Record():
                     self._record(command.item)
                 case StartTimer():
@@ -318,8 +378,13 @@ class CallRunner:
             self._log.info("Twilio socket gone while sending: %r", exc)
             await self._dispatch(TwilioClosed())
 
-    async def _send_engine(self, text: str) -> None:
+    async def _send_engine(self, text: str, audio: bool = False) -> None:
         if self._engine_backlog is not None:
+            if audio:
+                if self._backlog_audio >= MAX_BACKLOG_AUDIO:
+                    self.session.stats.engine_audio_dropped += 1
+                    return
+                self._backlog_audio += 1
             self._engine_backlog.append(text)
             return
         if self._engine is None:
@@ -327,7 +392,14 @@ class CallRunner:
         try:
             await self._engine.send_raw(text)
         except ConnectionClosed:
-            await self._dispatch(EngineClosed())
+            if self._reopen_engine is None:
+                await self._dispatch(EngineClosed())
+                return
+            # The engine pump sees the close too and reconnects: this waits for that.
+            if self._engine_backlog is None:
+                self._engine_backlog = []
+            self._engine_backlog.append(text)
+            self._backlog_audio += int(audio)
 
     def _start_timer(self, timer: TimerName, delay_ms: int) -> None:
         old = self._timers.pop(timer, None)
@@ -400,15 +472,27 @@ class CallRunner:
             if self._log.isEnabledFor(logging.DEBUG):
                 self._log.debug("%s: %s", item.speaker, item.text)
 
-    async def _close_sockets(self) -> None:
-        if self._engine is not None:
+    async def _close_engine(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
             try:
-                await self._engine.close()
+                await engine.close()
             except (OSError, ConnectionClosed) as exc:
                 self._log.debug("engine close: %r", exc)
+
+    async def _close_sockets(self) -> None:
+        await self._close_engine()
         if self._twilio_open:
             self._twilio_open = False
             try:
                 await self._twilio.send({"type": "websocket.close", "code": 1000, "reason": ""})
             except (OSError, RuntimeError, WebSocketDisconnect) as exc:
                 self._log.debug("Twilio close: %r", exc)
+
+
+def _close_detail(exc: ConnectionClosed) -> str:
+    """How an engine socket closed, for the timeline: its close code and reason."""
+    frame = exc.rcvd
+    if frame is None:
+        return "closed without a close frame"
+    return f"close code {frame.code}" + (f": {frame.reason}" if frame.reason else "")

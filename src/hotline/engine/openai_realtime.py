@@ -43,9 +43,10 @@ class RealtimeEngine:
             websocket_base_url=settings.openai_realtime_url,
         )
 
-    async def open_session(self, plan: CallPlan, *,
-                           wait_configured: bool = False) -> AsyncRealtimeConnection:
-        """Connect and configure with the plan's initial instructions.
+    async def open_session(self, plan: CallPlan, *, wait_configured: bool = False,
+                           instructions: str | None = None) -> AsyncRealtimeConnection:
+        """Connect and configure with the plan's initial instructions (or `instructions`:
+        the full prompt for a session that resumes a call after a drop).
 
         On the cold path there is no wait for `session.updated`: the engine applies events
         in order, so a `response.create` sent next uses the new instructions. A warm session
@@ -54,7 +55,7 @@ class RealtimeEngine:
         connection = await self._connect()
         try:
             await connection.session.update(
-                session=session_config(plan, plan.initial_instructions,
+                session=session_config(plan, instructions or plan.initial_instructions,
                                        self._settings.openai_model))
             if wait_configured:
                 await self._until(connection, "session.updated")

@@ -4,7 +4,9 @@ The voice webhook calls `prepare()` (it returns at once); the media stream's `st
 calls `claim()`. A session still connecting is awaited, never opened twice. An unclaimed
 session is closed after its expiry, or at once when a status callback says the call is
 over; a claim that finds nothing (expired, or the stream landed on another instance)
-connects on the spot, and the timeline says which path it took.
+connects on the spot, and the timeline says which path it took. A warm session that failed
+is the call's first failed attempt: the runner retries, and the next claim connects cold.
+`reopen()` opens the session that resumes a call after the engine dropped mid-call.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class EngineHandle:
     """An engine connection for a call, and how it was obtained."""
 
     connection: EngineConnection
-    path: str  # "warm" | "cold"
+    path: str  # "warm" | "cold" | "resume"
     stages: list[TimelineStage] = field(default_factory=list)
 
 
@@ -79,17 +81,20 @@ class WarmSessions:
         warm = self._sessions.pop(plan.call_sid, None)
         if warm is not None:
             warm.expiry.cancel()
-            try:
-                connection = await warm.task
-                return EngineHandle(connection, "warm", warm.stages)
-            except Exception as exc:
-                # The engine refused or dropped the prepared session: try once more, cold.
-                log.warning("warm session for %s failed (%r); connecting now",
-                            plan.call_sid, exc)
+            # If the engine refused or dropped the prepared session, this raises: that was
+            # the first attempt, and the runner's retry connects cold.
+            connection = await warm.task
+            return EngineHandle(connection, "warm", warm.stages)
         connection = await self._engine.open_session(plan)
         stages = [TimelineStage("engine_connected", _since_webhook_ms(plan), "cold")]
         stages += await _request_greeting(plan, connection, "cold")
         return EngineHandle(connection, "cold", stages)
+
+    async def reopen(self, plan: CallPlan) -> EngineHandle:
+        """A new session for a call whose engine dropped: the full prompt at once (the
+        conversation so far is replayed into it by the call)."""
+        connection = await self._engine.open_session(plan, instructions=plan.full_instructions)
+        return EngineHandle(connection, "resume")
 
     def _expire(self, call_sid: str) -> None:
         warm = self._sessions.get(call_sid)

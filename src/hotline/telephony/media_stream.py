@@ -115,7 +115,9 @@ async def media_stream(websocket: WebSocket) -> None:
                         voicemail_frames=services.greetings.frames(plan.voicemail_audio_key),
                         toolbox=toolbox, control=services.control,
                         apology=apology_audio(services.greetings.frames(plan.apology_audio_key),
-                                              plan.language))
+                                              plan.language),
+                        reopen_engine=services.warm.reopen,
+                        connect_budget_s=services.settings.engine_connect_budget_ms / 1000)
     services.active_calls[plan.call_sid] = runner
     services.drain.stream_arrived(plan.call_sid)
     if plan.amd:

@@ -1,0 +1,203 @@
+"""The runner's engine link over in-memory transports: connect retries within the budget,
+and a drop mid-call resumed on a new session, the replay ahead of the caller's audio that
+waited. (The transports and harness are tests/test_runner.py's.)"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+import pytest
+from websockets.exceptions import ConnectionClosedError
+from websockets.frames import Close
+
+import hotline.call.runner as runner_module
+from hotline.core.outcomes import Outcome
+from hotline.engine.warm import EngineHandle
+from hotline.plan import CallPlan
+from tests.test_runner import (
+    Call,
+    FakeEngine,
+    FakeTwilio,
+    Opener,
+    ended,
+    engine_has,
+    running,
+    until,
+)
+
+
+class DroppingEngine(FakeEngine):
+    """A FakeEngine whose `drop_abnormally` closes it as an engine failure does (1011)."""
+
+    def drop_abnormally(self) -> None:
+        self._outbox.put_nowait(b"__drop_1011__")
+
+    async def recv_bytes(self) -> bytes:
+        data = await super().recv_bytes()
+        if data == b"__drop_1011__":
+            self._gone = True
+            raise ConnectionClosedError(Close(1011, "internal error"), None)
+        return data
+
+
+Outcome_ = FakeEngine | Exception | asyncio.Future[None]
+
+
+def sequence(*outcomes: Outcome_) -> tuple[Opener, list[float]]:
+    """An opener giving each outcome in turn (an engine, a failure, or a hang until a future
+    resolves); and the times it was called."""
+    calls: list[float] = []
+    queue = list(outcomes)
+
+    async def open_engine(plan: CallPlan) -> EngineHandle:
+        calls.append(time.monotonic())
+        outcome = queue.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        if isinstance(outcome, asyncio.Future):
+            await outcome
+            raise AssertionError("a hanging connect was not cut")
+        return EngineHandle(outcome, "cold")
+
+    return open_engine, calls
+
+
+def stage_detail(call: Call, stage: str) -> str:
+    return next(s.detail for s in call.runner.timeline if s.stage == stage)
+
+
+async def test_a_failed_connect_is_retried_at_once_and_the_call_goes_on() -> None:
+    engine = FakeEngine()
+    open_engine, calls = sequence(OSError("503"), OSError("refused"), engine)
+    call = Call(engine=engine, open_engine=open_engine)
+    async with running(call) as task:
+        await until(lambda: "engine_ready" in call.stages(), "the third attempt connects")
+        call.twilio.media(2)
+        await until(lambda: engine_has(engine, "input_audio_buffer.append", 2), "audio flows")
+        call.twilio.disconnect()
+        record = await ended(task)
+    assert len(calls) == 3
+    assert calls[2] - calls[0] < 0.5  # at once: no back-off
+    assert call.stages().count("engine_connect_failed") == 2
+    assert engine.types()[0] == "response.create"  # the greeting asked for, on the 3rd
+    assert record.outcome == Outcome.COMPLETED
+    assert record.stats["engine_connects"] == 1
+    assert record.stats["engine_connect_failures"] == 2
+
+
+async def test_three_failures_make_the_engine_unavailable() -> None:
+    open_engine, calls = sequence(OSError("a"), OSError("b"), OSError("c"), FakeEngine())
+    call = Call(open_engine=open_engine)
+    async with running(call) as task:
+        await until(lambda: "apology_started" in call.stages(), "the apology plays")
+        call.twilio.disconnect()
+        record = await ended(task)
+    assert len(calls) == 3
+    assert record.outcome == Outcome.ENGINE_UNAVAILABLE
+    assert record.stats["engine_connect_failures"] == 3
+    assert "engine_failed" in call.stages()
+
+
+async def test_a_hanging_connect_is_cut_at_the_budget() -> None:
+    hang: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    open_engine, calls = sequence(hang, FakeEngine())
+    call = Call(open_engine=open_engine, connect_budget_s=0.2)
+    async with running(call) as task:
+        await until(lambda: "apology_started" in call.stages(), "the apology plays")
+        elapsed = time.monotonic() - calls[0]
+        call.twilio.disconnect()
+        record = await ended(task)
+    assert 0.15 < elapsed < 1.5  # cut near the budget (generous: a shared machine)
+    assert len(calls) == 1  # the budget is spent: no attempt after it
+    assert record.outcome == Outcome.ENGINE_UNAVAILABLE
+    assert "within 200 ms" in stage_detail(call, "engine_failed")
+
+
+async def test_a_drop_mid_call_resumes_with_the_replay_before_the_waiting_audio() -> None:
+    first, second = DroppingEngine(), FakeEngine()
+    reopened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def reopen(plan: CallPlan) -> EngineHandle:
+        await reopened
+        return EngineHandle(second, "resume")
+
+    twilio = FakeTwilio()
+    call = Call(engine=first, twilio=twilio, reopen_engine=reopen)
+    async with running(call) as task:
+        await until(lambda: engine_has(first, "response.create"), "the greeting is asked")
+        first.say({"type": "response.created", "response": {"id": "r1"}})
+        first.say({"type": "response.output_audio.delta", "response_id": "r1",
+                   "item_id": "i1", "delta": "f" * 160})
+        first.say({"type": "response.output_audio_transcript.done", "response_id": "r1",
+                   "item_id": "i1", "transcript": "Hello, Acme here."})
+        first.say({"type": "response.done", "response": {"id": "r1", "status": "completed"}})
+        await until(lambda: "greeting_done" in call.stages(), "the greeting is done")
+        first.drop_abnormally()
+        await until(lambda: "engine_lost" in call.stages(), "the drop is seen")
+        twilio.media(3)  # the caller speaks while the engine is away
+        await until(twilio.idle, "the Twilio pump reads on")
+        assert second.received == []
+        reopened.set_result(None)
+        await until(lambda: engine_has(second, "input_audio_buffer.append", 3),
+                    "the waiting audio reaches the new session")
+        types = second.types()
+        # the greeting replayed as an assistant message, the audio after it
+        assert types[0] == "conversation.item.create"
+        assert second.received[0]["item"]["role"] == "assistant"
+        assert second.received[0]["item"]["content"] == [
+            {"type": "output_text", "text": "Hello, Acme here."}]
+        assert types[1:] == ["input_audio_buffer.append"] * 3
+        twilio.media(1)
+        await until(lambda: engine_has(second, "input_audio_buffer.append", 4), "live audio")
+        twilio.disconnect()
+        record = await ended(task)
+    assert record.outcome == Outcome.COMPLETED
+    stages = call.stages()
+    assert stages.index("engine_lost") < stages.index("engine_resumed")
+    assert "close code 1011" in stage_detail(call, "engine_lost")
+    assert "1 items replayed" in stage_detail(call, "engine_resumed")
+    assert record.stats["engine_drops"] == 1 and record.stats["engine_resumes"] == 1
+    assert first.closed and second.closed
+
+
+async def test_a_reconnect_that_fails_makes_the_engine_unavailable() -> None:
+    first = DroppingEngine()
+
+    async def reopen(plan: CallPlan) -> EngineHandle:
+        raise OSError("503 Service Unavailable")
+
+    call = Call(engine=first, reopen_engine=reopen)
+    async with running(call) as task:
+        await until(lambda: "engine_ready" in call.stages(), "connected")
+        first.drop_abnormally()
+        await until(lambda: "apology_started" in call.stages(), "the apology plays")
+        call.twilio.disconnect()
+        record = await ended(task)
+    assert record.outcome == Outcome.ENGINE_UNAVAILABLE
+    assert call.stages().count("engine_connect_failed") == 3
+    assert record.stats["engine_drops"] == 1 and record.stats["engine_resumes"] == 0
+
+
+async def test_audio_waiting_for_the_engine_is_bounded_and_what_is_dropped_counted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner_module, "MAX_BACKLOG_AUDIO", 5)
+    connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    engine = FakeEngine()
+
+    async def open_engine(plan: CallPlan) -> EngineHandle:
+        await connected
+        return EngineHandle(engine, "cold")
+
+    call = Call(engine=engine, open_engine=open_engine)
+    async with running(call) as task:
+        call.twilio.media(8)
+        await until(call.twilio.idle, "read while connecting")
+        connected.set_result(None)
+        await until(lambda: engine_has(engine, "input_audio_buffer.append", 5), "sent")
+        call.twilio.disconnect()
+        record = await ended(task)
+    assert engine.types().count("input_audio_buffer.append") == 5
+    assert record.stats["engine_audio_dropped"] == 3
+    assert orjson.dumps(record.stats)  # plain ints
