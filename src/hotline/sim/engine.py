@@ -9,6 +9,12 @@ Modules: `engine_session` (one connection's protocol state and record), `engine_
 (session defaults and validation), `engine_vad` (energy VAD), `engine_replies` (what the
 model says). The public names are re-exported here.
 
+Faults, as a real engine shows them (for the tests of Hotline's retries and resume):
+`refuse_next(n)` answers the next n handshakes with an HTTP error status (503), `hold_next(n)`
+holds the next n handshakes without an answer (a connect that hangs), and `drop(session)`
+closes a live session with close code 1011. A dropped session's conversation is gone; a new
+session starts empty.
+
 Run standalone: `python -m hotline.sim.engine --host 127.0.0.1 --port 8765 --profile modeled`.
 """
 
@@ -64,6 +70,10 @@ class EngineSimulator:
         self.tool_script = list(tool_script or ())
         self.sessions: list[SimulatedSession] = []
         self.connections_attempted = 0
+        self.handshakes_refused = 0
+        self.handshakes_held = 0
+        self._refuse: list[HTTPStatus] = []  # the next handshakes' answers, in order
+        self._hold: list[float] = []  # the next handshakes held this long (wall s)
         self.url = ""
         self._server: Server | None = None
         self._session_added = asyncio.Condition()
@@ -102,15 +112,41 @@ class EngineSimulator:
             await self._session_added.wait_for(lambda: len(self.sessions) > index)
         return self.sessions[index]
 
+    # -- faults ---------------------------------------------------------------------------
+    def refuse_next(self, count: int = 1,
+                    status: HTTPStatus = HTTPStatus.SERVICE_UNAVAILABLE) -> None:
+        """Answer the next `count` handshakes with `status` (after the connect delay)."""
+        self._refuse += [status] * count
+
+    def hold_next(self, count: int = 1, seconds: float = 30.0) -> None:
+        """Hold the next `count` handshakes unanswered for `seconds` of wall time (a
+        connect that hangs); then they are refused with 503 if the client still waits."""
+        self._hold += [seconds] * count
+
+    async def drop(self, session: SimulatedSession, code: int = 1011) -> None:
+        """Close a live session from the server's side, as an engine failure does."""
+        await session.close(code)
+
     async def _check_request(self, connection: ServerConnection,
                              request: Request) -> Response | None:
         self.connections_attempted += 1
+        if self._hold:
+            self.handshakes_held += 1
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._hold.pop(0)):
+                    await self._stopping.wait()
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE,
+                                      "The engine did not answer in time.\n")
         if self.profile.connect_ms > 0:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.clock.wall_s(self.profile.connect_ms / 1000)):
                     await self._stopping.wait()
         if self._stopping.is_set():
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Simulator stopping.\n")
+        if self._refuse:
+            self.handshakes_refused += 1
+            status = self._refuse.pop(0)
+            return connection.respond(status, f"{status.phrase}: please retry.\n")
         url = urlsplit(request.path)
         if url.path != REALTIME_PATH:
             return connection.respond(HTTPStatus.NOT_FOUND,

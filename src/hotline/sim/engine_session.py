@@ -550,7 +550,10 @@ class SimulatedSession:
         conversation = params.get("conversation", "auto")
         instructions: str | None = params.get("instructions")
         output_audio = (params.get("audio") or {}).get("output") or {}
-        first = conversation == "auto" and self._assistant_responses == 0
+        # A conversation that already holds what the assistant said (replayed into a new
+        # session after a drop, or a cached greeting) is past its first response.
+        first = (conversation == "auto" and self._assistant_responses == 0
+                 and not any(item.get("role") == "assistant" for item in self.conversation))
         if conversation == "auto":
             self._assistant_responses += 1
         tool_call = self._due_tool_call(params)
