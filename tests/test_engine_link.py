@@ -11,6 +11,7 @@ from hotline.core.commands import (
     AppendAudio,
     CreateResponse,
     EndCall,
+    Record,
     TwilioClear,
 )
 from hotline.core.conversation import REPLAY_ITEM_PREFIX, Conversation
@@ -36,6 +37,7 @@ from hotline.core.events import (
 from hotline.core.greeting import heard_part
 from hotline.core.outcomes import Outcome
 from hotline.core.phase import CallPhase
+from hotline.core.record import TimelineStage
 from hotline.core.session import CallSession
 from hotline.core.tool_ledger import ToolEffect
 from tests.factories import make_plan
@@ -182,6 +184,21 @@ class TestEngineResumed:
         # the runner with the caller's audio until the new session is there
         replayed = engine_sent(call(EngineResumed(), 1500))
         assert replayed == [AddFunctionCall("c1", "check_hours", "{}"), CreateResponse()]
+
+    def test_if_the_caller_spoke_meanwhile_their_turn_is_answered_not_the_cut_line(
+            self) -> None:
+        call = greeted_and_asked()
+        call(EngineLost("1011"), 2100)
+        call.talk(until_ms=2700, ms=400, turn=False)  # their words wait with the audio
+        cmds = call(EngineResumed(), 2800)
+        assert not any(isinstance(m, CreateResponse) for m in engine_sent(cmds))
+        [resumed] = [c.item for c in cmds if isinstance(c, Record)
+                     and isinstance(c.item, TimelineStage) and c.item.stage == "engine_resumed"]
+        assert "the caller spoke meanwhile" in resumed.detail
+        # The new session's VAD finds the turn in the audio that waited: it is answered.
+        call(EngineSpeechStarted(0, "n1"), 2810)
+        call(EngineSpeechStopped(0, "n1"), 2820)
+        assert engine_sent(call(EngineInputCommitted("n1"), 2830)) == [CreateResponse()]
 
     def test_a_resume_without_a_loss_does_nothing(self) -> None:
         call = greeted_and_asked()

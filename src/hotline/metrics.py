@@ -65,6 +65,16 @@ class MessageSide(enum.StrEnum):
 # The CallStats counters of malformed messages, exported by side rather than as events.
 MALFORMED_STATS = {"malformed_twilio": MessageSide.TWILIO, "malformed_engine": MessageSide.ENGINE}
 
+# The engine link (issue 10): named counters, each from one of the core's CallStats.
+ENGINE_COUNTERS: dict[str, tuple[str, str]] = {
+    "engine_connects": ("hotline_engine_connects", "Engine sessions opened for calls."),
+    "engine_connect_failures": ("hotline_engine_connect_failures",
+                                "Attempts to open an engine session that failed."),
+    "engine_drops": ("hotline_engine_drops", "Engine sessions lost mid-call."),
+    "engine_resumes": ("hotline_engine_resumes",
+                       "Calls resumed on a new engine session after a drop."),
+}
+
 
 class CallMetrics:
     def __init__(self, active_calls: Callable[[], int]) -> None:
@@ -85,6 +95,8 @@ class CallMetrics:
             ["side"], registry=self.registry)
         for side in MessageSide:
             self._malformed.labels(side)  # shown at 0 from the start
+        self._engine = {stat: Counter(name, doc, registry=self.registry)
+                        for stat, (name, doc) in ENGINE_COUNTERS.items()}
 
     def watch_recorder(self, recorder: CallRecorder) -> None:
         """The recorder's state, read at each scrape."""
@@ -112,6 +124,8 @@ class CallMetrics:
                 self._malformed.labels(side).inc(count)
             elif count:
                 self._events.labels(event).inc(count)
+        for stat, counter in self._engine.items():
+            counter.inc(record.stats.get(stat, 0))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

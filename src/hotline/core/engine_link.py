@@ -6,8 +6,10 @@ the words heard) but the dead engine is told nothing; what it was making or aske
 forgotten and wanted again; no response is asked for until a new session is there. Cached
 audio plays on: it needs no engine. The runner reconnects with the full prompt and reports
 `EngineResumed`: the conversation so far is replayed into the new session (items made
-after the loss reach it live, after the replay), then what is wanted is asked for. A drop
-while the call is closing ends it, as it always did.
+after the loss reach it live, after the replay), then what is wanted is asked for, unless
+the caller spoke while the call was between sessions: their words reach the new session
+with the audio that waited, its VAD makes them a turn, and the reply answers it (the cut
+line is in the replay). A drop while the call is closing ends it, as it always did.
 
 Engine `error`s that do not end the session go on the timeline, the first
 `MAX_ERRORS_ON_TIMELINE` of them; after that they are only counted.
@@ -15,6 +17,7 @@ Engine `error`s that do not end the session go on the timeline, the first
 
 from __future__ import annotations
 
+from hotline.audio.mulaw import BYTES_PER_MS, b64_decoded_len
 from hotline.core import ending, tool_flow
 from hotline.core.commands import Command, Record, SendToEngine, SendToTwilio, TwilioClear
 from hotline.core.events import (
@@ -54,6 +57,7 @@ def lost(s: CallState, detail: str, now_ms: float) -> list[Command]:
         return []  # already reconnecting
     s.stats.engine_drops += 1
     s.engine_lost_ms = now_ms
+    s.voiced_while_lost_ms = 0.0
     commands: list[Command] = [Record(TimelineStage("engine_lost", now_ms, detail[:300]))]
     item = s.playback.current()
     cut_response = None
@@ -85,6 +89,12 @@ def _cut_engine_line(s: CallState, now_ms: float) -> list[Command]:
                                  f"engine lost: heard {heard_ms} of {int(item.sent_ms)} ms"))]
 
 
+def caller_frame(s: CallState, payload_b64: str) -> None:
+    """A caller frame while the engine is lost (it waits for the new session)."""
+    if s.turns.voiced(payload_b64):
+        s.voiced_while_lost_ms += b64_decoded_len(payload_b64) / BYTES_PER_MS
+
+
 def resumed(s: CallState, now_ms: float) -> list[Command]:
     if s.engine_lost_ms is None:
         return []
@@ -93,8 +103,12 @@ def resumed(s: CallState, now_ms: float) -> list[Command]:
     s.stats.engine_resumes += 1
     replay = s.conversation.replay(before=s.replay_before)
     commands: list[Command] = [SendToEngine(message) for message in replay]
-    commands.append(Record(TimelineStage(
-        "engine_resumed", now_ms, f"gap {gap_ms:.0f} ms, {len(replay)} items replayed")))
+    detail = f"gap {gap_ms:.0f} ms, {len(replay)} items replayed"
+    if s.voiced_while_lost_ms >= s.plan.barge_in_min_speech_ms:
+        # The caller spoke meanwhile: their turn (in the audio that waited) comes first.
+        return [*commands, Record(TimelineStage(
+            "engine_resumed", now_ms, f"{detail}; the caller spoke meanwhile"))]
+    commands.append(Record(TimelineStage("engine_resumed", now_ms, detail)))
     return commands + s.next_response()
 
 

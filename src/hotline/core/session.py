@@ -233,6 +233,8 @@ class CallSession:
             s.stats.media_dropped_warmup += 1
             return []
         commands: list[Command] = [SendToEngine(AppendAudio(event.payload_b64))]
+        if s.engine_lost_ms is not None:
+            engine_link.caller_frame(s, event.payload_b64)
         audible = s.agent_audible()
         if s.turns.hear(event.payload_b64, now_ms, audible):
             commands += s.silence.disarm()

@@ -54,6 +54,7 @@ class CallState:
     conversation: Conversation = field(default_factory=Conversation)
     engine_lost_ms: float | None = None
     replay_before: int = 0  # conversation entries made after the loss went to it live
+    voiced_while_lost_ms: float = 0.0  # the caller's voice in the audio held meanwhile
 
     @classmethod
     def for_plan(cls, plan: CallPlan, greeting_frames: tuple[str, ...] | None,

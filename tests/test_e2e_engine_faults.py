@@ -1,0 +1,167 @@
+"""Engine faults over real sockets (uvicorn, the simulated phone, the simulated engine):
+a session dropped mid-call with 1011 and resumed on a new one with the conversation
+replayed; a handshake refused with 503 then retried; an engine refused on every attempt.
+Assertions are on what the simulators saw and the stored record, then on /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hotline.sim.engine import SimulatedSession
+from hotline.sim.script import CallScript, Hangup, Say, Silence, WaitForAgentSilence
+from tests.factories import TEST_NUMBER, make_business
+from tests.stack import running_stack
+from tests.test_e2e_calls import CALLER, LISTEN_THEN_HANG_UP, record_of
+from tests.test_metrics import samples
+
+pytestmark = pytest.mark.sockets
+
+GREETING = "Hi, Acme Dental, how can I help?"
+FIRST_ASK = "I would like to book a cleaning."
+SECOND_ASK = "Is Tuesday at nine fine?"
+
+
+def items_created(session: SimulatedSession) -> list[dict[str, Any]]:
+    return [r.event["item"] for r in session.received if r.type == "conversation.item.create"]
+
+
+def engine_metrics(text: str) -> dict[str, float]:
+    scraped = samples(text)
+    return {name: scraped[(f"hotline_engine_{name}_total", ())]
+            for name in ("connects", "connect_failures", "drops", "resumes")}
+
+
+async def scrape(url: str) -> str:
+    async with httpx.AsyncClient(base_url=url) as http:
+        response = await http.get("/metrics")
+    assert response.status_code == 200
+    return response.text
+
+
+async def drop_during_the_first_reply(session: SimulatedSession) -> None:
+    """Drop the session with 1011 once the reply to the caller's first turn is under way
+    (its third audio chunk made)."""
+    async with asyncio.timeout(30):
+        await _until_the_reply_is_under_way(session)
+    await session.close(1011)
+
+
+async def _until_the_reply_is_under_way(session: SimulatedSession) -> None:
+    while True:
+        responses = [s.event["response"]["id"] for s in session.sent
+                     if s.type == "response.created"]
+        if len(responses) >= 2:
+            chunks = [s for s in session.sent if s.type == "response.output_audio.delta"
+                      and s.event["response_id"] == responses[1]]
+            if len(chunks) >= 3:
+                return
+        await asyncio.sleep(0.002)
+
+
+async def test_an_engine_drop_mid_call_is_resumed_with_the_conversation_replayed(
+        database_url: str, tmp_path: Path) -> None:
+    async with running_stack(database_url, tmp_path, [make_business()], greeting_cache=False,
+                             engine_connect_budget_ms=10_000) as stack:
+        stack.engine.caller_transcripts = [FIRST_ASK]
+        script = CallScript([WaitForAgentSilence(quiet_ms=400), Say(FIRST_ASK),
+                             Silence(ms=2500),  # the reply starts; the engine drops in it
+                             Say(SECOND_ASK),  # said while the call reconnects: buffered
+                             Silence(ms=4000),  # the reconnect, then the answer
+                             WaitForAgentSilence(quiet_ms=600), Hangup()])
+        call = stack.phone.start_call(to=TEST_NUMBER, from_=CALLER, script=script)
+        first = await stack.engine.wait_for_session(0)
+        # The next session: a new transcript, and a slow connect (4 s of call time), so the
+        # caller's second question is spoken while the call is between sessions.
+        stack.engine.caller_transcripts = [SECOND_ASK]
+        stack.engine.profile.connect_ms = 4000
+        await drop_during_the_first_reply(first)
+        result = await call.wait()
+        record = await record_of(stack, result.call_sid)
+        metrics = await scrape(stack.server.url)
+
+    assert record.outcome == "completed"
+    stages = [s.stage for s in record.timeline]
+    assert stages.index("engine_lost") < stages.index("engine_resumed")
+    lost = record.timeline[stages.index("engine_lost")]
+    resumed = record.timeline[stages.index("engine_resumed")]
+    assert "1011" in lost.detail and resumed.detail.startswith("gap ")
+    assert resumed.ms - lost.ms >= 3000  # the modeled reconnect (4 s) is in the gap
+
+    # The reply being said was cut at Twilio as for a barge-in, and recorded as interrupted.
+    assert len(result.clears) >= 1
+    agent_turns = [t for t in record.transcript if t.speaker == "agent"]
+    assert agent_turns[0].text == GREETING and agent_turns[1].interrupted
+
+    # The new session received the conversation so far as items, before the caller's audio.
+    assert len(stack.engine.sessions) == 2
+    second = stack.engine.sessions[1]
+    # the full prompt from the start: the one the first session was upgraded to
+    assert second.instructions_history[0][1] == first.instructions_history[-1][1]
+    items = [{k: v for k, v in i.items() if k != "id"} for i in items_created(second)]
+    assert items[0] == {"type": "message", "role": "assistant",
+                        "content": [{"type": "output_text", "text": GREETING}]}
+    assert items[1] == {"type": "message", "role": "user",
+                        "content": [{"type": "input_text", "text": FIRST_ASK}]}
+    types = second.received_types()
+    first_append = types.index("input_audio_buffer.append")
+    last_item = max(i for i, t in enumerate(types) if t == "conversation.item.create")
+    assert last_item < first_append
+
+    # Nothing the caller said was lost: every frame reached one session or the other.
+    appended = sum(s.received_types().count("input_audio_buffer.append")
+                   for s in stack.engine.sessions)
+    assert appended >= result.frames_sent - 5
+
+    # The caller's next turn was answered by the new session, with the context replayed.
+    caller_turns = [t.text for t in record.transcript if t.speaker == "caller"]
+    assert caller_turns == [FIRST_ASK, SECOND_ASK]
+    last_caller = next(t for t in reversed(record.transcript) if t.speaker == "caller")
+    assert any(t.speaker == "agent" and t.started_ms > last_caller.started_ms
+               for t in record.transcript)
+    roles = [i.get("role") for i in second.conversation if i["type"] == "message"]
+    assert roles[:2] == ["assistant", "user"] and roles.count("user") >= 2
+
+    assert engine_metrics(metrics) == {"connects": 2, "connect_failures": 0, "drops": 1,
+                                       "resumes": 1}
+
+
+async def test_a_refused_handshake_is_retried_and_the_call_goes_on(
+        database_url: str, tmp_path: Path) -> None:
+    async with running_stack(database_url, tmp_path, [make_business()],
+                             greeting_cache=False) as stack:
+        stack.engine.refuse_next(1)  # the warm session's handshake: HTTP 503
+        result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER,
+                                        script=LISTEN_THEN_HANG_UP)
+        record = await record_of(stack, result.call_sid)
+        metrics = await scrape(stack.server.url)
+    assert stack.engine.handshakes_refused == 1 and len(stack.engine.sessions) == 1
+    assert record.outcome == "completed"
+    assert result.played_ms > 500  # the greeting was heard
+    details = {s.stage: s.detail for s in record.timeline}
+    assert "503" in details["engine_connect_failed"] and details["engine_ready"] == "cold"
+    assert next(t.text for t in record.transcript if t.speaker == "agent") == GREETING
+    assert engine_metrics(metrics) == {"connects": 1, "connect_failures": 1, "drops": 0,
+                                       "resumes": 0}
+
+
+async def test_an_engine_refused_on_every_attempt_is_unavailable(
+        database_url: str, tmp_path: Path) -> None:
+    async with running_stack(database_url, tmp_path, [make_business()],
+                             greeting_cache=False) as stack:
+        stack.engine.refuse_next(10)
+        result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER,
+                                        script=LISTEN_THEN_HANG_UP)
+        record = await record_of(stack, result.call_sid)
+        metrics = await scrape(stack.server.url)
+    assert stack.engine.handshakes_refused == 3  # the warm session, then two retries
+    assert stack.engine.sessions == []
+    assert record.outcome == "engine_unavailable"
+    stages = [s.stage for s in record.timeline]
+    assert stages.count("engine_connect_failed") == 3 and "engine_failed" in stages
+    assert engine_metrics(metrics) == {"connects": 0, "connect_failures": 3, "drops": 0,
+                                       "resumes": 0}
