@@ -165,3 +165,22 @@ async def test_an_engine_refused_on_every_attempt_is_unavailable(
     assert stages.count("engine_connect_failed") == 3 and "engine_failed" in stages
     assert engine_metrics(metrics) == {"connects": 0, "connect_failures": 3, "drops": 0,
                                        "resumes": 0}
+
+
+async def test_the_cached_greeting_plays_while_the_engine_connect_is_retried(
+        database_url: str, tmp_path: Path) -> None:
+    business = make_business()
+    async with running_stack(database_url, tmp_path, [business]) as stack:
+        await stack.services.greetings.wait_ready([business], timeout_s=15)
+        stack.engine.refuse_next(2)  # the warm session and the first retry: 503
+        result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER,
+                                        script=LISTEN_THEN_HANG_UP)
+        record = await record_of(stack, result.call_sid)
+    assert stack.engine.handshakes_refused == 2
+    assert record.outcome == "completed" and result.played_ms > 500
+    at = {s.stage: s.ms for s in record.timeline}
+    details = {s.stage: s.detail for s in record.timeline}
+    assert details["greeting_requested"].startswith("cached audio")
+    # The greeting went out at `start`, before the engine was there (third attempt).
+    assert at["first_audio_to_caller"] <= at["engine_ready"]
+    assert [s.stage for s in record.timeline].count("engine_connect_failed") == 2

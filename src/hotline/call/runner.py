@@ -5,6 +5,12 @@ Two pumps (Twilio -> core, engine -> core) each do `parse -> session.handle -> e
 database, no blocking call and no sleep happens here; records leave through the recorder.
 Tools and Twilio REST requests (hang-up, transfer) run as side tasks whose results come
 back to the core as events, so the media never waits for them.
+
+The engine link: connecting (at the start, or again after a drop) is tried at once up to
+three times within the connect budget; all failed is `EngineUnavailable`. An engine socket
+that closes while the call goes on is `EngineLost`: engine-bound messages wait in the
+backlog (caller audio bounded, what is dropped counted) while a new session opens with the
+full prompt; `EngineResumed` replays the conversation into it ahead of what waited.
 """
 
 from __future__ import annotations

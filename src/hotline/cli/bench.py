@@ -155,3 +155,25 @@ def apology(
                               "--concurrency", str(concurrency)])
         write_section(output, render_section(result, command))
         typer.echo(f"written to {output}")
+
+
+@bench_app.command("faults")
+def faults(
+    drops: int = typer.Option(20, "--drops", "-n", min=1,
+                              help="Calls, each with its engine session dropped mid-reply."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the server's log."),
+) -> None:
+    """Engine drops mid-call (close 1011) against the simulator's modeled profile, at real
+    time: the resume gap (engine_lost → engine_resumed) and the gap the caller hears."""
+    from rich.console import Console
+
+    from hotline.benchmarks.faults import bench_faults
+    from hotline.logs import configure_logging
+
+    configure_logging("INFO" if verbose else "WARNING")
+    if not verbose:
+        logging.getLogger("hotline.sim").setLevel(logging.ERROR)
+    report = bench_faults(drops, Console(), shlex.join(["hotline", "bench", "faults",
+                                                        "--drops", str(drops)]))
+    if report.resumed < len(report.drops):
+        raise typer.Exit(1)

@@ -12,7 +12,8 @@ state (`CallState`) is made of small parts, each with one job and its own tests:
   `SilenceTimers` (silence.py).
 
 The flows over that state: speaking.py (greeting, cached audio, cutting the agent off),
-tool_flow.py, ending.py (closing, hang-up, transfer), voicemail.py (answering machines).
+tool_flow.py, ending.py (closing, hang-up, transfer), voicemail.py (answering machines),
+engine_link.py (the engine dropping mid-call and the resume; engine errors).
 This module keeps the conversation itself: caller audio and turns, barge-in, responses and
 the prompt upgrade after the first one, DTMF, timers.
 """
