@@ -3,6 +3,9 @@ conversation replayed, and a flood of engine errors. No sockets, no sleeps."""
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hotline.core.commands import (
     AddAssistantText,
     AddFunctionCall,
@@ -12,6 +15,7 @@ from hotline.core.commands import (
     CreateResponse,
     EndCall,
     Record,
+    SendToEngine,
     TwilioClear,
 )
 from hotline.core.conversation import REPLAY_ITEM_PREFIX, Conversation
@@ -19,6 +23,7 @@ from hotline.core.engine_link import MAX_ERRORS_ON_TIMELINE
 from hotline.core.events import (
     EngineAgentTranscript,
     EngineAgentTranscriptDelta,
+    EngineAudioDelta,
     EngineCallerTranscript,
     EngineError,
     EngineFunctionCall,
@@ -44,6 +49,7 @@ from tests.factories import make_plan
 from tests.test_call_session import (
     START,
     Call,
+    _events,
     audio_b64,
     control_sent,
     engine_sent,
@@ -263,3 +269,49 @@ def test_the_codec_speaks_the_new_items_and_deltas() -> None:
         "type": "response.output_audio_transcript.delta", "response_id": "r1",
         "item_id": "i1", "output_index": 0, "content_index": 0, "delta": "Hi"}))
     assert delta == EngineAgentTranscriptDelta("i1", "Hi")
+
+
+# -- properties: any event sequence with drops and resumes ---------------------------------
+_link_events = st.one_of(
+    _events, st.builds(EngineLost, st.just("close code 1011")), st.just(EngineResumed()),
+    st.builds(EngineAgentTranscriptDelta, st.sampled_from(["i1", "i2"]), st.text(max_size=8)),
+    st.builds(EngineCallerTranscript, st.sampled_from(["u1", "u2"]), st.text(max_size=8)))
+
+# What may go to the engine while it is lost: the caller's audio and what joins the
+# conversation (held by the runner for the new session); never a request, truncate or cancel.
+_WHILE_LOST = (AppendAudio, AddUserText, AddFunctionOutput)
+_FROM_THE_ENGINE_SOCKET = (
+    EngineAudioDelta, EngineResponseCreated, EngineResponseDone, EngineSpeechStarted,
+    EngineSpeechStopped, EngineAgentTranscript, EngineAgentTranscriptDelta,
+    EngineCallerTranscript, EngineInputCommitted, EngineFunctionCall, EngineError)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(_link_events, st.integers(0, 50)), max_size=60))
+def test_drops_and_resumes_keep_the_invariants(steps: list[tuple[object, int]]) -> None:
+    session = CallSession(make_plan())
+    now, lost, asked, ended = 0.0, False, False, False
+    for event, dt in [(START, 0), *steps]:
+        now += dt
+        if lost and isinstance(event, _FROM_THE_ENGINE_SOCKET):
+            continue  # the lost socket says nothing more; the runner reads none meanwhile
+        if isinstance(event, EngineResponseCreated):
+            asked = False
+        cmds = session.handle(event, now)  # type: ignore[arg-type]
+        if ended:
+            assert cmds == []
+        if isinstance(event, EngineLost) and session.phase is not CallPhase.ENDED:
+            lost, asked = True, False  # what was asked of the dead engine never comes
+        for cmd in cmds:
+            if not isinstance(cmd, SendToEngine):
+                continue
+            message = cmd.message
+            if lost and not isinstance(event, EngineResumed):
+                assert isinstance(message, _WHILE_LOST), message
+            if isinstance(message, CreateResponse):
+                assert not asked, "a second response.create before the first was created"
+                asked = True
+        if isinstance(event, EngineResumed):
+            lost = False
+        ended = ended or session.phase is CallPhase.ENDED
+    assert session.stats.engine_resumes <= session.stats.engine_drops
