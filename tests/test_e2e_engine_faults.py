@@ -15,7 +15,7 @@ import pytest
 from hotline.sim.engine import SimulatedSession
 from hotline.sim.script import CallScript, Hangup, Say, Silence, WaitForAgentSilence
 from tests.factories import TEST_NUMBER, make_business
-from tests.stack import running_stack
+from tests.stack import TEST_CLOCK, running_stack
 from tests.test_e2e_calls import CALLER, LISTEN_THEN_HANG_UP, record_of
 from tests.test_metrics import samples
 
@@ -184,3 +184,21 @@ async def test_the_cached_greeting_plays_while_the_engine_connect_is_retried(
     # The greeting went out at `start`, before the engine was there (third attempt).
     assert at["first_audio_to_caller"] <= at["engine_ready"]
     assert [s.stage for s in record.timeline].count("engine_connect_failed") == 2
+
+
+async def test_a_hanging_handshake_is_cut_at_the_connect_budget(
+        database_url: str, tmp_path: Path) -> None:
+    async with running_stack(database_url, tmp_path, [make_business()], greeting_cache=False,
+                             warm_sessions=False, engine_connect_budget_ms=400) as stack:
+        stack.engine.hold_next(5, seconds=30)  # every handshake hangs
+        result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER,
+                                        script=LISTEN_THEN_HANG_UP)
+        record = await record_of(stack, result.call_sid)
+    assert stack.engine.handshakes_held == 1  # the budget went to the first: no retry
+    assert record.outcome == "engine_unavailable"
+    at = {s.stage: s.ms for s in record.timeline}
+    details = {s.stage: s.detail for s in record.timeline}
+    assert "no session within 400 ms" in details["engine_failed"]
+    # cut near the budget: 400 ms of wall time, on the call's (compressed) clock
+    waited_ms = (at["engine_failed"] - at["stream_start"]) / TEST_CLOCK.speed
+    assert 300 < waited_ms < 3000

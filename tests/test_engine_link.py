@@ -39,7 +39,7 @@ from hotline.core.events import (
     TwilioMark,
     TwilioMedia,
 )
-from hotline.core.greeting import heard_part
+from hotline.core.greeting import CACHED_GREETING_ITEM, heard_part
 from hotline.core.outcomes import Outcome
 from hotline.core.phase import CallPhase
 from hotline.core.record import TimelineStage
@@ -115,11 +115,14 @@ class TestEngineLost:
         assert EndCall(Outcome.FAILED) in cmds and "engine_lost" not in stages(cmds)
         assert call.session.phase is CallPhase.ENDED
 
-    def test_a_cached_greeting_plays_on_through_a_drop(self) -> None:
+    def test_a_cached_greeting_plays_on_through_a_drop_and_the_new_session_knows_it(
+            self) -> None:
         session = CallSession(make_plan(), greeting_frames=(audio_b64(200), audio_b64(200)))
         session.handle(START, 0)
         cmds = session.handle(EngineLost("1011"), 100)
         assert twilio_sent(cmds) == [] and stages(cmds) == ["engine_lost"]
+        replayed = engine_sent(session.handle(EngineResumed(), 300))
+        assert replayed == [AddAssistantText(CACHED_GREETING_ITEM, session.plan.greeting)]
 
 
 class TestEngineResumed:

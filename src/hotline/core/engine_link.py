@@ -19,14 +19,21 @@ from __future__ import annotations
 
 from hotline.audio.mulaw import BYTES_PER_MS, b64_decoded_len
 from hotline.core import ending, tool_flow
-from hotline.core.commands import Command, Record, SendToEngine, SendToTwilio, TwilioClear
+from hotline.core.commands import (
+    AddAssistantText,
+    Command,
+    Record,
+    SendToEngine,
+    SendToTwilio,
+    TwilioClear,
+)
 from hotline.core.events import (
     EngineAgentTranscriptDelta,
     EngineError,
     EngineLost,
     EngineResumed,
 )
-from hotline.core.greeting import CACHED
+from hotline.core.greeting import CACHED, CACHED_GREETING_ITEM
 from hotline.core.outcomes import Outcome
 from hotline.core.record import TimelineStage
 from hotline.core.responses import Purpose
@@ -102,6 +109,11 @@ def resumed(s: CallState, now_ms: float) -> list[Command]:
     s.engine_lost_ms = None
     s.stats.engine_resumes += 1
     replay = s.conversation.replay(before=s.replay_before)
+    greeting = s.playback.items.get(CACHED_GREETING_ITEM)
+    if greeting is not None and not greeting.recorded:
+        # The cached greeting plays on (no engine needed): the new session is told it is
+        # said, under its own id, so that a barge-in can still replace it with what was heard.
+        replay.append(AddAssistantText(CACHED_GREETING_ITEM, s.plan.greeting))
     commands: list[Command] = [SendToEngine(message) for message in replay]
     detail = f"gap {gap_ms:.0f} ms, {len(replay)} items replayed"
     if s.voiced_while_lost_ms >= s.plan.barge_in_min_speech_ms:
