@@ -140,7 +140,7 @@ async def run_faults(drops: int, console: Console | None = None) -> FaultsReport
                 _env_file=None, database_url=database_url,
                 openai_api_key=SecretStr(OPENAI_KEY), openai_realtime_url=engine.url,
                 twilio_account_sid=ACCOUNT_SID, twilio_auth_token=SecretStr(AUTH_TOKEN),
-                spool_path=str(workdir / "spool.jsonl"), greeting_cache=False,
+                journal_path=str(workdir / "journal.jsonl"), greeting_cache=False,
                 api_token=None, redis_url=None, log_level="WARNING"))
             phone = SimulatedPhone(server_url=server.url, auth_token=AUTH_TOKEN,
                                    account_sid=ACCOUNT_SID)
