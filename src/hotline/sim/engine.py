@@ -72,6 +72,7 @@ class EngineSimulator:
         self.connections_attempted = 0
         self.handshakes_refused = 0
         self.handshakes_held = 0
+        self.holding = asyncio.Event()  # set once a handshake is being held
         self._refuse: list[HTTPStatus] = []  # the next handshakes' answers, in order
         self._hold: list[float] = []  # the next handshakes held this long (wall s)
         self.url = ""
@@ -132,6 +133,7 @@ class EngineSimulator:
         self.connections_attempted += 1
         if self._hold:
             self.handshakes_held += 1
+            self.holding.set()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._hold.pop(0)):
                     await self._stopping.wait()
