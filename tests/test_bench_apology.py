@@ -7,14 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hotline.benchmarks.apology import (
-    BUDGET_MS,
-    SECTION_END,
-    SECTION_START,
-    bench_apology,
-    render_section,
-    write_section,
-)
+from hotline.benchmarks.apology import BUDGET_MS, SECTION, bench_apology, render_section
+from hotline.benchmarks.doc_sections import markers, write_section
 
 pytestmark = pytest.mark.sockets
 
@@ -27,8 +21,9 @@ async def test_the_apology_bench_measures_every_call_and_keeps_the_report(
     assert len(delays) == 2 and all(0 < d < BUDGET_MS * 5 for d in delays)
     report = tmp_path / "benchmarks.md"
     report.write_text("# Benchmarks\n\n## greeting\n\nkept\n", encoding="utf-8")
-    write_section(report, render_section(result, "hotline bench apology --calls 2"))
-    write_section(report, render_section(result, "hotline bench apology --calls 2"))
+    write_section(report, SECTION, render_section(result, "hotline bench apology --calls 2"))
+    write_section(report, SECTION, render_section(result, "hotline bench apology --calls 2"))
     text = report.read_text(encoding="utf-8")
-    assert text.count(SECTION_START) == 1 and text.count(SECTION_END) == 1
+    start, end = markers(SECTION)
+    assert text.count(start) == 1 and text.count(end) == 1
     assert "kept" in text and "first apology frame received" in text

@@ -65,6 +65,7 @@ from hotline.benchmarks.calls import (
     PlayRequest,
     Simulators,
 )
+from hotline.benchmarks.doc_sections import write_section
 from hotline.benchmarks.report import print_report, raw_samples, render_markdown
 from hotline.benchmarks.samples import (
     CallSample,
@@ -87,6 +88,7 @@ DEFAULT_CALLS = 50
 DEFAULT_CONCURRENCY = 10
 DEFAULT_VOICEMAIL_CALLS = 10
 DEFAULT_OUTPUT = Path("docs/benchmarks.md")
+SECTION = "greeting"  # its section of DEFAULT_OUTPUT
 
 
 @dataclass(slots=True)
@@ -317,8 +319,7 @@ def bench_greeting(*, calls: int = DEFAULT_CALLS, concurrency: int = DEFAULT_CON
     result.server_errors = errors.summaries
     print_report(result, console)
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(render_markdown(result, command=command), encoding="utf-8")
+        write_section(output, SECTION, render_markdown(result, command=command))
         console.print(f"written: {output}")
     if raw_output is not None:
         raw_output.parent.mkdir(parents=True, exist_ok=True)

@@ -141,7 +141,8 @@ def apology(
     phone, at real time."""
     import asyncio
 
-    from hotline.benchmarks.apology import bench_apology, render_section, write_section
+    from hotline.benchmarks.apology import SECTION, bench_apology, render_section
+    from hotline.benchmarks.doc_sections import write_section
     from hotline.logs import configure_logging
 
     configure_logging("CRITICAL")  # every call logs its refused engine connection
@@ -153,7 +154,7 @@ def apology(
     if not no_output:
         command = shlex.join(["hotline", "bench", "apology", "--calls", str(calls),
                               "--concurrency", str(concurrency)])
-        write_section(output, render_section(result, command))
+        write_section(output, SECTION, render_section(result, command))
         typer.echo(f"written to {output}")
 
 
