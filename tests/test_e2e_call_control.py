@@ -45,6 +45,7 @@ from tests.factories import TEST_NUMBER, make_business
 from tests.services import reachable_redis_url
 from tests.stack import ACCOUNT_SID, AUTH_TOKEN, Stack, running_stack
 from tests.test_e2e_calls import CALLER, LONG_GREETING, assert_nothing_leaked, received, record_of
+from tests.test_metrics import samples
 
 pytestmark = pytest.mark.sockets  # servers, simulators or services over real sockets
 
@@ -162,6 +163,22 @@ async def test_take_message_is_stored_and_listed(stack: Stack) -> None:
     async with httpx.AsyncClient(base_url=stack.server.url) as http:
         listed = (await http.get("/api/messages", params={"business": "acme-dental"})).json()
     assert [m["message"] for m in listed] == ["Please call me back"]
+
+
+async def test_tool_calls_and_errors_are_counted_on_metrics(stack: Stack) -> None:
+    # The model takes a message with nothing in it: the tool answers with an error.
+    stack.engine.tool_script = [
+        ScriptedToolCall(1, "take_message", {"name": "", "phone": "", "message": ""})]
+    result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER,
+                                    script=ask("Can you take a message?"))
+    record = await record_of(stack, result.call_sid)
+    done = [s.detail for s in record.timeline if s.stage == "tool_done"]
+    assert done == ["take_message: error"]
+    async with httpx.AsyncClient(base_url=stack.server.url) as http:
+        scraped = samples((await http.get("/metrics")).text)
+    assert scraped[("hotline_tool_calls_total", ())] == 1
+    assert scraped[("hotline_tool_errors_total", ())] == 1
+    assert scraped[("hotline_draining", ())] == 0
 
 
 async def test_check_hours_answers_from_the_opening_hours_and_the_agent_replies(

@@ -65,14 +65,16 @@ class MessageSide(enum.StrEnum):
 # The CallStats counters of malformed messages, exported by side rather than as events.
 MALFORMED_STATS = {"malformed_twilio": MessageSide.TWILIO, "malformed_engine": MessageSide.ENGINE}
 
-# The engine link (issue 10): named counters, each from one of the core's CallStats.
-ENGINE_COUNTERS: dict[str, tuple[str, str]] = {
+# Named counters, each from one of the core's CallStats: the engine link and the tools.
+NAMED_COUNTERS: dict[str, tuple[str, str]] = {
     "engine_connects": ("hotline_engine_connects", "Engine sessions opened for calls."),
     "engine_connect_failures": ("hotline_engine_connect_failures",
                                 "Attempts to open an engine session that failed."),
     "engine_drops": ("hotline_engine_drops", "Engine sessions lost mid-call."),
     "engine_resumes": ("hotline_engine_resumes",
                        "Calls resumed on a new engine session after a drop."),
+    "tool_calls": ("hotline_tool_calls", "Tool calls the model made."),
+    "tool_errors": ("hotline_tool_errors", "Tool calls answered with an error."),
 }
 
 
@@ -95,8 +97,8 @@ class CallMetrics:
             ["side"], registry=self.registry)
         for side in MessageSide:
             self._malformed.labels(side)  # shown at 0 from the start
-        self._engine = {stat: Counter(name, doc, registry=self.registry)
-                        for stat, (name, doc) in ENGINE_COUNTERS.items()}
+        self._named = {stat: Counter(name, doc, registry=self.registry)
+                       for stat, (name, doc) in NAMED_COUNTERS.items()}
 
     def watch_recorder(self, recorder: CallRecorder) -> None:
         """The recorder's state, read at each scrape."""
@@ -113,6 +115,10 @@ class CallMetrics:
         for name, documentation, read in gauges:
             Gauge(name, documentation, registry=self.registry).set_function(read)
 
+    def watch_drain(self, draining: Callable[[], bool]) -> None:
+        Gauge("hotline_draining", "1 once the instance is shutting down (SIGTERM): no new "
+              "calls.", registry=self.registry).set_function(lambda: float(draining()))
+
     def call_ended(self, record: CallRecord) -> None:
         self._calls.labels(record.direction, record.outcome or "unknown").inc()
         path, latency_s = greeting_path(record), greeting_latency_s(record)
@@ -124,7 +130,7 @@ class CallMetrics:
                 self._malformed.labels(side).inc(count)
             elif count:
                 self._events.labels(event).inc(count)
-        for stat, counter in self._engine.items():
+        for stat, counter in self._named.items():
             counter.inc(record.stats.get(stat, 0))
 
     def render(self) -> bytes:

@@ -56,6 +56,7 @@ class Services:
         self.metrics = CallMetrics(lambda: len(self.active_calls))
         self.readiness = Readiness(self)
         self.metrics.watch_recorder(self.recorder)
+        self.metrics.watch_drain(lambda: self.drain.draining)
 
     async def final_record(self, call_sid: str, timeout_s: float = 30.0) -> CallRecord:
         """The call's stored record once it is over here and written (its outcome known):

@@ -16,6 +16,7 @@ class CallStats:
     barge_ins_ignored_cooldown: int = 0  # caller turns in the echo cooldown, left to the gate
     noise_turns_ignored: int = 0
     tool_calls: int = 0
+    tool_errors: int = 0  # tool calls answered with an error (bad arguments, a failing tool)
     engine_errors: int = 0
     # Skipped as off-protocol (counted by the runner; see hotline.metrics): messages from
     # Twilio's media stream and from the engine's socket.

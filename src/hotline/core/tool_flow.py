@@ -33,6 +33,8 @@ def on_call(s: CallState, event: EngineFunctionCall, now_ms: float) -> list[Comm
 
 def on_finished(s: CallState, event: ToolFinished, now_ms: float) -> list[Command]:
     response_id = s.tools.finished(event.call_id, event.output_json)
+    if event.error:
+        s.stats.tool_errors += 1
     commands: list[Command] = [Record(TimelineStage(
         "tool_done", now_ms, f"{event.name}: {'error' if event.error else 'ok'}"))]
     if event.message is not None:
