@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from hotline.benchmarks.apology import BUDGET_MS, SECTION, bench_apology, render_section
+from hotline.benchmarks.apology import (
+    BUDGET_MS,
+    SECTION,
+    EngineFault,
+    bench_apology,
+    render_section,
+)
 from hotline.benchmarks.doc_sections import markers, write_section
 
 pytestmark = pytest.mark.sockets
@@ -27,3 +33,12 @@ async def test_the_apology_bench_measures_every_call_and_keeps_the_report(
     start, end = markers(SECTION)
     assert text.count(start) == 1 and text.count(end) == 1
     assert "kept" in text and "first apology frame received" in text
+
+
+async def test_a_hanging_engine_is_cut_at_the_connect_budget_then_apologised_for() -> None:
+    result = await bench_apology(calls=1, concurrency=1, fault=EngineFault.HANGING)
+    [sample] = result.samples
+    assert sample.outcome == "engine_unavailable"
+    # The handshake really hung (a refused one is learnt in milliseconds): the apology came
+    # once the connect budget (900 ms of wall time by default) had run out.
+    assert sample.start_to_apology_ms is not None and sample.start_to_apology_ms > 450

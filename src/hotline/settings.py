@@ -48,8 +48,9 @@ class Settings(BaseSettings):
     warm_sessions: bool = True
     warm_session_ttl_s: float = Field(30.0, gt=0, description="unclaimed warm sessions close")
     # Connecting to the engine (at the start, or again after a drop mid-call): the first
-    # attempt and up to two retries, at once, all within this budget.
-    engine_connect_budget_ms: int = Field(1000, ge=50, le=60000)
+    # attempt and up to two retries, at once, all within this budget. Under 1 s so that a
+    # caller with nothing playing (no cached greeting) hears the apology within 1 s.
+    engine_connect_budget_ms: int = Field(900, ge=50, le=60000)
     greeting_cache: bool = True
     greeting_cache_dir: str = "./greeting-cache"
     # Instructions for a live greeting: "compact" (fast) then the full prompt, or "full".

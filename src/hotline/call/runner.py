@@ -74,7 +74,7 @@ EngineOpener = Callable[[CallPlan], Awaitable[EngineHandle]]
 # Connecting to the engine (at the start, or again after a drop): the first attempt and at
 # most this many more, at once, all within the connect budget (a hanging one is cut there).
 ENGINE_CONNECT_RETRIES = 2
-DEFAULT_CONNECT_BUDGET_S = 1.0
+DEFAULT_CONNECT_BUDGET_S = 0.9  # see Settings.engine_connect_budget_ms
 # Caller audio kept while the engine (re)connects: about 30 s of Twilio's 20 ms frames.
 MAX_BACKLOG_AUDIO = 1500
 

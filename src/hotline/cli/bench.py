@@ -136,25 +136,36 @@ def apology(
     output: Path = typer.Option(Path("docs/benchmarks.md"), "--output", "-o",
                                 help="Markdown report to put the section in."),
     no_output: bool = typer.Option(False, "--no-output", help="Print only; write no report."),
+    fault: str = typer.Option("refused", "--fault",
+                              help="refused (connection refused) or hanging (the handshake "
+                                   "never answers: the connect budget cuts it)."),
 ) -> None:
-    """Engine unavailable (connection refused): stream start → first apology frame at the
-    phone, at real time."""
+    """Engine unavailable: stream start → first apology frame at the phone, at real time."""
     import asyncio
 
-    from hotline.benchmarks.apology import SECTION, bench_apology, render_section
+    from hotline.benchmarks.apology import (
+        EngineFault,
+        bench_apology,
+        render_section,
+        section_name,
+    )
     from hotline.benchmarks.doc_sections import write_section
     from hotline.logs import configure_logging
 
+    try:
+        engine_fault = EngineFault(fault)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--fault must be one of: {', '.join(EngineFault)}") from exc
     configure_logging("CRITICAL")  # every call logs its refused engine connection
-    result = asyncio.run(bench_apology(calls, concurrency))
+    result = asyncio.run(bench_apology(calls, concurrency, engine_fault))
     summary = result.summary()
-    typer.echo(f"{len(result.samples)} calls, engine refused: start → first apology frame "
+    typer.echo(f"{len(result.samples)} calls, engine {engine_fault}: start → first apology frame "
                f"p50 {summary['p50']:.1f} ms, p95 {summary['p95']:.1f} ms, "
                f"max {summary['max']:.1f} ms")
     if not no_output:
         command = shlex.join(["hotline", "bench", "apology", "--calls", str(calls),
-                              "--concurrency", str(concurrency)])
-        write_section(output, SECTION, render_section(result, command))
+                              "--concurrency", str(concurrency), "--fault", engine_fault])
+        write_section(output, section_name(engine_fault), render_section(result, command))
         typer.echo(f"written to {output}")
 
 
