@@ -244,6 +244,14 @@ class TestMessage:
         assert messages(cmds) and "ended by # key" in stages(cmds)["message_recorded"]
         assert HangUpCall() in cmds
 
+    def test_the_hash_key_over_the_apology_hangs_up_once_its_audio_has_played(self) -> None:
+        call = Call()
+        apology = apologised(call)
+        assert HangUpCall() not in call(TwilioDtmf("#"))  # the apology still plays
+        echoes = call.play_out(apology)
+        # The last mark back: hung up at once, not at the goodbye cap.
+        assert echoes.count(HangUpCall()) == 1
+
     def test_other_keys_do_not(self) -> None:
         call = Call()
         call.play_out(apologised(call))

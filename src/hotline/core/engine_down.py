@@ -155,6 +155,10 @@ def _on_media(s: CallState, payload_b64: str, now_ms: float) -> list[Command]:
 
 def _on_mark(s: CallState, name: str, now_ms: float) -> list[Command]:
     echo = s.playback.on_mark(name, now_ms)
+    if s.closing is not None:
+        # Ended before the apology finished (a key, the time limit): the hang-up waits for
+        # the audio queued at Twilio, no longer (not for the goodbye cap).
+        return maybe_act(s, now_ms)
     message = s.message
     if (echo is None or echo.item_id != CACHED_APOLOGY_ITEM or not echo.item_finished
             or message is None or message.started or message.finished):
