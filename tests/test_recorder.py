@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 import orjson
 import pytest
 
+from hotline.call import journal as journal_module
 from hotline.call.recorder import CallRecorder, CallStatusUpdate, Job, job_from_json, job_to_json
 from hotline.core.outcomes import Outcome
 from hotline.core.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
@@ -390,3 +393,82 @@ async def test_messages_are_written_with_the_record_once_even_when_replayed(
     # 4 s after the webhook; the record's start is the stream's, 212.5 ms after it.
     assert message.created_at == T0 + timedelta(seconds=4) - timedelta(milliseconds=212.5)
 
+
+
+async def test_a_record_submitted_after_stop_is_journaled_for_the_next_start(
+        sink: Store, tmp_path: Path) -> None:
+    """A call cut by a forced shutdown can finish after the recorder stopped: its record
+    goes straight to the journal file, and the next start stores it."""
+    journal = tmp_path / "journal.jsonl"
+    recorder = CallRecorder(sink, journal_path=journal, max_backoff_s=FAST_BACKOFF_S)
+    await recorder.start()
+    await recorder.stop()
+    late = final_record("CA" + "d" * 32)
+    recorder.submit(late)
+    assert spooled(journal) == [late]
+    replaying = CallRecorder(sink, journal_path=journal, max_backoff_s=FAST_BACKOFF_S)
+    await replaying.start()
+    try:
+        await replaying.flush()
+        await assert_written(sink, late, [])
+    finally:
+        await replaying.stop()
+    assert journal.read_bytes() == b""
+
+
+class StoreDownFor(DownStore):
+    """The real store, unreachable for one call's writes (an outage seen by one record)."""
+
+    def __init__(self, store: Store, call_sid: str) -> None:
+        super().__init__(store, failures=0)
+        self.call_sid = call_sid
+
+    async def save_call(self, record: CallRecord) -> None:
+        if record.call_sid == self.call_sid:
+            raise StoreUnavailable("database is unavailable (simulated)")
+        await super().save_call(record)
+
+
+async def test_stop_returns_when_the_disk_refuses_the_last_done_marks(
+        sink: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At shutdown, one record is in the store and another still waits for it; the disk is
+    full, so the first one's done mark cannot be written. Stopping must not wait for an
+    append that will never work: both stay in the journal, and the next start stores the
+    waiting one and the other again, once."""
+    journal = tmp_path / "journal.jsonl"
+    stored, waiting = final_record("CA" + "9" * 32), final_record("CA" + "8" * 32)
+    recorder = CallRecorder(StoreDownFor(sink, waiting.call_sid), journal_path=journal,
+                            max_backoff_s=FAST_BACKOFF_S)
+    await recorder.start()
+    real_fsync = os.fsync
+
+    def full_for_done_marks(fd: int) -> None:
+        # The jobs' appends get through; an append of done marks finds the disk full.
+        lines = journal.read_bytes().splitlines()
+        if lines and lines[-1].startswith(b'{"done"'):
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(journal_module.os, "fsync", full_for_done_marks)
+    recorder.submit(stored)
+    recorder.submit(waiting)
+    await asyncio.wait_for(_until(lambda: not recorder.journal_ok), 10)  # a done mark failed
+    await asyncio.wait_for(recorder.stop(timeout_s=0.5), 10)
+    monkeypatch.undo()
+    assert await sink.get_call(stored.call_sid) is not None
+    assert await sink.get_call(waiting.call_sid) is None
+    assert spooled(journal) == [stored, waiting]
+    replaying = CallRecorder(sink, journal_path=journal, max_backoff_s=FAST_BACKOFF_S)
+    await replaying.start()
+    try:
+        await replaying.flush()
+        await assert_written(sink, waiting, [])
+        await assert_written(sink, stored, [])  # written twice, stored once
+    finally:
+        await replaying.stop()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    # A recorder's counter has no event to wait on: poll it.
+    while not condition():  # noqa: ASYNC110
+        await asyncio.sleep(0.01)

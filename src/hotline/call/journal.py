@@ -191,6 +191,18 @@ class Journal:
             os.close(fd)
 
 
+def append_late(path: Path, job: Job) -> None:
+    """A job that came after the recorder stopped (a call cut by a forced shutdown), written
+    by the caller's own thread: one line without an id, fsync'd, read at the next start as
+    a waiting job (like a spool line)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        _write_all(fd, job_to_json(job) + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from hotline.call.jobs import CallStatusUpdate, Job, describe, job_from_json, job_to_json
-from hotline.call.journal import Journal
+from hotline.call.journal import Journal, append_late
 from hotline.core.record import CallRecord
 from hotline.errors import HotlineError
 
@@ -75,6 +75,7 @@ class CallRecorder:
         self._journal_idle = asyncio.Event()
         self._journal_idle.set()
         self._closing = False
+        self._stopped = False
         # Stage 2: waiting for the store.
         self._queue: asyncio.Queue[_Entry] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -118,6 +119,9 @@ class CallRecorder:
 
     # -- the interface --------------------------------------------------------------------
     def submit(self, job: Job) -> None:
+        if self._stopped:
+            self._submit_late(job)
+            return
         self._waiting += 1
         self._idle.clear()
         entry = _Entry(job)
@@ -126,6 +130,22 @@ class CallRecorder:
             return
         self._to_journal.append(entry)
         self._wake_journal()
+
+    def _submit_late(self, job: Job) -> None:
+        """After `stop()` (a call cut by a forced shutdown finishing last): straight to the
+        journal file, on this thread. Blocking, but the process is stopping: no call runs."""
+        if self._journal is None:
+            log.error("%s submitted after the recorder stopped, with no journal: lost",
+                      describe(job))
+            return
+        try:
+            append_late(self._journal.path, job)
+        except OSError:
+            log.exception("%s submitted after the recorder stopped: the journal refused it, "
+                          "lost", describe(job))
+            return
+        log.warning("%s came after the recorder stopped: journaled for the next start",
+                    describe(job))
 
     async def start(self) -> None:
         if self._journal is not None:
@@ -173,6 +193,7 @@ class CallRecorder:
         if self._journal is not None:
             await self._in_thread(self._journal.close)
         self._thread.shutdown(wait=True)
+        self._stopped = True
 
     # -- stage 1: the journal -------------------------------------------------------------
     def _wake_journal(self) -> None:
@@ -196,6 +217,11 @@ class CallRecorder:
                                   "only", journal.path, len(entries))
                     self._journal_ok = False
                     self._done[:0] = done  # noted with the next append that works
+                    if self._closing:
+                        # No next append: jobs the store has stay waiting in the journal,
+                        # written again (stored once) at the next start.
+                        self._journal_idle.set()
+                        return
                 else:
                     self._journal_ok = True
                     for entry, journal_id in zip(entries, ids, strict=True):

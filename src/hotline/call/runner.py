@@ -179,6 +179,11 @@ class CallRunner:
                 pending.cancel()
             await asyncio.gather(twilio_pump, engine_pump, ended, *side, return_exceptions=True)
             await self._close_sockets()
+        return self.final_record(started_at)
+
+    def final_record(self, started_at: datetime) -> CallRecord:
+        """The call's record, once its pumps are done (also for a call cut by a forced
+        shutdown: the media handler builds it when `run` is cancelled)."""
         if self.session.outcome is None:
             # The core did not end the call itself: tell it how it ended.
             last: CallEvent = CallAborted(self.failure) if self.failure else TwilioClosed()

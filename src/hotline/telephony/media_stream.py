@@ -124,6 +124,12 @@ async def media_stream(websocket: WebSocket) -> None:
         await _deliver_early_verdict(services, runner, plan.call_sid)
     try:
         record = await runner.run(start, started_at)
+    except asyncio.CancelledError:
+        # A forced shutdown cancelled the call (uvicorn's graceful timeout ran out): the
+        # call is cut, its record is kept (journaled, even if the recorder has stopped).
+        runner.failure = runner.failure or "cut by a forced shutdown"
+        services.recorder.submit(runner.final_record(started_at))
+        raise
     finally:
         services.active_calls.pop(plan.call_sid, None)
     if runner.message_audio:  # the caller's recorded message (engine unavailable)
