@@ -162,6 +162,58 @@ async def test_a_drop_mid_call_resumes_with_the_replay_before_the_waiting_audio(
     assert first.closed and second.closed
 
 
+class SendCutEngine(FakeEngine):
+    """A new session that drops (1011) while its first messages are being sent to it."""
+
+    def __init__(self, sends_before_drop: int) -> None:
+        super().__init__()
+        self._sends_left = sends_before_drop
+
+    async def send_raw(self, data: str) -> None:
+        if self._sends_left == 0:
+            self._gone = True
+            raise ConnectionClosedError(Close(1011, "internal error"), None)
+        self._sends_left -= 1
+        await super().send_raw(data)
+
+
+async def test_a_drop_while_the_replay_and_waiting_audio_are_sent_loses_and_doubles_nothing(
+        ) -> None:
+    first, cut, third = DroppingEngine(), SendCutEngine(sends_before_drop=1), FakeEngine()
+    sessions = [cut, third]
+    reopened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def reopen(plan: CallPlan) -> EngineHandle:
+        await reopened
+        return EngineHandle(sessions.pop(0), "resume")
+
+    twilio = FakeTwilio()
+    call = Call(engine=first, twilio=twilio, reopen_engine=reopen)
+    async with running(call) as task:
+        await until(lambda: engine_has(first, "response.create"), "the greeting is asked")
+        first.say({"type": "response.created", "response": {"id": "r1"}})
+        first.say({"type": "response.output_audio.delta", "response_id": "r1",
+                   "item_id": "i1", "delta": "f" * 160})
+        first.say({"type": "response.output_audio_transcript.done", "response_id": "r1",
+                   "item_id": "i1", "transcript": "Hello, Acme here."})
+        first.say({"type": "response.done", "response": {"id": "r1", "status": "completed"}})
+        await until(lambda: "greeting_done" in call.stages(), "the greeting is done")
+        first.drop_abnormally()
+        await until(lambda: "engine_lost" in call.stages(), "the drop is seen")
+        twilio.media(3)
+        await until(twilio.idle, "the Twilio pump reads on")
+        reopened.set_result(None)
+        await until(lambda: engine_has(third, "input_audio_buffer.append", 3),
+                    "the waiting audio reaches the third session")
+        twilio.disconnect()
+        await ended(task)
+    # The cut session took the replay and dropped as the first waiting frame went out: the
+    # third gets the conversation once, then every frame that waited, none lost.
+    assert cut.types() == ["conversation.item.create"]
+    assert third.types() == ["conversation.item.create", *["input_audio_buffer.append"] * 3]
+    assert call.stages().count("engine_resumed") == 2
+
+
 async def test_a_reconnect_that_fails_makes_the_engine_unavailable() -> None:
     first = DroppingEngine()
 

@@ -146,6 +146,7 @@ class CallRunner:
         # is; None once connected (or failed). The Twilio pump never waits for the engine.
         self._engine_backlog: list[str] | None = []
         self._backlog_audio = 0
+        self._replay_unsent = 0  # the head of the backlog: a replay not sent yet
         self._log = log
         self._clock = clock
         self._ended = asyncio.Event()
@@ -267,8 +268,13 @@ class CallRunner:
             connection = self._engine = resumed.connection
             # The conversation's replay goes first, then what waited (the caller's audio).
             commands = self.session.handle(EngineResumed(), self._clock.now_ms())
-            self._engine_backlog[:0] = [render_engine(c.message) for c in commands
-                                        if isinstance(c, SendToEngine)]
+            replay = [render_engine(c.message) for c in commands
+                      if isinstance(c, SendToEngine)]
+            # A drop while an earlier replay was still being sent: its unsent rest is stale
+            # (the new replay holds the whole conversation).
+            del self._engine_backlog[:self._replay_unsent]
+            self._engine_backlog[:0] = replay
+            self._replay_unsent = len(replay)
             await self._execute([c for c in commands if not isinstance(c, SendToEngine)])
 
     async def _connect(self, opener: EngineOpener) -> EngineHandle | None:
@@ -310,7 +316,10 @@ class CallRunner:
         socket closes; how it closed."""
         try:
             while self._engine_backlog:
-                await connection.send_raw(self._engine_backlog.pop(0))
+                # Taken off only once sent: a send cut by a drop is sent to the next session.
+                await connection.send_raw(self._engine_backlog[0])
+                self._engine_backlog.pop(0)
+                self._replay_unsent = max(0, self._replay_unsent - 1)
         except ConnectionClosed as exc:
             return _close_detail(exc)
         self._engine_backlog = None
