@@ -290,7 +290,8 @@ class CallRunner:
             except Exception as exc:  # any failure to reach it ends this call at most
                 self.session.stats.engine_connect_failures += 1
                 detail = (f"no session within {self._connect_budget_s * 1000:.0f} ms"
-                          if isinstance(exc, TimeoutError) else repr(exc))
+                          if isinstance(exc, TimeoutError)
+                          else f"{type(exc).__name__}: {exc}")  # (a repr can hold headers)
                 self._log.warning("engine connect attempt %d failed: %s", attempt, detail)
                 self._record(TimelineStage("engine_connect_failed", self._clock.now_ms(),
                                            f"attempt {attempt}: {detail}"[:300]))

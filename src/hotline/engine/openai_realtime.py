@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import base64
 import logging
-from typing import Protocol
+from typing import Protocol, cast
 
 import orjson
 from openai import AsyncOpenAI
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
+from openai.types.websocket_connection_options import WebSocketConnectionOptions
 
 from hotline.engine.realtime_codec import MAX_MESSAGE_BYTES as MAX_ENGINE_MESSAGE_BYTES
 from hotline.engine.session_config import session_config
@@ -23,6 +24,12 @@ from hotline.prompts import GREETING_MARKER
 from hotline.settings import Settings
 
 log = logging.getLogger("hotline.engine")
+
+
+# A network that silently drops packets shows as a missing pong: within about 10 s the call
+# resumes on a new session (websockets' defaults, 20 s + 20 s, meant up to 40 s of silence).
+ENGINE_PING_INTERVAL_S = 5.0
+ENGINE_PING_TIMEOUT_S = 5.0
 
 
 class EngineConnection(Protocol):
@@ -111,8 +118,11 @@ class RealtimeEngine:
         # default is None, no cap at all. A bigger event closes the socket with 1009.
         return await self._client.realtime.connect(
             model=self._settings.openai_model,
-            websocket_connection_options={"compression": None,
-                                          "max_size": MAX_ENGINE_MESSAGE_BYTES},
+            websocket_connection_options=cast("WebSocketConnectionOptions", {
+                "compression": None, "max_size": MAX_ENGINE_MESSAGE_BYTES,
+                # Passed through to websockets' connect (the SDK's TypedDict lacks them).
+                "ping_interval": ENGINE_PING_INTERVAL_S, "ping_timeout": ENGINE_PING_TIMEOUT_S,
+            }),
         ).enter()
 
     async def close(self) -> None:
