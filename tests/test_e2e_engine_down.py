@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from hotline.apology import built_in_frames
 from hotline.audio.mulaw import BYTES_PER_MS
+from hotline.canned import built_in_frames
 from hotline.core.outcomes import Outcome
-from hotline.prompts import apology_text
+from hotline.prompts import CannedLine, apology_text
 from hotline.sim import speech
 from hotline.sim.script import CallScript, Hangup, Say, Silence, WaitForAgentSilence
 from tests.factories import TEST_NUMBER, make_business
@@ -63,10 +63,10 @@ async def test_engine_down_apology_message_with_audio_and_hang_up(
     assert result.start_to_first_media_ms / TEST_CLOCK.speed < APOLOGY_BUDGET_MS
     # ... and it is the apology: the built-in English recording, byte for byte.
     first_heard = result.heard_segments[0][1]
-    expected = base64.b64decode(built_in_frames("en")[0])
+    expected = base64.b64decode(built_in_frames(CannedLine.APOLOGY, "en")[0])
     assert first_heard[:len(expected)] == expected
-    assert result.played_ms >= len(b"".join(base64.b64decode(f)
-                                            for f in built_in_frames("en"))) / BYTES_PER_MS
+    apology = b"".join(base64.b64decode(f) for f in built_in_frames(CannedLine.APOLOGY, "en"))
+    assert result.played_ms >= len(apology) / BYTES_PER_MS
     # The server hung up (through Twilio's REST API) on the silence after the message.
     assert result.ended_by == "api", (result.ended_by, result.script_log)
     assert record.outcome == Outcome.ENGINE_UNAVAILABLE
@@ -116,7 +116,7 @@ async def test_the_apology_rendered_in_the_business_voice_is_used_once_cached(
         await cache.wait_ready([business], timeout_s=15)
         await _until_cached(stack, key)
         rendered = cache.frames(key)
-        assert rendered and rendered != built_in_frames("he")
+        assert rendered and rendered != built_in_frames(CannedLine.APOLOGY, "he")
         await stack.engine.stop()  # the engine is gone: connecting is refused
         result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER, script=LEAVE_A_MESSAGE)
         record = await record_of(stack, result.call_sid)
@@ -130,7 +130,7 @@ async def test_the_apology_rendered_in_the_business_voice_is_used_once_cached(
     # The caller heard the rendered apology, not the built-in one.
     heard = result.heard_mulaw()
     assert base64.b64decode(rendered[1]) in heard
-    assert base64.b64decode(built_in_frames("he")[1]) not in heard
+    assert base64.b64decode(built_in_frames(CannedLine.APOLOGY, "he")[1]) not in heard
 
 
 async def _until_cached(stack: Stack, key: str) -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hotline.apology import BUILT_IN_LANGUAGES, apology_audio, built_in_frames
 from hotline.audio.mulaw import rms
 from hotline.audio.tone import TONE_FRAMES
+from hotline.canned import BUILT_IN_LANGUAGES, built_in_frames, canned_audio
 from hotline.core.closing import ControlAction
 from hotline.core.commands import (
     Command,
@@ -42,7 +42,7 @@ from hotline.core.events import (
     TwilioStart,
     TwilioStop,
 )
-from hotline.core.greeting import ApologyAudio, ApologySource
+from hotline.core.greeting import CannedAudio, CannedSource
 from hotline.core.message_recording import MessageRecording, RecordingEnd
 from hotline.core.outcomes import Outcome
 from hotline.core.phase import CallPhase
@@ -50,12 +50,12 @@ from hotline.core.record import LeadMessage, TimelineStage, TranscriptTurn
 from hotline.core.session import CallSession
 from hotline.core.timers import TimerName
 from hotline.core.tool_ledger import ToolEffect
-from hotline.prompts import apology_text
+from hotline.prompts import CannedLine, apology_text
 from tests.factories import make_plan
 
 START = TwilioStart("MZ" + "a" * 32, "CA" + "1" * 32, "AC" + "0" * 32, {"token": "t"})
 APOLOGY_FRAMES = tuple(base64.b64encode(bytes([0x20 + i]) * 800).decode() for i in range(5))
-APOLOGY = ApologyAudio(APOLOGY_FRAMES, ApologySource.RENDERED)  # 500 ms
+APOLOGY = CannedAudio(APOLOGY_FRAMES, CannedSource.RENDERED)  # 500 ms
 LOUD = base64.b64encode(bytes([0x10]) * 160).decode()  # 20 ms of loud sound
 QUIET = base64.b64encode(bytes([0xFF]) * 160).decode()  # 20 ms of silence
 DOWN = EngineUnavailable("connection refused")
@@ -86,7 +86,7 @@ def audio_kept(cmds: list[Command]) -> list[KeepMessageAudio]:
 
 
 class Call:
-    def __init__(self, apology: ApologyAudio | None = APOLOGY, **plan: object) -> None:
+    def __init__(self, apology: CannedAudio | None = APOLOGY, **plan: object) -> None:
         plan.setdefault("message_max_ms", 10_000)
         plan.setdefault("message_end_silence_ms", 1_000)
         self.session = CallSession(make_plan(**plan), apology=apology)
@@ -153,7 +153,7 @@ class TestApology:
         assert call.session.outcome is Outcome.ENGINE_UNAVAILABLE
 
     def test_without_a_rendered_apology_the_built_in_one_plays(self) -> None:
-        built_in = ApologyAudio(APOLOGY_FRAMES[:2], ApologySource.BUILT_IN)
+        built_in = CannedAudio(APOLOGY_FRAMES[:2], CannedSource.BUILT_IN)
         call = Call(apology=built_in)
         cmds = apologised(call)
         assert sent_media(cmds) == [*APOLOGY_FRAMES[:2], *TONE_FRAMES]
@@ -347,10 +347,12 @@ def test_the_tone_is_a_loud_beep() -> None:
 
 def test_built_in_apologies_ship_with_the_package() -> None:
     for language in BUILT_IN_LANGUAGES:
-        audio = b"".join(base64.b64decode(f) for f in built_in_frames(language))
+        frames = built_in_frames(CannedLine.APOLOGY, language)
+        audio = b"".join(base64.b64decode(f) for f in frames)
         assert 3000 <= len(audio) / 8 <= 10_000 and rms(audio) > 1000, language
-    assert built_in_frames("fr") == built_in_frames("en")  # no French one: English
-    assert built_in_frames("he") != built_in_frames("en")
+    english = built_in_frames(CannedLine.APOLOGY, "en")
+    assert built_in_frames(CannedLine.APOLOGY, "fr") == english  # no French one: English
+    assert built_in_frames(CannedLine.APOLOGY, "he") != english
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     globs = pyproject["tool"]["setuptools"]["package-data"]["hotline"]
     for path in (ROOT / "src" / "hotline" / "data").iterdir():
@@ -358,9 +360,10 @@ def test_built_in_apologies_ship_with_the_package() -> None:
 
 
 def test_the_rendered_apology_is_preferred_to_the_built_in_one() -> None:
-    assert apology_audio(APOLOGY_FRAMES, "he") == APOLOGY
-    fallback = apology_audio(None, "he")
-    assert fallback.source is ApologySource.BUILT_IN and fallback.frames == built_in_frames("he")
+    assert canned_audio(CannedLine.APOLOGY, APOLOGY_FRAMES, "he") == APOLOGY
+    fallback = canned_audio(CannedLine.APOLOGY, None, "he")
+    assert fallback.source is CannedSource.BUILT_IN
+    assert fallback.frames == built_in_frames(CannedLine.APOLOGY, "he")
 
 
 _any_event = st.one_of(

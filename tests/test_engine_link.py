@@ -39,7 +39,7 @@ from hotline.core.events import (
     TwilioMark,
     TwilioMedia,
 )
-from hotline.core.greeting import CACHED_GREETING_ITEM, heard_part
+from hotline.core.greeting import CACHED_GREETING_ITEM, CannedAudio, heard_part
 from hotline.core.outcomes import Outcome
 from hotline.core.phase import CallPhase
 from hotline.core.record import TimelineStage
@@ -62,10 +62,13 @@ GREETING_TEXT = "Hi, Acme Dental, how can I help?"
 REPLY_TEXT = "Sure, we open at nine tomorrow morning."
 
 
-def greeted_and_asked() -> Call:
+def greeted_and_asked(hold: CannedAudio | None = None) -> Call:
     """The greeting (r1) has played; the caller asked something (u1); the reply (r2, item
-    i2) is being said: 300 ms sent, 100 ms heard (the first mark echoed at 2100)."""
+    i2) is being said: 300 ms sent, 100 ms heard (the first mark echoed at 2100). `hold`:
+    the hold line the session has for a drop."""
     call = Call()
+    if hold is not None:
+        call.session = CallSession(make_plan(), hold=hold)
     call(START, 0)
     names = call.speak("r1", "i1", [500], 0)
     call(EngineAgentTranscript("r1", "i1", GREETING_TEXT), 10)

@@ -14,10 +14,10 @@ from fastapi import FastAPI
 
 from hotline import __version__
 from hotline.admin.api import router as api_router
-from hotline.apology import load_built_in
 from hotline.body_limit import BodyLimit
 from hotline.business import BusinessConfig
 from hotline.call.recorder import CallRecorder
+from hotline.canned import load_built_in
 from hotline.config_cache import ConfigCache
 from hotline.engine.openai_realtime import RealtimeEngine
 from hotline.engine.warm import WarmSessions

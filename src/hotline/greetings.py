@@ -4,10 +4,10 @@ play it from memory the moment their stream starts.
 Audio is kept as base64 μ-law frames, split and encoded once when loaded, so the media
 loop only forwards strings. Files on disk (`<sha256>.ulaw`) survive restarts. Inbound
 greetings are rendered when the business config loads or changes (stale ones are
-dropped: a new greeting or voice is a new key), and so is each business's apology for when
-no engine can be had (`hotline.apology`: rendered while the engine is healthy, in the
-business's voice and language); outbound greetings are rendered when the call is placed,
-while the phone rings.
+dropped: a new greeting or voice is a new key), and so are each business's canned lines
+(`hotline.canned`: the apology for when no engine can be had, the hold line for a
+reconnect; rendered while the engine is healthy, in the business's voice and language);
+outbound greetings are rendered when the call is placed, while the phone rings.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Protocol
 
 from hotline.audio.mulaw import BYTES_PER_MS
 from hotline.business import BusinessConfig
-from hotline.prompts import apology_text
+from hotline.prompts import CannedLine, canned_text
 
 log = logging.getLogger("hotline.greetings")
 
@@ -117,20 +117,21 @@ class GreetingCache:
             self.forget(old)
 
     async def sync(self, businesses: list[BusinessConfig]) -> None:
-        """Render every business's inbound greeting and apology; forget those no longer
-        used."""
+        """Render every business's inbound greeting and canned lines; forget those no
+        longer used."""
         texts = {(b.greeting, b.voice) for b in businesses}
-        texts |= {(apology_text(b.language), b.voice) for b in businesses}
+        canned = {(canned_text(line, b.language), b.voice)
+                  for b in businesses for line in CannedLine}
+        texts |= canned
         wanted = {self.key(text, voice) for text, voice in texts}
         for stale in self._inbound_keys - wanted:
             self.forget(stale)
         self._inbound_keys = wanted
         greetings = asyncio.gather(*(self._ensure_logged(b.greeting, b.voice)
                                      for b in businesses))
-        apologies = asyncio.gather(*(self._ensure_logged(apology_text(b.language), b.voice)
-                                     for b in businesses))
-        ready, _ = await asyncio.gather(greetings, apologies)
-        log.info("greeting cache: %d of %d inbound greetings ready (and the apologies)",
+        lines = asyncio.gather(*(self._ensure_logged(text, voice) for text, voice in canned))
+        ready, _ = await asyncio.gather(greetings, lines)
+        log.info("greeting cache: %d of %d inbound greetings ready (and the canned lines)",
                  sum(1 for r in ready if r), len(businesses))
 
     def forget(self, key: str) -> None:

@@ -76,6 +76,9 @@ class CallPlan:
     # this voice, when rendered; else the built-in one), then the caller's message is
     # recorded: at most `message_max_ms`, ended by `message_end_silence_ms` of silence.
     apology_audio_key: str | None = None
+    # The engine dropped while the caller waited on it: the hold line (cached audio of
+    # `prompts.hold_text(language)` in this voice, when rendered; else the built-in one).
+    hold_audio_key: str | None = None
     message_max_ms: int = 120_000
     message_end_silence_ms: int = 4_000
     # Stages reached before the stream opened, (stage, ms since the webhook arrived).

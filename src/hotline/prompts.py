@@ -7,6 +7,7 @@ replaces it with `session.update` once the greeting is done.
 
 from __future__ import annotations
 
+import enum
 import string
 
 from hotline.business import BusinessConfig, TemplateConfig
@@ -91,15 +92,39 @@ def say_exactly(text: str) -> str:
     return f'{SAY_EXACTLY_MARKER} "{text}"'
 
 
-# -- the apology when no engine can be had (played as audio: see hotline.apology) --------
+# -- canned lines: said without the engine, as cached audio (see hotline.canned) -----------
+class CannedLine(enum.Enum):
+    """A line the caller hears when the engine cannot speak."""
+
+    APOLOGY = "apology"  # no engine can be had: leave a message after the tone
+    HOLD = "hold"  # the engine dropped while the caller waited on it: "one moment"
+
+
 APOLOGY_TEXTS: dict[str, str] = {
     "en": ("Sorry, we're having technical trouble. Please leave your name, number and "
            "message after the tone."),
     "he": "סליחה, אנחנו נתקלים כרגע בבעיה טכנית. נא להשאיר שם, מספר טלפון והודעה אחרי הצליל.",
 }
-APOLOGY_FALLBACK_LANGUAGE = "en"
+HOLD_TEXTS: dict[str, str] = {
+    "en": "One moment, please.",
+    "he": "רק רגע, בבקשה.",
+}
+CANNED_TEXTS: dict[CannedLine, dict[str, str]] = {CannedLine.APOLOGY: APOLOGY_TEXTS,
+                                                  CannedLine.HOLD: HOLD_TEXTS}
+APOLOGY_FALLBACK_LANGUAGE = "en"  # canned lines in a language without their own
+
+
+def canned_text(line: CannedLine, language: str) -> str:
+    """The line's words in `language`; English for a language without them."""
+    texts = CANNED_TEXTS[line]
+    return texts.get(language, texts[APOLOGY_FALLBACK_LANGUAGE])
 
 
 def apology_text(language: str) -> str:
     """The apology in `language`; English for a language without one."""
-    return APOLOGY_TEXTS.get(language, APOLOGY_TEXTS[APOLOGY_FALLBACK_LANGUAGE])
+    return canned_text(CannedLine.APOLOGY, language)
+
+
+def hold_text(language: str) -> str:
+    """The hold line in `language`; English for a language without one."""
+    return canned_text(CannedLine.HOLD, language)

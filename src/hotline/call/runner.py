@@ -55,7 +55,7 @@ from hotline.core.events import (
     TwilioStart,
     Unhandled,
 )
-from hotline.core.greeting import ApologyAudio
+from hotline.core.greeting import CannedAudio
 from hotline.core.outcomes import Outcome
 from hotline.core.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
 from hotline.core.session import CallSession
@@ -122,11 +122,11 @@ class CallRunner:
                  greeting_frames: tuple[str, ...] | None = None, *,
                  voicemail_frames: tuple[str, ...] | None = None,
                  toolbox: Toolbox | None = None, control: CallControl | None = None,
-                 apology: ApologyAudio | None = None,
+                 apology: CannedAudio | None = None, hold: CannedAudio | None = None,
                  reopen_engine: EngineOpener | None = None,
                  connect_budget_s: float = DEFAULT_CONNECT_BUDGET_S) -> None:
         self.plan = plan
-        self.session = CallSession(plan, greeting_frames, voicemail_frames, apology)
+        self.session = CallSession(plan, greeting_frames, voicemail_frames, apology, hold)
         self.timeline = [TimelineStage(stage, ms) for stage, ms in plan.early_stages]
         self.transcript: list[TranscriptTurn] = []
         self.messages: list[LeadMessage] = []

@@ -9,7 +9,8 @@ audio plays on: it needs no engine. The runner reconnects with the full prompt a
 after the loss reach it live, after the replay), then what is wanted is asked for, unless
 the caller spoke while the call was between sessions: their words reach the new session
 with the audio that waited, its VAD makes them a turn, and the reply answers it (the cut
-line is in the replay). A drop while the call is closing ends it, as it always did.
+line is in the replay). A drop while the call is closing ends it, as it always did. If the
+caller was waiting on the agent, the hold line covers the reconnect (hold_line.py).
 
 Engine `error`s that do not end the session go on the timeline, the first
 `MAX_ERRORS_ON_TIMELINE` of them; after that they are only counted.
@@ -18,7 +19,7 @@ Engine `error`s that do not end the session go on the timeline, the first
 from __future__ import annotations
 
 from hotline.audio.mulaw import BYTES_PER_MS, b64_decoded_len
-from hotline.core import ending, tool_flow
+from hotline.core import ending, hold_line, tool_flow
 from hotline.core.commands import (
     AddAssistantText,
     Command,
@@ -65,6 +66,7 @@ def lost(s: CallState, detail: str, now_ms: float) -> list[Command]:
     s.stats.engine_drops += 1
     s.engine_lost_ms = now_ms
     s.voiced_while_lost_ms = 0.0
+    caller_talking = s.turns.open
     commands: list[Command] = [Record(TimelineStage("engine_lost", now_ms, detail[:300]))]
     item = s.playback.current()
     cut_response = None
@@ -82,6 +84,8 @@ def lost(s: CallState, detail: str, now_ms: float) -> list[Command]:
     s.replay_before = s.conversation.next_seq
     if cut_response is not None:
         commands += tool_flow.release_answers(s, cut_response)
+    if not caller_talking and hold_line.caller_waits(s, agent_was_cut=cut_response is not None):
+        commands += hold_line.play(s, now_ms)
     return commands
 
 

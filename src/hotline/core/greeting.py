@@ -12,6 +12,7 @@ CACHED_GREETING_ITEM = "hotline_greeting"
 CACHED_GREETING_HEARD_ITEM = "hotline_greeting_heard"
 CACHED_VOICEMAIL_ITEM = "hotline_voicemail"
 CACHED_APOLOGY_ITEM = "hotline_apology"  # the apology and its tone (engine unavailable)
+CACHED_HOLD_ITEM = "hotline_hold"  # "one moment, please" while the engine reconnects
 CACHED = "cached-greeting"  # stands for a response id: no engine response says it
 # How the timeline details say audio came from the cache (the metrics read it back).
 CACHED_AUDIO = "cached audio"
@@ -32,14 +33,14 @@ def heard_part(text: str, fraction: float) -> str:
     return f"{words}—" if words else ""
 
 
-class ApologySource(enum.Enum):
+class CannedSource(enum.Enum):
     RENDERED = "rendered"  # by the engine, in the business's voice (the greeting cache)
     BUILT_IN = "built-in"  # the package's espeak-ng recording
 
 
 @dataclass(frozen=True, slots=True)
-class ApologyAudio:
-    """The apology played when no engine can be had: base64 μ-law frames, and their origin."""
+class CannedAudio:
+    """A canned line (the apology, the hold line) as base64 μ-law frames, and their origin."""
 
     frames: tuple[str, ...]
-    source: ApologySource
+    source: CannedSource

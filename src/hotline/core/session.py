@@ -13,7 +13,8 @@ state (`CallState`) is made of small parts, each with one job and its own tests:
 
 The flows over that state: speaking.py (greeting, cached audio, cutting the agent off),
 tool_flow.py, ending.py (closing, hang-up, transfer), voicemail.py (answering machines),
-engine_link.py (the engine dropping mid-call and the resume; engine errors).
+engine_link.py (the engine dropping mid-call and the resume; engine errors), hold_line.py
+(a canned "one moment" over the reconnect).
 This module keeps the conversation itself: caller audio and turns, barge-in, responses and
 the prompt upgrade after the first one, DTMF, timers.
 """
@@ -65,7 +66,7 @@ from hotline.core.events import (
     TwilioStart,
     TwilioStop,
 )
-from hotline.core.greeting import CACHED_GREETING_ITEM, ApologyAudio
+from hotline.core.greeting import CACHED_GREETING_ITEM, CannedAudio
 from hotline.core.outcomes import Outcome
 from hotline.core.phase import CallPhase
 from hotline.core.record import TimelineStage, TranscriptTurn
@@ -87,10 +88,12 @@ from hotline.prompts import (
 class CallSession:
     def __init__(self, plan: CallPlan, greeting_frames: tuple[str, ...] | None = None,
                  voicemail_frames: tuple[str, ...] | None = None,
-                 apology: ApologyAudio | None = None) -> None:
+                 apology: CannedAudio | None = None,
+                 hold: CannedAudio | None = None) -> None:
         self.plan = plan
         self._s = CallState.for_plan(plan, greeting_frames, voicemail_frames)
         self._s.apology = apology  # played if no engine can be had (engine_down.py)
+        self._s.hold = hold  # played if the engine drops while the caller waits (hold_line.py)
         if plan.greeting_prerequested and not greeting_frames:
             # The warm session asked for the greeting with our event id: it is in flight.
             self._s.responses.assume_requested(Purpose.GREETING, PREREQUESTED_GREETING_EVENT_ID)

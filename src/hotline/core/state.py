@@ -10,7 +10,7 @@ from hotline.core.amd import AmdWait
 from hotline.core.closing import Closing
 from hotline.core.commands import Command, Record
 from hotline.core.conversation import Conversation
-from hotline.core.greeting import ApologyAudio
+from hotline.core.greeting import CannedAudio
 from hotline.core.message_recording import MessageRecording
 from hotline.core.outcomes import Outcome
 from hotline.core.phase import CallPhase, Phase
@@ -45,7 +45,9 @@ class CallState:
     outcome: Outcome | None = None
     seen: set[str] = field(default_factory=set)  # timeline stages recorded once
     # No engine can be had (engine_down.py): what to play, and the caller's message.
-    apology: ApologyAudio | None = None
+    apology: CannedAudio | None = None
+    # The engine dropped while the caller waited on it: what to play meanwhile (hold_line.py).
+    hold: CannedAudio | None = None
     engine_down: bool = False
     message: MessageRecording | None = None
     messages_taken: int = 0  # messages recorded on this call (each gets the next id)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from fastapi import APIRouter, WebSocket
 
-from hotline.apology import apology_audio
 from hotline.call.message_audio import keep_written, write_message_audio
 from hotline.call.runner import CallClock, CallRunner
+from hotline.canned import canned_audio
 from hotline.core.amd import AnsweredBy
 from hotline.core.events import UNHANDLED, AmdVerdict, TwilioStart
 from hotline.errors import (
@@ -21,6 +21,7 @@ from hotline.errors import (
     TwilioProtocolError,
 )
 from hotline.logs import call_log
+from hotline.prompts import CannedLine
 from hotline.services import AMD_SIGNAL, Services
 from hotline.telephony.media_codec import parse_twilio
 from hotline.tools import Toolbox
@@ -114,8 +115,12 @@ async def media_stream(websocket: WebSocket) -> None:
                         greeting_frames=services.greetings.frames(plan.greeting_audio_key),
                         voicemail_frames=services.greetings.frames(plan.voicemail_audio_key),
                         toolbox=toolbox, control=services.control,
-                        apology=apology_audio(services.greetings.frames(plan.apology_audio_key),
-                                              plan.language),
+                        apology=canned_audio(CannedLine.APOLOGY,
+                                             services.greetings.frames(plan.apology_audio_key),
+                                             plan.language),
+                        hold=canned_audio(CannedLine.HOLD,
+                                          services.greetings.frames(plan.hold_audio_key),
+                                          plan.language),
                         reopen_engine=services.warm.reopen,
                         connect_budget_s=services.settings.engine_connect_budget_ms / 1000)
     services.active_calls[plan.call_sid] = runner

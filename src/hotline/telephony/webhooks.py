@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request, Response
 from hotline.call.recorder import CallStatusUpdate
 from hotline.errors import RegistryUnavailable
 from hotline.plan import CallPlan, build_inbound_plan
-from hotline.prompts import apology_text
+from hotline.prompts import apology_text, hold_text
 from hotline.services import AMD_SIGNAL, Services
 from hotline.telephony.twiml import (
     UNKNOWN_NUMBER_MESSAGE,
@@ -124,7 +124,8 @@ def _with_greeting_audio(services: Services, plan: CallPlan) -> CallPlan:
     return replace(plan, greeting_audio_key=_cached_key(services, plan.greeting, plan.voice),
                    voicemail_audio_key=_cached_key(services, plan.voicemail, plan.voice),
                    apology_audio_key=_cached_key(services, apology_text(plan.language),
-                                                 plan.voice))
+                                                 plan.voice),
+                   hold_audio_key=_cached_key(services, hold_text(plan.language), plan.voice))
 
 
 def _cached_key(services: Services, text: str, voice: str) -> str | None:
