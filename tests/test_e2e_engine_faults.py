@@ -1,17 +1,22 @@
 """Engine faults over real sockets (uvicorn, the simulated phone, the simulated engine):
 a session dropped mid-call with 1011 and resumed on a new one with the conversation
-replayed; a handshake refused with 503 then retried; an engine refused on every attempt.
+replayed, the hold line covering the reconnect; a handshake refused with 503 then retried;
+an engine refused on every attempt.
 Assertions are on what the simulators saw and the stored record, then on /metrics."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from hotline.audio.mulaw import BYTES_PER_MS
+from hotline.canned import built_in_frames
+from hotline.prompts import CannedLine
 from hotline.sim.engine import SimulatedSession
 from hotline.sim.script import CallScript, Hangup, Say, Silence, WaitForAgentSilence
 from tests.factories import TEST_NUMBER, make_business
@@ -202,3 +207,50 @@ async def test_a_hanging_handshake_is_cut_at_the_connect_budget(
     # cut near the budget: 400 ms of wall time, on the call's (compressed) clock
     waited_ms = (at["engine_failed"] - at["stream_start"]) / TEST_CLOCK.speed
     assert 300 < waited_ms < 3000
+
+
+async def test_a_drop_mid_reply_plays_the_hold_line_then_the_resumed_reply(
+        database_url: str, tmp_path: Path) -> None:
+    async with running_stack(database_url, tmp_path, [make_business()], greeting_cache=False,
+                             engine_connect_budget_ms=10_000) as stack:
+        stack.engine.caller_transcripts = [FIRST_ASK]
+        script = CallScript([WaitForAgentSilence(quiet_ms=400), Say(FIRST_ASK),
+                             Silence(ms=6000),  # the reply, the drop, the hold line, the resume
+                             WaitForAgentSilence(quiet_ms=600), Hangup()])
+        call = stack.phone.start_call(to=TEST_NUMBER, from_=CALLER, script=script)
+        first = await stack.engine.wait_for_session(0)
+        await drop_during_the_first_reply(first)
+        result = await call.wait()
+        record = await record_of(stack, result.call_sid)
+
+    assert record.outcome == "completed" and len(stack.engine.sessions) == 2
+    stages = [s.stage for s in record.timeline]
+    assert stages.index("engine_lost") < stages.index("hold_line") < stages.index(
+        "engine_resumed")
+    assert record.timeline[stages.index("hold_line")].detail.startswith("built-in")
+
+    # At the phone: the drop's clear, then at once the hold line (the built-in English
+    # recording, byte for byte), then the resumed reply queued behind it, not over it.
+    hold = b"".join(base64.b64decode(f) for f in built_in_frames(CannedLine.HOLD, "en"))
+    hold_s = len(hold) / BYTES_PER_MS / 1000
+    [clear] = result.clears
+    after = [(start, audio) for start, audio in result.heard_segments if start >= clear.at]
+    heard_after = b"".join(audio for _, audio in after)
+    assert heard_after.startswith(hold), "the hold line is the first audio after the clear"
+    hold_start = after[0][0]
+    assert hold_start - clear.at < hold_s / 4  # no dead air worth the name before it
+    in_hold = 0
+    reply = []
+    for start, audio in after:
+        if in_hold < len(hold):
+            in_hold += len(audio)
+        else:
+            reply.append((start, audio))
+    assert reply, "the resumed reply followed the hold line"
+    assert reply[0][0] >= hold_start + hold_s - 0.001  # after it, not over it
+    assert sum(len(a) for _, a in reply) > 500 * BYTES_PER_MS
+    # The second session made that reply; the hold line is no turn of the conversation.
+    second_responses = [s for s in stack.engine.sessions[1].sent
+                        if s.type == "response.output_audio.delta"]
+    assert second_responses
+    assert all("moment" not in t.text for t in record.transcript)

@@ -11,13 +11,18 @@ silent, so the resumed session is asked at once to go on with the cut reply.
 For each drop:
   resume gap        `engine_lost` → `engine_resumed` on the call's timeline (reconnect with
                     the full prompt, conversation replayed)
-  caller-heard gap  the phone's side: its buffer cleared at the drop → the next agent audio
-                    it received (the resume, plus the engine's time to first audio)
+  clear → audio     the phone's side: its buffer cleared at the drop → the first agent audio
+                    it played after it (the hold line, when one plays)
+  hold → reply      the hold line's end → the resumed reply's first audio played (0 when the
+                    reply was queued behind it: it plays on without a gap)
+  heard silence     the longest gap in agent audio at the phone around the drop: the longer
+                    of the two above (without a hold line, clear → the reply)
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,6 +32,7 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
+from hotline.audio.mulaw import BYTES_PER_MS
 from hotline.benchmarks.stats import percentile
 from hotline.benchmarks.tenants import (
     ACCOUNT_SID,
@@ -35,7 +41,9 @@ from hotline.benchmarks.tenants import (
     bench_business,
     lane_number,
 )
+from hotline.canned import built_in_frames
 from hotline.core.record import CallRecord
+from hotline.prompts import CannedLine
 from hotline.server import RunningServer, start_server
 from hotline.settings import Settings
 from hotline.sim.call_result import PhoneCallResult
@@ -50,11 +58,24 @@ DROP_AFTER_CHUNKS = 3
 
 
 @dataclass(frozen=True, slots=True)
+class HeardSilence:
+    """Gaps in agent audio at the phone around one drop (ms of the phone's playout)."""
+
+    clear_to_audio_ms: float  # the clear -> the first audio played after it
+    hold_to_reply_ms: float | None  # the hold line's end -> the reply (None: no hold line)
+
+    @property
+    def longest_ms(self) -> float:
+        return max(self.clear_to_audio_ms, self.hold_to_reply_ms or 0.0)
+
+
+@dataclass(frozen=True, slots=True)
 class DropResult:
     call_sid: str
     resume_gap_ms: float | None  # the timeline's engine_lost -> engine_resumed
     heard_gap_ms: float | None  # the phone's clear -> next agent audio
     outcome: str | None
+    silence: HeardSilence | None = None  # the caller-heard silence around the drop
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +87,12 @@ class FaultsReport:
 
     def heard_gaps(self) -> list[float]:
         return [d.heard_gap_ms for d in self.drops if d.heard_gap_ms is not None]
+
+    def silences(self) -> list[HeardSilence]:
+        return [d.silence for d in self.drops if d.silence is not None]
+
+    def hold_lines(self) -> int:
+        return sum(1 for s in self.silences() if s.hold_to_reply_ms is not None)
 
     @property
     def resumed(self) -> int:
@@ -103,6 +130,32 @@ def heard_gap_ms(result: PhoneCallResult, dropped_at: float) -> float | None:
     return None if after is None else (after - clear) * 1000
 
 
+def heard_silence(result: PhoneCallResult, dropped_at: float,
+                  hold: bytes) -> HeardSilence | None:
+    """From what the phone played (`heard_segments`, each with its start): the clear at the
+    drop -> the first audio after it, and, when that audio began with the hold line `hold`,
+    the hold line's end -> the next audio (the resumed reply)."""
+    clear = next((c.at for c in result.clears if c.at >= dropped_at), None)
+    if clear is None:
+        return None
+    after = sorted((start, audio) for start, audio in result.heard_segments if start >= clear)
+    if not after:
+        return None
+    first_ms = (after[0][0] - clear) * 1000
+    heard = b"".join(audio for _, audio in after)
+    if not hold or not heard.startswith(hold):
+        return HeardSilence(first_ms, None)
+    played = taken = 0
+    while played < len(hold):  # the segments that played the hold line
+        played += len(after[taken][1])
+        taken += 1
+    rest = after[taken:]
+    if not rest:
+        return HeardSilence(first_ms, None)
+    hold_end = after[0][0] + len(hold) / BYTES_PER_MS / 1000
+    return HeardSilence(first_ms, max(0.0, (rest[0][0] - hold_end) * 1000))
+
+
 def resume_gap_ms(record: CallRecord) -> float | None:
     at = {stage.stage: stage.ms for stage in record.timeline}
     if "engine_lost" not in at or "engine_resumed" not in at:
@@ -119,8 +172,9 @@ async def _one_drop(server: RunningServer, engine: EngineSimulator,
         dropped_at = await _drop_during_the_reply(session)
     result = await call.wait()
     record = await server.services.final_record(result.call_sid, timeout_s=30)
+    hold = b"".join(base64.b64decode(f) for f in built_in_frames(CannedLine.HOLD, "en"))
     return DropResult(result.call_sid, resume_gap_ms(record), heard_gap_ms(result, dropped_at),
-                      record.outcome)
+                      record.outcome, heard_silence(result, dropped_at, hold))
 
 
 async def run_faults(drops: int, console: Console | None = None) -> FaultsReport:
@@ -148,9 +202,14 @@ async def run_faults(drops: int, console: Console | None = None) -> FaultsReport
                 drop = await _one_drop(server, engine, phone)
                 results.append(drop)
                 if console is not None:
-                    console.print(f"drop {n + 1}/{drops}: resume gap "
-                                  f"{_ms(drop.resume_gap_ms)}, caller-heard gap "
-                                  f"{_ms(drop.heard_gap_ms)}, outcome {drop.outcome}")
+                    silence = drop.silence
+                    console.print(
+                        f"drop {n + 1}/{drops}: resume gap {_ms(drop.resume_gap_ms)}, "
+                        "caller-heard silence "
+                        f"{_ms(silence.longest_ms if silence else None)} (clear → audio "
+                        f"{_ms(silence.clear_to_audio_ms if silence else None)}, hold → reply "
+                        f"{_ms(silence.hold_to_reply_ms if silence else None)}), "
+                        f"outcome {drop.outcome}")
         finally:
             if server is not None:
                 await server.stop()
@@ -164,8 +223,14 @@ def _ms(value: float | None) -> str:
 
 def summary_rows(report: FaultsReport) -> list[tuple[str, str, str, str, str]]:
     rows = []
-    for name, values in (("resume gap (engine_lost → engine_resumed)", report.resume_gaps()),
-                         ("caller-heard gap (clear → next agent audio)", report.heard_gaps())):
+    silences = report.silences()
+    for name, values in (
+            ("resume gap (engine_lost → engine_resumed)", report.resume_gaps()),
+            ("clear → first agent audio at the phone", [s.clear_to_audio_ms for s in silences]),
+            ("hold line end → resumed reply at the phone",
+             [s.hold_to_reply_ms for s in silences if s.hold_to_reply_ms is not None]),
+            ("caller-heard silence (the longer of the two)",
+             [s.longest_ms for s in silences])):
         rows.append((name, str(len(values)), _ms(percentile(values, 50)),
                      _ms(percentile(values, 95)), _ms(max(values) if values else None)))
     return rows
@@ -185,6 +250,16 @@ def print_report(report: FaultsReport, console: Console) -> None:
                and worst <= TARGET_MS else "NOT met")
     console.print(f"target: every call resumed within {TARGET_MS:.0f} ms of the drop: "
                   f"{verdict} ({report.resumed}/{len(report.drops)} resumed, max {_ms(worst)})")
+    console.print(_silence_verdict(report))
+
+
+def _silence_verdict(report: FaultsReport) -> str:
+    silences = [s.longest_ms for s in report.silences()]
+    worst = max(silences) if silences else None
+    met = worst is not None and len(silences) == len(report.drops) and worst <= TARGET_MS
+    return (f"no dead air over {TARGET_MS:.0f} ms at the phone: {'met' if met else 'NOT met'} "
+            f"(hold line in {report.hold_lines()}/{len(report.drops)} drops, longest silence "
+            f"{_ms(worst)})")
 
 
 def markdown(report: FaultsReport, command: str) -> str:
@@ -192,6 +267,7 @@ def markdown(report: FaultsReport, command: str) -> str:
              "with its modeled profile, real time.", "",
              "| | n | p50 | p95 | max |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {' | '.join(row)} |" for row in summary_rows(report)]
+    lines += ["", _silence_verdict(report)]
     return "\n".join(lines) + "\n"
 
 
