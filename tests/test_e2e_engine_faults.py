@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 
 from hotline.audio.mulaw import BYTES_PER_MS
 from hotline.canned import built_in_frames
-from hotline.prompts import CannedLine
+from hotline.prompts import CannedLine, hold_text
 from hotline.sim.engine import SimulatedSession
 from hotline.sim.script import CallScript, Hangup, Say, Silence, WaitForAgentSilence
 from tests.factories import TEST_NUMBER, make_business
@@ -254,3 +255,46 @@ async def test_a_drop_mid_reply_plays_the_hold_line_then_the_resumed_reply(
                         if s.type == "response.output_audio.delta"]
     assert second_responses
     assert all("moment" not in t.text for t in record.transcript)
+
+
+async def test_the_hold_line_rendered_in_the_business_voice_plays_once_cached(
+        database_url: str, tmp_path: Path) -> None:
+    business = make_business(language="he")
+    async with running_stack(database_url, tmp_path, [business],
+                             engine_connect_budget_ms=10_000) as stack:
+        cache = stack.services.greetings
+        key = cache.key(hold_text("he"), business.voice)
+        await cache.wait_ready([business], timeout_s=15)
+        async with asyncio.timeout(15):
+            await _until(lambda: cache.has(key))
+        rendered = cache.frames(key)
+        assert rendered and rendered != built_in_frames(CannedLine.HOLD, "he")
+        # The engine rendered the Hebrew hold line's words, in the business's voice, once.
+        renders = [r for s in stack.engine.sessions for r in s.received
+                   if r.type == "response.create" and hold_text("he") in str(r.event)]
+        assert len(renders) == 1
+        stack.engine.caller_transcripts = [FIRST_ASK]
+        script = CallScript([WaitForAgentSilence(quiet_ms=400), Say(FIRST_ASK),
+                             Silence(ms=6000), WaitForAgentSilence(quiet_ms=600), Hangup()])
+        sessions_before = len(stack.engine.sessions)
+        call = stack.phone.start_call(to=TEST_NUMBER, from_=CALLER, script=script)
+        session = await stack.engine.wait_for_session(sessions_before)
+        async with asyncio.timeout(30):  # the cached greeting: the first response is the reply
+            await _until(lambda: sum(1 for s in session.sent
+                                     if s.type == "response.output_audio.delta") >= 3)
+        await session.close(1011)
+        result = await call.wait()
+        record = await record_of(stack, result.call_sid)
+    stages = [s.stage for s in record.timeline]
+    assert record.outcome == "completed" and "engine_resumed" in stages
+    assert record.timeline[stages.index("hold_line")].detail.startswith("rendered")
+    heard = result.heard_mulaw()
+    assert b"".join(base64.b64decode(f) for f in rendered) in heard
+    assert base64.b64decode(built_in_frames(CannedLine.HOLD, "he")[1]) not in heard
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while True:
+        if condition():
+            return
+        await asyncio.sleep(0.002)

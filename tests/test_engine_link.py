@@ -39,7 +39,7 @@ from hotline.core.events import (
     TwilioMark,
     TwilioMedia,
 )
-from hotline.core.greeting import CACHED_GREETING_ITEM, CannedAudio, heard_part
+from hotline.core.greeting import CACHED_GREETING_ITEM, CannedAudio, CannedSource, heard_part
 from hotline.core.outcomes import Outcome
 from hotline.core.phase import CallPhase
 from hotline.core.record import TimelineStage
@@ -295,8 +295,9 @@ _FROM_THE_ENGINE_SOCKET = (
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(st.lists(st.tuples(_link_events, st.integers(0, 50)), max_size=60))
 def test_drops_and_resumes_keep_the_invariants(steps: list[tuple[object, int]]) -> None:
-    session = CallSession(make_plan())
-    now, lost, asked, ended = 0.0, False, False, False
+    session = CallSession(make_plan(), hold=CannedAudio((audio_b64(100),) * 3,
+                                                        CannedSource.RENDERED))
+    now, lost, asked, ended, holds = 0.0, False, False, False, 0
     for event, dt in [(START, 0), *steps]:
         now += dt
         if lost and isinstance(event, _FROM_THE_ENGINE_SOCKET):
@@ -306,6 +307,9 @@ def test_drops_and_resumes_keep_the_invariants(steps: list[tuple[object, int]]) 
         cmds = session.handle(event, now)  # type: ignore[arg-type]
         if ended:
             assert cmds == []
+        hold_lines = stages(cmds).count("hold_line")
+        assert hold_lines == 0 or isinstance(event, EngineLost)  # only at a drop, once
+        holds += hold_lines
         if isinstance(event, EngineLost) and session.phase is not CallPhase.ENDED:
             lost, asked = True, False  # what was asked of the dead engine never comes
         for cmd in cmds:
@@ -321,3 +325,4 @@ def test_drops_and_resumes_keep_the_invariants(steps: list[tuple[object, int]]) 
             lost = False
         ended = ended or session.phase is CallPhase.ENDED
     assert session.stats.engine_resumes <= session.stats.engine_drops
+    assert holds <= session.stats.engine_drops

@@ -102,10 +102,19 @@ class TestAtTheDrop:
 
 class TestNothingPlays:
     def test_while_the_caller_is_talking(self) -> None:
-        call = greeted_and_asked(HOLD)
-        call(EngineResponseDone("r2", "completed"), 2200)
-        call.talk(until_ms=2500)  # a new turn is open
-        cmds = call(EngineLost("1011"), 2500)
+        call = Call()
+        call.session = CallSession(make_plan(), hold=HOLD)
+        call(START, 0)
+        names = call.speak("r1", "i1", [200], 0)
+        call(EngineResponseDone("r1", "completed"), 10)
+        call(TwilioMark(names[0]), 200)
+        call(EngineSpeechStarted(0, "u1"), 1000)
+        call(EngineSpeechStopped(0, "u1"), 1500)
+        call(EngineInputCommitted("u1"), 1500)
+        call(EngineResponseCreated("r2"), 1550)  # the reply is going, nothing heard yet...
+        call.talk(until_ms=1900)  # ...and the caller goes on talking: a new turn is open
+        assert call.session.caller_turn_open
+        cmds = call(EngineLost("1011"), 1900)
         assert media(cmds) == [] and "hold_line" not in stages(cmds)
 
     def test_when_nobody_waits_on_the_agent(self) -> None:
