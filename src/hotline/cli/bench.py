@@ -174,6 +174,9 @@ def faults(
     drops: int = typer.Option(20, "--drops", "-n", min=1,
                               help="Calls, each with its engine session dropped mid-reply."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the server's log."),
+    output: Path = typer.Option(Path("docs/benchmarks.md"), "--output", "-o",
+                                help="Markdown report to put the section in."),
+    no_output: bool = typer.Option(False, "--no-output", help="Print only; write no report."),
 ) -> None:
     """Engine drops mid-call (close 1011) against the simulator's modeled profile, at real
     time: the resume gap (engine_lost → engine_resumed) and the gap the caller hears."""
@@ -186,6 +189,7 @@ def faults(
     if not verbose:
         logging.getLogger("hotline.sim").setLevel(logging.ERROR)
     report = bench_faults(drops, Console(), shlex.join(["hotline", "bench", "faults",
-                                                        "--drops", str(drops)]))
+                                                        "--drops", str(drops)]),
+                          output=None if no_output else output)
     if report.resumed < len(report.drops):
         raise typer.Exit(1)
