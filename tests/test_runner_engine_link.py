@@ -115,6 +115,20 @@ async def test_a_hanging_connect_is_cut_at_the_budget() -> None:
     assert "within 200 ms" in stage_detail(call, "engine_failed")
 
 
+async def greeted_then_dropped(call: Call, first: DroppingEngine) -> None:
+    """The live greeting ("Hello, Acme here.") is said and done, then the engine drops."""
+    await until(lambda: engine_has(first, "response.create"), "the greeting is asked")
+    first.say({"type": "response.created", "response": {"id": "r1"}})
+    first.say({"type": "response.output_audio.delta", "response_id": "r1",
+               "item_id": "i1", "delta": "f" * 160})
+    first.say({"type": "response.output_audio_transcript.done", "response_id": "r1",
+               "item_id": "i1", "transcript": "Hello, Acme here."})
+    first.say({"type": "response.done", "response": {"id": "r1", "status": "completed"}})
+    await until(lambda: "greeting_done" in call.stages(), "the greeting is done")
+    first.drop_abnormally()
+    await until(lambda: "engine_lost" in call.stages(), "the drop is seen")
+
+
 async def test_a_drop_mid_call_resumes_with_the_replay_before_the_waiting_audio() -> None:
     first, second = DroppingEngine(), FakeEngine()
     reopened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -126,16 +140,7 @@ async def test_a_drop_mid_call_resumes_with_the_replay_before_the_waiting_audio(
     twilio = FakeTwilio()
     call = Call(engine=first, twilio=twilio, reopen_engine=reopen)
     async with running(call) as task:
-        await until(lambda: engine_has(first, "response.create"), "the greeting is asked")
-        first.say({"type": "response.created", "response": {"id": "r1"}})
-        first.say({"type": "response.output_audio.delta", "response_id": "r1",
-                   "item_id": "i1", "delta": "f" * 160})
-        first.say({"type": "response.output_audio_transcript.done", "response_id": "r1",
-                   "item_id": "i1", "transcript": "Hello, Acme here."})
-        first.say({"type": "response.done", "response": {"id": "r1", "status": "completed"}})
-        await until(lambda: "greeting_done" in call.stages(), "the greeting is done")
-        first.drop_abnormally()
-        await until(lambda: "engine_lost" in call.stages(), "the drop is seen")
+        await greeted_then_dropped(call, first)
         twilio.media(3)  # the caller speaks while the engine is away
         await until(twilio.idle, "the Twilio pump reads on")
         assert second.received == []
@@ -190,16 +195,7 @@ async def test_a_drop_while_the_replay_and_waiting_audio_are_sent_loses_and_doub
     twilio = FakeTwilio()
     call = Call(engine=first, twilio=twilio, reopen_engine=reopen)
     async with running(call) as task:
-        await until(lambda: engine_has(first, "response.create"), "the greeting is asked")
-        first.say({"type": "response.created", "response": {"id": "r1"}})
-        first.say({"type": "response.output_audio.delta", "response_id": "r1",
-                   "item_id": "i1", "delta": "f" * 160})
-        first.say({"type": "response.output_audio_transcript.done", "response_id": "r1",
-                   "item_id": "i1", "transcript": "Hello, Acme here."})
-        first.say({"type": "response.done", "response": {"id": "r1", "status": "completed"}})
-        await until(lambda: "greeting_done" in call.stages(), "the greeting is done")
-        first.drop_abnormally()
-        await until(lambda: "engine_lost" in call.stages(), "the drop is seen")
+        await greeted_then_dropped(call, first)
         twilio.media(3)
         await until(twilio.idle, "the Twilio pump reads on")
         reopened.set_result(None)
