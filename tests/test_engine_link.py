@@ -34,6 +34,7 @@ from hotline.core.events import (
     EngineResumed,
     EngineSpeechStarted,
     EngineSpeechStopped,
+    TimerFired,
     ToolFinished,
     TwilioDtmf,
     TwilioMark,
@@ -44,7 +45,9 @@ from hotline.core.outcomes import Outcome
 from hotline.core.phase import CallPhase
 from hotline.core.record import TimelineStage
 from hotline.core.session import CallSession
+from hotline.core.timers import TimerName
 from hotline.core.tool_ledger import ToolEffect
+from hotline.prompts import NUDGE_INSTRUCTIONS, say_exactly
 from tests.factories import make_plan
 from tests.test_call_session import (
     START,
@@ -160,7 +163,8 @@ class TestEngineResumed:
         call = Call()
         assert engine_sent(call(START, 0)) == [CreateResponse()]  # the live greeting
         call(EngineLost("1011"), 50)
-        assert engine_sent(call(EngineResumed(), 400)) == [CreateResponse()]
+        assert engine_sent(call(EngineResumed(), 400)) == [
+            CreateResponse(say_exactly(call.session.plan.greeting))]  # see TestInstructionsKept
 
     def test_an_open_caller_turn_of_the_dead_engine_does_not_hold_the_reply(self) -> None:
         call = greeted_and_asked()
@@ -326,3 +330,26 @@ def test_drops_and_resumes_keep_the_invariants(steps: list[tuple[object, int]]) 
         ended = ended or session.phase is CallPhase.ENDED
     assert session.stats.engine_resumes <= session.stats.engine_drops
     assert holds <= session.stats.engine_drops
+
+
+# -- the reviewer's defects (each test failed before its fix) ------------------------------
+class TestInstructionsKept:
+    def test_a_nudge_lost_with_the_engine_is_asked_again_as_a_nudge(self) -> None:
+        call = Call(silence_nudge_ms=8000, silence_hangup_ms=20_000)
+        call(START, 0)
+        names = call.speak("r1", "i1", [100], 0)
+        call(EngineResponseDone("r1", "completed"), 10)
+        call(TwilioMark(names[0]), 100)
+        assert control_sent(call(TimerFired(TimerName.SILENCE_NUDGE), 8100)) == [
+            CreateResponse(NUDGE_INSTRUCTIONS)]
+        call(EngineResponseCreated("r2"), 8150)  # created, no audio yet
+        call(EngineLost("1011"), 8200)
+        assert control_sent(call(EngineResumed(), 8500)) == [
+            CreateResponse(NUDGE_INSTRUCTIONS)]
+
+    def test_a_live_greeting_lost_before_it_was_heard_is_said_as_the_greeting(self) -> None:
+        call = Call()
+        call(START, 0)
+        call(EngineLost("1011"), 50)
+        [create] = control_sent(call(EngineResumed(), 400))
+        assert create == CreateResponse(say_exactly(call.session.plan.greeting))

@@ -3,7 +3,7 @@
 When the engine's socket closes while the call goes on (`EngineLost`), the agent's engine
 audio stops as for a barge-in (Twilio `clear`; the line is recorded as interrupted, with
 the words heard) but the dead engine is told nothing; what it was making or asked for is
-forgotten and wanted again; no response is asked for until a new session is there. Cached
+forgotten and wanted again as asked; no response is asked for until a new session is there. Cached
 audio plays on: it needs no engine. The runner reconnects with the full prompt and reports
 `EngineResumed`: the conversation so far is replayed into the new session (items made
 after the loss reach it live, after the replay), then what is wanted is asked for, unless
@@ -39,6 +39,7 @@ from hotline.core.outcomes import Outcome
 from hotline.core.record import TimelineStage
 from hotline.core.responses import Purpose
 from hotline.core.state import CallState
+from hotline.prompts import say_exactly
 
 MAX_ERRORS_ON_TIMELINE = 10
 _WANTED_AGAIN = (Purpose.GREETING, Purpose.REPLY, Purpose.NUDGE)
@@ -73,9 +74,14 @@ def lost(s: CallState, detail: str, now_ms: float) -> list[Command]:
     if item is not None and item.response_id != CACHED and s.agent_audible():
         commands += _cut_engine_line(s, now_ms)
         cut_response = item.response_id
-    purpose = s.responses.lost()
-    if purpose in _WANTED_AGAIN:
-        s.responses.want(None, purpose)  # the new session says it (its cut line replayed)
+    wanted = s.responses.lost()
+    if wanted is not None and wanted.purpose in _WANTED_AGAIN:
+        # The new session says it (its cut line replayed), as it was asked for.
+        instructions = wanted.instructions
+        if wanted.purpose is Purpose.GREETING and instructions is None and cut_response is None:
+            # Nothing of it was heard, and the new session's full prompt says it was said.
+            instructions = say_exactly(s.plan.greeting)
+        s.responses.want(instructions, wanted.purpose)
     s.turns.abandon_open()
     if cut_response is not None:
         commands += s.agent_turns(cut_response)  # the heard words join the conversation
