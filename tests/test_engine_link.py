@@ -16,6 +16,7 @@ from hotline.core.commands import (
     EndCall,
     Record,
     SendToEngine,
+    Truncate,
     TwilioClear,
 )
 from hotline.core.conversation import REPLAY_ITEM_PREFIX, Conversation
@@ -333,6 +334,54 @@ def test_drops_and_resumes_keep_the_invariants(steps: list[tuple[object, int]]) 
 
 
 # -- the reviewer's defects (each test failed before its fix) ------------------------------
+def spoken_reply_finished() -> tuple[Call, list[str]]:
+    """As `greeted_and_asked`, but the engine has finished the reply (r2, 300 ms): its audio
+    is still queued at Twilio (100 ms of it heard). The marks of r2."""
+    call = Call()
+    call(START, 0)
+    names = call.speak("r1", "i1", [500], 0)
+    call(EngineAgentTranscript("r1", "i1", GREETING_TEXT), 10)
+    call(EngineResponseDone("r1", "completed"), 20)
+    call(TwilioMark(names[0]), 500)
+    call(EngineSpeechStarted(0, "u1"), 1000)
+    call(EngineSpeechStopped(0, "u1"), 1500)
+    call(EngineInputCommitted("u1"), 1500)
+    call(EngineCallerTranscript("u1", "When do you open?"), 1600)
+    names = call.speak("r2", "i2", [100, 100, 100], 2000)
+    call(EngineAgentTranscript("r2", "i2", REPLY_TEXT), 2000)
+    call(EngineResponseDone("r2", "completed"), 2001)
+    call(TwilioMark(names[0]), 2100)
+    return call, names
+
+
+class TestFinishedReplyPlaysOut:
+    def test_a_finished_reply_is_not_cut_nor_asked_again(self) -> None:
+        call, names = spoken_reply_finished()
+        cmds = call(EngineLost("1011"), 2150)
+        assert twilio_sent(cmds) == [] and "agent_cut" not in stages(cmds)
+        assert stages(cmds) == ["engine_lost"]  # no hold line: the caller hears the agent
+        assert call(TwilioMark(names[1]), 2200) == []
+        call(TwilioMark(names[2]), 2300)  # it played out in full
+        resumed = engine_sent(call(EngineResumed(), 2400))
+        assert AddAssistantText(f"{REPLAY_ITEM_PREFIX}2", REPLY_TEXT) in resumed
+        assert not any(isinstance(m, CreateResponse) for m in resumed)
+
+    def test_a_barge_in_over_it_while_lost_tells_the_dead_engine_nothing(self) -> None:
+        call, _ = spoken_reply_finished()
+        call(EngineLost("1011"), 2150)
+        cmds = call.talk(until_ms=2300, ms=140, turn=False)
+        cmds += call(EngineResumed(), 2310)
+        call(EngineSpeechStarted(0, "n1"), 2320)  # the new session's VAD: a barge-in
+        cmds += call.talk(until_ms=2400, ms=80, turn=False)
+        assert TwilioClear() in twilio_sent(cmds)
+        assert not any(isinstance(m, Truncate) for m in engine_sent(cmds))  # not its item
+
+    def test_the_line_still_being_made_is_cut_while_a_finished_one_is_kept(self) -> None:
+        call = greeted_and_asked()  # r2 still going
+        cmds = call(EngineLost("1011"), 2100)
+        assert TwilioClear() in twilio_sent(cmds)
+
+
 class TestInstructionsKept:
     def test_a_nudge_lost_with_the_engine_is_asked_again_as_a_nudge(self) -> None:
         call = Call(silence_nudge_ms=8000, silence_hangup_ms=20_000)

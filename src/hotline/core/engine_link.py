@@ -4,7 +4,8 @@ When the engine's socket closes while the call goes on (`EngineLost`), the agent
 audio stops as for a barge-in (Twilio `clear`; the line is recorded as interrupted, with
 the words heard) but the dead engine is told nothing; what it was making or asked for is
 forgotten and wanted again as asked; no response is asked for until a new session is there. Cached
-audio plays on: it needs no engine. The runner reconnects with the full prompt and reports
+audio plays on, as does a finished reply's queued audio (no engine needed). The runner
+reconnects with the full prompt and reports
 `EngineResumed`: the conversation so far is replayed into the new session (items made
 after the loss reach it live, after the replay), then what is wanted is asked for, unless
 the caller spoke while the call was between sessions: their words reach the new session
@@ -71,9 +72,15 @@ def lost(s: CallState, detail: str, now_ms: float) -> list[Command]:
     commands: list[Command] = [Record(TimelineStage("engine_lost", now_ms, detail[:300]))]
     item = s.playback.current()
     cut_response = None
-    if item is not None and item.response_id != CACHED and s.agent_audible():
-        commands += _cut_engine_line(s, now_ms)
-        cut_response = item.response_id
+    if item is not None and item.response_id != CACHED:
+        if s.responses.active_and_kept(item.response_id):
+            # The line still being made: the rest of it will never come.
+            commands += _cut_engine_line(s, now_ms)
+            cut_response = item.response_id
+        else:
+            # A finished reply's audio plays out (it needs no engine); the new session
+            # has its words in the replay, under another id.
+            item.engine_gone = True
     wanted = s.responses.lost()
     if wanted is not None and wanted.purpose in _WANTED_AGAIN:
         # The new session says it (its cut line replayed), as it was asked for.
