@@ -14,8 +14,10 @@ from hotline.core.commands import (
     AppendAudio,
     CreateResponse,
     EndCall,
+    HangUpCall,
     Record,
     SendToEngine,
+    TransferCall,
     Truncate,
     TwilioClear,
 )
@@ -35,11 +37,13 @@ from hotline.core.events import (
     EngineResumed,
     EngineSpeechStarted,
     EngineSpeechStopped,
+    EngineUnavailable,
     TimerFired,
     ToolFinished,
     TwilioDtmf,
     TwilioMark,
     TwilioMedia,
+    TwilioStop,
 )
 from hotline.core.greeting import CACHED_GREETING_ITEM, CannedAudio, CannedSource, heard_part
 from hotline.core.outcomes import Outcome
@@ -112,15 +116,39 @@ class TestEngineLost:
         assert [m for m in engine_sent(frames) if not isinstance(m, AppendAudio)] == []
         assert len(engine_sent(frames)) == 10
 
-    def test_a_drop_while_closing_ends_the_call_as_before(self) -> None:
+    def test_a_drop_before_the_goodbye_was_made_hangs_up_without_it(self) -> None:
         call = Call(dtmf_actions=(("#", "end_call"),))
         call(START, 0)
         call.speak("r1", "i1", [100], 0)
         call(EngineResponseDone("r1", "completed"), 10)
         call(TwilioDtmf("#"), 500)
         cmds = call(EngineLost("1011"), 600)
-        assert EndCall(Outcome.FAILED) in cmds and "engine_lost" not in stages(cmds)
-        assert call.session.phase is CallPhase.ENDED
+        assert HangUpCall() in cmds and not any(isinstance(c, EndCall) for c in cmds)
+        assert stages(cmds) == ["engine_lost", "hang_up_requested"]
+        assert engine_sent(cmds) == []
+        assert call.session.phase is not CallPhase.ENDED  # Twilio's stop ends it
+        call(TwilioStop(), 700)
+        assert call.session.outcome is Outcome.HUNG_UP_BY_AGENT
+
+    def test_a_drop_while_the_handover_line_plays_lets_it_play_out_then_transfers(
+            self) -> None:
+        call = Call(dtmf_actions=(("0", "transfer_to_human"),), transfer_number="+15550001")
+        call(START, 0)
+        call.speak("r1", "i1", [100], 0)
+        call(EngineResponseDone("r1", "completed"), 10)
+        call(TwilioDtmf("0"), 500)
+        names = call.speak("r2", "i2", [200, 200], 600)  # the handover line, unfinished
+        cmds = call(EngineLost("1011"), 650)
+        assert twilio_sent(cmds) == [] and stages(cmds) == ["engine_lost"]  # not cut
+        assert call.session.phase is not CallPhase.ENDED
+        assert call(TwilioMark(names[0]), 800) == []
+        # (A reconnect that failed meanwhile starts no apology over the closing call.)
+        cmds = call(EngineUnavailable("503"), 700)
+        assert stages(cmds) == ["engine_unavailable"] and twilio_sent(cmds) == []
+        cmds = call(TwilioMark(names[1]), 1000)  # what was sent of it has played
+        assert TransferCall("+15550001") in cmds
+        call(TwilioStop(), 1100)
+        assert call.session.outcome is Outcome.TRANSFERRED
 
     def test_a_cached_greeting_plays_on_through_a_drop_and_the_new_session_knows_it(
             self) -> None:

@@ -10,7 +10,8 @@ reconnects with the full prompt and reports
 after the loss reach it live, after the replay), then what is wanted is asked for, unless
 the caller spoke while the call was between sessions: their words reach the new session
 with the audio that waited, its VAD makes them a turn, and the reply answers it (the cut
-line is in the replay). A drop while the call is closing ends it, as it always did. If the
+line is in the replay). A drop while the call is closing does not stop it: the last line's
+audio already sent plays out and the hang-up or transfer follows (no engine needed). If the
 caller was waiting on the agent, the hold line covers the reconnect (hold_line.py).
 
 Engine `error`s that do not end the session go on the timeline, the first
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from hotline.audio.mulaw import BYTES_PER_MS, b64_decoded_len
 from hotline.core import ending, hold_line, tool_flow
+from hotline.core.closing import Closing
 from hotline.core.commands import (
     AddAssistantText,
     Command,
@@ -36,7 +38,6 @@ from hotline.core.events import (
     EngineResumed,
 )
 from hotline.core.greeting import CACHED, CACHED_GREETING_ITEM
-from hotline.core.outcomes import Outcome
 from hotline.core.record import TimelineStage
 from hotline.core.responses import Purpose
 from hotline.core.state import CallState
@@ -61,12 +62,12 @@ def handle(s: CallState, event: EngineLost | EngineResumed | EngineAgentTranscri
 
 
 def lost(s: CallState, detail: str, now_ms: float) -> list[Command]:
-    if s.closing is not None:
-        return ending.end(s, Outcome.FAILED, "engine connection closed", now_ms)
     if s.engine_lost_ms is not None:
         return []  # already reconnecting
     s.stats.engine_drops += 1
     s.engine_lost_ms = now_ms
+    if s.closing is not None:
+        return _lost_while_closing(s, s.closing, detail, now_ms)
     s.voiced_while_lost_ms = 0.0
     caller_talking = s.turns.open
     commands: list[Command] = [Record(TimelineStage("engine_lost", now_ms, detail[:300]))]
@@ -100,6 +101,18 @@ def lost(s: CallState, detail: str, now_ms: float) -> list[Command]:
     if not caller_talking and hold_line.caller_waits(s, agent_was_cut=cut_response is not None):
         commands += hold_line.play(s, now_ms)
     return commands
+
+
+def _lost_while_closing(s: CallState, closing: Closing, detail: str,
+                        now_ms: float) -> list[Command]:
+    """Hanging up or transferring needs no engine: the last line's audio already sent plays
+    out (if any was made), then the closing acts as it would have."""
+    s.responses.lost()  # the rest of the line never comes
+    s.turns.abandon_open()
+    closing.line_lost()
+    return [Record(TimelineStage("engine_lost", now_ms,
+                                 f"{detail[:250]}; closing without the engine")),
+            *ending.maybe_act(s, now_ms)]
 
 
 def _cut_engine_line(s: CallState, now_ms: float) -> list[Command]:

@@ -119,6 +119,11 @@ class CallSession:
         return self._s.prompt_upgraded
 
     @property
+    def closing(self) -> bool:
+        """The call is closing on our side (a last line, then a hang-up or transfer)."""
+        return self._s.closing is not None
+
+    @property
     def caller_turn_open(self) -> bool:
         return self._s.turns.open
 
