@@ -3,9 +3,12 @@ conversation replayed, and a flood of engine errors. No sockets, no sleeps."""
 
 from __future__ import annotations
 
+import base64
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hotline.core.caller_audio import LEAD_MS, MAX_KEPT_MS
 from hotline.core.commands import (
     AddAssistantText,
     AddFunctionCall,
@@ -55,6 +58,7 @@ from hotline.core.tool_ledger import ToolEffect
 from hotline.prompts import NUDGE_INSTRUCTIONS, say_exactly
 from tests.factories import make_plan
 from tests.test_call_session import (
+    LOUD_FRAME,
     START,
     Call,
     _events,
@@ -430,3 +434,66 @@ class TestInstructionsKept:
         call(EngineLost("1011"), 50)
         [create] = control_sent(call(EngineResumed(), 400))
         assert create == CreateResponse(say_exactly(call.session.plan.greeting))
+
+
+def caller_mid_sentence() -> tuple[Call, list[str]]:
+    """After the greeting, the caller talks from 1000 ms; the engine's VAD opened turn u1
+    at 1300 ms; the frames the phone sent since 1000 ms (the last at 2000 ms)."""
+    call = Call()
+    call(START, 0)
+    names = call.speak("r1", "i1", [100], 0)
+    call(EngineResponseDone("r1", "completed"), 10)
+    call(TwilioMark(names[0]), 100)
+    call.quiet(until_ms=980, ms=100)  # before they speak
+    frames: list[str] = []
+    for n in range(50):  # 1000 .. 1980 ms
+        frame = base64.b64encode(bytes([0x10 + n % 3]) * 160).decode()
+        frames.append(frame)
+        call(TwilioMedia(frame, 0), 1000 + 20 * n)
+        if n == 15:
+            call(EngineSpeechStarted(0, "u1"), 1300)
+    return call, frames
+
+
+class TestCallerTurnSentAgain:
+    def test_the_open_turn_s_audio_goes_to_the_new_session_after_the_replay(self) -> None:
+        call, frames = caller_mid_sentence()
+        cmds = call(EngineLost("1011"), 2000)
+        assert "hold_line" not in stages(cmds)
+        resumed = engine_sent(call(EngineResumed(), 2300))
+        audio = [m.audio_b64 for m in resumed if isinstance(m, AppendAudio)]
+        assert audio[-len(frames):] == frames  # every frame since they began to speak
+        assert len(audio) <= len(frames) + LEAD_MS // 20 + 1
+        assert all(isinstance(m, AppendAudio) for m in resumed[resumed.index(
+            AppendAudio(audio[0])):])  # after the replay items
+        assert not any(isinstance(m, CreateResponse) for m in resumed)  # their turn first
+
+    def test_a_committed_turn_not_transcribed_is_sent_again_and_answered(self) -> None:
+        call, frames = caller_mid_sentence()
+        call(EngineSpeechStopped(0, "u1"), 1990)
+        assert control_sent(call(EngineInputCommitted("u1"), 1995)) == [CreateResponse()]
+        call(EngineLost("1011"), 2000)  # before the transcript and the reply
+        resumed = engine_sent(call(EngineResumed(), 2300))
+        audio = [m.audio_b64 for m in resumed if isinstance(m, AppendAudio)]
+        assert audio[-len(frames):] == frames
+        assert not any(isinstance(m, CreateResponse) for m in resumed)
+        call(EngineSpeechStarted(0, "n1"), 2310)  # the new session's VAD finds it
+        call(EngineSpeechStopped(0, "n1"), 2320)
+        assert control_sent(call(EngineInputCommitted("n1"), 2330)) == [CreateResponse()]
+
+    def test_nothing_is_sent_again_without_such_a_turn_and_little_is_kept(self) -> None:
+        call = greeted_and_asked()  # u1 transcribed
+        call.quiet(until_ms=2100, ms=2000)
+        assert len(call.session._s.recent_audio) <= LEAD_MS // 20 + 1
+        call(EngineLost("1011"), 2100)
+        resumed = engine_sent(call(EngineResumed(), 2400))
+        assert not any(isinstance(m, AppendAudio) for m in resumed)
+        assert resumed[-1] == CreateResponse()
+
+    def test_kept_audio_is_bounded_in_a_long_turn(self) -> None:
+        call = Call()
+        call(START, 0)
+        call(EngineSpeechStarted(0, "u1"), 1000)
+        for n in range(2000):  # 40 s of talk in one turn
+            call(TwilioMedia(LOUD_FRAME, 0), 1000 + 20 * n)
+        assert len(call.session._s.recent_audio) <= MAX_KEPT_MS // 20 + 1

@@ -25,6 +25,7 @@ from hotline.core import ending, hold_line, tool_flow
 from hotline.core.closing import Closing
 from hotline.core.commands import (
     AddAssistantText,
+    AppendAudio,
     Command,
     Record,
     SendToEngine,
@@ -90,7 +91,10 @@ def lost(s: CallState, detail: str, now_ms: float) -> list[Command]:
             # Nothing of it was heard, and the new session's full prompt says it was said.
             instructions = say_exactly(s.plan.greeting)
         s.responses.want(instructions, wanted.purpose)
-    s.turns.abandon_open()
+    # The caller's turn the dead engine never transcribed goes to the new session again.
+    s.resend_audio = s.recent_audio.since(s.turns.abandon())
+    voiced = [p for p in s.resend_audio if s.turns.voiced(p)]
+    s.voiced_while_lost_ms = sum(b64_decoded_len(p) for p in voiced) / BYTES_PER_MS
     if cut_response is not None:
         commands += s.agent_turns(cut_response)  # the heard words join the conversation
     # What the conversation holds now is replayed; what joins it from here (a tool's answer,
@@ -108,7 +112,8 @@ def _lost_while_closing(s: CallState, closing: Closing, detail: str,
     """Hanging up or transferring needs no engine: the last line's audio already sent plays
     out (if any was made), then the closing acts as it would have."""
     s.responses.lost()  # the rest of the line never comes
-    s.turns.abandon_open()
+    s.turns.abandon()
+    s.recent_audio.since(None)
     closing.line_lost()
     return [Record(TimelineStage("engine_lost", now_ms,
                                  f"{detail[:250]}; closing without the engine")),
@@ -146,8 +151,14 @@ def resumed(s: CallState, now_ms: float) -> list[Command]:
         replay.append(AddAssistantText(CACHED_GREETING_ITEM, s.plan.greeting))
     commands: list[Command] = [SendToEngine(message) for message in replay]
     detail = f"gap {gap_ms:.0f} ms, {len(replay)} items replayed"
+    if s.resend_audio:
+        # The caller's turn cut by the drop, ahead of the audio that waited in the runner.
+        commands += [SendToEngine(AppendAudio(payload)) for payload in s.resend_audio]
+        detail += f", {len(s.resend_audio)} caller frames sent again"
+        s.resend_audio = []
     if s.voiced_while_lost_ms >= s.plan.barge_in_min_speech_ms:
-        # The caller spoke meanwhile: their turn (in the audio that waited) comes first.
+        # The caller spoke (before the drop, unanswered, or meanwhile): their turn, in the
+        # audio sent again and the audio that waited, comes first.
         return [*commands, Record(TimelineStage(
             "engine_resumed", now_ms, f"{detail}; the caller spoke meanwhile"))]
     commands.append(Record(TimelineStage("engine_resumed", now_ms, detail)))

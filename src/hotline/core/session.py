@@ -242,6 +242,7 @@ class CallSession:
             s.stats.media_dropped_warmup += 1
             return []
         commands: list[Command] = [SendToEngine(AppendAudio(event.payload_b64))]
+        s.recent_audio.add(now_ms, event.payload_b64, s.turns.pending)
         if s.engine_lost_ms is not None:
             engine_link.caller_frame(s, event.payload_b64)
         audible = s.agent_audible()
