@@ -20,12 +20,13 @@ from hotline.core.commands import (
     HangUpCall,
     Record,
     SendToEngine,
+    StartTimer,
     TransferCall,
     Truncate,
     TwilioClear,
 )
 from hotline.core.conversation import REPLAY_ITEM_PREFIX, Conversation
-from hotline.core.engine_link import MAX_ERRORS_ON_TIMELINE
+from hotline.core.engine_link import MAX_ERRORS_ON_TIMELINE, RESUME_TURN_WAIT_MS
 from hotline.core.events import (
     EngineAgentTranscript,
     EngineAgentTranscriptDelta,
@@ -497,3 +498,34 @@ class TestCallerTurnSentAgain:
         for n in range(2000):  # 40 s of talk in one turn
             call(TwilioMedia(LOUD_FRAME, 0), 1000 + 20 * n)
         assert len(call.session._s.recent_audio) <= MAX_KEPT_MS // 20 + 1
+
+
+class TestResumeTurnWait:
+    def test_if_the_new_session_makes_no_turn_the_reply_is_asked_anyway(self) -> None:
+        call = greeted_and_asked()
+        call(EngineLost("1011"), 2100)
+        call.talk(until_ms=2700, ms=400, turn=False)
+        cmds = call(EngineResumed(), 2800)
+        assert StartTimer(TimerName.RESUME_TURN_WAIT, RESUME_TURN_WAIT_MS) in cmds
+        cmds = call(TimerFired(TimerName.RESUME_TURN_WAIT), 2800 + RESUME_TURN_WAIT_MS)
+        assert control_sent(cmds) == [CreateResponse()]
+
+    def test_a_turn_open_when_it_fires_is_waited_for(self) -> None:
+        call = greeted_and_asked()
+        call(EngineLost("1011"), 2100)
+        call.talk(until_ms=2700, ms=400, turn=False)
+        call(EngineResumed(), 2800)
+        call(EngineSpeechStarted(0, "n1"), 2900)
+        assert call(TimerFired(TimerName.RESUME_TURN_WAIT), 4300) == []
+        call(EngineSpeechStopped(0, "n1"), 4400)
+        assert control_sent(call(EngineInputCommitted("n1"), 4400)) == [CreateResponse()]
+
+    def test_a_reply_already_asked_is_not_asked_twice(self) -> None:
+        call = greeted_and_asked()
+        call(EngineLost("1011"), 2100)
+        call.talk(until_ms=2700, ms=400, turn=False)
+        call(EngineResumed(), 2800)
+        call(EngineSpeechStarted(0, "n1"), 2810)
+        call(EngineSpeechStopped(0, "n1"), 2820)
+        assert control_sent(call(EngineInputCommitted("n1"), 2830)) == [CreateResponse()]
+        assert call(TimerFired(TimerName.RESUME_TURN_WAIT), 4300) == []

@@ -1,18 +1,22 @@
 """The engine link: the engine dropping mid-call, the resume after it, and engine errors.
 
-When the engine's socket closes while the call goes on (`EngineLost`), the agent's engine
-audio stops as for a barge-in (Twilio `clear`; the line is recorded as interrupted, with
-the words heard) but the dead engine is told nothing; what it was making or asked for is
-forgotten and wanted again as asked; no response is asked for until a new session is there. Cached
-audio plays on, as does a finished reply's queued audio (no engine needed). The runner
-reconnects with the full prompt and reports
-`EngineResumed`: the conversation so far is replayed into the new session (items made
-after the loss reach it live, after the replay), then what is wanted is asked for, unless
-the caller spoke while the call was between sessions: their words reach the new session
-with the audio that waited, its VAD makes them a turn, and the reply answers it (the cut
-line is in the replay). A drop while the call is closing does not stop it: the last line's
-audio already sent plays out and the hang-up or transfer follows (no engine needed). If the
-caller was waiting on the agent, the hold line covers the reconnect (hold_line.py).
+When the engine's socket closes while the call goes on (`EngineLost`), the line the engine
+was still making stops as for a barge-in (Twilio `clear`; the line is recorded as
+interrupted, with the words heard) but the dead engine is told nothing; what it was making
+or asked for is forgotten and wanted again, with its instructions; no response is asked
+for until a new session is there. A finished reply's audio still queued plays out, like
+cached audio: it needs no engine. The caller's turn the dead engine never transcribed
+(open at the drop, or committed without its transcript) is taken from their recent audio
+(caller_audio.py). The runner reconnects with the full prompt and reports `EngineResumed`:
+the conversation so far is replayed into the new session (items made after the loss reach
+it live, after the replay), then that turn's audio is sent again (ahead of the audio that
+waited in the runner), then what is wanted is asked for, unless the caller spoke (in that
+turn or while the call was between sessions): the new session's VAD makes their words a
+turn and the reply answers it (the cut line is in the replay); if it makes none within
+`RESUME_TURN_WAIT_MS`, the reply is asked for anyway. A drop while the call is closing
+does not stop it: the last line's audio already sent plays out and the hang-up or
+transfer follows (no engine needed). If the caller was waiting on the agent, the hold line
+covers the reconnect (hold_line.py).
 
 Engine `error`s that do not end the session go on the timeline, the first
 `MAX_ERRORS_ON_TIMELINE` of them; after that they are only counted.
@@ -30,6 +34,7 @@ from hotline.core.commands import (
     Record,
     SendToEngine,
     SendToTwilio,
+    StartTimer,
     TwilioClear,
 )
 from hotline.core.events import (
@@ -42,9 +47,13 @@ from hotline.core.greeting import CACHED, CACHED_GREETING_ITEM
 from hotline.core.record import TimelineStage
 from hotline.core.responses import Purpose
 from hotline.core.state import CallState
+from hotline.core.timers import TimerName
 from hotline.prompts import say_exactly
 
 MAX_ERRORS_ON_TIMELINE = 10
+# Resumed while the caller spoke: how long (call time) the new session has to make a turn
+# of it before the wanted reply is asked for anyway.
+RESUME_TURN_WAIT_MS = 1500
 _WANTED_AGAIN = (Purpose.GREETING, Purpose.REPLY, Purpose.NUDGE)
 
 
@@ -69,7 +78,6 @@ def lost(s: CallState, detail: str, now_ms: float) -> list[Command]:
     s.engine_lost_ms = now_ms
     if s.closing is not None:
         return _lost_while_closing(s, s.closing, detail, now_ms)
-    s.voiced_while_lost_ms = 0.0
     caller_talking = s.turns.open
     commands: list[Command] = [Record(TimelineStage("engine_lost", now_ms, detail[:300]))]
     item = s.playback.current()
@@ -158,11 +166,25 @@ def resumed(s: CallState, now_ms: float) -> list[Command]:
         s.resend_audio = []
     if s.voiced_while_lost_ms >= s.plan.barge_in_min_speech_ms:
         # The caller spoke (before the drop, unanswered, or meanwhile): their turn, in the
-        # audio sent again and the audio that waited, comes first.
+        # audio sent again and the audio that waited, comes first; if the new session makes
+        # no turn of it, the wanted reply is asked for after `RESUME_TURN_WAIT_MS`.
         return [*commands, Record(TimelineStage(
-            "engine_resumed", now_ms, f"{detail}; the caller spoke meanwhile"))]
+            "engine_resumed", now_ms, f"{detail}; the caller spoke meanwhile")),
+            StartTimer(TimerName.RESUME_TURN_WAIT, RESUME_TURN_WAIT_MS)]
     commands.append(Record(TimelineStage("engine_resumed", now_ms, detail)))
     return commands + s.next_response()
+
+
+def turn_wait_over(s: CallState, now_ms: float) -> list[Command]:
+    """The resume's wait for the caller's turn is over: if none is open, what is wanted
+    (the cut line's reply) is asked for now (nothing, if it was already)."""
+    if s.engine_lost_ms is not None or s.closing is not None or s.turns.open:
+        return []  # lost again (the next resume sees to it), closing, or the turn is going
+    commands = s.next_response()
+    if commands:
+        commands.append(Record(TimelineStage("resume_turn_wait_over", now_ms,
+                                             "no caller turn after the resume: replying")))
+    return commands
 
 
 def error_stage(s: CallState, event: EngineError, now_ms: float) -> list[Command]:

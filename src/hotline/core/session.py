@@ -404,6 +404,8 @@ class CallSession:
                 return voicemail.cap_reached(s, now_ms)
             case TimerName.AMD_MESSAGE_CAP:
                 return voicemail.message_cap_reached(s, now_ms)
+            case TimerName.RESUME_TURN_WAIT:
+                return engine_link.turn_wait_over(s, now_ms)
             case TimerName.GOODBYE_CAP:
                 return ending.maybe_act(s, now_ms, force=True)
             case TimerName.MAX_DURATION:
