@@ -298,3 +298,61 @@ async def _until(condition: Callable[[], bool]) -> None:
         if condition():
             return
         await asyncio.sleep(0.002)
+
+
+LONG_ASK = ("I would like to book a cleaning for my whole family next week, "
+            "ideally in the morning before school starts, if you have the time.")
+
+
+def _appended(session: SimulatedSession) -> list[str]:
+    return [r.event["audio"] for r in session.received if r.type == "input_audio_buffer.append"]
+
+
+def _voiced(payload_b64: str) -> bool:
+    return any(b not in (0xFF, 0x7F) for b in base64.b64decode(payload_b64))
+
+
+async def test_a_drop_while_the_caller_speaks_sends_their_turn_to_the_new_session(
+        database_url: str, tmp_path: Path) -> None:
+    async with running_stack(database_url, tmp_path, [make_business()], greeting_cache=False,
+                             engine_connect_budget_ms=10_000) as stack:
+        script = CallScript([WaitForAgentSilence(quiet_ms=400), Say(LONG_ASK),
+                             Silence(ms=1500), WaitForAgentSilence(quiet_ms=600), Hangup()])
+        call = stack.phone.start_call(to=TEST_NUMBER, from_=CALLER, script=script)
+        first = await stack.engine.wait_for_session(0)
+        stack.engine.caller_transcripts = [LONG_ASK]  # what the new session hears
+
+        async def _mid_sentence() -> None:  # the caller has spoken ~0.6 s of their turn
+            while True:
+                if sum(_voiced(a) for a in _appended(first)) >= 30:
+                    return
+                await asyncio.sleep(0.002)
+        async with asyncio.timeout(30):
+            await _mid_sentence()
+        await first.close(1011)
+        result = await call.wait()
+        record = await record_of(stack, result.call_sid)
+
+    sent_before = _appended(first)
+    spoke_from = next(i for i, a in enumerate(sent_before) if _voiced(a))
+    said_before_drop = sent_before[spoke_from:]  # the phone's frames since it began to speak
+    assert len(said_before_drop) >= 30
+    second = stack.engine.sessions[1]
+    received = _appended(second)
+    assert len(received) >= len(said_before_drop)
+    # They reached the new session first (after the replayed items), in order, whole.
+    start = received.index(said_before_drop[0])
+    assert start <= 40  # at most the short lead of quiet frames before them
+    assert received[start:start + len(said_before_drop)] == said_before_drop
+    types = second.received_types()
+    last_item = max(i for i, t in enumerate(types) if t == "conversation.item.create")
+    assert last_item < types.index("input_audio_buffer.append")
+
+    # The call goes on: the new session made the whole sentence a turn, and answered it.
+    assert record.outcome == "completed"
+    caller_turns = [t for t in record.transcript if t.speaker == "caller"]
+    assert [t.text for t in caller_turns] == [LONG_ASK]
+    assert any(t.speaker == "agent" and t.started_ms > caller_turns[0].started_ms
+               for t in record.transcript)
+    resumed = next(s for s in record.timeline if s.stage == "engine_resumed")
+    assert "caller frames sent again" in resumed.detail

@@ -3,9 +3,12 @@ conversation replayed, and a flood of engine errors. No sockets, no sleeps."""
 
 from __future__ import annotations
 
+import base64
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hotline.core.caller_audio import LEAD_MS, MAX_KEPT_MS
 from hotline.core.commands import (
     AddAssistantText,
     AddFunctionCall,
@@ -14,12 +17,16 @@ from hotline.core.commands import (
     AppendAudio,
     CreateResponse,
     EndCall,
+    HangUpCall,
     Record,
     SendToEngine,
+    StartTimer,
+    TransferCall,
+    Truncate,
     TwilioClear,
 )
 from hotline.core.conversation import REPLAY_ITEM_PREFIX, Conversation
-from hotline.core.engine_link import MAX_ERRORS_ON_TIMELINE
+from hotline.core.engine_link import MAX_ERRORS_ON_TIMELINE, RESUME_TURN_WAIT_MS
 from hotline.core.events import (
     EngineAgentTranscript,
     EngineAgentTranscriptDelta,
@@ -34,19 +41,25 @@ from hotline.core.events import (
     EngineResumed,
     EngineSpeechStarted,
     EngineSpeechStopped,
+    EngineUnavailable,
+    TimerFired,
     ToolFinished,
     TwilioDtmf,
     TwilioMark,
     TwilioMedia,
+    TwilioStop,
 )
 from hotline.core.greeting import CACHED_GREETING_ITEM, CannedAudio, CannedSource, heard_part
 from hotline.core.outcomes import Outcome
 from hotline.core.phase import CallPhase
 from hotline.core.record import TimelineStage
 from hotline.core.session import CallSession
+from hotline.core.timers import TimerName
 from hotline.core.tool_ledger import ToolEffect
+from hotline.prompts import NUDGE_INSTRUCTIONS, say_exactly
 from tests.factories import make_plan
 from tests.test_call_session import (
+    LOUD_FRAME,
     START,
     Call,
     _events,
@@ -108,15 +121,39 @@ class TestEngineLost:
         assert [m for m in engine_sent(frames) if not isinstance(m, AppendAudio)] == []
         assert len(engine_sent(frames)) == 10
 
-    def test_a_drop_while_closing_ends_the_call_as_before(self) -> None:
+    def test_a_drop_before_the_goodbye_was_made_hangs_up_without_it(self) -> None:
         call = Call(dtmf_actions=(("#", "end_call"),))
         call(START, 0)
         call.speak("r1", "i1", [100], 0)
         call(EngineResponseDone("r1", "completed"), 10)
         call(TwilioDtmf("#"), 500)
         cmds = call(EngineLost("1011"), 600)
-        assert EndCall(Outcome.FAILED) in cmds and "engine_lost" not in stages(cmds)
-        assert call.session.phase is CallPhase.ENDED
+        assert HangUpCall() in cmds and not any(isinstance(c, EndCall) for c in cmds)
+        assert stages(cmds) == ["engine_lost", "hang_up_requested"]
+        assert engine_sent(cmds) == []
+        assert call.session.phase is not CallPhase.ENDED  # Twilio's stop ends it
+        call(TwilioStop(), 700)
+        assert call.session.outcome is Outcome.HUNG_UP_BY_AGENT
+
+    def test_a_drop_while_the_handover_line_plays_lets_it_play_out_then_transfers(
+            self) -> None:
+        call = Call(dtmf_actions=(("0", "transfer_to_human"),), transfer_number="+15550001")
+        call(START, 0)
+        call.speak("r1", "i1", [100], 0)
+        call(EngineResponseDone("r1", "completed"), 10)
+        call(TwilioDtmf("0"), 500)
+        names = call.speak("r2", "i2", [200, 200], 600)  # the handover line, unfinished
+        cmds = call(EngineLost("1011"), 650)
+        assert twilio_sent(cmds) == [] and stages(cmds) == ["engine_lost"]  # not cut
+        assert call.session.phase is not CallPhase.ENDED
+        assert call(TwilioMark(names[0]), 800) == []
+        # (A reconnect that failed meanwhile starts no apology over the closing call.)
+        cmds = call(EngineUnavailable("503"), 700)
+        assert stages(cmds) == ["engine_unavailable"] and twilio_sent(cmds) == []
+        cmds = call(TwilioMark(names[1]), 1000)  # what was sent of it has played
+        assert TransferCall("+15550001") in cmds
+        call(TwilioStop(), 1100)
+        assert call.session.outcome is Outcome.TRANSFERRED
 
     def test_a_cached_greeting_plays_on_through_a_drop_and_the_new_session_knows_it(
             self) -> None:
@@ -160,7 +197,8 @@ class TestEngineResumed:
         call = Call()
         assert engine_sent(call(START, 0)) == [CreateResponse()]  # the live greeting
         call(EngineLost("1011"), 50)
-        assert engine_sent(call(EngineResumed(), 400)) == [CreateResponse()]
+        assert engine_sent(call(EngineResumed(), 400)) == [
+            CreateResponse(say_exactly(call.session.plan.greeting))]  # see TestInstructionsKept
 
     def test_an_open_caller_turn_of_the_dead_engine_does_not_hold_the_reply(self) -> None:
         call = greeted_and_asked()
@@ -326,3 +364,168 @@ def test_drops_and_resumes_keep_the_invariants(steps: list[tuple[object, int]]) 
         ended = ended or session.phase is CallPhase.ENDED
     assert session.stats.engine_resumes <= session.stats.engine_drops
     assert holds <= session.stats.engine_drops
+
+
+# -- the reviewer's defects (each test failed before its fix) ------------------------------
+def spoken_reply_finished() -> tuple[Call, list[str]]:
+    """As `greeted_and_asked`, but the engine has finished the reply (r2, 300 ms): its audio
+    is still queued at Twilio (100 ms of it heard). The marks of r2."""
+    call = Call()
+    call(START, 0)
+    names = call.speak("r1", "i1", [500], 0)
+    call(EngineAgentTranscript("r1", "i1", GREETING_TEXT), 10)
+    call(EngineResponseDone("r1", "completed"), 20)
+    call(TwilioMark(names[0]), 500)
+    call(EngineSpeechStarted(0, "u1"), 1000)
+    call(EngineSpeechStopped(0, "u1"), 1500)
+    call(EngineInputCommitted("u1"), 1500)
+    call(EngineCallerTranscript("u1", "When do you open?"), 1600)
+    names = call.speak("r2", "i2", [100, 100, 100], 2000)
+    call(EngineAgentTranscript("r2", "i2", REPLY_TEXT), 2000)
+    call(EngineResponseDone("r2", "completed"), 2001)
+    call(TwilioMark(names[0]), 2100)
+    return call, names
+
+
+class TestFinishedReplyPlaysOut:
+    def test_a_finished_reply_is_not_cut_nor_asked_again(self) -> None:
+        call, names = spoken_reply_finished()
+        cmds = call(EngineLost("1011"), 2150)
+        assert twilio_sent(cmds) == [] and "agent_cut" not in stages(cmds)
+        assert stages(cmds) == ["engine_lost"]  # no hold line: the caller hears the agent
+        assert call(TwilioMark(names[1]), 2200) == []
+        call(TwilioMark(names[2]), 2300)  # it played out in full
+        resumed = engine_sent(call(EngineResumed(), 2400))
+        assert AddAssistantText(f"{REPLAY_ITEM_PREFIX}2", REPLY_TEXT) in resumed
+        assert not any(isinstance(m, CreateResponse) for m in resumed)
+
+    def test_a_barge_in_over_it_while_lost_tells_the_dead_engine_nothing(self) -> None:
+        call, _ = spoken_reply_finished()
+        call(EngineLost("1011"), 2150)
+        cmds = call.talk(until_ms=2300, ms=140, turn=False)
+        cmds += call(EngineResumed(), 2310)
+        call(EngineSpeechStarted(0, "n1"), 2320)  # the new session's VAD: a barge-in
+        cmds += call.talk(until_ms=2400, ms=80, turn=False)
+        assert TwilioClear() in twilio_sent(cmds)
+        assert not any(isinstance(m, Truncate) for m in engine_sent(cmds))  # not its item
+
+    def test_the_line_still_being_made_is_cut_while_a_finished_one_is_kept(self) -> None:
+        call = greeted_and_asked()  # r2 still going
+        cmds = call(EngineLost("1011"), 2100)
+        assert TwilioClear() in twilio_sent(cmds)
+
+
+class TestInstructionsKept:
+    def test_a_nudge_lost_with_the_engine_is_asked_again_as_a_nudge(self) -> None:
+        call = Call(silence_nudge_ms=8000, silence_hangup_ms=20_000)
+        call(START, 0)
+        names = call.speak("r1", "i1", [100], 0)
+        call(EngineResponseDone("r1", "completed"), 10)
+        call(TwilioMark(names[0]), 100)
+        assert control_sent(call(TimerFired(TimerName.SILENCE_NUDGE), 8100)) == [
+            CreateResponse(NUDGE_INSTRUCTIONS)]
+        call(EngineResponseCreated("r2"), 8150)  # created, no audio yet
+        call(EngineLost("1011"), 8200)
+        assert control_sent(call(EngineResumed(), 8500)) == [
+            CreateResponse(NUDGE_INSTRUCTIONS)]
+
+    def test_a_live_greeting_lost_before_it_was_heard_is_said_as_the_greeting(self) -> None:
+        call = Call()
+        call(START, 0)
+        call(EngineLost("1011"), 50)
+        [create] = control_sent(call(EngineResumed(), 400))
+        assert create == CreateResponse(say_exactly(call.session.plan.greeting))
+
+
+def caller_mid_sentence() -> tuple[Call, list[str]]:
+    """After the greeting, the caller talks from 1000 ms; the engine's VAD opened turn u1
+    at 1300 ms; the frames the phone sent since 1000 ms (the last at 2000 ms)."""
+    call = Call()
+    call(START, 0)
+    names = call.speak("r1", "i1", [100], 0)
+    call(EngineResponseDone("r1", "completed"), 10)
+    call(TwilioMark(names[0]), 100)
+    call.quiet(until_ms=980, ms=100)  # before they speak
+    frames: list[str] = []
+    for n in range(50):  # 1000 .. 1980 ms
+        frame = base64.b64encode(bytes([0x10 + n % 3]) * 160).decode()
+        frames.append(frame)
+        call(TwilioMedia(frame, 0), 1000 + 20 * n)
+        if n == 15:
+            call(EngineSpeechStarted(0, "u1"), 1300)
+    return call, frames
+
+
+class TestCallerTurnSentAgain:
+    def test_the_open_turn_s_audio_goes_to_the_new_session_after_the_replay(self) -> None:
+        call, frames = caller_mid_sentence()
+        cmds = call(EngineLost("1011"), 2000)
+        assert "hold_line" not in stages(cmds)
+        resumed = engine_sent(call(EngineResumed(), 2300))
+        audio = [m.audio_b64 for m in resumed if isinstance(m, AppendAudio)]
+        assert audio[-len(frames):] == frames  # every frame since they began to speak
+        assert len(audio) <= len(frames) + LEAD_MS // 20 + 1
+        assert all(isinstance(m, AppendAudio) for m in resumed[resumed.index(
+            AppendAudio(audio[0])):])  # after the replay items
+        assert not any(isinstance(m, CreateResponse) for m in resumed)  # their turn first
+
+    def test_a_committed_turn_not_transcribed_is_sent_again_and_answered(self) -> None:
+        call, frames = caller_mid_sentence()
+        call(EngineSpeechStopped(0, "u1"), 1990)
+        assert control_sent(call(EngineInputCommitted("u1"), 1995)) == [CreateResponse()]
+        call(EngineLost("1011"), 2000)  # before the transcript and the reply
+        resumed = engine_sent(call(EngineResumed(), 2300))
+        audio = [m.audio_b64 for m in resumed if isinstance(m, AppendAudio)]
+        assert audio[-len(frames):] == frames
+        assert not any(isinstance(m, CreateResponse) for m in resumed)
+        call(EngineSpeechStarted(0, "n1"), 2310)  # the new session's VAD finds it
+        call(EngineSpeechStopped(0, "n1"), 2320)
+        assert control_sent(call(EngineInputCommitted("n1"), 2330)) == [CreateResponse()]
+
+    def test_nothing_is_sent_again_without_such_a_turn_and_little_is_kept(self) -> None:
+        call = greeted_and_asked()  # u1 transcribed
+        call.quiet(until_ms=2100, ms=2000)
+        assert len(call.session._s.recent_audio) <= LEAD_MS // 20 + 1
+        call(EngineLost("1011"), 2100)
+        resumed = engine_sent(call(EngineResumed(), 2400))
+        assert not any(isinstance(m, AppendAudio) for m in resumed)
+        assert resumed[-1] == CreateResponse()
+
+    def test_kept_audio_is_bounded_in_a_long_turn(self) -> None:
+        call = Call()
+        call(START, 0)
+        call(EngineSpeechStarted(0, "u1"), 1000)
+        for n in range(2000):  # 40 s of talk in one turn
+            call(TwilioMedia(LOUD_FRAME, 0), 1000 + 20 * n)
+        assert len(call.session._s.recent_audio) <= MAX_KEPT_MS // 20 + 1
+
+
+class TestResumeTurnWait:
+    def test_if_the_new_session_makes_no_turn_the_reply_is_asked_anyway(self) -> None:
+        call = greeted_and_asked()
+        call(EngineLost("1011"), 2100)
+        call.talk(until_ms=2700, ms=400, turn=False)
+        cmds = call(EngineResumed(), 2800)
+        assert StartTimer(TimerName.RESUME_TURN_WAIT, RESUME_TURN_WAIT_MS) in cmds
+        cmds = call(TimerFired(TimerName.RESUME_TURN_WAIT), 2800 + RESUME_TURN_WAIT_MS)
+        assert control_sent(cmds) == [CreateResponse()]
+
+    def test_a_turn_open_when_it_fires_is_waited_for(self) -> None:
+        call = greeted_and_asked()
+        call(EngineLost("1011"), 2100)
+        call.talk(until_ms=2700, ms=400, turn=False)
+        call(EngineResumed(), 2800)
+        call(EngineSpeechStarted(0, "n1"), 2900)
+        assert call(TimerFired(TimerName.RESUME_TURN_WAIT), 4300) == []
+        call(EngineSpeechStopped(0, "n1"), 4400)
+        assert control_sent(call(EngineInputCommitted("n1"), 4400)) == [CreateResponse()]
+
+    def test_a_reply_already_asked_is_not_asked_twice(self) -> None:
+        call = greeted_and_asked()
+        call(EngineLost("1011"), 2100)
+        call.talk(until_ms=2700, ms=400, turn=False)
+        call(EngineResumed(), 2800)
+        call(EngineSpeechStarted(0, "n1"), 2810)
+        call(EngineSpeechStopped(0, "n1"), 2820)
+        assert control_sent(call(EngineInputCommitted("n1"), 2830)) == [CreateResponse()]
+        assert call(TimerFired(TimerName.RESUME_TURN_WAIT), 4300) == []

@@ -9,7 +9,7 @@ import base64
 from hotline.canned import BUILT_IN_LANGUAGES, built_in_frames, canned_audio
 from hotline.core.commands import (
     CreateResponse,
-    EndCall,
+    HangUpCall,
     TwilioClear,
     TwilioMarkOut,
     TwilioMediaOut,
@@ -28,7 +28,6 @@ from hotline.core.events import (
     TwilioMark,
 )
 from hotline.core.greeting import CannedAudio, CannedSource
-from hotline.core.outcomes import Outcome
 from hotline.core.session import CallSession
 from hotline.prompts import CannedLine, hold_text
 from tests.factories import make_plan
@@ -138,8 +137,8 @@ class TestNothingPlays:
         call.session = CallSession(make_plan(dtmf_actions=(("#", "end_call"),)), hold=HOLD)
         call(START, 0)
         call(TwilioDtmf("#"), 500)  # the goodbye is asked for
-        cmds = call(EngineLost("1011"), 600)
-        assert EndCall(Outcome.FAILED) in cmds and media(cmds) == []
+        cmds = call(EngineLost("1011"), 600)  # the goodbye never came: hung up without it
+        assert HangUpCall() in cmds and media(cmds) == []
 
     def test_without_hold_audio(self) -> None:
         call = greeted_and_asked(CannedAudio((), CannedSource.BUILT_IN))

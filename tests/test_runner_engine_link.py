@@ -16,6 +16,7 @@ import hotline.call.runner as runner_module
 from hotline.core.outcomes import Outcome
 from hotline.engine.warm import EngineHandle
 from hotline.plan import CallPlan
+from tests.factories import make_plan
 from tests.test_runner import (
     Call,
     FakeEngine,
@@ -249,3 +250,30 @@ async def test_audio_waiting_for_the_engine_is_bounded_and_what_is_dropped_count
     assert engine.types().count("input_audio_buffer.append") == 5
     assert record.stats["engine_audio_dropped"] == 3
     assert orjson.dumps(record.stats)  # plain ints
+
+
+async def test_a_drop_while_closing_hangs_up_without_reconnecting() -> None:
+    first = DroppingEngine()
+    reopens: list[float] = []
+
+    async def reopen(plan: CallPlan) -> EngineHandle:
+        reopens.append(time.monotonic())
+        raise OSError("503 Service Unavailable")  # would start the apology over the goodbye
+
+    call = Call(plan=make_plan(dtmf_actions=(("#", "end_call"),)), engine=first,
+                reopen_engine=reopen)
+    async with running(call) as task:
+        await until(lambda: engine_has(first, "response.create"), "the greeting is asked")
+        first.say({"type": "response.created", "response": {"id": "r1"}})
+        first.say({"type": "response.done", "response": {"id": "r1", "status": "completed"}})
+        await until(lambda: "greeting_done" in call.stages(), "the greeting is done")
+        call.twilio.dtmf("#")
+        await until(lambda: engine_has(first, "response.create", 2), "the goodbye is asked")
+        first.drop_abnormally()  # before the goodbye is made
+        record = await ended(task)  # hung up (no REST client here: the stream is closed)
+    assert reopens == []
+    stages = call.stages()
+    assert stages.index("engine_lost") < stages.index("hang_up_requested")
+    assert "apology_started" not in stages and "engine_connect_failed" not in stages
+    assert record.outcome == Outcome.HUNG_UP_BY_AGENT
+    assert record.stats["engine_drops"] == 1

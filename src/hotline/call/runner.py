@@ -260,7 +260,13 @@ class CallRunner:
             await self._start_handled.wait()
             await self._dispatch(EngineLost(detail))
             if self.session.outcome is not None:
-                return  # it dropped while the call was closing: that ended it
+                return
+            if self.session.closing:
+                # Dropped while closing: the hang-up or transfer needs no engine, and a new
+                # session would have nothing to say. The call ends when the closing is done.
+                await self._close_engine()
+                await self._ended.wait()
+                return
             await self._close_engine()
             resumed = await self._connect(self._reopen_engine)
             if resumed is None:

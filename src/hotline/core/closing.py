@@ -46,6 +46,11 @@ class Closing:
         return ControlAction.TRANSFER if self.transfer_to else ControlAction.HANG_UP
 
     @property
+    def needs_engine(self) -> bool:
+        """The last line is still to come from the engine."""
+        return self.step in (ClosingStep.LINE_WANTED, ClosingStep.LINE_PLAYING)
+
+    @property
     def acted(self) -> bool:
         return self.step is ClosingStep.ACTED
 
@@ -69,6 +74,12 @@ class Closing:
     def line_refused(self) -> None:
         """The engine refused the line: hang up without it."""
         if self.step is ClosingStep.LINE_WANTED:
+            self.step = ClosingStep.LINE_SENT
+
+    def line_lost(self) -> None:
+        """The engine dropped: the line is what of it was sent (maybe nothing); no more
+        comes."""
+        if self.needs_engine:
             self.step = ClosingStep.LINE_SENT
 
     def ready(self, audio_pending: bool) -> bool:

@@ -65,8 +65,10 @@ def on_unavailable(s: CallState, event: EngineUnavailable, now_ms: float) -> lis
     if s.phase.is_(CallPhase.AWAITING_START):
         s.engine_down = True
         return commands
-    if s.closing is not None and s.closing.acted:
-        return commands  # already hanging up or transferring: nothing more to say
+    if s.closing is not None and not s.closing.needs_engine:
+        # Hanging up or transferring, or about to once its last line (already sent, or
+        # given up at a drop) has played: nothing more to say.
+        return commands
     return commands + apologise(s, now_ms)
 
 

@@ -1,16 +1,22 @@
 """The engine link: the engine dropping mid-call, the resume after it, and engine errors.
 
-When the engine's socket closes while the call goes on (`EngineLost`), the agent's engine
-audio stops as for a barge-in (Twilio `clear`; the line is recorded as interrupted, with
-the words heard) but the dead engine is told nothing; what it was making or asked for is
-forgotten and wanted again; no response is asked for until a new session is there. Cached
-audio plays on: it needs no engine. The runner reconnects with the full prompt and reports
-`EngineResumed`: the conversation so far is replayed into the new session (items made
-after the loss reach it live, after the replay), then what is wanted is asked for, unless
-the caller spoke while the call was between sessions: their words reach the new session
-with the audio that waited, its VAD makes them a turn, and the reply answers it (the cut
-line is in the replay). A drop while the call is closing ends it, as it always did. If the
-caller was waiting on the agent, the hold line covers the reconnect (hold_line.py).
+When the engine's socket closes while the call goes on (`EngineLost`), the line the engine
+was still making stops as for a barge-in (Twilio `clear`; the line is recorded as
+interrupted, with the words heard) but the dead engine is told nothing; what it was making
+or asked for is forgotten and wanted again, with its instructions; no response is asked
+for until a new session is there. A finished reply's audio still queued plays out, like
+cached audio: it needs no engine. The caller's turn the dead engine never transcribed
+(open at the drop, or committed without its transcript) is taken from their recent audio
+(caller_audio.py). The runner reconnects with the full prompt and reports `EngineResumed`:
+the conversation so far is replayed into the new session (items made after the loss reach
+it live, after the replay), then that turn's audio is sent again (ahead of the audio that
+waited in the runner), then what is wanted is asked for, unless the caller spoke (in that
+turn or while the call was between sessions): the new session's VAD makes their words a
+turn and the reply answers it (the cut line is in the replay); if it makes none within
+`RESUME_TURN_WAIT_MS`, the reply is asked for anyway. A drop while the call is closing
+does not stop it: the last line's audio already sent plays out and the hang-up or
+transfer follows (no engine needed). If the caller was waiting on the agent, the hold line
+covers the reconnect (hold_line.py).
 
 Engine `error`s that do not end the session go on the timeline, the first
 `MAX_ERRORS_ON_TIMELINE` of them; after that they are only counted.
@@ -20,12 +26,15 @@ from __future__ import annotations
 
 from hotline.audio.mulaw import BYTES_PER_MS, b64_decoded_len
 from hotline.core import ending, hold_line, tool_flow
+from hotline.core.closing import Closing
 from hotline.core.commands import (
     AddAssistantText,
+    AppendAudio,
     Command,
     Record,
     SendToEngine,
     SendToTwilio,
+    StartTimer,
     TwilioClear,
 )
 from hotline.core.events import (
@@ -35,12 +44,16 @@ from hotline.core.events import (
     EngineResumed,
 )
 from hotline.core.greeting import CACHED, CACHED_GREETING_ITEM
-from hotline.core.outcomes import Outcome
 from hotline.core.record import TimelineStage
 from hotline.core.responses import Purpose
 from hotline.core.state import CallState
+from hotline.core.timers import TimerName
+from hotline.prompts import say_exactly
 
 MAX_ERRORS_ON_TIMELINE = 10
+# Resumed while the caller spoke: how long (call time) the new session has to make a turn
+# of it before the wanted reply is asked for anyway.
+RESUME_TURN_WAIT_MS = 1500
 _WANTED_AGAIN = (Purpose.GREETING, Purpose.REPLY, Purpose.NUDGE)
 
 
@@ -59,24 +72,37 @@ def handle(s: CallState, event: EngineLost | EngineResumed | EngineAgentTranscri
 
 
 def lost(s: CallState, detail: str, now_ms: float) -> list[Command]:
-    if s.closing is not None:
-        return ending.end(s, Outcome.FAILED, "engine connection closed", now_ms)
     if s.engine_lost_ms is not None:
         return []  # already reconnecting
     s.stats.engine_drops += 1
     s.engine_lost_ms = now_ms
-    s.voiced_while_lost_ms = 0.0
+    if s.closing is not None:
+        return _lost_while_closing(s, s.closing, detail, now_ms)
     caller_talking = s.turns.open
     commands: list[Command] = [Record(TimelineStage("engine_lost", now_ms, detail[:300]))]
     item = s.playback.current()
     cut_response = None
-    if item is not None and item.response_id != CACHED and s.agent_audible():
-        commands += _cut_engine_line(s, now_ms)
-        cut_response = item.response_id
-    purpose = s.responses.lost()
-    if purpose in _WANTED_AGAIN:
-        s.responses.want(None, purpose)  # the new session says it (its cut line replayed)
-    s.turns.abandon_open()
+    if item is not None and item.response_id != CACHED:
+        if s.responses.active_and_kept(item.response_id):
+            # The line still being made: the rest of it will never come.
+            commands += _cut_engine_line(s, now_ms)
+            cut_response = item.response_id
+        else:
+            # A finished reply's audio plays out (it needs no engine); the new session
+            # has its words in the replay, under another id.
+            item.engine_gone = True
+    wanted = s.responses.lost()
+    if wanted is not None and wanted.purpose in _WANTED_AGAIN:
+        # The new session says it (its cut line replayed), as it was asked for.
+        instructions = wanted.instructions
+        if wanted.purpose is Purpose.GREETING and instructions is None and cut_response is None:
+            # Nothing of it was heard, and the new session's full prompt says it was said.
+            instructions = say_exactly(s.plan.greeting)
+        s.responses.want(instructions, wanted.purpose)
+    # The caller's turn the dead engine never transcribed goes to the new session again.
+    s.resend_audio = s.recent_audio.since(s.turns.abandon())
+    voiced = [p for p in s.resend_audio if s.turns.voiced(p)]
+    s.voiced_while_lost_ms = sum(b64_decoded_len(p) for p in voiced) / BYTES_PER_MS
     if cut_response is not None:
         commands += s.agent_turns(cut_response)  # the heard words join the conversation
     # What the conversation holds now is replayed; what joins it from here (a tool's answer,
@@ -87,6 +113,19 @@ def lost(s: CallState, detail: str, now_ms: float) -> list[Command]:
     if not caller_talking and hold_line.caller_waits(s, agent_was_cut=cut_response is not None):
         commands += hold_line.play(s, now_ms)
     return commands
+
+
+def _lost_while_closing(s: CallState, closing: Closing, detail: str,
+                        now_ms: float) -> list[Command]:
+    """Hanging up or transferring needs no engine: the last line's audio already sent plays
+    out (if any was made), then the closing acts as it would have."""
+    s.responses.lost()  # the rest of the line never comes
+    s.turns.abandon()
+    s.recent_audio.since(None)
+    closing.line_lost()
+    return [Record(TimelineStage("engine_lost", now_ms,
+                                 f"{detail[:250]}; closing without the engine")),
+            *ending.maybe_act(s, now_ms)]
 
 
 def _cut_engine_line(s: CallState, now_ms: float) -> list[Command]:
@@ -120,12 +159,32 @@ def resumed(s: CallState, now_ms: float) -> list[Command]:
         replay.append(AddAssistantText(CACHED_GREETING_ITEM, s.plan.greeting))
     commands: list[Command] = [SendToEngine(message) for message in replay]
     detail = f"gap {gap_ms:.0f} ms, {len(replay)} items replayed"
+    if s.resend_audio:
+        # The caller's turn cut by the drop, ahead of the audio that waited in the runner.
+        commands += [SendToEngine(AppendAudio(payload)) for payload in s.resend_audio]
+        detail += f", {len(s.resend_audio)} caller frames sent again"
+        s.resend_audio = []
     if s.voiced_while_lost_ms >= s.plan.barge_in_min_speech_ms:
-        # The caller spoke meanwhile: their turn (in the audio that waited) comes first.
+        # The caller spoke (before the drop, unanswered, or meanwhile): their turn, in the
+        # audio sent again and the audio that waited, comes first; if the new session makes
+        # no turn of it, the wanted reply is asked for after `RESUME_TURN_WAIT_MS`.
         return [*commands, Record(TimelineStage(
-            "engine_resumed", now_ms, f"{detail}; the caller spoke meanwhile"))]
+            "engine_resumed", now_ms, f"{detail}; the caller spoke meanwhile")),
+            StartTimer(TimerName.RESUME_TURN_WAIT, RESUME_TURN_WAIT_MS)]
     commands.append(Record(TimelineStage("engine_resumed", now_ms, detail)))
     return commands + s.next_response()
+
+
+def turn_wait_over(s: CallState, now_ms: float) -> list[Command]:
+    """The resume's wait for the caller's turn is over: if none is open, what is wanted
+    (the cut line's reply) is asked for now (nothing, if it was already)."""
+    if s.engine_lost_ms is not None or s.closing is not None or s.turns.open:
+        return []  # lost again (the next resume sees to it), closing, or the turn is going
+    commands = s.next_response()
+    if commands:
+        commands.append(Record(TimelineStage("resume_turn_wait_over", now_ms,
+                                             "no caller turn after the resume: replying")))
+    return commands
 
 
 def error_stage(s: CallState, event: EngineError, now_ms: float) -> list[Command]:

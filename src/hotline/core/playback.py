@@ -30,6 +30,7 @@ class AgentItem:
     partial: str = ""  # the transcript's deltas so far (the words of a line still going)
     truncated_at_ms: int | None = None
     recorded: bool = False
+    engine_gone: bool = False  # made by an engine session since lost: it can't truncate it
 
 
 @dataclass(slots=True)

@@ -34,31 +34,37 @@ def prerequested_greeting() -> CreateResponse:
     return CreateResponse(event_id=PREREQUESTED_GREETING_EVENT_ID)
 
 
-@dataclass(slots=True)
-class _Wanted:
+@dataclass(slots=True, frozen=True)
+class Wanted:
+    """A response the call wants: its instructions (None: the session's own) and purpose."""
+
     instructions: str | None
     purpose: Purpose
 
 
 class ResponseQueue:
     def __init__(self) -> None:
-        self._wanted: list[_Wanted] = []
+        self._wanted: list[Wanted] = []
         self.requested: Purpose | None = None  # sent, not yet created
         self._request_event_id: str | None = None
+        self._request_instructions: str | None = None
         self._seq = 0
         self.active_id: str | None = None  # created, not yet done
         self.active_purpose: Purpose | None = None
+        self._active_instructions: str | None = None  # kept to ask again after a drop
         self._dropped: set[str] = set()
         self._with_audio: set[str] = set()
 
-    def assume_requested(self, purpose: Purpose, event_id: str) -> None:
+    def assume_requested(self, purpose: Purpose, event_id: str,
+                         instructions: str | None = None) -> None:
         """A response already asked for by someone else, with our event id."""
         self.requested, self._request_event_id = purpose, event_id
+        self._request_instructions = instructions
 
     def want(self, instructions: str | None, purpose: Purpose) -> None:
         if purpose is Purpose.REPLY and self.wants(Purpose.REPLY):
             return  # one reply answers everything said so far
-        self._wanted.append(_Wanted(instructions, purpose))
+        self._wanted.append(Wanted(instructions, purpose))
 
     def wants(self, purpose: Purpose) -> bool:
         return any(w.purpose is purpose for w in self._wanted)
@@ -90,7 +96,8 @@ class ResponseQueue:
             return []
         self._wanted.pop(0)
         self._seq += 1
-        self.assume_requested(wanted.purpose, f"hotline_response_{self._seq}")
+        self.assume_requested(wanted.purpose, f"hotline_response_{self._seq}",
+                              wanted.instructions)
         return [SendToEngine(CreateResponse(wanted.instructions,
                                             event_id=self._request_event_id))]
 
@@ -99,24 +106,30 @@ class ResponseQueue:
         none, as when the engine answers on its own)."""
         purpose = self.requested or Purpose.REPLY
         self.active_id, self.active_purpose = response_id, purpose
-        self.requested = self._request_event_id = None
+        self._active_instructions = self._request_instructions
+        self.requested = self._request_event_id = self._request_instructions = None
         return purpose
 
     def done(self, response_id: str) -> None:
         if self.active_id == response_id:
             self.active_id = None
 
-    def lost(self) -> Purpose | None:
+    def lost(self) -> Wanted | None:
         """The engine is gone with the response it was making or was asked for: nothing
-        more comes of it. Its purpose, if it was still wanted (to be asked for again)."""
+        more comes of it. What it was (its purpose and instructions), if it was still
+        wanted (to be asked for again, as it was)."""
         active = self.active_id
         if active is not None:
             purpose = None if active in self._dropped else self.active_purpose
+            instructions = self._active_instructions
             self._dropped.add(active)
         else:
-            purpose = self.requested
+            purpose, instructions = self.requested, self._request_instructions
         self.active_id = self.requested = self._request_event_id = None
-        return None if purpose is Purpose.DISCARDED else purpose
+        self._request_instructions = self._active_instructions = None
+        if purpose is None or purpose is Purpose.DISCARDED:
+            return None
+        return Wanted(instructions, purpose)
 
     def refused(self, event_id: str | None) -> Purpose | None:
         """An engine error: if it refuses our request, nothing is coming; the purpose of
@@ -124,6 +137,7 @@ class ResponseQueue:
         if event_id is None or event_id != self._request_event_id:
             return None
         purpose, self.requested, self._request_event_id = self.requested, None, None
+        self._request_instructions = None
         return purpose
 
     def had_audio(self, response_id: str) -> None:

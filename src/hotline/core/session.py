@@ -119,6 +119,11 @@ class CallSession:
         return self._s.prompt_upgraded
 
     @property
+    def closing(self) -> bool:
+        """The call is closing on our side (a last line, then a hang-up or transfer)."""
+        return self._s.closing is not None
+
+    @property
     def caller_turn_open(self) -> bool:
         return self._s.turns.open
 
@@ -237,6 +242,7 @@ class CallSession:
             s.stats.media_dropped_warmup += 1
             return []
         commands: list[Command] = [SendToEngine(AppendAudio(event.payload_b64))]
+        s.recent_audio.add(now_ms, event.payload_b64, s.turns.pending)
         if s.engine_lost_ms is not None:
             engine_link.caller_frame(s, event.payload_b64)
         audible = s.agent_audible()
@@ -398,6 +404,8 @@ class CallSession:
                 return voicemail.cap_reached(s, now_ms)
             case TimerName.AMD_MESSAGE_CAP:
                 return voicemail.message_cap_reached(s, now_ms)
+            case TimerName.RESUME_TURN_WAIT:
+                return engine_link.turn_wait_over(s, now_ms)
             case TimerName.GOODBYE_CAP:
                 return ending.maybe_act(s, now_ms, force=True)
             case TimerName.MAX_DURATION:

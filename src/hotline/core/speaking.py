@@ -125,7 +125,7 @@ def cut_agent(s: CallState, now_ms: float, stage: str) -> list[Command]:
             detail += " (cached)"
             if item_id == CACHED_GREETING_ITEM:
                 commands += _cut_cached_greeting(s, item, heard_ms, now_ms, stage)
-        elif heard_ms > 0 and (heard_ms < item.sent_ms
+        elif not item.engine_gone and heard_ms > 0 and (heard_ms < item.sent_ms
                                or s.responses.active_id == item.response_id):
             item.truncated_at_ms = heard_ms
             commands.append(SendToEngine(Truncate(item_id, heard_ms)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hotline.core.amd import AmdWait
+from hotline.core.caller_audio import RecentCallerAudio
 from hotline.core.closing import Closing
 from hotline.core.commands import Command, Record
 from hotline.core.conversation import Conversation
@@ -57,6 +58,10 @@ class CallState:
     engine_lost_ms: float | None = None
     replay_before: int = 0  # conversation entries made after the loss went to it live
     voiced_while_lost_ms: float = 0.0  # the caller's voice in the audio held meanwhile
+    # The caller's recent frames (references), and those of a turn the dead engine never
+    # transcribed, taken at the drop to be sent to the new session again (caller_audio.py).
+    recent_audio: RecentCallerAudio = field(default_factory=RecentCallerAudio)
+    resend_audio: list[str] = field(default_factory=list)
 
     @classmethod
     def for_plan(cls, plan: CallPlan, greeting_frames: tuple[str, ...] | None,

@@ -13,3 +13,6 @@ class TimerName(enum.Enum):
     AMD_CAP = "amd_cap"  # greet anyway if the answering-machine verdict is late
     AMD_MESSAGE_CAP = "amd_message_cap"  # a machine whose message never ends: hang up
     MESSAGE_CAP = "message_cap"  # engine down: the caller's recorded message is long enough
+    # Resumed after a drop while the caller spoke: if the new session makes no turn of it,
+    # the wanted reply is asked for anyway.
+    RESUME_TURN_WAIT = "resume_turn_wait"

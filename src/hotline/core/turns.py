@@ -96,11 +96,19 @@ class CallerTurns:
             return TurnVerdict.NOISE
         return TurnVerdict.SPEECH
 
-    def abandon_open(self) -> None:
-        """The engine that announced the open turns is gone: they will never be committed
-        (the caller's audio goes to the next session, whose VAD finds the turn again)."""
-        self._turns = {k: t for k, t in self._turns.items() if t.committed}
+    @property
+    def pending(self) -> bool:
+        """Some caller turn is not transcribed yet (open, or committed)."""
+        return bool(self._turns)
+
+    def abandon(self) -> float | None:
+        """The engine that announced the turns not transcribed yet is gone: they will never
+        be committed or transcribed. When the oldest of them began (None: there is none);
+        their audio goes to the next session again, whose VAD finds the turn anew."""
+        start = min((t.started_ms for t in self._turns.values()), default=None)
+        self._turns.clear()
         self._gate.reset()
+        return start
 
     def forget_noise(self, item_id: str) -> None:
         """A noise turn deleted from the conversation: its transcript is not the caller's."""
