@@ -150,5 +150,19 @@ async def _close_task(task: asyncio.Task[EngineConnection]) -> None:
         connection = await task
     except (asyncio.CancelledError, Exception):
         return  # it never connected: nothing to close
+    # Nobody read this session: its prerequested greeting's audio fills the socket's queue,
+    # and the engine's close frame would wait behind it for the close timeout (10 s). Read
+    # (and drop) what comes while closing, so the close completes in a round trip.
+    draining = asyncio.get_running_loop().create_task(_discard_events(connection))
+    try:
+        with contextlib.suppress(OSError, ConnectionClosed):
+            await connection.close()
+    finally:
+        draining.cancel()
+        await asyncio.gather(draining, return_exceptions=True)
+
+
+async def _discard_events(connection: EngineConnection) -> None:
     with contextlib.suppress(OSError, ConnectionClosed):
-        await connection.close()
+        while True:
+            await connection.recv_bytes()
