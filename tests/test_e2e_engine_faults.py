@@ -57,6 +57,13 @@ async def drop_during_the_first_reply(session: SimulatedSession) -> None:
     await session.close(1011)
 
 
+# The caller waits this long after the agent's audio stops before speaking (call time): a
+# loaded machine can leave a gap of a few hundred ms inside the greeting (at 5x, 400 ms of
+# call time is 80 ms of wall time), and a caller speaking into it would cut the greeting.
+QUIET_MS = 1200
+LISTEN_TO_THE_END = CallScript([WaitForAgentSilence(quiet_ms=QUIET_MS, timeout_ms=20_000),
+                                Hangup()])
+
 async def _until_the_reply_is_under_way(session: SimulatedSession) -> None:
     while True:
         responses = [s.event["response"]["id"] for s in session.sent
@@ -74,7 +81,7 @@ async def test_an_engine_drop_mid_call_is_resumed_with_the_conversation_replayed
     async with running_stack(database_url, tmp_path, [make_business()], greeting_cache=False,
                              engine_connect_budget_ms=10_000) as stack:
         stack.engine.caller_transcripts = [FIRST_ASK]
-        script = CallScript([WaitForAgentSilence(quiet_ms=400), Say(FIRST_ASK),
+        script = CallScript([WaitForAgentSilence(quiet_ms=QUIET_MS), Say(FIRST_ASK),
                              Silence(ms=2500),  # the reply starts; the engine drops in it
                              Say(SECOND_ASK),  # said while the call reconnects: buffered
                              Silence(ms=4000),  # the reconnect, then the answer
@@ -142,7 +149,7 @@ async def test_a_refused_handshake_is_retried_and_the_call_goes_on(
                              greeting_cache=False) as stack:
         stack.engine.refuse_next(1)  # the warm session's handshake: HTTP 503
         result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER,
-                                        script=LISTEN_THEN_HANG_UP)
+                                        script=LISTEN_TO_THE_END)
         record = await record_of(stack, result.call_sid)
         metrics = await scrape(stack.server.url)
     assert stack.engine.handshakes_refused == 1 and len(stack.engine.sessions) == 1
@@ -215,7 +222,7 @@ async def test_a_drop_mid_reply_plays_the_hold_line_then_the_resumed_reply(
     async with running_stack(database_url, tmp_path, [make_business()], greeting_cache=False,
                              engine_connect_budget_ms=10_000) as stack:
         stack.engine.caller_transcripts = [FIRST_ASK]
-        script = CallScript([WaitForAgentSilence(quiet_ms=400), Say(FIRST_ASK),
+        script = CallScript([WaitForAgentSilence(quiet_ms=QUIET_MS), Say(FIRST_ASK),
                              Silence(ms=6000),  # the reply, the drop, the hold line, the resume
                              WaitForAgentSilence(quiet_ms=600), Hangup()])
         call = stack.phone.start_call(to=TEST_NUMBER, from_=CALLER, script=script)
@@ -274,7 +281,7 @@ async def test_the_hold_line_rendered_in_the_business_voice_plays_once_cached(
                    if r.type == "response.create" and hold_text("he") in str(r.event)]
         assert len(renders) == 1
         stack.engine.caller_transcripts = [FIRST_ASK]
-        script = CallScript([WaitForAgentSilence(quiet_ms=400), Say(FIRST_ASK),
+        script = CallScript([WaitForAgentSilence(quiet_ms=QUIET_MS), Say(FIRST_ASK),
                              Silence(ms=6000), WaitForAgentSilence(quiet_ms=600), Hangup()])
         sessions_before = len(stack.engine.sessions)
         call = stack.phone.start_call(to=TEST_NUMBER, from_=CALLER, script=script)
