@@ -32,9 +32,10 @@ from tests.tcp_proxy import TcpProxy
 pytestmark = pytest.mark.sockets  # servers, simulators or services over real sockets
 
 CALLER = "+15550001111"
-# The whole greeting, then a hang-up. 1.5 s of call time is 0.3 s of wall clock: a server
-# process starved of CPU by the rest of the suite may pause the greeting's audio for less.
-LISTEN_THEN_HANG_UP = CallScript([WaitForAgentSilence(quiet_ms=1500, timeout_ms=20_000),
+# The whole greeting, then a hang-up. 3 s of call time is 0.6 s of wall clock: 20 calls at
+# once on a machine starved of CPU by the rest of the suite paused a greeting's audio for
+# more than 0.3 s.
+LISTEN_THEN_HANG_UP = CallScript([WaitForAgentSilence(quiet_ms=3000, timeout_ms=30_000),
                                   Hangup()])
 
 
