@@ -30,6 +30,7 @@ from hotline.core.commands import (
 )
 from hotline.core.events import (
     CallControlFailed,
+    DrainDeadline,
     EngineAudioDelta,
     EngineClosed,
     EngineResponseCreated,
@@ -251,6 +252,15 @@ class TestMessage:
         echoes = call.play_out(apology)
         # The last mark back: hung up at once, not at the goodbye cap.
         assert echoes.count(HangUpCall()) == 1
+
+    def test_the_drain_deadline_keeps_the_message_and_hangs_up(self) -> None:
+        call = Call()
+        call.play_out(apologised(call))
+        call.frames(LOUD, 600)
+        cmds = call(DrainDeadline())
+        assert len(messages(cmds)) == 1
+        assert "ended by server shutting down" in stages(cmds)["message_recorded"]
+        assert HangUpCall() in cmds
 
     def test_other_keys_do_not(self) -> None:
         call = Call()

@@ -36,6 +36,7 @@ from hotline.core.events import (
     CallAborted,
     CallControlFailed,
     CallEvent,
+    DrainDeadline,
     EngineUnavailable,
     TimerFired,
     TwilioClosed,
@@ -126,6 +127,9 @@ def handle(s: CallState, event: CallEvent, now_ms: float) -> list[Command]:
             return _finish_and_hang_up(s, reason, now_ms)
         case TimerFired(timer=TimerName.MAX_DURATION):
             return _finish_and_hang_up(s, RecordingEnd.TIME_LIMIT, now_ms)
+        case DrainDeadline():
+            # The instance stops: what the caller said so far is kept, and they are hung up.
+            return _finish_and_hang_up(s, RecordingEnd.SHUTDOWN, now_ms)
         case TimerFired(timer=TimerName.GOODBYE_CAP):
             return maybe_act(s, now_ms, force=True)
         case TwilioStop() | TwilioClosed():

@@ -25,6 +25,7 @@ class RecordingEnd(enum.Enum):
     TIME_LIMIT = "call time limit"
     NO_TONE = "apology never finished playing"
     FAILURE = "call failed"
+    SHUTDOWN = "server shutting down"  # the instance's drain deadline passed
 
 
 class MessageRecording:
