@@ -235,6 +235,25 @@ class TestEngineResumed:
         replayed = engine_sent(call(EngineResumed(), 1500))
         assert replayed == [AddFunctionCall("c1", "check_hours", "{}"), CreateResponse()]
 
+    def test_a_tool_that_ends_the_call_still_does_when_the_engine_drops_before_done(
+            self) -> None:
+        call = Call()
+        call(START, 0)
+        call.speak("r1", "i1", [100], 0)
+        call(EngineResponseDone("r1", "completed"), 10)
+        call(EngineResponseCreated("r2"), 1000)
+        call(EngineFunctionCall("r2", "f1", "c1", "end_call", "{}"), 1001)
+        call(EngineLost("1011"), 1100)  # r2 never finishes
+        cmds = call(ToolFinished("c1", "end_call", '{"ok":true}', ToolEffect.END_CALL), 1200)
+        assert "closing" in stages(cmds)  # the decision holds: the call is closing
+        # The new session says the goodbye (none was heard), then the call is hung up.
+        resumed = engine_sent(call(EngineResumed(), 1500))
+        assert any(isinstance(c, CreateResponse) for c in resumed)
+        names = call.speak("r3", "i3", [100], 1600)
+        call(EngineResponseDone("r3", "completed"), 1700)
+        cmds = call(TwilioMark(names[-1]), 1800)  # the goodbye has played
+        assert HangUpCall() in cmds
+
     def test_if_the_caller_spoke_meanwhile_their_turn_is_answered_not_the_cut_line(
             self) -> None:
         call = greeted_and_asked()

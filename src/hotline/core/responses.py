@@ -53,6 +53,7 @@ class ResponseQueue:
         self.active_purpose: Purpose | None = None
         self._active_instructions: str | None = None  # kept to ask again after a drop
         self._dropped: set[str] = set()
+        self._lost: set[str] = set()  # of those, the ones the engine took with it (a drop)
         self._with_audio: set[str] = set()
 
     def assume_requested(self, purpose: Purpose, event_id: str,
@@ -122,6 +123,8 @@ class ResponseQueue:
         if active is not None:
             purpose = None if active in self._dropped else self.active_purpose
             instructions = self._active_instructions
+            if active not in self._dropped:
+                self._lost.add(active)
             self._dropped.add(active)
         else:
             purpose, instructions = self.requested, self._request_instructions
@@ -148,6 +151,11 @@ class ResponseQueue:
 
     def is_dropped(self, response_id: str) -> bool:
         return response_id in self._dropped
+
+    def was_cut_off(self, response_id: str) -> bool:
+        """Dropped because it was not wanted any more (a barge-in, a cancel), not because
+        the engine went away with it: what it decided (a tool's end_call) no longer holds."""
+        return response_id in self._dropped and response_id not in self._lost
 
     def active_and_kept(self, response_id: str) -> bool:
         """This response is still going and will be heard."""

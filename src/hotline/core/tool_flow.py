@@ -40,7 +40,9 @@ def on_finished(s: CallState, event: ToolFinished, now_ms: float) -> list[Comman
     if event.message is not None:
         s.messages_taken += 1
         commands.append(Record(event.message))
-    interrupted = s.responses.is_dropped(response_id)
+    # A reply the caller cut off takes its decision with it; one the engine took down
+    # with it (a drop) does not: its end_call or transfer still happens.
+    interrupted = s.responses.was_cut_off(response_id)
     over_a_machine = s.phase.is_(CallPhase.AWAITING_BEEP)  # the voicemail path ends it
     if (event.effect is not ToolEffect.NONE and s.closing is None and not interrupted
             and not over_a_machine):
