@@ -75,13 +75,9 @@ GREETING_TEXT = "Hi, Acme Dental, how can I help?"
 REPLY_TEXT = "Sure, we open at nine tomorrow morning."
 
 
-def greeted_and_asked(hold: CannedAudio | None = None) -> Call:
-    """The greeting (r1) has played; the caller asked something (u1); the reply (r2, item
-    i2) is being said: 300 ms sent, 100 ms heard (the first mark echoed at 2100). `hold`:
-    the hold line the session has for a drop."""
-    call = Call()
-    if hold is not None:
-        call.session = CallSession(make_plan(), hold=hold)
+def greet_and_hear_a_question(call: Call) -> None:
+    """The greeting (r1, item i1, 500 ms) has played; the caller asked (u1) and their
+    words are transcribed, at 1600 ms."""
     call(START, 0)
     names = call.speak("r1", "i1", [500], 0)
     call(EngineAgentTranscript("r1", "i1", GREETING_TEXT), 10)
@@ -91,6 +87,16 @@ def greeted_and_asked(hold: CannedAudio | None = None) -> Call:
     call(EngineSpeechStopped(0, "u1"), 1500)
     call(EngineInputCommitted("u1"), 1500)
     call(EngineCallerTranscript("u1", "When do you open?"), 1600)
+
+
+def greeted_and_asked(hold: CannedAudio | None = None) -> Call:
+    """The greeting (r1) has played; the caller asked something (u1); the reply (r2, item
+    i2) is being said: 300 ms sent, 100 ms heard (the first mark echoed at 2100). `hold`:
+    the hold line the session has for a drop."""
+    call = Call()
+    if hold is not None:
+        call.session = CallSession(make_plan(), hold=hold)
+    greet_and_hear_a_question(call)
     names = call.speak("r2", "i2", [100, 100, 100], 2000)
     call(EngineAgentTranscriptDelta("i2", REPLY_TEXT[:20]), 2000)
     call(EngineAgentTranscriptDelta("i2", REPLY_TEXT[20:]), 2000)
@@ -390,15 +396,7 @@ def spoken_reply_finished() -> tuple[Call, list[str]]:
     """As `greeted_and_asked`, but the engine has finished the reply (r2, 300 ms): its audio
     is still queued at Twilio (100 ms of it heard). The marks of r2."""
     call = Call()
-    call(START, 0)
-    names = call.speak("r1", "i1", [500], 0)
-    call(EngineAgentTranscript("r1", "i1", GREETING_TEXT), 10)
-    call(EngineResponseDone("r1", "completed"), 20)
-    call(TwilioMark(names[0]), 500)
-    call(EngineSpeechStarted(0, "u1"), 1000)
-    call(EngineSpeechStopped(0, "u1"), 1500)
-    call(EngineInputCommitted("u1"), 1500)
-    call(EngineCallerTranscript("u1", "When do you open?"), 1600)
+    greet_and_hear_a_question(call)
     names = call.speak("r2", "i2", [100, 100, 100], 2000)
     call(EngineAgentTranscript("r2", "i2", REPLY_TEXT), 2000)
     call(EngineResponseDone("r2", "completed"), 2001)
