@@ -54,6 +54,10 @@ class BusinessNotFound(HotlineError):
     """No business has this slug."""
 
 
+class ApiKeyError(HotlineError):
+    """An API key cannot be created or revoked: no key secret, or no key with that prefix."""
+
+
 class DuplicateNumber(HotlineError):
     """A phone number is already answered by another business."""
 

@@ -115,9 +115,10 @@ class RedactSecrets(logging.Filter):
 
 def configured_secrets(settings: Settings) -> list[str]:
     """Every secret in the settings: the Twilio auth token, the OpenAI key, the API token,
-    the tool signing secret, and the passwords in the store's and Redis's URLs."""
+    the tool signing secret, the API keys' secret, and the passwords in the store's and
+    Redis's URLs."""
     values = [settings.twilio_auth_token, settings.openai_api_key, settings.api_token,
-              settings.tool_signing_secret]
+              settings.tool_signing_secret, settings.key_secret]
     secrets = [value.get_secret_value() for value in values if value is not None]
     for url in (settings.database_url, settings.redis_url):
         password = urlsplit(url).password if url else None

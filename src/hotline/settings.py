@@ -39,6 +39,9 @@ class Settings(BaseSettings):
 
     # Bearer token for /api/*; unset leaves the API open (fine on localhost only).
     api_token: SecretStr | None = None
+    # Server secret for business API keys (`hotline keys create`): only HMAC-SHA256(secret,
+    # key) is stored. Unset: no key can be created, and none is accepted.
+    key_secret: SecretStr | None = None
 
     database_url: str = "sqlite+aiosqlite:///./hotline.db"
     redis_url: str | None = None

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
+from hotline.admin.auth import Principal, principal
 from hotline.call.message_audio import resolve
 from hotline.core.record import CallRecord, TimelineStage, TranscriptTurn
 from hotline.errors import TemplateError, UnknownNumber
@@ -27,15 +27,9 @@ def services_of(request: Request) -> Services:
     return services
 
 
-def require_token(request: Request,
-                  authorization: Annotated[str | None, Header()] = None) -> None:
-    """Bearer HOTLINE_API_TOKEN, when one is configured."""
-    token = services_of(request).settings.api_token
-    if token is None:
-        return
-    expected = f"Bearer {token.get_secret_value()}"
-    if authorization is None or not hmac.compare_digest(authorization.encode(), expected.encode()):
-        raise HTTPException(status_code=401, detail="missing or wrong bearer token")
+# Every route: who asks (the admin, or one business's key). A business key sees its own
+# business only; anything of another tenant answers 404 exactly as if it did not exist.
+Caller = Annotated[Principal, Depends(principal)]
 
 
 class PlaceCallRequest(BaseModel):
@@ -54,9 +48,12 @@ class PlacedCallResponse(BaseModel):
     from_number: str = Field(serialization_alias="from")
 
 
-@router.post("/calls", status_code=201, dependencies=[Depends(require_token)])
-async def place_call(body: PlaceCallRequest, request: Request) -> PlacedCallResponse:
+@router.post("/calls", status_code=201)
+async def place_call(body: PlaceCallRequest, request: Request,
+                     caller: Caller) -> PlacedCallResponse:
     services = services_of(request)
+    if not caller.may_see(body.business):
+        raise HTTPException(status_code=404, detail=f"no business {body.business}")
     if services.drain.draining:
         # The load balancer sends the retry to an instance that is not shutting down.
         raise HTTPException(status_code=503, detail="this instance is shutting down; retry",
@@ -79,10 +76,10 @@ async def place_call(body: PlaceCallRequest, request: Request) -> PlacedCallResp
                               from_number=placed.from_number)
 
 
-@router.get("/calls/{call_sid}", dependencies=[Depends(require_token)])
-async def get_call(call_sid: str, request: Request) -> dict[str, object]:
+@router.get("/calls/{call_sid}")
+async def get_call(call_sid: str, request: Request, caller: Caller) -> dict[str, object]:
     record = await services_of(request).store.get_call(call_sid)
-    if record is None:
+    if record is None or not caller.may_see(record.business_slug):
         raise HTTPException(status_code=404, detail=f"no call {call_sid}")
     return {
         "call_sid": record.call_sid, "business": record.business_slug,
@@ -109,25 +106,32 @@ class MessageResponse(BaseModel):
     audio_url: str | None = Field(None, description="where to download the WAV (same token)")
 
 
-@router.get("/messages", dependencies=[Depends(require_token)])
+@router.get("/messages")
 async def list_messages(
     request: Request,
+    caller: Caller,
     business: Annotated[str | None, Query(description="only this business's (slug)")] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="how many, newest first")] = 50,
 ) -> list[MessageResponse]:
     """Messages taken for the businesses, newest first: by the agent (`take_message`), or
-    recorded from the caller's voice when the engine could not be had (with `audio_url`)."""
-    messages = await services_of(request).store.list_messages(business or None, limit)
+    recorded from the caller's voice when the engine could not be had (with `audio_url`).
+    A business key lists its own business's only."""
+    wanted = business or None
+    if caller.business is not None:
+        if wanted not in (None, caller.business):
+            return []
+        wanted = caller.business
+    messages = await services_of(request).store.list_messages(wanted, limit)
     return [_message_response(m) for m in messages]
 
 
-@router.get("/messages/{message_id}/audio", dependencies=[Depends(require_token)],
-            response_class=FileResponse)
-async def message_audio(message_id: str, request: Request) -> FileResponse:
+@router.get("/messages/{message_id}/audio", response_class=FileResponse)
+async def message_audio(message_id: str, request: Request, caller: Caller) -> FileResponse:
     """A recorded voice message's audio: WAV, 16-bit PCM, 8 kHz, mono."""
     services = services_of(request)
     message = await services.store.get_message(message_id)
-    if message is None or message.audio_file is None:
+    if (message is None or message.audio_file is None
+            or not caller.may_see(message.business_slug)):
         raise HTTPException(status_code=404, detail=f"no audio for message {message_id}")
     # The path comes from the store, never the request; still, only the data directory.
     path = resolve(Path(services.settings.data_dir), message.audio_file)

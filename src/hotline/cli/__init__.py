@@ -15,7 +15,8 @@ app = typer.Typer(
 
 # Modules that register commands on `app` (or add sub-apps to it) when imported.
 _COMMAND_MODULES = (
-    "serve", "demo", "call", "db", "business", "template", "calls", "messages", "bench",
+    "serve", "demo", "call", "db", "business", "template", "calls", "messages", "keys",
+    "bench",
 )
 
 

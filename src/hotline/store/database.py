@@ -55,7 +55,7 @@ from sqlalchemy.pool import StaticPool
 from hotline.business import BusinessConfig, GreetingTiming, HttpTool, TemplateConfig
 from hotline.core.outcomes import Outcome
 from hotline.core.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
-from hotline.errors import BusinessNotFound, DuplicateNumber, StoreUnavailable
+from hotline.errors import ApiKeyError, BusinessNotFound, DuplicateNumber, StoreUnavailable
 from hotline.store import models
 from hotline.store.migrate import current_revision, upgrade_to_head
 from hotline.store.urls import mask_url, normalise_database_url
@@ -104,6 +104,18 @@ class StoredMessage:
     message_id: str = ""  # f"{call_sid}-{n}"
     audio_file: str | None = None  # a recorded voice message's WAV, under the data directory
     audio_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    """A business's API key as stored: never the key itself, only its HMAC."""
+
+    prefix: str
+    business_slug: str
+    name: str
+    key_hash: str
+    created_at: datetime
+    revoked_at: datetime | None = None
 
 
 class Store:
@@ -396,6 +408,47 @@ class Store:
             row = (await session.execute(query)).first()
             return None if row is None else _stored_message(row[0], row[1])
 
+    # -- API keys -------------------------------------------------------------------------
+    async def create_api_key(
+        self, business_slug: str, name: str, prefix: str, key_hash: str
+    ) -> StoredKey:
+        """Keep a new key's prefix and HMAC (`hotline.keys.new_key`) for the business."""
+        now = datetime.now(UTC)
+        async with self._session() as session:
+            business_id = await session.scalar(
+                select(models.Business.id).where(models.Business.slug == business_slug))
+            if business_id is None:
+                raise BusinessNotFound(f"no business {business_slug!r}")
+            session.add(models.ApiKey(business_id=business_id, prefix=prefix, name=name,
+                                      key_hash=key_hash, created_at=now))
+        return StoredKey(prefix, business_slug, name, key_hash, now)
+
+    async def list_api_keys(self, business_slug: str | None = None) -> list[StoredKey]:
+        """Keys, oldest first (revoked ones too); only this business's when a slug is given."""
+        query = _key_query().order_by(models.ApiKey.created_at, models.ApiKey.id)
+        if business_slug is not None:
+            query = query.where(models.Business.slug == business_slug)
+        async with self._session() as session:
+            return [_stored_key(row, slug) for row, slug in (await session.execute(query)).all()]
+
+    async def find_api_key(self, prefix: str) -> StoredKey | None:
+        async with self._session() as session:
+            found = (await session.execute(
+                _key_query().where(models.ApiKey.prefix == prefix))).first()
+            return None if found is None else _stored_key(found[0], found[1])
+
+    async def revoke_api_key(self, prefix: str) -> StoredKey:
+        """Revoke the key (kept, dated); revoking it again keeps the first date."""
+        async with self._session() as session:
+            found = (await session.execute(
+                _key_query().where(models.ApiKey.prefix == prefix).with_for_update())).first()
+            if found is None:
+                raise ApiKeyError(f"no API key with prefix {prefix!r}")
+            row, slug = found
+            if row.revoked_at is None:
+                row.revoked_at = datetime.now(UTC)
+            return _stored_key(row, slug)
+
     async def call_statuses(self, call_sid: str) -> list[tuple[str, datetime]]:
         """The call's status callbacks, oldest first (in the order that decides its status)."""
         event_ = models.CallStatusEvent
@@ -548,6 +601,16 @@ def _lock_call(call_sid: str, *columns: _Column) -> Select[*tuple[Any, ...]]:
         .where(models.Call.call_sid == call_sid)
         .with_for_update(of=models.Call)
     )
+
+
+def _key_query() -> Select[models.ApiKey, str]:
+    return select(models.ApiKey, models.Business.slug).join(
+        models.Business, models.ApiKey.business_id == models.Business.id)
+
+
+def _stored_key(row: models.ApiKey, business_slug: str) -> StoredKey:
+    return StoredKey(row.prefix, business_slug, row.name, row.key_hash, row.created_at,
+                     row.revoked_at)
 
 
 def _business_id(slug: str) -> ScalarSelect[int]:

@@ -232,3 +232,20 @@ class Message(Base):
     # A recorded voice message (engine unavailable): its WAV, relative to HOTLINE_DATA_DIR.
     audio_file: Mapped[str | None] = mapped_column(Text)
     audio_ms: Mapped[int | None]
+
+
+class ApiKey(Base):
+    """A business's API key (revision 0005): only its HMAC is kept (`hotline.keys`)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # The key dies with its business.
+    business_id: Mapped[int] = mapped_column(
+        ForeignKey("businesses.id", ondelete="CASCADE"), index=True
+    )
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)  # not secret: lists the key
+    name: Mapped[str] = mapped_column(String(200))
+    key_hash: Mapped[str] = mapped_column(String(64))  # hex HMAC-SHA256(HOTLINE_KEY_SECRET, key)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
