@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from hotline import __version__
 from hotline.admin.api import router as api_router
+from hotline.admin.businesses import router as businesses_router
 from hotline.body_limit import BodyLimit
 from hotline.business import BusinessConfig
 from hotline.call.recorder import CallRecorder
@@ -101,11 +102,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await registry.close()
             await store.close()
 
-    app = FastAPI(title="Hotline", version=__version__, lifespan=lifespan)
+    app = FastAPI(title="Hotline", version=__version__, lifespan=lifespan,
+                  openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None)
     app.add_middleware(BodyLimit)  # webhook and API bodies are small: refuse big ones early
     app.include_router(webhook_router)
     app.include_router(media_router)
     app.include_router(api_router)
+    app.include_router(businesses_router)  # /api/v1/businesses
     app.include_router(metrics_router)
     app.include_router(readiness_router)  # /healthz, /readyz
     return app

@@ -193,6 +193,17 @@ class Store:
             await session.flush()
             return _business_config(row)
 
+    async def delete_business(self, slug: str) -> bool:
+        """Remove the business, its numbers, templates and keys; its calls and messages are
+        kept without a business. False if there was none."""
+        async with self._session() as session:
+            row = await _lock_business(session, slug)
+            if row is None:
+                return False
+            await session.delete(row)
+            await session.flush()
+            return True
+
     async def save_template(self, business_slug: str, template: TemplateConfig) -> TemplateConfig:
         """Insert or update the business's template of this name."""
         template = check_template(template)

@@ -24,6 +24,7 @@ from hotline.business import (
 )
 from hotline.errors import InvalidBusiness
 from hotline.hours import WEEKDAYS, check_timezone, parse_week, weekday_key
+from hotline.prompts import compact_prompt
 
 SLUG_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 TEMPLATE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -40,6 +41,9 @@ DTMF_KEYS = "0123456789*#"
 MIN_CALL_DURATION_S, MAX_CALL_DURATION_S = 5, 4 * 60 * 60
 MAX_HTTP_TOOL_TIMEOUT_S = 30.0
 TRANSFER = "transfer_to_human"
+# The compact prompt (role, tone, greeting rules and the greeting) is sent before the first
+# word: past this it slows every greeting down (the prompts are ~800-900 chars today).
+MAX_COMPACT_PROMPT_CHARS = 1200
 
 
 def _text(field: str, value: str, *, required: bool) -> str:
@@ -135,7 +139,7 @@ def check_business(business: BusinessConfig) -> BusinessConfig:
     names = [t.name for t in templates]
     if len(set(names)) != len(names):
         raise InvalidBusiness(f"templates: {', '.join(names)} names a template twice")
-    return replace(
+    checked = replace(
         business,
         name=_text("name", business.name, required=True),
         greeting=_text("greeting", business.greeting, required=True),
@@ -150,6 +154,14 @@ def check_business(business: BusinessConfig) -> BusinessConfig:
         greeting_timing=check_greeting_timing(business.greeting_timing),
         **_call_control(business),
     )
+    size = len(compact_prompt(checked, checked.greeting))
+    if size > MAX_COMPACT_PROMPT_CHARS:
+        raise InvalidBusiness(
+            f"prompt: the compact prompt (role, tone, greeting_rules and the greeting) is "
+            f"{size} characters, over its limit of {MAX_COMPACT_PROMPT_CHARS}; move detail "
+            "to knowledge, policies or faq"
+        )
+    return checked
 
 
 def _call_control(business: BusinessConfig) -> dict[str, Any]:
