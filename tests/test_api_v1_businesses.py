@@ -192,3 +192,17 @@ async def test_openapi_describes_the_business_models(tenants: Tenants) -> None:
     assert create["additionalProperties"] is False
     assert {"slug", "numbers", "prompt", "hours", "dtmf", "http_tools"} <= create[
         "properties"].keys()
+
+
+async def test_deleting_a_business_keeps_its_calls_and_ends_its_keys(tenants: Tenants) -> None:
+    async with tenants.client(ADMIN_TOKEN) as http:
+        deleted = await http.delete("/api/v1/businesses/acme-dental")
+        call = await http.get("/api/calls/CAacme")
+        listed = await http.get("/api/v1/businesses")
+    async with tenants.client(tenants.acme) as http:
+        with_old_key = await http.get("/api/v1/businesses/acme-dental")
+    assert deleted.status_code == 204, deleted.text
+    assert call.status_code == 200 and call.json()["call_sid"] == "CAacme"
+    assert [b["slug"] for b in listed.json()] == ["bolt-plumbing"]
+    assert with_old_key.status_code == 401  # its key went with it
+    assert tenants.stack.services.config.business_for_number(TEST_NUMBER) is None
