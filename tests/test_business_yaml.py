@@ -306,3 +306,16 @@ def call_controlled(draw: st.DrawFn) -> BusinessConfig:
 @given(business=call_controlled())
 def test_any_valid_call_control_round_trips(tmp_path: Path, business: BusinessConfig) -> None:
     assert round_trip(business, tmp_path) == [business]
+
+
+def test_a_compact_prompt_over_its_limit_is_refused(tmp_path: Path) -> None:
+    # Role, tone, greeting rules and greeting go out before the first word; the full prompt's
+    # parts (knowledge, policies, faq) may be as long as they need.
+    long_role = BASE.replace("You answer the phone for Acme Plumbing.", "Answer. " * 200)
+    with pytest.raises(InvalidBusiness, match=r"prompt: the compact prompt .* over its limit"):
+        load(long_role, tmp_path)
+    long_knowledge = BASE.replace("prompt: {role: You answer the phone for Acme Plumbing.}",
+                                  "prompt: {role: You answer., knowledge: " + "Pipes. " * 2000
+                                  + "}")
+    [business] = load(long_knowledge, tmp_path)
+    assert len(business.knowledge) > 10_000
