@@ -82,9 +82,16 @@ class GreetingCache:
         if task is None:
             task = asyncio.get_running_loop().create_task(self._load_or_render(key, text, voice))
             self._rendering[key] = task
-            task.add_done_callback(lambda _: self._rendering.pop(key, None))
+            task.add_done_callback(lambda done: self._render_done(key, done))
         await asyncio.shield(task)
         return key
+
+    def _render_done(self, key: str, task: asyncio.Task[None]) -> None:
+        self._rendering.pop(key, None)
+        # Those who awaited it have seen its failure; if all of them were cancelled (a
+        # shutdown mid-render), it is retrieved here rather than reported as never retrieved.
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("greeting render for %s ended: %r", key, task.exception())
 
     def ensure_soon(self, text: str, voice: str) -> asyncio.Task[str]:
         """Start rendering in the background; a failure is logged, never raised."""
