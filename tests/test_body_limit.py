@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
 
-from hotline.body_limit import BodyLimit, BodyTooLarge
+from hotline.body_limit import LINGER_MAX_BODY_BYTES, BodyLimit, BodyTooLarge
 
 LIMIT = 1000
 
@@ -73,10 +73,17 @@ async def test_a_body_longer_than_its_content_length_is_counted_not_trusted() ->
     assert len(sent.messages) == 2 and body.taken == 1200  # stopped at the chunk past it
 
 
-async def test_a_declared_length_over_the_cap_is_refused_unread() -> None:
+async def test_a_declared_length_far_over_the_cap_is_refused_unread() -> None:
     body = Body(b"a" * 10)
-    sent = await run(reads_all_then_answers, scope(length=LIMIT + 1), body)
+    sent = await run(reads_all_then_answers, scope(length=LINGER_MAX_BODY_BYTES + 1), body)
     assert sent.status == 413 and body.taken == 0
+
+
+async def test_a_modest_overage_is_read_and_dropped_before_the_413() -> None:
+    """So that a client still sending it is not reset before it reads the answer."""
+    body = Body(b"a" * 10, b"b" * 10)
+    sent = await run(reads_all_then_answers, scope(length=LIMIT + 1), body)
+    assert sent.status == 413 and body.taken == 20
 
 
 async def test_an_app_that_lets_the_error_escape_still_gets_a_413() -> None:

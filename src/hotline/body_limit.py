@@ -2,7 +2,9 @@
 
 Twilio's webhooks are small form posts (a few hundred bytes to ~2 kB) and the API's JSON
 bodies are small too, so anything bigger is refused before it is buffered. A declared
-`Content-Length` over the cap is refused before a byte of the body is read; a chunked body
+`Content-Length` over the cap is refused without keeping a byte of the body (one over by
+at most `LINGER_MAX_BODY_BYTES` is read to its end and dropped first, so that the client,
+still sending, is not reset before it reads the 413); a chunked body
 (or one whose length was not declared) is counted as it arrives and refused the moment it
 passes the cap, whatever the headers said. The rest is never read: uvicorn closes the
 connection after a response to a request whose body was not consumed.
@@ -20,6 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 WEBHOOK_MAX_BODY_BYTES = 64 * 1024
 API_MAX_BODY_BYTES = 256 * 1024
+# A declared body over its cap but not over this is read (and dropped) before the 413.
+LINGER_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_LIMITS: tuple[tuple[str, int], ...] = (
     ("/twilio/", WEBHOOK_MAX_BODY_BYTES),
     ("/api/", API_MAX_BODY_BYTES),
@@ -48,6 +52,11 @@ class BodyLimit:
         limit = self.limit_for(scope["path"])
         declared = _content_length(scope)
         if declared is not None and declared > limit:
+            if declared <= LINGER_MAX_BODY_BYTES:
+                # A client still sending a body the server will not read gets its
+                # connection reset, often before it reads the answer: read a modest
+                # overage to its end, so that it sees the 413 (a huge one is not read).
+                await _discard_body(receive)
             await _refuse(send, limit)
             return
         received = 0
@@ -80,6 +89,13 @@ class BodyLimit:
                 raise
         if refused and not answered:
             await _refuse(send, limit)
+
+
+async def _discard_body(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
 
 
 def _content_length(scope: Scope) -> int | None:
