@@ -141,7 +141,7 @@ async def test_an_unknown_call_is_404(stack: Stack) -> None:
 async def test_a_completed_outbound_call_reads_back_with_transcript_and_timeline(
         stack: Stack) -> None:
     stack.twilio.callee_scripts[CALLEE] = CallScript([
-        Say("Hello?"), WaitForAgentSilence(quiet_ms=500, timeout_ms=20_000), Hangup()])
+        Say("Hello?"), WaitForAgentSilence(quiet_ms=1500, timeout_ms=20_000), Hangup()])
     async with client(stack) as http:
         placed = await http.post("/api/calls", json=PLACE)
         assert placed.status_code == 201, placed.text
