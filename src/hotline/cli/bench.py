@@ -38,6 +38,12 @@ def _strategies(values: list[str] | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+# Every benchmark writes its own section of the same report (hotline.benchmarks.doc_sections).
+REPORT_OPTION = typer.Option(Path("docs/benchmarks.md"), "--output", "-o",
+                             help="Markdown report to put the benchmark's section in.")
+NO_REPORT_OPTION = typer.Option(False, "--no-output", help="Print only; write no report.")
+
+
 @bench_app.command("greeting")
 def greeting(
     calls: int = typer.Option(50, "--calls", "-n", min=1, help="Calls per strategy and profile."),
@@ -61,9 +67,8 @@ def greeting(
         None, "--strategies", "-s",
         help="Strategies to run, comma-separated or repeated (default: naive, seed, "
              "hotline-warm, hotline)."),
-    output: Path = typer.Option(Path("docs/benchmarks.md"), "--output", "-o",
-                                help="Markdown report to write."),
-    no_output: bool = typer.Option(False, "--no-output", help="Print only; write no report."),
+    output: Path = REPORT_OPTION,
+    no_output: bool = NO_REPORT_OPTION,
     raw: Path | None = typer.Option(None, "--raw", help="Also write every call's timings "
                                     "(JSON) here."),
     stream_gap_ms: float = typer.Option(
@@ -133,9 +138,8 @@ def apology(
     calls: int = typer.Option(20, "--calls", "-n", min=1, help="Calls to measure."),
     concurrency: int = typer.Option(1, "--concurrency", "-c", min=1,
                                     help="Calls in flight at once."),
-    output: Path = typer.Option(Path("docs/benchmarks.md"), "--output", "-o",
-                                help="Markdown report to put the section in."),
-    no_output: bool = typer.Option(False, "--no-output", help="Print only; write no report."),
+    output: Path = REPORT_OPTION,
+    no_output: bool = NO_REPORT_OPTION,
     fault: str = typer.Option("refused", "--fault",
                               help="refused (connection refused) or hanging (the handshake "
                                    "never answers: the connect budget cuts it)."),
@@ -174,9 +178,8 @@ def faults(
     drops: int = typer.Option(20, "--drops", "-n", min=1,
                               help="Calls, each with its engine session dropped mid-reply."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the server's log."),
-    output: Path = typer.Option(Path("docs/benchmarks.md"), "--output", "-o",
-                                help="Markdown report to put the section in."),
-    no_output: bool = typer.Option(False, "--no-output", help="Print only; write no report."),
+    output: Path = REPORT_OPTION,
+    no_output: bool = NO_REPORT_OPTION,
 ) -> None:
     """Engine drops mid-call (close 1011) against the simulator's modeled profile, at real
     time: the resume gap (engine_lost → engine_resumed) and the gap the caller hears."""
