@@ -99,6 +99,9 @@ class Business(Base):
     http_tools: Mapped[list[dict[str, Any]]] = mapped_column(JSON, server_default="[]")
     # A `GreetingTiming` value, outbound with AMD (revision 0003).
     greeting_timing: Mapped[str] = mapped_column(String(16), server_default="immediate")
+    # Call recordings (revision 0006): off by default; the sweeper deletes them after this.
+    recording: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    recording_retention_days: Mapped[int] = mapped_column(Integer, server_default="30")
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     # +1 on every save of the business or one of its templates: `Store.config_version()`
@@ -168,6 +171,11 @@ class Call(Base):
     ended_at: Mapped[datetime | None]
     # Twilio's CallDuration, from the final status callback.
     duration_s: Mapped[int | None] = mapped_column(Integer)
+    # Both sides in one WAV, relative to HOTLINE_DATA_DIR (revision 0006); kept NULL with
+    # `recording_deleted_at` set once the retention sweeper removed the file.
+    recording_file: Mapped[str | None] = mapped_column(Text)
+    recording_ms: Mapped[int | None] = mapped_column(Integer)
+    recording_deleted_at: Mapped[datetime | None]
 
 
 class TranscriptTurn(Base):
@@ -232,6 +240,8 @@ class Message(Base):
     # A recorded voice message (engine unavailable): its WAV, relative to HOTLINE_DATA_DIR.
     audio_file: Mapped[str | None] = mapped_column(Text)
     audio_ms: Mapped[int | None]
+    # Marked handled by the business (API or dashboard); NULL: still to do (revision 0006).
+    handled_at: Mapped[datetime | None]
 
 
 class ApiKey(Base):
