@@ -26,14 +26,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) system-deps
 
-# espeak-ng gives the simulators real speech; without it they fall back to a tone.
+# Debian packages the demo and the tests use, as `command:package` (one per line, so that
+# each feature adds its own): espeak-ng gives the simulators real speech (without it they
+# fall back to a tone).
+SYSTEM_PACKAGES := \
+  espeak-ng:espeak-ng
 system-deps:
-	@command -v espeak-ng >/dev/null || { \
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing espeak-ng (simulated voices)"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng) >/dev/null \
-	      || echo "espeak-ng could not be installed: the simulators will use a tone"; \
-	  else echo "espeak-ng not installed: the simulators will use a tone"; fi; }
+	    echo "installing$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null \
+	      || echo "could not install$$missing"; \
+	  else echo "not installed:$$missing (run as root with apt-get to install)"; fi; fi
 
 demo: install
 	$(BIN)/hotline demo
