@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,10 +71,32 @@ class ServerProcess:
 
 
 def free_port() -> int:
+    """A port free now, for a process that binds it later: taken below the kernel's
+    ephemeral range, so that no socket bound to port 0 meanwhile (another test worker's
+    simulator, say) can take it first and answer in the server's place."""
+    low, _ = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range")
+              .read_text().split())
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12_000), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken: another try
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+@contextmanager
+def port_held(port: int) -> Iterator[None]:
+    """Keep `port` bound but not listening: connections to it are refused, and no other
+    test's socket can be given it (a stopped simulator's port, reused by another test
+    worker's simulator, would answer this test's server in its place)."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        # (Its accepted connections may linger in TIME_WAIT: they don't stop this bind.)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        yield
 
 
 @asynccontextmanager

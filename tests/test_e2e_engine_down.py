@@ -11,6 +11,7 @@ import socket
 import wave
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -21,6 +22,7 @@ from hotline.prompts import CannedLine, apology_text
 from hotline.sim import speech
 from hotline.sim.script import CallScript, Hangup, Say, Silence, WaitForAgentSilence
 from tests.factories import TEST_NUMBER, make_business
+from tests.server_process import port_held
 from tests.stack import TEST_CLOCK, Stack, running_stack
 from tests.test_e2e_calls import CALLER, record_of
 
@@ -118,8 +120,10 @@ async def test_the_apology_rendered_in_the_business_voice_is_used_once_cached(
         rendered = cache.frames(key)
         assert rendered and rendered != built_in_frames(CannedLine.APOLOGY, "he")
         await stack.engine.stop()  # the engine is gone: connecting is refused
-        result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER, script=LEAVE_A_MESSAGE)
-        record = await record_of(stack, result.call_sid)
+        with port_held(urlsplit(stack.engine.url).port or 0):
+            result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER,
+                                            script=LEAVE_A_MESSAGE)
+            record = await record_of(stack, result.call_sid)
     stages = [s.stage for s in record.timeline]
     assert record.outcome == Outcome.ENGINE_UNAVAILABLE
     assert record.timeline[stages.index("apology_started")].detail.startswith("rendered")
