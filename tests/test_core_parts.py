@@ -349,12 +349,18 @@ class TestAmd:
         fax = AmdWait(quiet_ms=500)
         assert fax.take(AnsweredBy.MACHINE_START) and fax.take(AnsweredBy.FAX)
 
-    def test_the_callee_is_quiet_after_a_pause(self) -> None:
+    def test_the_callee_is_quiet_after_a_pause_in_its_audio(self) -> None:
         wait = AmdWait(quiet_ms=500)
-        assert wait.callee_quiet(0)
-        wait.heard(True, 1000)
-        wait.heard(False, 1200)
-        assert not wait.callee_quiet(1499) and wait.callee_quiet(1500)
+        assert wait.callee_quiet  # nothing heard yet
+        wait.heard(True, 20)
+        assert not wait.callee_quiet
+        for _ in range(24):
+            wait.heard(False, 20)
+        assert not wait.callee_quiet  # 480 ms of quiet audio, however late it came
+        wait.heard(False, 20)
+        assert wait.callee_quiet
+        wait.heard(True, 20)
+        assert not wait.callee_quiet
 
 
 def test_silence_timers_arm_and_disarm_once() -> None:

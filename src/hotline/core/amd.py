@@ -44,10 +44,13 @@ class AmdWait:
     """The greeting held for the verdict: at most `cap_ms`, and past the cap only while the
     callee is quiet (a callee still talking is a machine's message, nearly always)."""
 
-    quiet_ms: int  # this long without a loud frame is a quiet callee
+    quiet_ms: int  # this much audio without a loud frame is a quiet callee
     verdict: AnsweredBy | None = None
     cap_passed: bool = False
-    callee_voiced_ms: float = float("-inf")  # last loud frame heard while waiting
+    # The callee's audio since its last loud frame, in ms of audio received, not of the
+    # clock: frames that arrive late in a burst (network jitter, a busy server) are not a
+    # pause in what the callee said. Nothing heard yet: quiet.
+    quiet_audio_ms: float = float("inf")
 
     def take(self, verdict: AnsweredBy) -> bool:
         """The call's verdict. True if this one counts: the first, or the end of the message
@@ -60,9 +63,10 @@ class AmdWait:
         self.verdict = verdict
         return True
 
-    def heard(self, voiced: bool, now_ms: float) -> None:
-        if voiced:
-            self.callee_voiced_ms = now_ms
+    def heard(self, voiced: bool, audio_ms: float) -> None:
+        """A callee frame of `audio_ms`, loud or not."""
+        self.quiet_audio_ms = 0.0 if voiced else self.quiet_audio_ms + audio_ms
 
-    def callee_quiet(self, now_ms: float) -> bool:
-        return now_ms - self.callee_voiced_ms >= self.quiet_ms
+    @property
+    def callee_quiet(self) -> bool:
+        return self.quiet_audio_ms >= self.quiet_ms

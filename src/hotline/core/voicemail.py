@@ -16,6 +16,7 @@ ignored, except a machine's message end after its `machine_start`.
 
 from __future__ import annotations
 
+from hotline.audio.mulaw import BYTES_PER_MS, b64_decoded_len
 from hotline.core.amd import AnsweredBy
 from hotline.core.closing import Closing
 from hotline.core.commands import CancelTimer, Command, Record, StartTimer
@@ -107,8 +108,8 @@ def callee_frame(s: CallState, payload_b64: str, now_ms: float) -> list[Command]
     s.stats.media_held_for_amd += 1
     if s.phase.is_(CallPhase.AWAITING_BEEP):
         return []
-    s.amd.heard(s.turns.voiced(payload_b64), now_ms)
-    if s.amd.cap_passed and s.amd.callee_quiet(now_ms):
+    s.amd.heard(s.turns.voiced(payload_b64), b64_decoded_len(payload_b64) / BYTES_PER_MS)
+    if s.amd.cap_passed and s.amd.callee_quiet:
         return [Record(TimelineStage("amd_cap_reached", now_ms, "callee quiet")),
                 *greet(s, now_ms)]
     return []
@@ -118,6 +119,6 @@ def cap_reached(s: CallState, now_ms: float) -> list[Command]:
     if not s.phase.is_(CallPhase.AWAITING_AMD):
         return []
     s.amd.cap_passed = True
-    if not s.amd.callee_quiet(now_ms):
+    if not s.amd.callee_quiet:
         return []  # never talk over the callee: a machine's message, most likely
     return [Record(TimelineStage("amd_cap_reached", now_ms)), *greet(s, now_ms)]
