@@ -94,7 +94,7 @@ async def test_sigterm_drains_three_calls_to_their_end_and_exits_0(
                       **QUIET_CALLER_OK) as server:
         assert (await server.http.get("/readyz")).status_code == 200
         calls = [server.phone.start_call(to=TEST_NUMBER, from_=CALLER,
-                                         script=conversation(wait_ms=10_000))
+                                         script=conversation(wait_ms=30_000))
                  for _ in range(3)]
         await server.wait_for_active_calls(3)
 
