@@ -26,7 +26,7 @@ from hotline.greetings import GreetingCache
 from hotline.metrics import router as metrics_router
 from hotline.readiness import router as readiness_router
 from hotline.registry import create_registry
-from hotline.services import Services
+from hotline.services import Services, Signal
 from hotline.settings import Settings, load_settings
 from hotline.store.database import Store
 from hotline.telephony.call_control import CallControl
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.services = services
         await registry.listen(services.hear_signal)
+        config.on_local_change = lambda version: services.announce("", Signal.CONFIG, version)
         if not settings.twilio_validate_signatures:
             log.warning("X-Twilio-Signature checks are OFF (HOTLINE_TWILIO_VALIDATE_SIGNATURES"
                         "=false): anyone can post webhooks. Local development only.")
@@ -85,8 +86,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # 110-150 ms full-collection pauses land on a call's greeting without this.
         gc.collect()
         gc.freeze()
-        log.info("hotline %s ready: public URL %s, store %s, registry %s", __version__,
-                 settings.public_url, store.url, "redis" if settings.redis_url else "in-process")
+        log.info("hotline %s ready: instance %s, public URL %s, store %s, registry %s",
+                 __version__, settings.instance_name, settings.public_url, store.url,
+                 "redis" if settings.redis_url else "in-process")
         try:
             yield
         finally:
@@ -94,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
+            await services.stop_background()
             await services.warm.close()
             await recorder.stop()
             await rest.close()

@@ -1,7 +1,9 @@
 """Businesses in memory, so the voice webhook never waits for a database query.
 
 Loaded at start-up; a background task asks the store for its config version (one cheap
-query) every few seconds and reloads only when something changed.
+query) every few seconds and reloads only when something changed. In a fleet, a change
+saved through one instance is announced to the others (Redis pub/sub, `on_local_change`),
+which reload at once; the polling remains the fallback (Redis down, a CLI without it).
 """
 
 from __future__ import annotations
@@ -32,15 +34,23 @@ class ConfigCache:
         self._task: asyncio.Task[None] | None = None
         # Called with the new list of businesses after every (re)load.
         self.listeners: list[Callable[[list[BusinessConfig]], None]] = []
+        # Called with the new version when a change made here (`load()` after a save) is
+        # loaded: the fleet's other instances are told (Redis), not left to their polling.
+        self.on_local_change: Callable[[str], None] | None = None
 
-    async def load(self) -> None:
+    async def load(self, *, local_change: bool = True) -> None:
+        """(Re)load every business; `local_change`: a save made through this instance
+        (the API, the dashboard) asked for it, so other instances are told."""
         version = await self._source.config_version()
+        changed = self._version is not None and version != self._version
         businesses = await self._source.list_businesses()
         self._by_slug = {b.slug: b for b in businesses}
         self._by_number = {n: b for b in businesses for n in b.phone_numbers}
         self._version = version
         for listener in self.listeners:
             listener(businesses)
+        if changed and local_change and self.on_local_change is not None:
+            self.on_local_change(version)
         log.info("config loaded: %d businesses, %d numbers", len(self._by_slug),
                  len(self._by_number))
 
@@ -48,7 +58,7 @@ class ConfigCache:
         """Reload if the store changed; True if it did."""
         if await self._source.config_version() == self._version:
             return False
-        await self.load()
+        await self.load(local_change=False)
         return True
 
     def start(self) -> None:

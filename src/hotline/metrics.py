@@ -119,6 +119,13 @@ class CallMetrics:
         Gauge("hotline_draining", "1 once the instance is shutting down (SIGTERM): no new "
               "calls.", registry=self.registry).set_function(lambda: float(draining()))
 
+    def watch_registry(self, shared: Callable[[], bool], configured: bool) -> None:
+        """With HOTLINE_REDIS_URL set: 0 while Redis is down (the instance serves alone)."""
+        if configured:
+            Gauge("hotline_registry_shared", "1 while the Redis registry answers (calls may "
+                  "cross instances); 0: degraded to this instance's own registry.",
+                  registry=self.registry).set_function(lambda: float(shared()))
+
     def call_ended(self, record: CallRecord) -> None:
         self._calls.labels(record.direction, record.outcome or "unknown").inc()
         path, latency_s = greeting_path(record), greeting_latency_s(record)

@@ -83,6 +83,9 @@ class CallPlan:
     message_end_silence_ms: int = 4_000
     # Stages reached before the stream opened, (stage, ms since the webhook arrived).
     early_stages: tuple[tuple[str, float], ...] = ()
+    # The instance that took the voice webhook (HOTLINE_INSTANCE_ID): it holds the warm
+    # engine session; a stream reaching another instance connects its own.
+    instance_id: str = ""
 
     @property
     def initial_instructions(self) -> str:

@@ -4,6 +4,7 @@ Ready means every check below passes:
 - `drain`: the instance is not draining (SIGTERM; see hotline.drain).
 - `records`: a call's record will not be lost: the store answers `SELECT 1` quickly, or the
   recorder's journal keeps records on disk until it does (`CallRecorder.journal_ok`).
+- `registry`: with Redis, whether it answers; `degraded` (still ready) while it does not.
 - `greetings`: every inbound greeting is rendered and in memory, so the first calls get the
   cached greeting and not a live one; after `HOTLINE_READY_GREETINGS_WAIT_S` from the start
   the instance is ready anyway (the check is then `waived`, and says what is missing).
@@ -39,6 +40,7 @@ class CheckState(enum.StrEnum):
     PASS = "pass"
     FAIL = "fail"
     WAIVED = "waived"  # not met, but waited for as long as the settings say: ready anyway
+    DEGRADED = "degraded"  # ready, with a part missing (said in the detail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,19 @@ def greetings_check(missing: list[str], total: int, waited_s: float,
     return Check("greetings", CheckState.FAIL,
                  f"{len(missing)} of {total} rendering ({names}); waited {waited_s:.1f} s "
                  f"of {wait_s:.0f} s")
+
+
+def registry_check(configured: bool, shared: bool) -> Check:
+    """Redis down does not stop calls (plans stay in this instance's memory, their streams
+    come here): ready, but degraded, and said."""
+    if not configured:
+        return Check("registry", CheckState.PASS, "in-process (one instance)")
+    if shared:
+        return Check("registry", CheckState.PASS, "redis: reachable")
+    return Check("registry", CheckState.DEGRADED,
+                 "redis: unreachable; calls are served by this instance alone (plans in its "
+                 "memory, streams pinned here); signals and config changes from other "
+                 "instances do not reach it until Redis is back")
 
 
 class StoreProbe:
@@ -133,7 +148,9 @@ class Readiness:
         checks = [drain_check(services.drain.draining, services.drain.describe()),
                   records_check(store_ok, store_detail, recorder.journal_path,
                                 recorder.journal_ok),
-                  self._greetings()]
+                  self._greetings(),
+                  registry_check(services.settings.redis_url is not None,
+                                 services.registry.shared)]
         for check in checks:
             if check.state is CheckState.WAIVED and not self._waiver_logged:
                 self._waiver_logged = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -45,6 +46,14 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./hotline.db"
     redis_url: str | None = None
+
+    # A fleet (README "Running in production"): this instance's name in timelines and logs
+    # (unset: hostname:port), and the URL Twilio reaches this instance itself at, past the
+    # load balancer. Set, a call's TwiML sends its media stream here, to the instance that
+    # took the webhook and holds its warm engine session; unset, through public_url to any
+    # instance (the cross-instance path: a cold engine session).
+    instance_id: str | None = None
+    instance_url: str | None = None
 
     # The greeting's critical path. Engine sessions are prepared by the voice webhook (warm);
     # greetings are rendered to audio ahead and played from memory at `start` (cache).
@@ -126,12 +135,16 @@ class Settings(BaseSettings):
     @property
     def media_stream_url(self) -> str:
         """The wss:// URL Twilio opens for the media stream (no query string: Twilio forbids it)."""
-        base = self.public_url.rstrip("/")
-        if base.startswith("https://"):
-            base = "wss://" + base[len("https://") :]
-        elif base.startswith("http://"):
-            base = "ws://" + base[len("http://") :]
-        return base + "/twilio/media"
+        return _stream_url(self.public_url)
+
+    @property
+    def instance_stream_url(self) -> str | None:
+        """This instance's own media stream URL (HOTLINE_INSTANCE_URL), if it has one."""
+        return _stream_url(self.instance_url) if self.instance_url else None
+
+    @property
+    def instance_name(self) -> str:
+        return self.instance_id or f"{socket.gethostname()}:{self.port}"
 
     @property
     def journal_file(self) -> Path:
@@ -141,6 +154,15 @@ class Settings(BaseSettings):
 
     def public(self, path: str) -> str:
         return self.public_url.rstrip("/") + path
+
+
+def _stream_url(http_url: str) -> str:
+    base = http_url.rstrip("/")
+    if base.startswith("https://"):
+        base = "wss://" + base[len("https://") :]
+    elif base.startswith("http://"):
+        base = "ws://" + base[len("http://") :]
+    return base + "/twilio/media"
 
 
 def load_settings() -> Settings:

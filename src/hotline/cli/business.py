@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -15,8 +16,11 @@ from hotline.business_yaml import dump_business_yaml, load_businesses_yaml
 from hotline.cli import app
 from hotline.cli.db import console, fail, run_with_store
 from hotline.cli.template import templates_table
-from hotline.errors import HotlineError
+from hotline.errors import HotlineError, RegistryUnavailable
 from hotline.prompts import compact_prompt, full_prompt, language_name
+from hotline.registry.redis import RedisCallRegistry
+from hotline.services import Signal
+from hotline.settings import load_settings
 from hotline.store import Store
 
 business_app = typer.Typer(
@@ -73,6 +77,7 @@ def add(
     saved = run_with_store(save)
     if saved is None:
         fail(f"business {slug!r} exists already; change it with `hotline business import`")
+    announce_config_change()
     console().print(
         Text.assemble("added business ", (saved.slug, "bold"), f" ({_prompt_sizes(saved)})")
     )
@@ -173,6 +178,8 @@ def import_(
         return done
 
     done = run_with_store(save_all)
+    if any(action != "unchanged" for action, _ in done):
+        announce_config_change()
     table = Table(title=f"{file}: {len(done)} businesses", title_justify="left")
     table.add_column("slug", no_wrap=True)
     table.add_column("")
@@ -190,6 +197,26 @@ def import_(
             str(len(full_prompt(b))),
         )
     console().print(table)
+
+
+def announce_config_change() -> None:
+    """Tell running instances (with HOTLINE_REDIS_URL) to reload now, not at their next
+    poll (HOTLINE_CONFIG_REFRESH_S); without Redis, or with it down, they still will."""
+    url = load_settings().redis_url
+    if not url:
+        return
+
+    async def publish(redis_url: str) -> None:
+        registry = RedisCallRegistry(redis_url)
+        try:
+            await registry.publish("", Signal.CONFIG, "cli")
+        except RegistryUnavailable as exc:
+            console().print(f"running instances not told at once ({exc}); they reload "
+                            "within HOTLINE_CONFIG_REFRESH_S")
+        finally:
+            await registry.close()
+
+    asyncio.run(publish(url))
 
 
 # What each greeting timing means, for `business show`.

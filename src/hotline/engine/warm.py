@@ -119,6 +119,9 @@ class WarmSessions:
     def count(self) -> int:
         return len(self._sessions)
 
+    def has(self, call_sid: str) -> bool:
+        return call_sid in self._sessions
+
     async def close(self) -> None:
         sessions, self._sessions = self._sessions, {}
         for warm in sessions.values():

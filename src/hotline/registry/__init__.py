@@ -8,9 +8,10 @@ from hotline.registry.memory import MemoryCallRegistry
 
 def create_registry(redis_url: str | None) -> CallRegistry:
     if redis_url:
+        from hotline.registry.fallback import FallbackCallRegistry
         from hotline.registry.redis import RedisCallRegistry
 
-        return RedisCallRegistry(redis_url)
+        return FallbackCallRegistry(RedisCallRegistry(redis_url))
     return MemoryCallRegistry()
 
 

@@ -12,8 +12,13 @@ SignalListener = Callable[[str, str, str], None]
 
 
 class CallRegistry(Protocol):
-    async def put(self, plan: CallPlan, ttl_s: float) -> None:
-        """Keep a plan for its stream, by CallSid, for at most ttl_s."""
+    @property
+    def shared(self) -> bool:
+        """Plans and signals reach every instance now (False: this instance's only)."""
+
+    async def put(self, plan: CallPlan, ttl_s: float) -> bool:
+        """Keep a plan for its stream, by CallSid, for at most ttl_s. True if every
+        instance can claim it; False if only this one can (its stream must come here)."""
 
     async def claim(self, call_sid: str, token: str) -> CallPlan:
         """Hand the plan to its stream, once. Raises InvalidStreamToken (wrong or reused
@@ -35,6 +40,10 @@ class CallRegistry(Protocol):
         """Tell a call something from outside its stream (an answering-machine verdict
         posted to any instance): every instance's listeners hear it now, and it is kept
         `ttl_s` for a stream that has not started yet (`take_signal`)."""
+
+    async def publish(self, call_sid: str, name: str, value: str) -> None:
+        """Tell every instance's listeners something now (not kept for later); never
+        raises: an announcement that cannot be made is logged."""
 
     async def take_signal(self, call_sid: str, name: str) -> str | None:
         """A signal kept for this call (once); None if there is none."""

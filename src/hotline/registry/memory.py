@@ -31,12 +31,21 @@ class MemoryCallRegistry:
         for key in [k for k, expiry in self._claimed.items() if expiry <= now]:
             del self._claimed[key]
 
-    async def put(self, plan: CallPlan, ttl_s: float) -> None:
+    @property
+    def shared(self) -> bool:
+        return False
+
+    def holds(self, call_sid: str) -> bool:
+        """A plan for this call waits here, or was claimed here."""
+        return call_sid in self._plans or call_sid in self._claimed
+
+    async def put(self, plan: CallPlan, ttl_s: float) -> bool:
         now = time.monotonic()
         if now >= self._next_sweep:
             self._sweep(now)
             self._next_sweep = now + SWEEP_EVERY_S
         self._plans[plan.call_sid] = (now + ttl_s, plan)
+        return False
 
     async def claim(self, call_sid: str, token: str) -> CallPlan:
         now = time.monotonic()
@@ -75,6 +84,10 @@ class MemoryCallRegistry:
             self._sweep(now)
             self._next_sweep = now + SWEEP_EVERY_S
         self._signals[(call_sid, name)] = (now + ttl_s, value)
+        for listener in self._listeners:
+            listener(call_sid, name, value)
+
+    async def publish(self, call_sid: str, name: str, value: str) -> None:
         for listener in self._listeners:
             listener(call_sid, name, value)
 

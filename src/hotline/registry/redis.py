@@ -21,6 +21,10 @@ from hotline.registry.memory import CLAIMED_MEMORY_S
 
 log = logging.getLogger("hotline.registry")
 RESUBSCRIBE_AFTER_S = 1.0  # after the pub/sub connection drops
+# A Redis that is down must not hold a webhook: a refused connection fails at once, an
+# unreachable host within these.
+CONNECT_TIMEOUT_S = 0.5
+COMMAND_TIMEOUT_S = 1.0
 
 _PREFIX = "hotline:"
 # Compare the token and delete in one step, so a wrong token never consumes the plan and
@@ -42,15 +46,30 @@ return {'ok', raw}
 class RedisCallRegistry:
     def __init__(self, url: str, *, prefix: str = _PREFIX) -> None:
         self._prefix = prefix
-        self._redis = aioredis.Redis.from_url(url)
+        self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S,
+                                              socket_timeout=COMMAND_TIMEOUT_S)
         self._claim = self._redis.register_script(_CLAIM)
         self._channel = prefix + "signals"
         self._listeners: list[SignalListener] = []
         self._subscriber: asyncio.Task[None] | None = None
+        # The signal channel is subscribed now: Redis answers (the fleet's health probe).
+        self.connected = False
 
-    async def put(self, plan: CallPlan, ttl_s: float) -> None:
+    async def publish(self, call_sid: str, name: str, value: str) -> None:
+        """A signal for every instance's listeners now, not kept for later."""
+        try:
+            await self._redis.publish(self._channel, orjson.dumps([call_sid, name, value]))
+        except (aioredis.RedisError, OSError) as exc:
+            raise RegistryUnavailable(f"call registry unavailable: {exc}") from exc
+
+    @property
+    def shared(self) -> bool:
+        return self.connected
+
+    async def put(self, plan: CallPlan, ttl_s: float) -> bool:
         await self._redis.set(self._prefix + "plan:" + plan.call_sid, orjson.dumps(plan.to_dict()),
                               px=int(ttl_s * 1000))
+        return True
 
     async def claim(self, call_sid: str, token: str) -> CallPlan:
         try:
@@ -113,21 +132,28 @@ class RedisCallRegistry:
 
     async def _subscribe(self, subscribed: asyncio.Future[None]) -> None:
         """Hear the signal channel for as long as the registry lives, resubscribing when the
-        connection drops (a signal missed meanwhile is still kept for `take_signal`)."""
+        connection drops (a signal missed meanwhile is still kept for `take_signal`). If the
+        first subscription fails, `listen` raises, and this goes on trying in the background."""
         while True:
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self._channel)
+                    if not self.connected:
+                        log.info("signal channel subscribed: Redis is reachable")
+                    self.connected = True
                     if not subscribed.done():
                         subscribed.set_result(None)
+                    # (listen() blocks without the command timeout; a dropped connection
+                    # still ends it.)
                     async for message in pubsub.listen():
                         self._dispatch(message.get("data"))
             except (aioredis.RedisError, OSError) as exc:
+                was_connected, self.connected = self.connected, False
                 if not subscribed.done():
                     subscribed.set_exception(
                         RegistryUnavailable(f"call registry unavailable: {exc}"))
-                    return
-                log.warning("signal channel lost (%s); resubscribing", exc)
+                elif was_connected:
+                    log.warning("signal channel lost (%s); resubscribing", exc)
                 await asyncio.sleep(RESUBSCRIBE_AFTER_S)
 
     def _dispatch(self, data: bytes | str) -> None:

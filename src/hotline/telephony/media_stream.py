@@ -14,6 +14,7 @@ from hotline.call.runner import CallClock, CallRunner
 from hotline.canned import canned_audio
 from hotline.core.amd import AnsweredBy
 from hotline.core.events import UNHANDLED, AmdVerdict, TwilioStart
+from hotline.core.record import TimelineStage
 from hotline.errors import (
     CallPlanNotFound,
     InvalidStreamToken,
@@ -21,8 +22,9 @@ from hotline.errors import (
     TwilioProtocolError,
 )
 from hotline.logs import call_log
+from hotline.plan import CallPlan
 from hotline.prompts import CannedLine
-from hotline.services import AMD_SIGNAL, Services
+from hotline.services import AMD_SIGNAL, Services, Signal
 from hotline.telephony.media_codec import parse_twilio
 from hotline.tools import Toolbox
 
@@ -72,13 +74,23 @@ async def _deliver_early_verdict(services: Services, runner: CallRunner, call_si
         runner.deliver(AmdVerdict(AnsweredBy.parse(verdict)))
 
 
+def _stream_stage(services: Services, plan: CallPlan, ms: float) -> TimelineStage:
+    """Which instances the call crossed: the webhook's and the stream's."""
+    here = services.instance
+    path = "same instance" if plan.instance_id in ("", here) else "cross-instance"
+    return TimelineStage("stream_claimed", ms,
+                         f"webhook on {plan.instance_id or here}, stream on {here}: {path}")
+
+
 @router.websocket("/twilio/media")
 async def media_stream(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
     signature = websocket.headers.get("x-twilio-signature")
-    if (services.settings.twilio_validate_signatures
-            and not services.signatures.valid_stream_upgrade(
-                services.settings.media_stream_url, signature or "")):
+    settings = services.settings
+    if (settings.twilio_validate_signatures
+            and not any(services.signatures.valid_stream_upgrade(url, signature or "")
+                        for url in (settings.media_stream_url, settings.instance_stream_url)
+                        if url)):
         log.warning("media stream refused: %s X-Twilio-Signature on the upgrade",
                     "bad" if signature else "missing")
         await websocket.close(code=WS_POLICY_VIOLATION)
@@ -109,9 +121,8 @@ async def media_stream(websocket: WebSocket) -> None:
     secret = services.settings.tool_signing_secret
     toolbox = Toolbox(plan, services.tools_http,
                       signing_secret=secret.get_secret_value() if secret else None)
-    runner = CallRunner(plan, websocket, services.warm.claim, log_for_call,
-                        CallClock(plan.webhook_received_epoch_ms,
-                                  services.settings.clock_speed),
+    clock = CallClock(plan.webhook_received_epoch_ms, services.settings.clock_speed)
+    runner = CallRunner(plan, websocket, services.warm.claim, log_for_call, clock,
                         greeting_frames=services.greetings.frames(plan.greeting_audio_key),
                         voicemail_frames=services.greetings.frames(plan.voicemail_audio_key),
                         toolbox=toolbox, control=services.control,
@@ -123,6 +134,10 @@ async def media_stream(websocket: WebSocket) -> None:
                                           plan.language),
                         reopen_engine=services.warm.reopen,
                         connect_budget_s=services.settings.engine_connect_budget_ms / 1000)
+    runner.timeline.append(_stream_stage(services, plan, clock.now_ms()))
+    if plan.instance_id and plan.instance_id != services.instance:
+        # The instance that took the webhook closes its warm session now, not at expiry.
+        services.announce(plan.call_sid, Signal.STREAM_CLAIMED, services.instance)
     services.active_calls[plan.call_sid] = runner
     services.drain.stream_arrived(plan.call_sid)
     if plan.amd:

@@ -16,7 +16,7 @@ from hotline.call.recorder import CallStatusUpdate
 from hotline.errors import RegistryUnavailable
 from hotline.plan import CallPlan, build_inbound_plan
 from hotline.prompts import apology_text, hold_text
-from hotline.services import AMD_SIGNAL, Services
+from hotline.services import AMD_SIGNAL, Services, Signal
 from hotline.telephony.twiml import (
     UNKNOWN_NUMBER_MESSAGE,
     connect_stream,
@@ -87,12 +87,18 @@ async def voice(request: Request) -> Response:
     if services.settings.warm_sessions and plan.bot_speaks_first and not plan.greets_after_amd:
         # (A greeting held for the AMD verdict is asked for by the core, not early.)
         plan = replace(plan, greeting_prerequested=plan.greeting_audio_key is None)
-    plan = plan.with_stage("webhook_received", 0.0).with_stage(
-        "plan_ready", (time.perf_counter() - t0) * 1000)
-    twiml = connect_stream(services.settings.media_stream_url,
+    plan = replace(plan, instance_id=services.instance).with_stage(
+        "webhook_received", 0.0).with_stage("plan_ready", (time.perf_counter() - t0) * 1000)
+    # This instance's own URL when it has one, so the stream finds the warm session here;
+    # else any instance, through the load balancer.
+    settings = services.settings
+    twiml = connect_stream(settings.instance_stream_url or settings.media_stream_url,
                            {"token": plan.token, "business": plan.business_slug})
     plan = plan.with_stage("twiml_sent", (time.perf_counter() - t0) * 1000)
-    await services.registry.put(plan, services.settings.plan_ttl_s)
+    shared = await services.registry.put(plan, services.settings.plan_ttl_s)
+    if settings.redis_url and not shared and settings.instance_stream_url is None:
+        log.warning("call %s: Redis is down and HOTLINE_INSTANCE_URL unset: its stream "
+                    "finds its plan only if the load balancer sends it here", call_sid)
     services.drain.expect_stream(call_sid)  # a drain starting now waits for this call too
     if services.settings.warm_sessions:
         services.warm.prepare(plan)  # in the background: the TwiML does not wait for it
@@ -175,6 +181,8 @@ async def status(request: Request) -> Response:
         await services.registry.discard(call_sid)
         await services.dialer.forget(call_sid)
         await services.warm.discard(call_sid)
+        if services.registry.shared:  # the instance that took its webhook may be another
+            services.announce(call_sid, Signal.CALL_ENDED, call_status)
     log.info("status %s: %s", call_sid, call_status)
     return Response(status_code=204)
 

@@ -1,0 +1,2 @@
+"""Several `hotline serve` instances behind nginx, on one Redis and one store
+(`hotline fleet up`, README "Running in production")."""

@@ -1,0 +1,185 @@
+"""A fleet: two `hotline serve` processes behind a real nginx (a private one, rendered
+from the shipped template), a private redis-server, the store under test; calls from the
+simulated phone over real sockets (tests/fleet_stack.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from hotline.business import GreetingTiming
+from hotline.core.record import CallRecord
+from hotline.sim.call_result import PhoneCallResult
+from hotline.sim.phone import PhoneCall
+from hotline.sim.script import (
+    CallScript,
+    Hangup,
+    Say,
+    Silence,
+    WaitForAgentAudio,
+    WaitForAgentSilence,
+)
+from hotline.sim.twilio_requests import send_twilio_request
+from tests.factories import TEST_NUMBER, make_business
+from tests.fleet_stack import API_TOKEN, FleetStack, fleet_stack
+from tests.stack import ACCOUNT_SID, AUTH_TOKEN
+from tests.test_e2e_call_control import reminder
+from tests.test_e2e_calls import CALLER, LONG_GREETING
+
+pytestmark = pytest.mark.sockets
+
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+LISTEN_THEN_HANG_UP = CallScript([WaitForAgentSilence(quiet_ms=1200, timeout_ms=20_000),
+                                  Hangup()])
+
+
+def conversation(pause_ms: int) -> CallScript:
+    """The greeting, a pause, a question, its answer, a hang-up."""
+    return CallScript([WaitForAgentSilence(quiet_ms=1200, timeout_ms=20_000), Silence(pause_ms),
+                       Say("Can I book a cleaning for Tuesday?"),
+                       WaitForAgentAudio(played_ms=300, timeout_ms=20_000),
+                       WaitForAgentSilence(quiet_ms=1200), Hangup()])
+
+
+def stages(record: CallRecord) -> dict[str, str]:
+    return {s.stage: s.detail for s in record.timeline}
+
+
+async def wait_registry(stack: FleetStack, state: str, timeout_s: float = 20.0) -> None:
+    """Until every instance's /readyz says the registry is in `state` (ready all along)."""
+    async with asyncio.timeout(timeout_s):
+        for instance in stack.fleet.instances:
+            while True:
+                response = await stack.http.get(f"{instance.url}/readyz")
+                assert response.status_code == 200, response.text
+                if response.json()["checks"]["registry"]["state"] == state:
+                    break
+                await asyncio.sleep(0.05)
+
+
+async def test_a_call_split_across_instances_greets_from_the_cache_and_is_barged_in(
+        database_url: str, tmp_path: Path) -> None:
+    business = make_business(greeting=LONG_GREETING)
+    # Streams through nginx (no instance URL): with one worker, round robin sends the
+    # webhook to one instance and the stream, the next request, to the other.
+    async with fleet_stack(database_url, tmp_path, [business], pin_streams=False) as stack:
+        script = CallScript([WaitForAgentAudio(played_ms=1500, timeout_ms=20_000),
+                             Say("Sorry, can I just ask something?"),
+                             WaitForAgentSilence(quiet_ms=1200), Hangup()])
+        result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER, script=script)
+        record = await stack.record(result.call_sid)
+        # The warm session the webhook's instance prepared was closed when the other took
+        # the stream: well within its 30 s expiry (wall clock).
+        async with asyncio.timeout(5):
+            for session in stack.engine.sessions:
+                await session.closed.wait()
+
+    assert result.clears, "no barge-in reached the phone"
+    assert record.outcome == "completed"
+    detail = stages(record)
+    webhook_on, stream_on = detail["stream_claimed"].split(": ")[0].split(", ")
+    assert detail["stream_claimed"].endswith("cross-instance")
+    assert {webhook_on.split()[-1], stream_on.split()[-1]} == {"hotline-1", "hotline-2"}
+    assert detail["engine_ready"] == "cold"  # its own session on the stream's instance
+    assert detail["greeting_requested"].startswith("cached audio")  # rendered there too
+    assert "barge_in" in detail and record.transcript[0].interrupted
+    # The engine saw the webhook's warm session and the stream's own, both closed.
+    calls = [s for s in stack.engine.sessions
+             if not any(r.type == "response.create" and "word for word" in str(r.event)
+                        for r in s.received)]
+    assert len(calls) == 2
+
+
+async def test_config_and_amd_verdicts_reach_the_instance_that_needs_them(
+        database_url: str, tmp_path: Path) -> None:
+    business = make_business(templates=(reminder(GreetingTiming.AFTER_AMD),))
+    # No polling to speak of: only the announcement can bring the change in time.
+    async with fleet_stack(database_url, tmp_path, [business], config_refresh_s="600",
+                           amd_greeting_cap_ms="10000") as stack:
+        changed = "Acme Dental, good day! What can we do for you?"
+        response = await stack.http.patch(
+            f"{stack.fleet.instance('hotline-1').url}/api/v1/businesses/acme-dental",
+            json={"greeting": changed}, headers=AUTH)
+        assert response.status_code == 200, response.text
+        on_b = stack.phone_at("hotline-2")
+        async with asyncio.timeout(10):
+            while True:  # the reload is asynchronous: a call placed at once may be early
+                result = await on_b.call(to=TEST_NUMBER, from_=CALLER, script=LISTEN_THEN_HANG_UP)
+                first = (await stack.record(result.call_sid)).transcript[0].text
+                if first == changed:
+                    break
+                await asyncio.sleep(0.2)
+
+        # An outbound call that waits for its AMD verdict; Twilio's own would come late.
+        stack.twilio.amd_ms = 600_000
+        placed = await stack.http.post(f"{stack.fleet.url}/api/calls", headers=AUTH, json={
+            "business": "acme-dental", "to": "+15550002222", "template": "reminder",
+            "variables": {"name": "Dana"}})
+        assert placed.status_code == 201, placed.text
+        call_sid = placed.json()["call_sid"]
+        holder = await stack.running_on()
+        other = next(i for i in stack.fleet.instances if i.instance_id != holder)
+        verdict = await send_twilio_request(
+            stack.http, f"{stack.fleet.public_url}/twilio/amd",
+            {"CallSid": call_sid, "AccountSid": ACCOUNT_SID, "AnsweredBy": "human"},
+            auth_token=AUTH_TOKEN, connect_to=other.url)
+        assert verdict.status_code == 204, verdict.text
+        record = await stack.record(call_sid)
+
+    assert "amd_verdict" in stages(record) and "amd_cap_reached" not in stages(record)
+    assert "Hi Dana" in record.transcript[0].text
+
+
+async def results(calls: list[PhoneCall], timeout_s: float = 90.0) -> list[PhoneCallResult]:
+    async with asyncio.timeout(timeout_s):
+        return [await call.wait() for call in calls]
+
+
+async def test_a_rolling_restart_during_ten_calls_cuts_none_and_loses_no_record(
+        database_url: str, tmp_path: Path) -> None:
+    async with fleet_stack(database_url, tmp_path, [make_business()]) as stack:
+        restart = asyncio.create_task(stack.fleet.rolling_restart())
+        calls: list[PhoneCall] = []
+        for _ in range(10):  # spread over the restarts (each: drain, start, ready)
+            calls.append(stack.phone.start_call(to=TEST_NUMBER, from_=CALLER,
+                                                script=conversation(pause_ms=4000)))
+            await asyncio.sleep(0.6)
+        finished = await results(calls)
+        await asyncio.wait_for(restart, 90)
+        records = [await stack.record(r.call_sid) for r in finished]
+        starts = {i.instance_id: (i.starts, list(i.exit_codes)) for i in stack.fleet.instances}
+
+    assert starts == {"hotline-1": (2, [0]), "hotline-2": (2, [0])}
+    for result in finished:
+        assert result.ended_by == "phone", result  # hung up as scripted: nothing cut it
+        assert result.close_code != 1012
+    assert len({r.call_sid for r in records}) == 10
+    for record in records:
+        assert record.outcome == "completed"
+        assert len([t for t in record.transcript if t.speaker == "agent"]) >= 2
+
+
+async def test_with_redis_down_calls_still_complete_and_the_instances_rejoin(
+        database_url: str, tmp_path: Path) -> None:
+    async with fleet_stack(database_url, tmp_path, [make_business()]) as stack:
+        await wait_registry(stack, "pass")
+        stack.redis.stop()
+        await wait_registry(stack, "degraded")
+        assert await stack.metric("hotline-1", "hotline_registry_shared") == 0
+        calls = [stack.phone.start_call(to=TEST_NUMBER, from_=CALLER,
+                                        script=conversation(pause_ms=500)) for _ in range(4)]
+        down = await results(calls)
+        down_records = [await stack.record(r.call_sid) for r in down]
+
+        await stack.redis.start()
+        await wait_registry(stack, "pass")
+        assert await stack.metric("hotline-2", "hotline_registry_shared") == 1
+        again = await stack.phone.call(to=TEST_NUMBER, from_=CALLER,
+                                       script=conversation(pause_ms=500))
+        again_record = await stack.record(again.call_sid)
+
+    for record in [*down_records, again_record]:
+        assert record.outcome == "completed"
+        assert stages(record)["stream_claimed"].endswith("same instance")
