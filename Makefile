@@ -17,7 +17,7 @@ PG_WORKERS ?= 3
 # (gitignored) that takes half the time, so tests write them even where the shell says not.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test lint typecheck unit pg-test install system-deps bench clean
+.PHONY: demo test lint typecheck unit pg-test install system-deps bench fleet clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,9 +28,10 @@ install: $(STAMP) system-deps
 
 # Debian packages the demo and the tests use, as `command:package` (one per line, so that
 # each feature adds its own): espeak-ng gives the simulators real speech (without it they
-# fall back to a tone).
+# fall back to a tone); nginx is the fleet's load balancer (`make fleet`, tests/test_fleet.py).
 SYSTEM_PACKAGES := \
-  espeak-ng:espeak-ng
+  espeak-ng:espeak-ng \
+  nginx:nginx
 system-deps:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
 	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
@@ -76,6 +77,11 @@ test: install
 
 bench: install
 	$(BIN)/hotline bench greeting
+
+# Two instances behind a private nginx on http://127.0.0.1:8080, on this machine's Redis and
+# the HOTLINE_DATABASE_URL store (README: "Running in production"); Ctrl-C stops them all.
+fleet: install
+	$(BIN)/hotline fleet up
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache .mypy_cache .test-logs hotline.db

@@ -1,10 +1,14 @@
-"""deploy/hotline.service: the README's unit, with a stop timeout longer than the drain."""
+"""deploy/: the README's systemd unit (a stop timeout longer than the drain), the compose
+file and its nginx config (the shipped template, rendered)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import yaml
+
+from hotline.fleet.nginx import Upstream, render
 from hotline.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,3 +24,29 @@ def test_the_shipped_unit_is_the_readme_one_and_outlasts_the_drain() -> None:
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
     drain_s = defaults.drain_timeout_s + defaults.goodbye_cap_s
     assert int(values["TimeoutStopSec"]) >= drain_s + 20
+
+
+def test_the_compose_nginx_config_is_the_template_rendered_for_its_two_instances() -> None:
+    shipped = (ROOT / "deploy" / "nginx.conf").read_text()
+    assert shipped == render("80", [Upstream("hotline-1:8000"), Upstream("hotline-2:8000")])
+    compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())
+    instances = {name for name in compose["services"] if name.startswith("hotline-")}
+    assert instances == {"hotline-1", "hotline-2"}
+    for name in instances:
+        service = compose["services"][name]
+        assert service["environment"]["HOTLINE_INSTANCE_ID"] == name
+        assert service["environment"]["HOTLINE_REDIS_URL"].startswith("redis://")
+        assert service["stop_grace_period"] == "360s"
+
+
+def test_nginx_config_marks_unready_instances_down_but_never_all() -> None:
+    upstreams = [Upstream("127.0.0.1:8001", down=True), Upstream("127.0.0.1:8002")]
+    text = render("127.0.0.1:8080", upstreams, workers="1")
+    assert "server 127.0.0.1:8001 max_fails=1 fail_timeout=2s down;" in text
+    assert "server 127.0.0.1:8002 max_fails=1 fail_timeout=2s;" in text
+    assert "listen 127.0.0.1:8080;" in text and "@" not in text.split("http {")[1]
+    everyone_down = render("8080", [Upstream("a:1", down=True), Upstream("b:1", down=True)])
+    assert " down;" not in everyone_down  # nothing to send calls to otherwise
+    # The media stream's location upgrades to a WebSocket.
+    media = text.split("location /twilio/media")[1].split("}")[0]
+    assert "proxy_set_header Upgrade $http_upgrade;" in media

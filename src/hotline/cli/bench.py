@@ -196,3 +196,39 @@ def faults(
                           output=None if no_output else output)
     if report.resumed < len(report.drops):
         raise typer.Exit(1)
+
+
+@bench_app.command("fleet")
+def fleet(
+    calls: int = typer.Option(20, "--calls", "-n", min=1, help="Calls per path."),
+    redis_url: str = typer.Option("redis://127.0.0.1:6379/0", "--redis-url",
+                                  help="The Redis the two instances share."),
+    output: Path = REPORT_OPTION,
+    no_output: bool = NO_REPORT_OPTION,
+) -> None:
+    """Two instances behind nginx: the greeting's start → first frame when the stream
+    reaches the webhook's instance, and when it reaches the other one."""
+    import asyncio
+
+    from hotline.benchmarks.doc_sections import write_section
+    from hotline.benchmarks.fleet import (
+        CROSS,
+        SAME,
+        SECTION,
+        bench_fleet,
+        command_line,
+        render_section,
+    )
+    from hotline.logs import configure_logging
+
+    configure_logging("WARNING")
+    # The simulated engine logs each warm session the webhook's instance gives up while
+    # it is still connecting (the stream went to the other instance): that is intended.
+    logging.getLogger("websockets.server").setLevel(logging.CRITICAL)
+    result = asyncio.run(bench_fleet(calls, redis_url))
+    for path in (SAME, CROSS):
+        typer.echo(result.line(path))
+    typer.echo(f"warm sessions left open: {result.warm_left_open}")
+    if not no_output:
+        write_section(output, SECTION, render_section(result, command_line(calls)))
+        typer.echo(f"written to {output}")

@@ -33,8 +33,8 @@ def template() -> str:
     return files("hotline.fleet").joinpath("nginx.conf.template").read_text(encoding="utf-8")
 
 
-def render(listen: str, upstreams: list[Upstream], *, global_lines: tuple[str, ...] = (),
-           http_lines: tuple[str, ...] = ()) -> str:
+def render(listen: str, upstreams: list[Upstream], *, workers: str = "auto",
+           global_lines: tuple[str, ...] = (), http_lines: tuple[str, ...] = ()) -> str:
     """The config for these instances. Every instance `down` would leave nothing to send
     calls to: then all are kept (nginx's passive checks still skip a dead one)."""
     if not upstreams:
@@ -44,7 +44,7 @@ def render(listen: str, upstreams: list[Upstream], *, global_lines: tuple[str, .
     servers = "\n".join(
         f"        server {u.address} max_fails=1 fail_timeout=2s{' down' if u.down else ''};"
         for u in upstreams)
-    values = {"LISTEN": listen, "SERVERS": servers,
+    values = {"LISTEN": listen, "SERVERS": servers, "WORKERS": workers,
               "GLOBAL": "\n".join(global_lines), "HTTP": "\n".join(f"    {line}"
                                                                    for line in http_lines)}
     text = re.sub(r"@([A-Z]+)@", lambda m: values[m.group(1)], template())
@@ -84,7 +84,9 @@ class NginxProcess:
 
     def write_config(self, upstreams: list[Upstream]) -> None:
         global_lines, http_lines = private_lines(self.work_dir)
-        text = render(self.listen, upstreams, global_lines=global_lines, http_lines=http_lines)
+        # One worker: round robin is then strict alternation (a local fleet, and its tests).
+        text = render(self.listen, upstreams, workers="1", global_lines=global_lines,
+                      http_lines=http_lines)
         temporary = self.config_path.with_suffix(".tmp")
         temporary.write_text(text, encoding="utf-8")
         temporary.replace(self.config_path)
