@@ -5,6 +5,7 @@ simulated phone over real sockets (tests/fleet_stack.py)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -150,8 +151,12 @@ async def test_a_rolling_restart_during_ten_calls_cuts_none_and_loses_no_record(
         await asyncio.wait_for(restart, 90)
         records = [await stack.record(r.call_sid) for r in finished]
         starts = {i.instance_id: (i.starts, list(i.exit_codes)) for i in stack.fleet.instances}
+        drained = [int(m.group(1)) for i in stack.fleet.instances
+                   for m in re.finditer(r"draining \(SIGTERM\): (\d+) active calls",
+                                        i.log_path.read_text())]
 
     assert starts == {"hotline-1": (2, [0]), "hotline-2": (2, [0])}
+    assert len(drained) == 2 and sum(drained) >= 1, drained  # calls ran through a drain
     for result in finished:
         assert result.ended_by == "phone", result  # hung up as scripted: nothing cut it
         assert result.close_code != 1012
