@@ -8,21 +8,28 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from hotline.errors import CallPlanNotFound, InvalidStreamToken
+from hotline.errors import CallPlanNotFound, InvalidStreamToken, RegistryUnavailable
 from hotline.registry import CallRegistry, MemoryCallRegistry
+from hotline.registry.fallback import FallbackCallRegistry
 from hotline.registry.redis import RedisCallRegistry
 from tests.factories import make_outbound_plan, make_plan
+from tests.server_process import free_port
 from tests.services import reachable_redis_url
 
 pytestmark = pytest.mark.sockets  # servers, simulators or services over real sockets
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "fallback"])
 async def registry(request: pytest.FixtureRequest) -> AsyncIterator[CallRegistry]:
     if request.param == "memory":
         reg: CallRegistry = MemoryCallRegistry()
-    else:
+    elif request.param == "redis":
         reg = RedisCallRegistry(await reachable_redis_url(), prefix=f"test:{uuid.uuid4().hex}:")
+    else:  # what the app runs with Redis: Redis while it answers (its channel subscribed)
+        reg = FallbackCallRegistry(RedisCallRegistry(
+            await reachable_redis_url(), prefix=f"test:{uuid.uuid4().hex}:"))
+        await reg.listen(lambda *_: None)
+        assert reg.shared
     yield reg
     await reg.close()
 
@@ -115,3 +122,35 @@ async def test_a_signal_posted_to_one_instance_reaches_the_others() -> None:
     finally:
         await posting.close()
         await running.close()
+
+
+async def test_with_redis_unreachable_the_instance_keeps_its_calls_in_memory() -> None:
+    """Nothing listens on the port: every Redis operation fails at once (refused)."""
+    registry = FallbackCallRegistry(RedisCallRegistry(f"redis://127.0.0.1:{free_port()}/0"))
+    heard: list[tuple[str, str, str]] = []
+    try:
+        await registry.listen(lambda *signal: heard.append(signal))  # does not raise
+        assert not registry.shared
+        plan = make_plan()
+        assert await registry.put(plan, ttl_s=30) is False  # this instance's only
+        assert await registry.count() == 1
+        with pytest.raises(InvalidStreamToken):
+            await registry.claim(plan.call_sid, "not-the-token")
+        assert await registry.claim(plan.call_sid, plan.token) == plan
+        with pytest.raises(InvalidStreamToken, match="already used"):
+            await registry.claim(plan.call_sid, plan.token)
+        # A plan made elsewhere cannot be found while Redis is down: said as such.
+        with pytest.raises(RegistryUnavailable):
+            await registry.claim("CA-made-elsewhere", "token")
+        # Signals reach this instance's own listeners, and wait for a stream not started.
+        await registry.signal("CA1", "amd", "human", ttl_s=30)
+        assert heard == [("CA1", "amd", "human")]
+        assert await registry.take_signal("CA1", "amd") == "human"
+        await registry.publish("CA1", "stream_claimed", "elsewhere")  # nobody to tell
+        assert heard == [("CA1", "amd", "human")]
+        outbound = make_outbound_plan()
+        await registry.put_pending("pending-1", outbound, ttl_s=30)
+        assert await registry.take_pending("pending-1") == outbound
+        await registry.discard(plan.call_sid)
+    finally:
+        await registry.close()
