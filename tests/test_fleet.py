@@ -113,11 +113,15 @@ async def test_config_and_amd_verdicts_reach_the_instance_that_needs_them(
                     break
                 await asyncio.sleep(0.2)
 
-        # An outbound call that waits for its AMD verdict; Twilio's own would come late.
+        # An outbound call placed on hotline-1, which waits for its AMD verdict (Twilio's
+        # own would come late). Its greeting, rendered by hotline-1 while the phone rings,
+        # plays from the cache on whichever instance nginx gives its webhook.
         stack.twilio.amd_ms = 600_000
-        placed = await stack.http.post(f"{stack.fleet.url}/api/calls", headers=AUTH, json={
-            "business": "acme-dental", "to": "+15550002222", "template": "reminder",
-            "variables": {"name": "Dana"}})
+        stack.twilio.ring_ms = 4000
+        placed = await stack.http.post(
+            f"{stack.fleet.instance('hotline-1').url}/api/calls", headers=AUTH, json={
+                "business": "acme-dental", "to": "+15550002222", "template": "reminder",
+                "variables": {"name": "Dana"}})
         assert placed.status_code == 201, placed.text
         call_sid = placed.json()["call_sid"]
         holder = await stack.running_on()
@@ -131,6 +135,7 @@ async def test_config_and_amd_verdicts_reach_the_instance_that_needs_them(
 
     assert "amd_verdict" in stages(record) and "amd_cap_reached" not in stages(record)
     assert "Hi Dana" in record.transcript[0].text
+    assert stages(record)["greeting_requested"].startswith("cached audio")
 
 
 async def results(calls: list[PhoneCall], timeout_s: float = 90.0) -> list[PhoneCallResult]:

@@ -26,6 +26,7 @@ from hotline.greetings import GreetingCache
 from hotline.metrics import router as metrics_router
 from hotline.readiness import router as readiness_router
 from hotline.registry import create_registry
+from hotline.registry.greeting_audio import RedisGreetingAudio
 from hotline.services import Services, Signal
 from hotline.settings import Settings, load_settings
 from hotline.store.database import Store
@@ -52,8 +53,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await recorder.start()
         engine = RealtimeEngine(settings)
         load_built_in()  # the built-in apologies, read now: the media loop never reads files
+        shared_audio = RedisGreetingAudio(settings.redis_url) if settings.redis_url else None
         greetings = GreetingCache(engine, Path(settings.greeting_cache_dir),
-                                  settings.openai_model)
+                                  settings.openai_model, shared=shared_audio)
         background: set[asyncio.Task[None]] = set()
         if settings.greeting_cache:
             def render_greetings(businesses: list[BusinessConfig]) -> None:
@@ -77,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = services
         await registry.listen(services.hear_signal)
         config.on_local_change = lambda version: services.announce("", Signal.CONFIG, version)
+        greetings.on_rendered = lambda key: services.announce("", Signal.GREETING, key)
         if not settings.twilio_validate_signatures:
             log.warning("X-Twilio-Signature checks are OFF (HOTLINE_TWILIO_VALIDATE_SIGNATURES"
                         "=false): anyone can post webhooks. Local development only.")
@@ -103,6 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await tools_http.aclose()
             await engine.close()
             await registry.close()
+            if shared_audio is not None:
+                await shared_audio.close()
             await store.close()
 
     app = FastAPI(title="Hotline", version=__version__, lifespan=lifespan,

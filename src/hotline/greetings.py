@@ -7,7 +7,9 @@ greetings are rendered when the business config loads or changes (stale ones are
 dropped: a new greeting or voice is a new key), and so are each business's canned lines
 (`hotline.canned`: the apology for when no engine can be had, the hold line for a
 reconnect; rendered while the engine is healthy, in the business's voice and language);
-outbound greetings are rendered when the call is placed, while the phone rings.
+outbound greetings are rendered when the call is placed, while the phone rings. In a
+fleet (Redis) every render is shared: an instance looks there before rendering, and loads
+a greeting another instance announces, so the one answering an outbound call has it too.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -34,6 +37,13 @@ class SpeechRenderer(Protocol):
     async def render_speech(self, text: str, voice: str) -> bytes: ...
 
 
+class SharedAudio(Protocol):
+    """Greeting audio other instances rendered (`hotline.registry.greeting_audio`)."""
+
+    async def get(self, key: str) -> bytes | None: ...
+    async def put(self, key: str, audio: bytes) -> bool: ...
+
+
 def greeting_key(text: str, voice: str, model: str) -> str:
     return hashlib.sha256(f"{model}\0{voice}\0{text}".encode()).hexdigest()
 
@@ -45,10 +55,15 @@ def split_frames(audio: bytes, frame_ms: int = FRAME_MS) -> tuple[str, ...]:
 
 
 class GreetingCache:
-    def __init__(self, renderer: SpeechRenderer, directory: Path | None, model: str) -> None:
+    def __init__(self, renderer: SpeechRenderer, directory: Path | None, model: str, *,
+                 shared: SharedAudio | None = None) -> None:
         self._renderer = renderer
         self._directory = directory
         self._model = model
+        # A fleet's: looked in before rendering, given every render. `on_rendered` (the
+        # key) tells the other instances, which then load it (`fetch_soon`).
+        self._shared = shared
+        self.on_rendered: Callable[[str], None] | None = None
         self._frames: dict[str, tuple[str, ...]] = {}
         self._rendering: dict[str, asyncio.Task[None]] = {}
         self._inbound_keys: set[str] = set()
@@ -109,6 +124,10 @@ class GreetingCache:
         path = self._path(key)
         if path is not None and path.exists():
             audio = await asyncio.to_thread(path.read_bytes)
+        elif self._shared is not None and (from_fleet := await self._shared.get(key)):
+            audio = from_fleet  # another instance rendered it
+            if path is not None:
+                await asyncio.to_thread(_write_atomically, path, audio)
         else:
             audio = await self._renderer.render_speech(text, voice)
             self.rendered += 1
@@ -116,6 +135,27 @@ class GreetingCache:
                 await asyncio.to_thread(_write_atomically, path, audio)
             log.info("greeting rendered: %d ms of audio, voice %s, %d chars", len(audio) //
                      BYTES_PER_MS, voice, len(text))
+            told = self._shared is not None and await self._shared.put(key, audio)
+            if told and self.on_rendered is not None:
+                self.on_rendered(key)
+        await self._keep(key, audio)
+
+    def fetch_soon(self, key: str) -> None:
+        """Another instance rendered this greeting: load it from the shared store into
+        memory, in the background (a call answered here may want it any moment)."""
+        if self._shared is None or key in self._frames or key in self._rendering:
+            return
+        task = asyncio.get_running_loop().create_task(self._fetch(key))
+        self._rendering[key] = task
+        task.add_done_callback(lambda done: self._render_done(key, done))
+
+    async def _fetch(self, key: str) -> None:
+        assert self._shared is not None
+        audio = await self._shared.get(key)
+        if audio:
+            await self._keep(key, audio)
+
+    async def _keep(self, key: str, audio: bytes) -> None:
         self._frames[key] = split_frames(audio)
         async with self._changed:
             self._changed.notify_all()

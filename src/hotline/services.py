@@ -37,6 +37,7 @@ class Signal(enum.StrEnum):
     STREAM_CLAIMED = "stream_claimed"
     CALL_ENDED = "call_ended"  # a final status callback, wherever Twilio sent it
     CONFIG = "config"  # a business changed (value: the new config version)
+    GREETING = "greeting"  # greeting audio rendered and shared (value: its cache key)
 
 
 AMD_SIGNAL = Signal.AMD
@@ -130,6 +131,8 @@ class Services:
             self._forget_call(call_sid, "it ended")
         elif name == Signal.CONFIG:
             self.in_background(self._refresh_config(value), name="config-announced")
+        elif name == Signal.GREETING:
+            self.greetings.fetch_soon(value)
 
     def _forget_call(self, call_sid: str, why: str) -> None:
         """A call this instance took the webhook of, but will not run: its warm session

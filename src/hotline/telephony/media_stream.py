@@ -134,7 +134,9 @@ async def media_stream(websocket: WebSocket) -> None:
                                           plan.language),
                         reopen_engine=services.warm.reopen,
                         connect_budget_s=services.settings.engine_connect_budget_ms / 1000)
-    runner.timeline.append(_stream_stage(services, plan, clock.now_ms()))
+    stage = _stream_stage(services, plan, clock.now_ms())
+    runner.timeline.append(stage)
+    log_for_call.info("stage %-24s %8.1f ms %s", stage.stage, stage.ms, stage.detail)
     if plan.instance_id and plan.instance_id != services.instance:
         # The instance that took the webhook closes its warm session now, not at expiry.
         services.announce(plan.call_sid, Signal.STREAM_CLAIMED, services.instance)
