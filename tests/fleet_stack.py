@@ -22,7 +22,7 @@ from hotline.sim.phone import SimulatedPhone
 from hotline.sim.twilio_api import TwilioApiSimulator
 from hotline.store.database import Store
 from tests.redis_server import PrivateRedis
-from tests.server_process import SRC
+from tests.server_process import SRC, free_port
 from tests.services import unavailable
 from tests.stack import ACCOUNT_SID, AUTH_TOKEN, OPENAI_KEY, TEST_CLOCK
 
@@ -104,6 +104,9 @@ async def fleet_stack(database_url: str, tmp_path: Path, businesses: Iterable[Bu
     }
     fleet = Fleet(FleetConfig(database_url=database_url, redis_url=redis.url,
                               work_dir=tmp_path / "fleet", instances=instances,
+                              # Below the ephemeral range (tests/server_process.py).
+                              port=free_port(),
+                              instance_ports=tuple(free_port() for _ in range(instances)),
                               pin_streams=pin_streams, check_interval_s=0.1,
                               drain_timeout_s=float(settings.get("drain_timeout_s", "60")),
                               env=env))
