@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
+import redis
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
@@ -27,6 +30,7 @@ from hotline.errors import InvalidBusiness
 from hotline.store import Store
 from hotline.store.migrate import head_revision
 from hotline.waterfall import render_transcript, render_waterfall
+from tests.services import redis_url, unavailable
 
 EXAMPLES = Path(__file__).parents[1] / "examples" / "businesses.yaml"
 T0 = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
@@ -527,3 +531,33 @@ def test_empty_timeline_and_transcript_say_so() -> None:
 def test_transcript_marks_interrupted_turns() -> None:
     lines = rendered(render_transcript([TranscriptTurn("agent", "Let me", 1500, 1900, True)]))
     assert any("1.5" in line and "Let me [interrupted]" in line for line in lines)
+
+
+@pytest.mark.sockets
+def test_business_import_tells_running_instances_through_redis(database_url: str) -> None:
+    """With HOTLINE_REDIS_URL, a change made with the CLI is announced on the signal channel
+    the instances listen to (they reload at once, not at their next poll); unchanged
+    businesses announce nothing."""
+    url = redis_url()
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        unavailable("Redis", exc)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe("hotline:signals")
+    env = {"HOTLINE_DATABASE_URL": database_url, "HOTLINE_REDIS_URL": url, "COLUMNS": "200"}
+    try:
+        ok(CliRunner().invoke(app, ["business", "import", str(EXAMPLES)], env=env))
+        ok(CliRunner().invoke(app, ["business", "import", str(EXAMPLES)], env=env))
+        ours: list[object] = []
+        deadline = time.monotonic() + 5  # then 0.3 s more, for a second one that must not come
+        while time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.1)
+            if message is not None and orjson.loads(message["data"])[1:] == ["config", "cli"]:
+                ours.append(message)
+                deadline = min(deadline, time.monotonic() + 0.3)
+    finally:
+        pubsub.close()
+        client.close()
+    assert len(ours) == 1, ours  # the first import changed things, the second did not
