@@ -42,8 +42,8 @@ class CallRegistry(Protocol):
         `ttl_s` for a stream that has not started yet (`take_signal`)."""
 
     async def publish(self, call_sid: str, name: str, value: str) -> None:
-        """Tell every instance's listeners something now (not kept for later); never
-        raises: an announcement that cannot be made is logged."""
+        """Tell every instance's listeners something now (not kept for later). Redis's
+        raises RegistryUnavailable; the fallback registry logs and goes on instead."""
 
     async def take_signal(self, call_sid: str, name: str) -> str | None:
         """A signal kept for this call (once); None if there is none."""
