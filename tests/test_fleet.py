@@ -93,7 +93,7 @@ async def test_a_call_split_across_instances_greets_from_the_cache_and_is_barged
     assert len(calls) == 2
 
 
-async def test_config_and_amd_verdicts_reach_the_instance_that_needs_them(
+async def test_config_and_amd_verdicts_reach_the_instance_that_needs_them_and_a_stopping_one_leaves(
         database_url: str, tmp_path: Path) -> None:
     business = make_business(templates=(reminder(GreetingTiming.AFTER_AMD),))
     # No polling to speak of: only the announcement can bring the change in time.
@@ -133,9 +133,25 @@ async def test_config_and_amd_verdicts_reach_the_instance_that_needs_them(
         assert verdict.status_code == 204, verdict.text
         record = await stack.record(call_sid)
 
+        # The active health check: an instance told to stop (SIGTERM) fails its /readyz at
+        # once, and nginx is reloaded without it; calls go on through the other.
+        leaving = stack.fleet.instance("hotline-2")
+        leaving.terminate()
+        async with asyncio.timeout(10):
+            while True:
+                if f"server {leaving.address} max_fails=1 fail_timeout=2s down;" in (
+                        stack.fleet.nginx.config_path.read_text()):
+                    break
+                await asyncio.sleep(0.02)
+        after = await stack.phone.call(to=TEST_NUMBER, from_=CALLER, script=LISTEN_THEN_HANG_UP)
+        after_record = await stack.record(after.call_sid)
+
     assert "amd_verdict" in stages(record) and "amd_cap_reached" not in stages(record)
     assert "Hi Dana" in record.transcript[0].text
     assert stages(record)["greeting_requested"].startswith("cached audio")
+    assert after_record.outcome == "completed"
+    assert stages(after_record)["stream_claimed"] == (
+        "webhook on hotline-1, stream on hotline-1: same instance")
 
 
 async def results(calls: list[PhoneCall], timeout_s: float = 90.0) -> list[PhoneCallResult]:
