@@ -6,8 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
+from hotline.fleet.fleet import shared_database_url
 from hotline.fleet.nginx import Upstream, render
 from hotline.settings import Settings
 
@@ -50,3 +52,14 @@ def test_nginx_config_marks_unready_instances_down_but_never_all() -> None:
     # The media stream's location upgrades to a WebSocket.
     media = text.split("location /twilio/media")[1].split("}")[0]
     assert "proxy_set_header Upgrade $http_upgrade;" in media
+
+
+def test_a_fleet_shares_one_store_even_when_its_sqlite_path_is_relative(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each instance runs in its own directory: `./hotline.db` must name one file for all."""
+    monkeypatch.chdir(tmp_path)
+    assert shared_database_url("sqlite+aiosqlite:///./hotline.db") == (
+        f"sqlite+aiosqlite:///{tmp_path.resolve() / 'hotline.db'}")
+    for url in ("sqlite+aiosqlite:////var/lib/hotline/hotline.db",
+                "postgresql+asyncpg://hotline:secret@db:5432/hotline"):
+        assert shared_database_url(url) == url

@@ -77,7 +77,7 @@ async def _run(config: FleetConfig) -> None:
         out.print(f"  {instance.instance_id}: {instance.url}  (/readyz, /metrics; log "
                   f"{instance.log_path})")
     out.print(f"  nginx config {fleet.nginx.config_path}; store "
-              f"{_without_password(config.database_url)}; redis "
+              f"{_without_password(fleet.database_url)}; redis "
               f"{_without_password(config.redis_url)}")
     out.print("Ctrl-C drains the instances (their calls run to their end) and stops all.")
     try:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from sqlalchemy.engine import make_url
 
 from hotline.fleet.instance import Instance
 from hotline.fleet.nginx import NginxProcess, Upstream
@@ -53,6 +54,17 @@ class FleetConfig:
     instance_env: tuple[dict[str, str], ...] = ()
 
 
+def shared_database_url(url: str) -> str:
+    """The store's URL as every instance must see it: each runs in its own directory, so
+    a relative SQLite path (the default `./hotline.db`) is made absolute here."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and not (
+            parsed.database == ":memory:" or Path(parsed.database).is_absolute()):
+        return parsed.set(database=str(Path(parsed.database).resolve())).render_as_string(
+            hide_password=False)
+    return url
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -65,6 +77,7 @@ class Fleet:
         if config.instances < 1:
             raise ValueError("a fleet needs at least one instance")
         self.config = config
+        self.database_url = shared_database_url(config.database_url)
         self.port = config.port or free_port(config.host)
         self.url = f"http://{config.host}:{self.port}"
         self.public_url = (config.public_url or self.url).rstrip("/")
@@ -82,7 +95,7 @@ class Fleet:
         instance_id = f"hotline-{index + 1}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
         env.update({
-            "HOTLINE_DATABASE_URL": config.database_url,
+            "HOTLINE_DATABASE_URL": self.database_url,
             "HOTLINE_REDIS_URL": config.redis_url,
             "HOTLINE_PUBLIC_URL": self.public_url,
             # A call reaching an instance while it drains goes back through nginx, to one
@@ -104,7 +117,7 @@ class Fleet:
     async def start(self) -> None:
         self.config.work_dir.mkdir(parents=True, exist_ok=True)
         # Migrated once, before the instances (each would, at once, on a fresh store).
-        store = Store(self.config.database_url)
+        store = Store(self.database_url)
         try:
             await store.upgrade()
         finally:
