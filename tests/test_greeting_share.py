@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from hotline.greetings import GreetingCache
 from hotline.registry.greeting_audio import RedisGreetingAudio
@@ -57,6 +58,10 @@ async def test_a_greeting_rendered_by_one_instance_is_played_by_another(
     finally:
         await shared_a.close()
         await shared_b.close()
+        client = aioredis.Redis.from_url(url)
+        async for stored in client.scan_iter(match=prefix + "*"):
+            await client.delete(stored)
+        await client.aclose()
 
 
 async def test_with_redis_down_the_instance_renders_its_own(tmp_path: Path) -> None:

@@ -141,8 +141,9 @@ def render_section(bench: FleetBench, command: str) -> str:
         bench.line(SAME),
         bench.line(CROSS),
         "",
-        f"The greeting plays from each instance's own cache (rendered from the same text "
-        f"when the config loads), so the cross-instance path greets as fast; what differs "
+        f"The greeting plays from each instance's own cache (loaded when the config loads, "
+        f"from the audio another instance rendered and shared through Redis, else rendered "
+        f"there), so the cross-instance path greets as fast; what differs "
         f"is the engine session behind it (`cold`: connected at `start`, in parallel with "
         f"the greeting). Warm sessions still open {SETTLE_S:.0f} s after the last call: "
         f"{bench.warm_left_open} (the webhook's instance closes its unclaimed one as soon "
