@@ -15,6 +15,7 @@ BUILTIN_TOOLS = ("end_call", "transfer_to_human", "take_message", "check_hours")
 DEFAULT_TOOLS = ("end_call", "take_message", "check_hours")
 # What a pressed key may do without asking the model.
 DTMF_ACTIONS = ("transfer_to_human", "end_call")
+DEFAULT_RECORDING_RETENTION_DAYS = 30
 
 
 class GreetingTiming(enum.StrEnum):
@@ -80,6 +81,9 @@ class BusinessConfig:
     max_call_duration_s: int = 600
     http_tools: tuple[HttpTool, ...] = ()
     greeting_timing: GreetingTiming = GreetingTiming.IMMEDIATE  # outbound, with AMD on
+    # Both sides of each call kept as a WAV (off by default), deleted after this many days.
+    recording: bool = False
+    recording_retention_days: int = DEFAULT_RECORDING_RETENTION_DAYS
     id: int | None = None
 
     def template(self, name: str) -> TemplateConfig:

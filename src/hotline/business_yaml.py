@@ -62,6 +62,11 @@ The format, one file holding any number of businesses::
                 date: {type: string, description: "YYYY-MM-DD"}
               required: [date]
             timeout_s: 5             # optional, more than 0 and at most 30, default 5
+        recording: false             # optional, default false: true keeps both sides of
+                                     # each call as a WAV under HOTLINE_DATA_DIR/recordings
+        recording_retention_days: 30 # optional, 1 to 3650, default 30: the retention
+                                     # sweeper deletes a recording this many days after
+                                     # its call
 
 Every field other than those marked optional or in `prompt` (all optional but `role`) is
 required; unknown fields are refused, so a typo never goes unnoticed. Numbers must be quoted:
@@ -81,6 +86,7 @@ from typing import Any
 import yaml
 
 from hotline.business import (
+    DEFAULT_RECORDING_RETENTION_DAYS,
     DEFAULT_TOOLS,
     BusinessConfig,
     GreetingTiming,
@@ -93,7 +99,8 @@ from hotline.store.validation import check_business, check_greeting_timing
 _BUSINESS_KEYS = {
     "slug", "name", "language", "voice", "greeting", "bot_speaks_first", "timezone",
     "numbers", "prompt", "templates", "tools", "transfer_number", "hours", "dtmf",
-    "max_call_duration_s", "http_tools", "greeting_timing",
+    "max_call_duration_s", "http_tools", "greeting_timing", "recording",
+    "recording_retention_days",
 }  # fmt: skip
 _REQUIRED_BUSINESS_KEYS = ("slug", "name", "language", "voice", "greeting", "numbers", "prompt")
 _PROMPT_KEYS = ("role", "tone", "greeting_rules", "knowledge", "policies", "faq")
@@ -149,6 +156,8 @@ def dump_business_yaml(business: BusinessConfig) -> str:
     entry.update(_call_control_entry(business))
     if business.greeting_timing is not GreetingTiming.IMMEDIATE:
         entry["greeting_timing"] = business.greeting_timing.value
+    entry["recording"] = business.recording
+    entry["recording_retention_days"] = business.recording_retention_days
     text: str = yaml.dump(
         {"businesses": [entry]},
         Dumper=_BlockDumper,
@@ -174,6 +183,9 @@ def _business(entry: object) -> BusinessConfig:
     bot_speaks_first = fields.get("bot_speaks_first", True)
     if not isinstance(bot_speaks_first, bool):
         raise InvalidBusiness(f"bot_speaks_first: expected true or false, not {bot_speaks_first!r}")
+    recording = fields.get("recording", False)
+    if not isinstance(recording, bool):
+        raise InvalidBusiness(f"recording: expected true or false, not {recording!r}")
     http_tools = fields.get("http_tools") or []
     if not isinstance(http_tools, list):
         raise InvalidBusiness("http_tools: expected a list of tools")
@@ -206,6 +218,11 @@ def _business(entry: object) -> BusinessConfig:
         http_tools=tuple(_http_tool(t, i) for i, t in enumerate(http_tools)),
         greeting_timing=check_greeting_timing(
             fields.get("greeting_timing", GreetingTiming.IMMEDIATE), "greeting_timing"
+        ),
+        recording=recording,
+        recording_retention_days=_whole_number(
+            fields.get("recording_retention_days", DEFAULT_RECORDING_RETENTION_DAYS),
+            "recording_retention_days",
         ),
     )
 

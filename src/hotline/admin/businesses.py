@@ -23,7 +23,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 
 from hotline.admin.auth import Principal, principal
-from hotline.business import DEFAULT_TOOLS, BusinessConfig, GreetingTiming, HttpTool
+from hotline.business import (
+    DEFAULT_RECORDING_RETENTION_DAYS,
+    DEFAULT_TOOLS,
+    BusinessConfig,
+    GreetingTiming,
+    HttpTool,
+)
 from hotline.errors import DuplicateNumber, InvalidBusiness
 from hotline.services import Services
 from hotline.store.validation import check_business
@@ -83,6 +89,10 @@ class _Settings(_Strict):
     http_tools: list[HttpToolModel] = Field(default_factory=list)
     greeting_timing: GreetingTiming = GreetingTiming.IMMEDIATE
     max_call_duration_s: int = 600
+    recording: bool = Field(False, description="keep both sides of each call as a WAV")
+    recording_retention_days: int = Field(
+        DEFAULT_RECORDING_RETENTION_DAYS,
+        description="days a recording is kept after its call (1-3650)")
 
 
 class BusinessCreate(_Settings):
@@ -111,12 +121,15 @@ class BusinessPatch(_Strict):
     http_tools: list[HttpToolModel] | None = None
     greeting_timing: GreetingTiming | None = None
     max_call_duration_s: int | None = None
+    recording: bool | None = None
+    recording_retention_days: int | None = None
 
 
 # -- model <-> BusinessConfig ----------------------------------------------------------------
 _PROMPT_PARTS = ("role", "tone", "greeting_rules", "knowledge", "policies", "faq")
 _PLAIN = ("name", "language", "voice", "greeting", "bot_speaks_first", "timezone",
-          "transfer_number", "greeting_timing", "max_call_duration_s")
+          "transfer_number", "greeting_timing", "max_call_duration_s", "recording",
+          "recording_retention_days")
 
 
 def _config_fields(values: dict[str, Any]) -> dict[str, Any]:
@@ -151,6 +164,8 @@ def business_out(business: BusinessConfig) -> BusinessOut:
                     for t in business.http_tools],
         greeting_timing=business.greeting_timing,
         max_call_duration_s=business.max_call_duration_s,
+        recording=business.recording,
+        recording_retention_days=business.recording_retention_days,
     )
 
 

@@ -142,6 +142,10 @@ def show(slug: Annotated[str, typer.Argument(help="The business's slug.")]) -> N
         ("call limit", f"{business.max_call_duration_s} s"),
         ("http tools", ", ".join(f"{t.name} ({t.url})" for t in business.http_tools) or "—"),
         ("greeting timing", f"{business.greeting_timing} ({_TIMING[business.greeting_timing]})"),
+        ("recording", (f"on, kept {business.recording_retention_days} days"
+                       if business.recording else
+                       f"off (a recording would be kept {business.recording_retention_days} "
+                       "days)")),
     )
     for label, value in rows:
         fields.add_row(label, Text(value))

@@ -40,6 +40,8 @@ HTTP_TOOL_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 DTMF_KEYS = "0123456789*#"
 MIN_CALL_DURATION_S, MAX_CALL_DURATION_S = 5, 4 * 60 * 60
 MAX_HTTP_TOOL_TIMEOUT_S = 30.0
+# Ten years: past that a retention is a typo (and days beyond it overflow date arithmetic).
+MAX_RECORDING_RETENTION_DAYS = 3650
 TRANSFER = "transfer_to_human"
 # The compact prompt (role, tone, greeting rules and the greeting) is sent before the first
 # word: past this it slows every greeting down (the prompts are ~800-900 chars today).
@@ -187,6 +189,9 @@ def _call_control(business: BusinessConfig) -> dict[str, Any]:
         "dtmf_actions": dtmf_actions,
         "max_call_duration_s": check_max_call_duration(business.max_call_duration_s),
         "http_tools": check_http_tools(business.http_tools),
+        "recording": check_recording(business.recording),
+        "recording_retention_days": check_recording_retention_days(
+            business.recording_retention_days),
     }
 
 
@@ -238,6 +243,25 @@ def check_max_call_duration(seconds: int) -> int:
             f"{MIN_CALL_DURATION_S} to {MAX_CALL_DURATION_S}"
         )
     return seconds
+
+
+def check_recording(recording: bool) -> bool:
+    if not isinstance(recording, bool):
+        raise InvalidBusiness(f"recording: expected true or false, not {recording!r}")
+    return recording
+
+
+def check_recording_retention_days(days: int) -> int:
+    if (
+        isinstance(days, bool)
+        or not isinstance(days, int)
+        or not 1 <= days <= MAX_RECORDING_RETENTION_DAYS
+    ):
+        raise InvalidBusiness(
+            f"recording_retention_days: {days!r} must be a whole number of days from 1 to "
+            f"{MAX_RECORDING_RETENTION_DAYS}"
+        )
+    return days
 
 
 def check_http_tools(tools: tuple[HttpTool, ...]) -> tuple[HttpTool, ...]:
