@@ -10,6 +10,7 @@ import array
 import io
 import math
 import wave
+from typing import BinaryIO
 
 SAMPLE_RATE = 8000
 BYTES_PER_MS = 8  # 8000 samples/s, one byte each
@@ -46,6 +47,10 @@ def _encode_sample(sample: int) -> int:
 
 
 DECODE_TABLE: tuple[int, ...] = tuple(_decode_byte(c) for c in range(256))
+# The little-endian bytes of each code's 16-bit sample: decoding a whole recording is two
+# `bytes.translate` calls and a slice assignment (C speed), not a Python loop per sample.
+_PCM_LOW = bytes(s & 0xFF for s in DECODE_TABLE)
+_PCM_HIGH = bytes((s >> 8) & 0xFF for s in DECODE_TABLE)
 # Encoding through a 16-bit lookup (65536 entries, built once) keeps synthesis fast.
 _ENCODE_TABLE = bytes(_encode_sample(s - 32768) for s in range(65536))
 
@@ -108,14 +113,35 @@ def resample_linear(samples: array.array[int], from_rate: int, to_rate: int) -> 
     return out
 
 
+def pcm16_from_mulaw(*channels: bytes) -> bytes:
+    """Little-endian 16-bit PCM of μ-law channels of one length, interleaved (one channel:
+    plain decoding; two: stereo, the first on the left)."""
+    count = len(channels)
+    length = len(channels[0])
+    if any(len(channel) != length for channel in channels):
+        raise ValueError("channels of different lengths")
+    out = bytearray(2 * count * length)
+    for i, channel in enumerate(channels):
+        out[2 * i::2 * count] = channel.translate(_PCM_LOW)
+        out[2 * i + 1::2 * count] = channel.translate(_PCM_HIGH)
+    return bytes(out)
+
+
+def write_wav(out: BinaryIO, *channels: bytes, chunk_samples: int = 60 * SAMPLE_RATE) -> None:
+    """A 16-bit PCM 8 kHz WAV (plays everywhere, unlike μ-law WAVs) of μ-law channels of
+    one length, decoded a minute at a time (an hour's call is not held twice as PCM)."""
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(len(channels))
+        wav.setsampwidth(2)
+        wav.setframerate(SAMPLE_RATE)
+        for at in range(0, len(channels[0]), chunk_samples):
+            wav.writeframes(pcm16_from_mulaw(*(c[at:at + chunk_samples] for c in channels)))
+
+
 def wav_bytes_from_mulaw(mulaw: bytes) -> bytes:
-    """A 16-bit PCM 8 kHz WAV of μ-law audio (plays everywhere, unlike μ-law WAVs)."""
+    """A 16-bit PCM 8 kHz mono WAV of μ-law audio."""
     buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(decode(mulaw).tobytes())
+    write_wav(buffer, mulaw)
     return buffer.getvalue()
 
 

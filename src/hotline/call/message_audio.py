@@ -12,9 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
-from hotline.audio.mulaw import wav_bytes_from_mulaw
+from hotline.audio.mulaw import write_wav
+from hotline.call.data_files import resolve, write_atomically
 from hotline.core.commands import KeepMessageAudio
 from hotline.core.record import CallRecord
 
@@ -32,15 +35,16 @@ def write_message_audio(data_dir: Path, audio: list[KeepMessageAudio]) -> set[st
             continue
         mulaw = b"".join(_decoded(p) for p in item.payloads_b64)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(".tmp")
-            temporary.write_bytes(wav_bytes_from_mulaw(mulaw))
-            temporary.replace(path)
+            write_atomically(path, partial(_write_mono, mulaw))
         except OSError as exc:
             log.error("message audio %s not written: %r", item.audio_file, exc)
             continue
         written.add(item.audio_file)
     return written
+
+
+def _write_mono(mulaw: bytes, out: BinaryIO) -> None:
+    write_wav(out, mulaw)
 
 
 def _decoded(payload_b64: str) -> bytes:
@@ -59,10 +63,4 @@ def keep_written(record: CallRecord, written: set[str]) -> None:
             message.audio_ms = None
 
 
-def resolve(data_dir: Path, relative: str) -> Path | None:
-    """`relative` inside `data_dir`, or None if it would lead anywhere else."""
-    if not relative or Path(relative).is_absolute():
-        return None
-    root = data_dir.resolve()
-    path = (root / relative).resolve()
-    return path if path.is_relative_to(root) and path != root else None
+__all__ = ["keep_written", "resolve", "write_message_audio"]
