@@ -15,9 +15,11 @@ from fastapi import FastAPI
 from hotline import __version__
 from hotline.admin.api import router as api_router
 from hotline.admin.businesses import router as businesses_router
+from hotline.admin.recordings import router as recordings_router
 from hotline.body_limit import BodyLimit
 from hotline.business import BusinessConfig
 from hotline.call.recorder import CallRecorder
+from hotline.call.recording_retention import sweep_periodically
 from hotline.canned import load_built_in
 from hotline.config_cache import ConfigCache
 from hotline.engine.openai_realtime import RealtimeEngine
@@ -84,6 +86,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("X-Twilio-Signature checks are OFF (HOTLINE_TWILIO_VALIDATE_SIGNATURES"
                         "=false): anyone can post webhooks. Local development only.")
         config.start()
+        sweeper = asyncio.create_task(
+            sweep_periodically(store, Path(settings.data_dir),
+                               settings.recording_sweep_interval_s),
+            name="recording-sweeper")
+        background.add(sweeper)
         # Everything built so far lives as long as the process. Frozen out of the garbage
         # collector, it is no longer rescanned by each full collection: the benchmark saw
         # 110-150 ms full-collection pauses land on a call's greeting without this.
@@ -117,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(media_router)
     app.include_router(api_router)
     app.include_router(businesses_router)  # /api/v1/businesses
+    app.include_router(recordings_router)  # /api/v1/calls/{call_sid}/recording
     app.include_router(metrics_router)
     app.include_router(readiness_router)  # /healthz, /readyz
     return app

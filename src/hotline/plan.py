@@ -81,6 +81,8 @@ class CallPlan:
     hold_audio_key: str | None = None
     message_max_ms: int = 120_000
     message_end_silence_ms: int = 4_000
+    # The business records its calls: the runner keeps a tape of both sides' audio.
+    recording: bool = False
     # Stages reached before the stream opened, (stage, ms since the webhook arrived).
     early_stages: tuple[tuple[str, float], ...] = ()
     # The instance that took the voice webhook (HOTLINE_INSTANCE_ID): it holds the warm
@@ -172,6 +174,7 @@ def _common(settings: Settings, business: BusinessConfig) -> dict[str, Any]:
         "goodbye_cap_ms": int(settings.goodbye_cap_s * 1000),
         "message_max_ms": int(settings.message_max_s * 1000),
         "message_end_silence_ms": int(settings.message_end_silence_s * 1000),
+        "recording": business.recording,
     }
 
 

@@ -107,8 +107,11 @@ class Settings(BaseSettings):
 
     # How long the config cache trusts itself before reloading businesses from the store.
     config_refresh_s: float = Field(30.0, gt=0)
-    # Files Hotline keeps: recorded messages' audio (messages/), and the like.
+    # Files Hotline keeps: recorded messages' audio (messages/), calls' recordings
+    # (recordings/), and the like.
     data_dir: str = "./hotline-data"
+    # How often the server deletes recordings past their business's retention.
+    recording_sweep_interval_s: float = Field(3600.0, gt=0)
     # When no engine can be had, the caller hears an apology and leaves a message after the
     # tone: recorded at most this long, and ended by this much silence.
     message_max_s: float = Field(120.0, ge=5, le=600)

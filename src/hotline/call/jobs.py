@@ -49,7 +49,7 @@ def job_from_json(line: bytes) -> Job:
 
 def job_from_dict(data: dict[str, Any]) -> Job:
     job = dict(data["job"])
-    for key in ("at", "started_at", "ended_at"):
+    for key in ("at", "started_at", "ended_at", "recording_deleted_at"):
         if isinstance(job.get(key), str):
             job[key] = datetime.fromisoformat(job[key])
     if data["kind"] == "status":

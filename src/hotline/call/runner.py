@@ -26,6 +26,7 @@ from typing import Any, Protocol, assert_never
 from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed
 
+from hotline.audio.recording_mix import CallTape
 from hotline.core.closing import ControlAction
 from hotline.core.commands import (
     AppendAudio,
@@ -132,6 +133,10 @@ class CallRunner:
         self.messages: list[LeadMessage] = []
         # Recorded messages' audio (engine unavailable), written after the call, off the loop.
         self.message_audio: list[KeepMessageAudio] = []
+        # Both sides' audio as it crossed the wire, for the recording (written after the
+        # call): None when the business does not record.
+        self.tape: CallTape | None = CallTape() if plan.recording else None
+        self.ended_ms = 0.0  # call time when the pumps stopped: nothing is heard after
         self._toolbox = toolbox
         self._control = control
         self._side_tasks: set[asyncio.Task[None]] = set()
@@ -179,6 +184,7 @@ class CallRunner:
             for pending in (twilio_pump, engine_pump, ended, *side):
                 pending.cancel()
             await asyncio.gather(twilio_pump, engine_pump, ended, *side, return_exceptions=True)
+            self.ended_ms = self._clock.now_ms()
             await self._close_sockets()
         return self.final_record(started_at)
 
@@ -364,12 +370,17 @@ class CallRunner:
 
     # -- the core and its commands ----------------------------------------------------------
     async def _dispatch(self, event: CallEvent) -> None:
-        await self._execute(self.session.handle(event, self._clock.now_ms()))
+        now_ms = self._clock.now_ms()
+        if self.tape is not None:
+            self.tape.heard(event, now_ms)  # an append for the caller's frames, nothing more
+        await self._execute(self.session.handle(event, now_ms))
 
     async def _execute(self, commands: list[Command]) -> None:
         for command in commands:
             match command:
                 case SendToTwilio():
+                    if self.tape is not None:
+                        self.tape.sent(command.message, self._clock.now_ms())
                     await self._send_twilio(render_twilio(self._stream_sid, command.message))
                 case SendToEngine():
                     await self._send_engine(render_engine(command.message),

@@ -16,7 +16,7 @@ app = typer.Typer(
 # Modules that register commands on `app` (or add sub-apps to it) when imported.
 _COMMAND_MODULES = (
     "serve", "demo", "call", "db", "business", "template", "calls", "messages", "keys",
-    "bench", "fleet",
+    "recordings", "bench", "fleet",
 )
 
 

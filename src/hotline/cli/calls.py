@@ -83,6 +83,9 @@ def show(sid: Annotated[str, typer.Argument(help="The call's CallSid (CA…).")]
     if call.template_name:
         variables = ", ".join(f"{k}={v}" for k, v in call.variables.items())
         rows.append(("template", f"{call.template_name} ({variables or 'no variables'})"))
+    recording = _recording(call)
+    if recording is not None:
+        rows.append(("recording", recording))
     if statuses:
         rows.append(("callbacks", " → ".join(f"{s} {_when(at)[11:]}" for s, at in statuses)))
     for label, value in rows:
@@ -91,6 +94,18 @@ def show(sid: Annotated[str, typer.Argument(help="The call's CallSid (CA…).")]
     out.print(header)
     out.print(render_transcript(call.transcript, title="transcript"))
     out.print(render_waterfall(call.timeline, title="latency (ms since the webhook)"))
+
+
+def _recording(call: CallRecord) -> str | None:
+    """The call's recording: where it is, or when the retention sweeper deleted it."""
+    if call.recording_file is not None:
+        length = f"{(call.recording_ms or 0) / 1000:.1f} s"
+        return (f"{call.recording_file} ({length}; caller left, agent right) under "
+                "HOTLINE_DATA_DIR; GET /api/v1/calls/{sid}/recording".replace(
+                    "{sid}", call.call_sid))
+    if call.recording_deleted_at is not None:
+        return f"deleted {_when(call.recording_deleted_at)} UTC (past its retention)"
+    return None
 
 
 def _when(moment: datetime | None) -> str:

@@ -58,3 +58,10 @@ class CallRecord:
     timeline: list[TimelineStage] = field(default_factory=list)
     messages: list[LeadMessage] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)  # the core's CallStats, not stored
+    # Both sides as a WAV (the business records calls): its path relative to
+    # HOTLINE_DATA_DIR and its length. Its time 0 is the call's (the webhook), so a turn's
+    # `started_ms` is its place in the recording. Once the retention sweeper deleted it,
+    # the path is None and `recording_deleted_at` says when.
+    recording_file: str | None = None
+    recording_ms: int | None = None
+    recording_deleted_at: datetime | None = None

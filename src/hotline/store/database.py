@@ -37,6 +37,7 @@ from sqlalchemy import (
     Insert,
     ScalarSelect,
     Select,
+    case,
     delete,
     event,
     exists,
@@ -87,7 +88,7 @@ _STUB_CALL: dict[str, Any] = {
 _BUSINESS_FIELDS = (
     "name", "language", "voice", "greeting", "role", "tone", "greeting_rules",
     "knowledge", "policies", "faq", "bot_speaks_first", "timezone", "transfer_number",
-    "max_call_duration_s",
+    "max_call_duration_s", "recording", "recording_retention_days",
 )  # fmt: skip
 
 
@@ -104,6 +105,16 @@ class StoredMessage:
     message_id: str = ""  # f"{call_sid}-{n}"
     audio_file: str | None = None  # a recorded voice message's WAV, under the data directory
     audio_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredRecording:
+    """A call's recording past its business's retention, as the sweeper deletes it."""
+
+    call_sid: str
+    business_slug: str  # "" once the business was deleted
+    recording_file: str  # relative to the data directory
+    started_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +245,7 @@ class Store:
         """Insert or update by call_sid, replacing its transcript, timeline and messages; a
         row a status callback created first is completed, its status history kept."""
         _require_aware(record.started_at, record.ended_at)
-        values = {
+        values: dict[str, Any] = {
             "business_id": _business_id(record.business_slug),
             "direction": record.direction,
             "from_number": record.from_number,
@@ -245,11 +256,17 @@ class Store:
             "started_at": record.started_at,
             "ended_at": record.ended_at,
         }
+        recording: dict[str, Any] = {}
+        if record.recording_file is not None:
+            # Only ever set by a record, cleared by the sweeper alone (with the file).
+            recording = {"recording_file": record.recording_file,
+                         "recording_ms": record.recording_ms}
         async with self._session() as session:
             inserted = (
                 await session.execute(
                     self._insert_new_call()
-                    .values(call_sid=record.call_sid, status=record.status, **values)
+                    .values(call_sid=record.call_sid, status=record.status, **values,
+                            **recording)
                     .returning(models.Call.id, models.Call.business_id)
                 )
             ).first()
@@ -267,6 +284,12 @@ class Store:
                     del values["ended_at"]
                 if not record.outcome:  # not known yet: keep what a callback may have set
                     del values["outcome"]
+                for column, value in recording.items():
+                    # A record written again (the journal replayed) after the sweeper
+                    # deleted its recording must not bring the path back.
+                    values[column] = case(
+                        (models.Call.recording_deleted_at.is_(None), value),
+                        else_=getattr(models.Call, column))
                 business_id = await session.scalar(
                     update(models.Call)
                     .where(models.Call.id == call_id)
@@ -390,6 +413,47 @@ class Store:
             ]
             record.timeline = [TimelineStage(s.stage, s.ms, s.detail) for s in stages]
             return record
+
+    # -- recordings -----------------------------------------------------------------------
+    async def expired_recordings(self, now: datetime, *, orphan_retention_days: int,
+                                 limit: int = 1000) -> list[ExpiredRecording]:
+        """Recordings kept longer than their business's retention (a call whose business was
+        deleted: `orphan_retention_days`), oldest first, at most `limit`."""
+        call = models.Call
+        async with self._session() as session:
+            businesses = (await session.execute(select(
+                models.Business.id, models.Business.slug,
+                models.Business.recording_retention_days))).all()
+            owners: list[tuple[int | None, str, int]] = [
+                *businesses, (None, "", orphan_retention_days)]
+            found: list[ExpiredRecording] = []
+            for business_id, slug, days in owners:
+                query = (
+                    select(call.call_sid, call.recording_file, call.started_at)
+                    .where(call.business_id.is_(None) if business_id is None
+                           else call.business_id == business_id,
+                           call.recording_file.is_not(None),
+                           call.started_at < now - timedelta(days=days))
+                    .order_by(call.started_at)
+                    .limit(limit)
+                )
+                found.extend(ExpiredRecording(sid, slug, path or "", started_at)
+                             for sid, path, started_at in (await session.execute(query)).all())
+            found.sort(key=attrgetter("started_at"))
+            return found[:limit]
+
+    async def mark_recording_deleted(self, call_sid: str, at: datetime) -> bool:
+        """The call's recording is gone: its path cleared, the time kept. False if it had
+        none (already marked: idempotent)."""
+        _require_aware(at)
+        async with self._session() as session:
+            marked = await session.scalar(
+                update(models.Call)
+                .where(models.Call.call_sid == call_sid,
+                       models.Call.recording_file.is_not(None))
+                .values(recording_file=None, recording_deleted_at=at)
+                .returning(models.Call.id))
+            return marked is not None
 
     async def list_messages(
         self, business_slug: str | None = None, limit: int = 50
@@ -723,6 +787,9 @@ def _call_record(call: models.Call, business_slug: str | None) -> CallRecord:
         ended_at=call.ended_at,
         template_name=call.template_name,
         variables=dict(call.variables),
+        recording_file=call.recording_file,
+        recording_ms=call.recording_ms,
+        recording_deleted_at=call.recording_deleted_at,
     )
 
 

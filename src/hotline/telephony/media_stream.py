@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, WebSocket
 
+from hotline.call.call_recording import write_recording
 from hotline.call.message_audio import keep_written, write_message_audio
 from hotline.call.runner import CallClock, CallRunner
 from hotline.canned import canned_audio
@@ -158,6 +159,9 @@ async def media_stream(websocket: WebSocket) -> None:
         written = await asyncio.to_thread(write_message_audio,
                                           Path(services.settings.data_dir), runner.message_audio)
         keep_written(record, written)
+    if runner.tape is not None:  # the business records its calls
+        await asyncio.to_thread(write_recording, Path(services.settings.data_dir), record,
+                                runner.tape, runner.ended_ms)
     services.recorder.submit(record)
     services.metrics.call_ended(record)
     log_for_call.info("call %s ended: %s, %d turns", plan.call_sid, record.outcome,
