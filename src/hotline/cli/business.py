@@ -142,16 +142,19 @@ def show(slug: Annotated[str, typer.Argument(help="The business's slug.")]) -> N
         ("call limit", f"{business.max_call_duration_s} s"),
         ("http tools", ", ".join(f"{t.name} ({t.url})" for t in business.http_tools) or "—"),
         ("greeting timing", f"{business.greeting_timing} ({_TIMING[business.greeting_timing]})"),
-        ("recording", (f"on, kept {business.recording_retention_days} days"
+        ("recording", (f"on, kept {_days(business.recording_retention_days)}"
                        if business.recording else
-                       f"off (a recording would be kept {business.recording_retention_days} "
-                       "days)")),
+                       f"off (when on, kept {_days(business.recording_retention_days)})")),
     )
     for label, value in rows:
         fields.add_row(label, Text(value))
     out = console()
     out.print(fields)
     out.print(templates_table([business], instructions=True))
+
+
+def _days(days: int) -> str:
+    return f"{days} day" if days == 1 else f"{days} days"
 
 
 @business_app.command("export")
