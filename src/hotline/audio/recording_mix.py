@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hotline.audio.mulaw import BYTES_PER_MS, SILENCE_BYTE, b64_decoded_len
@@ -75,16 +76,22 @@ class CallTape:
 
 def place_tape(tape: CallTape, end_ms: float) -> list[Placed]:
     """Every frame heard in the call, placed, caller's first; nothing past `end_ms`."""
+    return place_frames(tape.stream_started_ms, tape.caller, tape.agent, end_ms)
+
+
+def place_frames(stream_started_ms: float | None, caller: Iterable[tuple[int, str]],
+                 agent: Iterable[tuple[float, str | None]], end_ms: float) -> list[Placed]:
+    """`place_tape` of a tape's parts (iterables: the writer paces its reading)."""
     end = _sample(end_ms)
-    origin = tape.stream_started_ms or 0.0
+    origin = stream_started_ms or 0.0
     placed = [_cut(Placed(Side.CALLER, _sample(origin + stamp_ms), payload,
                           _samples_in(payload)), end)
-              for stamp_ms, payload in tape.caller]
-    placed.extend(_cut(frame, end) for frame in place_agent(tape.agent))
+              for stamp_ms, payload in caller]
+    placed.extend(_cut(frame, end) for frame in place_agent(agent))
     return [p for p in placed if p.samples > 0]
 
 
-def place_agent(sent: list[tuple[float, str | None]]) -> list[Placed]:
+def place_agent(sent: Iterable[tuple[float, str | None]]) -> list[Placed]:
     """The agent's frames as Twilio played them (see the module's docstring)."""
     played: list[Placed] = []
     queue_end = 0  # the sample where the last frame queued ends
@@ -115,7 +122,7 @@ def _cut(frame: Placed, end: int) -> Placed:
     return frame
 
 
-def channels(placed: list[Placed], samples: int) -> tuple[bytes, bytes]:
+def channels(placed: Iterable[Placed], samples: int) -> tuple[bytearray, bytearray]:
     """The caller's and the agent's μ-law, `samples` long each, silence between frames."""
     caller = bytearray([SILENCE_BYTE]) * samples
     agent = bytearray([SILENCE_BYTE]) * samples
@@ -123,7 +130,7 @@ def channels(placed: list[Placed], samples: int) -> tuple[bytes, bytes]:
         mulaw = base64.b64decode(frame.payload_b64)[:frame.samples]
         track = caller if frame.side is Side.CALLER else agent
         track[frame.start:frame.start + len(mulaw)] = mulaw[:samples - frame.start]
-    return bytes(caller), bytes(agent)
+    return caller, agent
 
 
 def _samples_in(payload_b64: str) -> int:

