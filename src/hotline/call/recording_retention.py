@@ -25,6 +25,7 @@ from hotline.store.database import ExpiredRecording, Store
 log = logging.getLogger("hotline.recordings")
 
 BATCH = 500  # recordings looked up per round trip
+FIRST_SWEEP_AFTER_S = 60.0
 
 
 @dataclass(slots=True)
@@ -69,8 +70,11 @@ def _delete_file(data_dir: Path, recording: ExpiredRecording) -> bool:
 
 
 async def sweep_periodically(store: Store, data_dir: Path, interval_s: float) -> None:
-    """The server's sweeper: a sweep at start, then every `interval_s` (wall clock). A
-    failed sweep (the store away, a disk error) is logged and tried at the next one."""
+    """The server's sweeper: every `interval_s` (wall clock), the first soon after start
+    (at most `FIRST_SWEEP_AFTER_S`: a server restarted more often than the interval still
+    sweeps, and not while it starts up). A failed sweep (the store away, a disk error) is
+    logged and tried at the next one."""
+    await asyncio.sleep(min(interval_s, FIRST_SWEEP_AFTER_S))
     while True:
         try:
             await sweep_recordings(store, data_dir)
