@@ -20,39 +20,26 @@ from prometheus_client import (
 )
 
 from hotline.call.recorder import CallRecorder
-from hotline.core.greeting import CACHED_AUDIO
+from hotline.core.greeting_path import (
+    GreetingPath,
+    timeline_greeting_ms,
+    timeline_greeting_path,
+)
 from hotline.core.record import CallRecord
 
 # Greeting latency (stream start -> first frame to the caller) spans ms (cached) to seconds.
 GREETING_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
-class GreetingPath(enum.StrEnum):
-    """How a call's greeting was made (a label value)."""
-
-    CACHED = "cached"  # pre-rendered audio played from memory
-    WARM = "warm"  # said live by the engine session the webhook prepared
-    COLD = "cold"  # said live by an engine session connected at the stream's start
-
-
 def greeting_path(record: CallRecord) -> GreetingPath | None:
     """The greeting's path from the call's timeline; None if it never greeted."""
-    details = {stage.stage: stage.detail for stage in record.timeline}
-    requested = details.get("greeting_requested")
-    if requested is None:
-        return None
-    if requested.startswith(CACHED_AUDIO):
-        return GreetingPath.CACHED
-    warm = details.get("engine_ready") == GreetingPath.WARM  # the runner's engine path
-    return GreetingPath.WARM if warm else GreetingPath.COLD
+    return timeline_greeting_path(record.timeline)
 
 
 def greeting_latency_s(record: CallRecord) -> float | None:
     """Stream start -> first greeting frame sent to the caller, in seconds."""
-    ms = {stage.stage: stage.ms for stage in record.timeline}
-    if "stream_start" not in ms or "first_audio_to_caller" not in ms:
-        return None
-    return max(0.0, ms["first_audio_to_caller"] - ms["stream_start"]) / 1000
+    ms = timeline_greeting_ms(record.timeline)
+    return None if ms is None else ms / 1000
 
 
 class MessageSide(enum.StrEnum):

@@ -37,12 +37,14 @@ from sqlalchemy import (
     Insert,
     ScalarSelect,
     Select,
+    and_,
     case,
     delete,
     event,
     exists,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -54,10 +56,31 @@ from sqlalchemy.orm import InstrumentedAttribute, selectinload
 from sqlalchemy.pool import StaticPool
 
 from hotline.business import BusinessConfig, GreetingTiming, HttpTool, TemplateConfig
+from hotline.core.greeting_path import (
+    GREETING_STAGES,
+    timeline_greeting_ms,
+    timeline_greeting_path,
+)
 from hotline.core.outcomes import Outcome
 from hotline.core.record import CallRecord, LeadMessage, TimelineStage, TranscriptTurn
 from hotline.errors import ApiKeyError, BusinessNotFound, DuplicateNumber, StoreUnavailable
 from hotline.store import models
+from hotline.store.call_views import (
+    BusinessStats,
+    CallPage,
+    CallQuery,
+    CallView,
+    StatsRow,
+    business_stats,
+    check_stats_range,
+    decode_cursor,
+    duration_s,
+    encode_cursor,
+    page_size,
+    recording_of,
+    stages_by_call,
+    tool_calls,
+)
 from hotline.store.migrate import current_revision, upgrade_to_head
 from hotline.store.urls import mask_url, normalise_database_url
 from hotline.store.validation import check_business, check_template
@@ -105,6 +128,7 @@ class StoredMessage:
     message_id: str = ""  # f"{call_sid}-{n}"
     audio_file: str | None = None  # a recorded voice message's WAV, under the data directory
     audio_ms: int | None = None
+    handled_at: datetime | None = None  # marked handled by the business; None: to do
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +285,7 @@ class Store:
             # Only ever set by a record, cleared by the sweeper alone (with the file).
             recording = {"recording_file": record.recording_file,
                          "recording_ms": record.recording_ms}
+        handled: dict[str | None, datetime | None] = {}
         async with self._session() as session:
             inserted = (
                 await session.execute(
@@ -299,9 +324,13 @@ class Store:
                 for table in (models.TranscriptTurn, models.TimelineEntry):
                     await session.execute(delete(table).where(table.call_id == call_id))
                 if has_messages:
-                    await session.execute(
-                        delete(models.Message).where(models.Message.call_sid == record.call_sid)
-                    )
+                    # A message the business marked handled stays handled when the record
+                    # is written again (a journal replayed).
+                    handled = dict((await session.execute(
+                        delete(models.Message)
+                        .where(models.Message.call_sid == record.call_sid)
+                        .returning(models.Message.message_id, models.Message.handled_at)
+                    )).all())
             if record.transcript:
                 await session.execute(
                     insert(models.TranscriptTurn),
@@ -313,11 +342,11 @@ class Store:
                     [_stage_row(call_id, i, stage) for i, stage in enumerate(record.timeline)],
                 )
             if record.messages:
-                await session.execute(
-                    insert(models.Message),
-                    [_message_row(business_id, record, n, message)
-                     for n, message in enumerate(record.messages, start=1)],
-                )
+                rows = [_message_row(business_id, record, n, message)
+                        for n, message in enumerate(record.messages, start=1)]
+                for row in rows:
+                    row["handled_at"] = handled.get(row["message_id"])
+                await session.execute(insert(models.Message), rows)
 
     async def record_call_status(
         self,
@@ -386,33 +415,79 @@ class Store:
     async def get_call(self, call_sid: str) -> CallRecord | None:
         """The call with its transcript and timeline, each in the order recorded."""
         async with self._session() as session:
-            found = (
-                await session.execute(
-                    select(models.Call, models.Business.slug)
-                    .outerjoin(models.Business, models.Call.business_id == models.Business.id)
-                    .where(models.Call.call_sid == call_sid)
-                )
-            ).first()
-            if found is None:
-                return None
-            call, slug = found
-            turns = await session.scalars(
-                select(models.TranscriptTurn)
-                .where(models.TranscriptTurn.call_id == call.id)
-                .order_by(models.TranscriptTurn.position)
-            )
-            stages = await session.scalars(
-                select(models.TimelineEntry)
-                .where(models.TimelineEntry.call_id == call.id)
-                .order_by(models.TimelineEntry.position)
-            )
-            record = _call_record(call, slug)
-            record.transcript = [
-                TranscriptTurn(t.speaker, t.text, t.started_ms, t.ended_ms, t.interrupted)
-                for t in turns
-            ]
-            record.timeline = [TimelineStage(s.stage, s.ms, s.detail) for s in stages]
-            return record
+            found = await _load_call(session, call_sid)
+            return None if found is None else found[1]
+
+    async def call_view(self, call_sid: str) -> CallView | None:
+        """The call with its transcript, timeline, tool calls, greeting and recording."""
+        async with self._session() as session:
+            found = await _load_call(session, call_sid)
+        if found is None:
+            return None
+        call, record = found
+        return _call_view(call, record, record.timeline, with_tool_calls=True)
+
+    async def search_calls(
+        self, query: CallQuery | None = None, *, cursor: str | None = None,
+        limit: int | None = None,
+    ) -> CallPage:
+        """Calls newest first (started_at, then id, descending), a page at a time: the
+        `next_cursor` of a page gives the next one, stable under calls added meanwhile.
+        Raises `InvalidCursor` for a cursor not from here, ValueError for a bad limit."""
+        size = page_size(limit)
+        statement = _call_search(query or CallQuery()).limit(size + 1)
+        if cursor is not None:
+            at, call_id = decode_cursor(cursor)
+            statement = statement.where(or_(
+                models.Call.started_at < at,
+                and_(models.Call.started_at == at, models.Call.id < call_id)))
+        async with self._session() as session:
+            rows = (await session.execute(statement)).all()
+            page = rows[:size]
+            entry = models.TimelineEntry
+            stages = stages_by_call((await session.execute(
+                select(entry.call_id, entry.stage, entry.ms, entry.detail)
+                .where(entry.call_id.in_([call.id for call, _ in page]),
+                       entry.stage.in_(GREETING_STAGES))
+                .order_by(entry.call_id, entry.position))).all())
+        views = [_call_view(call, _call_record(call, slug), stages.get(call.id, []))
+                 for call, slug in page]
+        next_cursor = None
+        if len(rows) > size:
+            last = page[-1][0]
+            next_cursor = encode_cursor(last.started_at, last.id)
+        return CallPage(views, next_cursor)
+
+    async def business_stats(self, slug: str, start: datetime, end: datetime) -> BusinessStats:
+        """Stats of the business's calls that started in [start, end): calls per day (in its
+        timezone), outcomes, greeting latency p50/p95 per path, average duration. Raises
+        `BusinessNotFound`, or ValueError for a range that is empty, naive or too long."""
+        check_stats_range(start, end)
+        call, entry = models.Call, models.TimelineEntry
+        async with self._session() as session:
+            business = (await session.execute(
+                select(models.Business.id, models.Business.timezone)
+                .where(models.Business.slug == slug))).first()
+            if business is None:
+                raise BusinessNotFound(f"no business {slug!r}")
+            business_id, timezone = business
+            in_range = (call.business_id == business_id, call.started_at >= start,
+                        call.started_at < end)
+            calls = (await session.execute(
+                select(call.id, call.started_at, call.ended_at, call.outcome, call.duration_s)
+                .where(*in_range))).all()
+            stages = stages_by_call((await session.execute(
+                select(entry.call_id, entry.stage, entry.ms, entry.detail)
+                .join(call, entry.call_id == call.id)
+                .where(*in_range, entry.stage.in_(GREETING_STAGES))
+                .order_by(entry.call_id, entry.position))).all())
+        rows = []
+        for call_id, started_at, ended_at, outcome, twilio_s in calls:
+            timeline = stages.get(call_id, [])
+            rows.append(StatsRow(started_at, outcome, duration_s(started_at, ended_at, twilio_s),
+                                 timeline_greeting_path(timeline),
+                                 timeline_greeting_ms(timeline)))
+        return business_stats(slug, timezone, start, end, rows)
 
     # -- recordings -----------------------------------------------------------------------
     async def expired_recordings(self, now: datetime, *, orphan_retention_days: int,
@@ -456,9 +531,10 @@ class Store:
             return marked is not None
 
     async def list_messages(
-        self, business_slug: str | None = None, limit: int = 50
+        self, business_slug: str | None = None, limit: int = 50, *, handled: bool | None = None
     ) -> list[StoredMessage]:
-        """Messages the agent took, newest first; only this business's when a slug is given."""
+        """Messages the agent took, newest first; only this business's when a slug is given,
+        only the handled (True) or the unhandled (False) ones when `handled` is given."""
         message = models.Message
         query = (
             select(message, models.Business.slug)
@@ -468,9 +544,37 @@ class Store:
         )
         if business_slug is not None:
             query = query.where(models.Business.slug == business_slug)
+        if handled is not None:
+            query = query.where(message.handled_at.is_not(None) if handled
+                                else message.handled_at.is_(None))
         async with self._session() as session:
             rows = (await session.execute(query)).all()
             return [_stored_message(row, slug) for row, slug in rows]
+
+    async def set_message_handled(
+        self, message_id: str, handled: bool, *, business_slug: str | None = None
+    ) -> StoredMessage | None:
+        """Mark the message handled (dated now; marking it again keeps the first date) or
+        to do again. None if there is no such message (of this business, when given)."""
+        message = models.Message
+        query = (
+            select(message, models.Business.slug)
+            .outerjoin(models.Business, message.business_id == models.Business.id)
+            .where(message.message_id == message_id)
+            .with_for_update(of=message)
+        )
+        if business_slug is not None:
+            query = query.where(models.Business.slug == business_slug)
+        async with self._session() as session:
+            found = (await session.execute(query)).first()
+            if found is None:
+                return None
+            row, slug = found
+            if not handled:
+                row.handled_at = None
+            elif row.handled_at is None:
+                row.handled_at = datetime.now(UTC)
+            return _stored_message(row, slug)
 
     async def get_message(self, message_id: str) -> StoredMessage | None:
         message = models.Message
@@ -771,6 +875,76 @@ def _stored_message(row: models.Message, business_slug: str | None) -> StoredMes
         message_id=row.message_id or "",
         audio_file=row.audio_file,
         audio_ms=row.audio_ms,
+        handled_at=row.handled_at,
+    )
+
+
+async def _load_call(session: AsyncSession, call_sid: str
+                     ) -> tuple[models.Call, CallRecord] | None:
+    """The call's row and its record with transcript and timeline, in the order recorded."""
+    found = (
+        await session.execute(
+            select(models.Call, models.Business.slug)
+            .outerjoin(models.Business, models.Call.business_id == models.Business.id)
+            .where(models.Call.call_sid == call_sid)
+        )
+    ).first()
+    if found is None:
+        return None
+    call, slug = found
+    turns = await session.scalars(
+        select(models.TranscriptTurn)
+        .where(models.TranscriptTurn.call_id == call.id)
+        .order_by(models.TranscriptTurn.position)
+    )
+    stages = await session.scalars(
+        select(models.TimelineEntry)
+        .where(models.TimelineEntry.call_id == call.id)
+        .order_by(models.TimelineEntry.position)
+    )
+    record = _call_record(call, slug)
+    record.transcript = [
+        TranscriptTurn(t.speaker, t.text, t.started_ms, t.ended_ms, t.interrupted) for t in turns
+    ]
+    record.timeline = [TimelineStage(s.stage, s.ms, s.detail) for s in stages]
+    return call, record
+
+
+def _call_search(query: CallQuery) -> Select[models.Call, str | None]:
+    call = models.Call
+    statement = (
+        select(call, models.Business.slug)
+        .outerjoin(models.Business, call.business_id == models.Business.id)
+        .order_by(call.started_at.desc(), call.id.desc())
+    )
+    if query.business_slug is not None:
+        statement = statement.where(models.Business.slug == query.business_slug)
+    if query.direction is not None:
+        statement = statement.where(call.direction == query.direction.value)
+    if query.outcome is not None:
+        statement = statement.where(call.outcome == query.outcome)
+    if query.started_from is not None:
+        statement = statement.where(call.started_at >= query.started_from)
+    if query.started_to is not None:
+        statement = statement.where(call.started_at < query.started_to)
+    if query.text:
+        turn = models.TranscriptTurn
+        # icontains: lower() on both sides (ILIKE on PostgreSQL), % and _ escaped.
+        statement = statement.where(exists().where(
+            turn.call_id == call.id, turn.text.icontains(query.text, autoescape=True)))
+    return statement
+
+
+def _call_view(call: models.Call, record: CallRecord, timeline: Sequence[TimelineStage], *,
+               with_tool_calls: bool = False) -> CallView:
+    return CallView(
+        record=record,
+        duration_s=duration_s(record.started_at, record.ended_at, call.duration_s),
+        greeting_path=timeline_greeting_path(timeline),
+        greeting_ms=timeline_greeting_ms(timeline),
+        recording=recording_of(call.recording_file, call.recording_ms,
+                               call.recording_deleted_at),
+        tool_calls=tool_calls(record) if with_tool_calls else (),
     )
 
 
