@@ -543,6 +543,20 @@ class TestTools:
         assert control_sent(cmds) == [AddFunctionOutput("c1", '{"open_now":true}'),
                                       CreateResponse()]
 
+    def test_the_timeline_keeps_each_tool_calls_arguments_and_answer(self) -> None:
+        call, _ = conversing()
+        call(EngineResponseCreated("r2"), 1000)
+        called = call(EngineFunctionCall("r2", "f1", "c1", "check_hours", '{"day":"mon"}'), 1001)
+        long_answer = '{"text":"' + "x" * 2000 + '"}'
+        done = call(ToolFinished("c1", "check_hours", long_answer, ToolEffect.NONE), 1002)
+        [called_detail] = [c.item.detail for c in commands_of(called, Record)
+                           if isinstance(c.item, TimelineStage)]
+        [done_detail] = [c.item.detail for c in commands_of(done, Record)
+                         if isinstance(c.item, TimelineStage)]
+        assert called_detail == 'check_hours {"day":"mon"}'
+        assert done_detail.startswith('check_hours: ok {"text":"xxx')
+        assert done_detail.endswith("x…") and len(done_detail) == len("check_hours: ok ") + 1001
+
     def test_a_failed_tool_still_answers_the_model_and_the_call_goes_on(self) -> None:
         call, _ = conversing()
         call(EngineResponseCreated("r2"), 1000)

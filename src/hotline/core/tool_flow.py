@@ -18,11 +18,20 @@ from hotline.core.responses import Purpose
 from hotline.core.state import CallState
 from hotline.core.tool_ledger import ToolEffect
 
+# The timeline keeps each tool call's arguments and answer (the owner's API shows them), cut
+# to this many characters: a tool's answer may be a whole page.
+MAX_TOOL_JSON_CHARS = 1000
+
+
+def _clipped(text: str) -> str:
+    return text if len(text) <= MAX_TOOL_JSON_CHARS else text[:MAX_TOOL_JSON_CHARS] + "…"
+
 
 def on_call(s: CallState, event: EngineFunctionCall, now_ms: float) -> list[Command]:
     s.stats.tool_calls += 1
     s.conversation.tool_call(event.call_id, event.name, event.arguments)
-    stage = Record(TimelineStage("tool_called", now_ms, event.name))
+    stage = Record(TimelineStage("tool_called", now_ms,
+                                 f"{event.name} {_clipped(event.arguments)}".rstrip()))
     if s.responses.is_dropped(event.response_id):
         # The caller cut this reply off: its tool does not run, the model is told why.
         s.tools.refused(event.response_id, event.call_id)
@@ -35,8 +44,9 @@ def on_finished(s: CallState, event: ToolFinished, now_ms: float) -> list[Comman
     response_id = s.tools.finished(event.call_id, event.output_json)
     if event.error:
         s.stats.tool_errors += 1
+    verdict = "error" if event.error else "ok"
     commands: list[Command] = [Record(TimelineStage(
-        "tool_done", now_ms, f"{event.name}: {'error' if event.error else 'ok'}"))]
+        "tool_done", now_ms, f"{event.name}: {verdict} {_clipped(event.output_json)}".rstrip()))]
     if event.message is not None:
         s.messages_taken += 1
         commands.append(Record(event.message))
