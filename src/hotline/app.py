@@ -15,7 +15,11 @@ from fastapi import FastAPI
 from hotline import __version__
 from hotline.admin.api import router as api_router
 from hotline.admin.businesses import router as businesses_router
+from hotline.admin.calls import router as calls_router
+from hotline.admin.messages import router as messages_router
 from hotline.admin.recordings import router as recordings_router
+from hotline.admin.stats import router as stats_router
+from hotline.admin.templates import router as templates_router
 from hotline.body_limit import BodyLimit
 from hotline.business import BusinessConfig
 from hotline.call.recorder import CallRecorder
@@ -125,6 +129,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router)
     app.include_router(businesses_router)  # /api/v1/businesses
     app.include_router(recordings_router)  # /api/v1/calls/{call_sid}/recording
+    app.include_router(templates_router)  # /api/v1/businesses/{slug}/templates
+    app.include_router(stats_router)  # /api/v1/businesses/{slug}/stats
+    app.include_router(calls_router)  # /api/v1/calls
+    app.include_router(messages_router)  # /api/v1/messages
     app.include_router(metrics_router)
     app.include_router(readiness_router)  # /healthz, /readyz
     return app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -11,13 +11,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
+from hotline.admin import placing
 from hotline.admin.auth import Principal, principal
 from hotline.call.message_audio import resolve
-from hotline.core.record import CallRecord, TimelineStage, TranscriptTurn
-from hotline.errors import TemplateError, UnknownNumber
+from hotline.core.record import TimelineStage, TranscriptTurn
 from hotline.services import Services
 from hotline.store import StoredMessage
-from hotline.telephony.outbound import OutboundCallError
 
 router = APIRouter(prefix="/api")
 
@@ -51,26 +50,11 @@ class PlacedCallResponse(BaseModel):
 @router.post("/calls", status_code=201)
 async def place_call(body: PlaceCallRequest, request: Request,
                      caller: Caller) -> PlacedCallResponse:
-    services = services_of(request)
     if not caller.may_see(body.business):
         raise HTTPException(status_code=404, detail=f"no business {body.business}")
-    if services.drain.draining:
-        # The load balancer sends the retry to an instance that is not shutting down.
-        raise HTTPException(status_code=503, detail="this instance is shutting down; retry",
-                            headers={"Retry-After": "1"})
-    try:
-        placed = await services.dialer.place(
-            business_slug=body.business, to_number=body.to, template=body.template,
-            variables=body.variables, from_number=body.from_number)
-    except (UnknownNumber, TemplateError, KeyError) as exc:
-        raise HTTPException(status_code=422, detail=str(exc).strip("'\"")) from None
-    except OutboundCallError as exc:
-        raise HTTPException(status_code=502, detail=str(exc)) from None
-    services.recorder.submit(CallRecord(
-        call_sid=placed.call_sid, business_slug=placed.business_slug, direction="outbound",
-        from_number=placed.from_number, to_number=placed.to_number, status=placed.status,
-        outcome=None, started_at=datetime.now(UTC), ended_at=None,
-        template_name=body.template, variables=body.variables))
+    placed = await placing.place_call(services_of(request), business=body.business, to=body.to,
+                                      template=body.template, variables=body.variables,
+                                      from_number=body.from_number)
     return PlacedCallResponse(call_sid=placed.call_sid, status=placed.status,
                               business=placed.business_slug, to=placed.to_number,
                               from_number=placed.from_number)

@@ -14,15 +14,22 @@ know that one exists) and 404 on any other.
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from hotline.admin.auth import Principal, principal
+from hotline.admin.v1 import (
+    COMMON_RESPONSES,
+    Caller,
+    Strict,
+    invalid_business,
+    not_found,
+    services_of,
+    visible_business,
+)
 from hotline.business import (
     DEFAULT_RECORDING_RETENTION_DAYS,
     DEFAULT_TOOLS,
@@ -34,16 +41,12 @@ from hotline.errors import DuplicateNumber, InvalidBusiness
 from hotline.services import Services
 from hotline.store.validation import check_business
 
-router = APIRouter(prefix="/api/v1/businesses", tags=["businesses"])
-Caller = Annotated[Principal, Depends(principal)]
+router = APIRouter(prefix="/api/v1/businesses", tags=["businesses"],
+                   responses=COMMON_RESPONSES)
 ADMIN_ONLY = "only the admin may create or delete a business"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Prompt(_Strict):
+class Prompt(Strict):
     role: str = Field(description="who the agent is (compact prompt)")
     tone: str = Field("", description="compact prompt")
     greeting_rules: str = Field("", description="compact prompt: how to open the call")
@@ -52,7 +55,7 @@ class Prompt(_Strict):
     faq: str = Field("", description="full prompt")
 
 
-class PromptPatch(_Strict):
+class PromptPatch(Strict):
     role: str | None = None
     tone: str | None = None
     greeting_rules: str | None = None
@@ -61,7 +64,7 @@ class PromptPatch(_Strict):
     faq: str | None = None
 
 
-class HttpToolModel(_Strict):
+class HttpToolModel(Strict):
     name: str
     description: str
     url: str
@@ -69,7 +72,7 @@ class HttpToolModel(_Strict):
     timeout_s: float = 5.0
 
 
-class _Settings(_Strict):
+class _Settings(Strict):
     """The fields a business may change (all but its slug)."""
 
     name: str
@@ -103,7 +106,7 @@ class BusinessOut(BusinessCreate):
     pass
 
 
-class BusinessPatch(_Strict):
+class BusinessPatch(Strict):
     """Only the fields given change; `prompt` parts likewise."""
 
     name: str | None = None
@@ -169,39 +172,11 @@ def business_out(business: BusinessConfig) -> BusinessOut:
     )
 
 
-# `hours: …`, `numbers[0]: …`, `http_tools[book].url: …`, `dtmf[5]: …`
-_FIELD_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_.\[\]\-*#]*): (.*)", re.DOTALL)
-
-
-def _invalid(exc: InvalidBusiness) -> RequestValidationError:
-    """`InvalidBusiness("field: reason")` as FastAPI's 422: loc is the field's path."""
-    text = str(exc)
-    match = _FIELD_RE.fullmatch(text)
-    if match is None:
-        loc: list[str | int] = ["body"]
-        reason = text
-    else:
-        field, reason = match.groups()
-        loc = ["body"]
-        for name, index in re.findall(r"([^.\[\]]+)|\[([^\]]*)\]", field):
-            if name:
-                loc.append(name)
-            else:
-                loc.append(int(index) if index.isdigit() else index)
-    return RequestValidationError(
-        [{"loc": tuple(loc), "msg": reason, "type": "value_error"}])
-
-
 def _check(business: BusinessConfig) -> BusinessConfig:
     try:
         return check_business(business)
     except InvalidBusiness as exc:
-        raise _invalid(exc) from None
-
-
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
+        raise invalid_business(exc) from None
 
 
 async def _save(services: Services, business: BusinessConfig) -> BusinessConfig:
@@ -213,24 +188,11 @@ async def _save(services: Services, business: BusinessConfig) -> BusinessConfig:
     return saved
 
 
-def _not_found(slug: str) -> HTTPException:
-    return HTTPException(status_code=404, detail=f"no business {slug}")
-
-
-async def _visible(services: Services, caller: Principal, slug: str) -> BusinessConfig:
-    if not caller.may_see(slug):
-        raise _not_found(slug)  # another tenant's: as if it did not exist
-    business = await services.store.get_business(slug)
-    if business is None:
-        raise _not_found(slug)
-    return business
-
-
 # -- routes ---------------------------------------------------------------------------------
 @router.get("")
 async def list_businesses(request: Request, caller: Caller) -> list[BusinessOut]:
     """Every business for the admin; a business key's own only."""
-    businesses = await _services(request).store.list_businesses()
+    businesses = await services_of(request).store.list_businesses()
     return [business_out(b) for b in businesses if caller.may_see(b.slug)]
 
 
@@ -240,7 +202,7 @@ async def create_business(body: BusinessCreate, request: Request,
                           caller: Caller) -> BusinessOut:
     if caller.business is not None:
         raise HTTPException(status_code=403, detail=ADMIN_ONLY)
-    services = _services(request)
+    services = services_of(request)
     values = body.model_dump()
     business = BusinessConfig(slug=body.slug, **_config_fields(values))
     business = _check(business)
@@ -251,15 +213,15 @@ async def create_business(body: BusinessCreate, request: Request,
 
 @router.get("/{slug}", responses={404: {"description": "no such business (or not yours)"}})
 async def get_business(slug: str, request: Request, caller: Caller) -> BusinessOut:
-    return business_out(await _visible(_services(request), caller, slug))
+    return business_out(await visible_business(services_of(request), caller, slug))
 
 
 @router.patch("/{slug}", responses={404: {"description": "no such business (or not yours)"},
                                     409: {"description": "a number is another's"}})
 async def update_business(slug: str, body: BusinessPatch, request: Request,
                           caller: Caller) -> BusinessOut:
-    services = _services(request)
-    current = await _visible(services, caller, slug)
+    services = services_of(request)
+    current = await visible_business(services, caller, slug)
     values = body.model_dump(exclude_unset=True)
     nulls = [key for key, value in values.items()
              if value is None and key != "transfer_number"]
@@ -273,11 +235,11 @@ async def update_business(slug: str, body: BusinessPatch, request: Request,
                responses={403: {"description": ADMIN_ONLY},
                           404: {"description": "no such business (or not yours)"}})
 async def delete_business(slug: str, request: Request, caller: Caller) -> Response:
-    services = _services(request)
-    await _visible(services, caller, slug)
+    services = services_of(request)
+    await visible_business(services, caller, slug)
     if caller.business is not None:
         raise HTTPException(status_code=403, detail=ADMIN_ONLY)
     if not await services.store.delete_business(slug):
-        raise _not_found(slug)
+        raise not_found(f"business {slug}")
     await services.config.load()
     return Response(status_code=204)

@@ -253,6 +253,21 @@ class Store:
             await session.flush()
             return _template_config(saved)
 
+    async def delete_template(self, business_slug: str, name: str) -> bool:
+        """Remove the business's template of this name; False if it had none."""
+        async with self._session() as session:
+            row = await _lock_business(session, business_slug)
+            if row is None:
+                return False
+            for template in row.templates:
+                if template.name == name:
+                    row.templates.remove(template)  # delete-orphan
+                    row.updated_at = datetime.now(UTC)
+                    row.revision += 1
+                    await session.flush()
+                    return True
+            return False
+
     async def config_version(self) -> str:
         """Changes whenever a business, one of its numbers or templates is saved or removed."""
         query = select(
