@@ -330,3 +330,27 @@ async def test_stats_of_a_business_and_not_of_another(tenants: Tenants) -> None:
     assert ("query", "from") in errors(bad[1])
     assert ("query", "from") in errors(bad[2])
     assert OTHER_NUMBER not in other.text
+
+
+# -- what the database cannot keep -------------------------------------------------------------
+async def test_a_nul_character_anywhere_is_a_422_not_a_failed_query(tenants: Tenants) -> None:
+    # PostgreSQL's text takes no NUL: it must be refused before any query or write.
+    async with tenants.client(ADMIN_TOKEN) as http:
+        answers = {
+            ("query", "q"): await http.get("/api/v1/calls", params={"q": "a\x00b"}),
+            ("query", "business"): await http.get("/api/messages",
+                                                  params={"business": "\x00"}),
+            ("path", "call_sid"): await http.get("/api/v1/calls/CA%00x"),
+            ("path", "slug"): await http.get("/api/v1/businesses/acme%00/stats"),
+            ("body", "greeting"): await http.patch("/api/v1/businesses/acme-dental",
+                                                   json={"greeting": "Hi\x00"}),
+            ("body", "variables"): await http.post("/api/v1/calls", json=place(
+                variables={"name": "D\x00na"})),
+            ("body", "handled"): await http.patch("/api/v1/messages/CAacme-1", json={}),
+        }
+        business = (await http.get("/api/v1/businesses/acme-dental")).json()
+    for loc, response in answers.items():
+        assert loc in errors(response), (loc, response.text)
+    assert "must not contain NUL" in errors(answers["query", "q"])["query", "q"]
+    assert business["greeting"] == "Hi, Acme Dental, how can I help?"
+    assert tenants.stack.twilio.created == []

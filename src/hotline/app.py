@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from hotline import __version__
 from hotline.admin.api import router as api_router
@@ -20,6 +20,7 @@ from hotline.admin.messages import router as messages_router
 from hotline.admin.recordings import router as recordings_router
 from hotline.admin.stats import router as stats_router
 from hotline.admin.templates import router as templates_router
+from hotline.admin.v1 import readable_params
 from hotline.body_limit import BodyLimit
 from hotline.business import BusinessConfig
 from hotline.call.recorder import CallRecorder
@@ -126,13 +127,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit)  # webhook and API bodies are small: refuse big ones early
     app.include_router(webhook_router)
     app.include_router(media_router)
-    app.include_router(api_router)
-    app.include_router(businesses_router)  # /api/v1/businesses
-    app.include_router(recordings_router)  # /api/v1/calls/{call_sid}/recording
-    app.include_router(templates_router)  # /api/v1/businesses/{slug}/templates
-    app.include_router(stats_router)  # /api/v1/businesses/{slug}/stats
-    app.include_router(calls_router)  # /api/v1/calls
-    app.include_router(messages_router)  # /api/v1/messages
+    # The API's parameters are checked for what the database cannot take (NUL) first.
+    checked = [Depends(readable_params)]
+    app.include_router(api_router, dependencies=checked)
+    app.include_router(businesses_router, dependencies=checked)  # /api/v1/businesses
+    app.include_router(recordings_router, dependencies=checked)  # /api/v1/calls/{sid}/recording
+    app.include_router(templates_router, dependencies=checked)  # …/{slug}/templates
+    app.include_router(stats_router, dependencies=checked)  # …/{slug}/stats
+    app.include_router(calls_router, dependencies=checked)  # /api/v1/calls
+    app.include_router(messages_router, dependencies=checked)  # /api/v1/messages
     app.include_router(metrics_router)
     app.include_router(readiness_router)  # /healthz, /readyz
     return app

@@ -13,12 +13,14 @@ from pydantic import BaseModel, Field
 
 from hotline.admin import placing
 from hotline.admin.auth import Principal, principal
+from hotline.admin.v1 import COMMON_RESPONSES, NOT_FOUND, Problem, Readable, ValidationProblem
 from hotline.call.message_audio import resolve
 from hotline.core.record import TimelineStage, TranscriptTurn
+from hotline.errors import TemplateError, UnknownNumber
 from hotline.services import Services
 from hotline.store import StoredMessage
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=COMMON_RESPONSES)
 
 
 def services_of(request: Request) -> Services:
@@ -31,7 +33,7 @@ def services_of(request: Request) -> Services:
 Caller = Annotated[Principal, Depends(principal)]
 
 
-class PlaceCallRequest(BaseModel):
+class PlaceCallRequest(Readable):
     business: str = Field(description="business slug")
     to: str = Field(pattern=r"^\+[1-9]\d{7,14}$", description="E.164 number to call")
     template: str
@@ -47,20 +49,26 @@ class PlacedCallResponse(BaseModel):
     from_number: str = Field(serialization_alias="from")
 
 
-@router.post("/calls", status_code=201)
+@router.post("/calls", status_code=201, responses={
+    404: {"model": Problem}, 502: {"model": Problem}, 503: {"model": Problem},
+    422: {"model": Problem | ValidationProblem,
+          "description": "a bad request, an unknown business or template, a missing variable"}})
 async def place_call(body: PlaceCallRequest, request: Request,
                      caller: Caller) -> PlacedCallResponse:
     if not caller.may_see(body.business):
         raise HTTPException(status_code=404, detail=f"no business {body.business}")
-    placed = await placing.place_call(services_of(request), business=body.business, to=body.to,
-                                      template=body.template, variables=body.variables,
-                                      from_number=body.from_number)
+    try:
+        placed = await placing.place_call(
+            services_of(request), business=body.business, to=body.to, template=body.template,
+            variables=body.variables, from_number=body.from_number)
+    except (UnknownNumber, TemplateError, KeyError) as exc:
+        raise HTTPException(status_code=422, detail=str(exc).strip("'\"")) from None
     return PlacedCallResponse(call_sid=placed.call_sid, status=placed.status,
                               business=placed.business_slug, to=placed.to_number,
                               from_number=placed.from_number)
 
 
-@router.get("/calls/{call_sid}")
+@router.get("/calls/{call_sid}", responses=NOT_FOUND)
 async def get_call(call_sid: str, request: Request, caller: Caller) -> dict[str, object]:
     record = await services_of(request).store.get_call(call_sid)
     if record is None or not caller.may_see(record.business_slug):
@@ -109,7 +117,8 @@ async def list_messages(
     return [_message_response(m) for m in messages]
 
 
-@router.get("/messages/{message_id}/audio", response_class=FileResponse)
+@router.get("/messages/{message_id}/audio", response_class=FileResponse, responses={
+    **NOT_FOUND, 200: {"content": {"audio/wav": {}}, "description": "the WAV"}})
 async def message_audio(message_id: str, request: Request, caller: Caller) -> FileResponse:
     """A recorded voice message's audio: WAV, 16-bit PCM, 8 kHz, mono."""
     services = services_of(request)

@@ -29,7 +29,7 @@ from hotline.admin.v1 import (
 from hotline.business import BusinessConfig
 from hotline.core.greeting_path import GreetingPath
 from hotline.core.outcomes import Outcome
-from hotline.errors import InvalidBusiness
+from hotline.errors import InvalidBusiness, TemplateError, UnknownNumber
 from hotline.store import CallDirection, CallQuery, CallView, InvalidCursor
 from hotline.store.call_views import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from hotline.store.validation import check_greeting_template, check_phone_number
@@ -97,10 +97,16 @@ async def place_call(body: PlaceCall, request: Request, caller: Caller) -> Place
     if business is None:
         raise not_found(f"business {body.business}")
     _check_placing(body, business)
-    placed = await placing.place_call(
-        services, business=business.slug, to=check_phone_number(body.to),
-        template=body.template, variables=body.variables,
-        from_number=None if body.from_number is None else check_phone_number(body.from_number))
+    try:
+        placed = await placing.place_call(
+            services, business=business.slug, to=check_phone_number(body.to),
+            template=body.template, variables=body.variables,
+            from_number=(None if body.from_number is None
+                         else check_phone_number(body.from_number)))
+    except UnknownNumber:  # the business or its template went meanwhile
+        raise not_found(f"business {body.business}") from None
+    except (TemplateError, KeyError) as exc:
+        raise invalid((["body", "template"], str(exc).strip("'\""))) from None
     return PlacedCall(call_sid=placed.call_sid, status=placed.status,
                       business=placed.business_slug, to=placed.to_number,
                       from_number=placed.from_number)

@@ -1,5 +1,7 @@
 """Placing an outbound call for the API (/api/calls and /api/v1/calls share it): refuse
-while draining, dial through the `OutboundDialer`, and record the call as placed."""
+while draining, dial through the `OutboundDialer`, and record the call as placed. An unknown
+business (`UnknownNumber`), template (`KeyError`) or a missing variable (`TemplateError`)
+is left to the route to answer, each in its own format."""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ from datetime import UTC, datetime
 from fastapi import HTTPException
 
 from hotline.core.record import CallRecord
-from hotline.errors import TemplateError, UnknownNumber
 from hotline.services import Services
 from hotline.telephony.outbound import OutboundCallError, PlacedCall
 
@@ -23,8 +24,6 @@ async def place_call(services: Services, *, business: str, to: str, template: st
         placed = await services.dialer.place(
             business_slug=business, to_number=to, template=template, variables=variables,
             from_number=from_number)
-    except (UnknownNumber, TemplateError, KeyError) as exc:
-        raise HTTPException(status_code=422, detail=str(exc).strip("'\"")) from None
     except OutboundCallError as exc:
         raise HTTPException(status_code=502, detail=str(exc)) from None
     services.recorder.submit(CallRecord(

@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict
+from fastapi.requests import HTTPConnection
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hotline.admin.auth import Principal, principal
 from hotline.business import BusinessConfig
@@ -24,10 +25,46 @@ from hotline.services import Services
 Caller = Annotated[Principal, Depends(principal)]
 
 
-class Strict(BaseModel):
+NUL_REFUSED = "must not contain NUL characters"
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+class Readable(BaseModel):
+    """A request body whose text the database can keep: PostgreSQL's text takes no NUL
+    character, so one is a 422 naming the field, not a failed write."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: object) -> object:
+        if _has_nul(value):
+            raise ValueError(NUL_REFUSED)
+        return value
+
+
+class Strict(Readable):
     """A request body: an unknown field is a 422, never silently dropped."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def readable_params(connection: HTTPConnection) -> None:
+    """A route dependency: path and query parameters with a NUL character are a 422 (the
+    database could not compare them), named like FastAPI's own errors."""
+    errors = [(["path", name], NUL_REFUSED) for name, value in connection.path_params.items()
+              if _has_nul(value)]
+    errors += [(["query", name], NUL_REFUSED) for name, value in
+               connection.query_params.multi_items() if _has_nul(value) or _has_nul(name)]
+    if errors:
+        raise invalid(*errors)
 
 
 class Problem(BaseModel):
@@ -36,8 +73,21 @@ class Problem(BaseModel):
     detail: str
 
 
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="where: body, query or path, then the field")
+    msg: str = Field(description="the reason")
+    type: str
+
+
+class ValidationProblem(BaseModel):
+    """A 422 in FastAPI's own format."""
+
+    detail: list[FieldError]
+
+
 # The answers every /api/v1 route may give besides its own, for the OpenAPI schema.
 COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "a body that cannot be read as JSON (not UTF-8)"},
     401: {"model": Problem, "description": "missing or wrong bearer token"},
     429: {"model": Problem, "description": "too many failed attempts from this address"},
 }

@@ -25,7 +25,8 @@ from hotline.telephony.twiml import (
 )
 
 log = logging.getLogger("hotline.webhooks")
-router = APIRouter(prefix="/twilio")
+# Twilio's callbacks (signed, form-encoded): not part of the API the OpenAPI schema documents.
+router = APIRouter(prefix="/twilio", include_in_schema=False)
 
 FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 AMD_SIGNAL_TTL_S = 15 * 60  # kept for a stream not started yet (AMD needs < 2 min)
