@@ -316,7 +316,7 @@ async def test_stats_of_a_business_and_not_of_another(tenants: Tenants) -> None:
         other = await http.get("/api/v1/businesses/bolt-plumbing/stats", params=window)
         bad = [await http.get("/api/v1/businesses/acme-dental/stats", params=p) for p in (
             {"from": "2026-04-03", "to": "2026-04-01"}, {"from": "2024-01-01", "to": "2026-01-01"},
-            {"from": "soon"})]
+            {"from": "soon"}, {"from": "0001-01-01T00:00:00Z", "to": "0001-01-02T00:00:00Z"})]
     body = stats.json()
     assert stats.status_code == 200, stats.text
     assert (body["business"], body["timezone"], body["calls"]) == ("acme-dental", "UTC", 2)
@@ -332,6 +332,7 @@ async def test_stats_of_a_business_and_not_of_another(tenants: Tenants) -> None:
     assert ("query", "to") in errors(bad[0])
     assert ("query", "from") in errors(bad[1])
     assert ("query", "from") in errors(bad[2])
+    assert "outside the years" in errors(bad[3])["query", "from"]
     assert OTHER_NUMBER not in other.text
 
 

@@ -301,7 +301,8 @@ async def test_stats_refuse_an_unknown_business_and_a_bad_range(store: Store) ->
     with pytest.raises(BusinessNotFound):
         await store.business_stats("nobody", T0, T0 + timedelta(days=1))
     for start, end in ((T0, T0), (T0, T0 - timedelta(days=1)), (T0, T0 + timedelta(days=400)),
-                       (T0.replace(tzinfo=None), T0 + timedelta(days=1))):
+                       (T0.replace(tzinfo=None), T0 + timedelta(days=1)),
+                       (datetime(1, 1, 1, tzinfo=UTC), datetime(1, 1, 2, tzinfo=UTC))):
         with pytest.raises(ValueError):
             await store.business_stats("acme", start, end)
 

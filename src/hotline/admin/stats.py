@@ -25,7 +25,6 @@ from hotline.admin.v1 import (
 )
 from hotline.core.greeting_path import GreetingPath
 from hotline.errors import BusinessNotFound
-from hotline.store.call_views import MAX_STATS_DAYS
 
 router = APIRouter(prefix="/api/v1/businesses", tags=["businesses"],
                    responses={**COMMON_RESPONSES, **NOT_FOUND})
@@ -76,12 +75,12 @@ async def business_stats(
         raise invalid((["query", "to"], "too early")) from None
     if end <= start:
         raise invalid((["query", "to"], "must be after `from`"))
-    if end - start > timedelta(days=MAX_STATS_DAYS):
-        raise invalid((["query", "from"], f"the range is longer than {MAX_STATS_DAYS} days"))
     try:
         stats = await services.store.business_stats(slug, start, end)
     except BusinessNotFound:
         raise not_found(f"business {slug}") from None  # deleted meanwhile
+    except ValueError as exc:  # too long a range, or out of the years kept
+        raise invalid((["query", "from"], str(exc))) from None
     return StatsOut(
         business=stats.business_slug, timezone=stats.timezone, from_=stats.start,
         to=stats.end, calls=stats.calls,

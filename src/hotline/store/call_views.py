@@ -222,6 +222,8 @@ def check_stats_range(start: datetime, end: datetime) -> None:
         raise ValueError("the range is empty: end must be after start")
     if end - start > timedelta(days=MAX_STATS_DAYS):
         raise ValueError(f"the range is longer than {MAX_STATS_DAYS} days")
+    if start.year < 2 or end.year > 9998:  # days in any timezone stay within datetime's
+        raise ValueError("the range is outside the years 2 to 9998")
 
 
 def business_stats(slug: str, timezone: str, start: datetime, end: datetime,
