@@ -175,20 +175,26 @@ async def test_a_business_key_cannot_place_a_call_for_another_tenant(tenants: Te
 async def test_a_real_call_reads_back_with_its_tool_calls_and_recording(
         tenants: Tenants) -> None:
     stack = tenants.stack
+    async with tenants.client(tenants.acme) as http:  # the owner turns recording on
+        turned_on = await http.patch("/api/v1/businesses/acme-dental",
+                                     json={"recording": True})
+    assert turned_on.status_code == 200, turned_on.text
     stack.engine.tool_script = [ScriptedToolCall(1, "take_message", {
         "name": "Dana", "phone": CALLER, "message": "Call me back about Monday"})]
     result = await stack.phone.call(to=TEST_NUMBER, from_=CALLER,
                                     script=ask("Are you open on Monday?"))
     await stack.services.final_record(result.call_sid, timeout_s=30)
-    await set_recording(stack.services.store, result.call_sid, "recordings/x.wav", 4200)
     async with tenants.client(tenants.acme) as http:
         read = await http.get(f"/api/v1/calls/{result.call_sid}")
         said = read.json()["transcript"][0]["text"]  # the greeting, as far as it was heard
         found = await http.get("/api/v1/calls", params={"q": said[3:14].upper()})
         not_found = await http.get("/api/v1/calls", params={"q": "closed on sunday"})
+        recording = read.json()["recording"]
+        wav = await http.get(recording["url"])
     async with tenants.client(tenants.bolt) as http:
         other = await http.get(f"/api/v1/calls/{result.call_sid}")
         other_search = await http.get("/api/v1/calls", params={"q": said[3:14]})
+        other_wav = await http.get(recording["url"])
     call = read.json()
     assert read.status_code == 200, read.text
     assert call["business"] == "acme-dental" and call["outcome"] == "completed"
@@ -200,13 +206,26 @@ async def test_a_real_call_reads_back_with_its_tool_calls_and_recording(
     assert tool["name"] == "take_message" and "about Monday" in tool["arguments"]
     assert tool["result"] == '{"ok":true,"saved":true}'  # the answer, as the model got it
     assert call["greeting_path"] in ("cached", "warm", "cold") and call["greeting_ms"] >= 0
-    assert call["recording"] == {"url": f"/api/v1/calls/{result.call_sid}/recording",
-                                 "ms": 4200, "deleted_at": None}
+    # The recording is listed with the call and downloads with the caller's key.
+    assert recording["url"] == f"/api/v1/calls/{result.call_sid}/recording"
+    assert recording["ms"] > 0 and recording["deleted_at"] is None
+    assert wav.status_code == 200 and wav.content.startswith(b"RIFF")
     assert [c["call_sid"] for c in found.json()["calls"]] == [result.call_sid]
+    assert found.json()["calls"][0]["recording"] == recording
     assert not_found.json()["calls"] == []
     assert other.status_code == 404 and other.json() == {
         "detail": f"no call {result.call_sid}"}
     assert other_search.json() == {"calls": [], "next_cursor": None}
+    assert other_wav.status_code == 404 and not other_wav.content.startswith(b"RIFF")
+
+
+async def test_a_deleted_recording_is_listed_without_a_url(tenants: Tenants) -> None:
+    deleted = T0 + timedelta(days=30)
+    await set_recording(tenants.stack.services.store, "CAacme", None, 4200, deleted)
+    async with tenants.client(tenants.acme) as http:
+        read = await http.get("/api/v1/calls/CAacme")
+    assert read.json()["recording"] == {"url": None, "ms": 4200,
+                                        "deleted_at": "2026-05-01T09:00:00Z"}
 
 
 def stored_call(sid: str, business: str, minutes: int, **changes: Any) -> CallRecord:
