@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hotline.fleet.fleet import shared_database_url
+from hotline.cli.fleet import user_settings
+from hotline.fleet.fleet import Fleet, FleetConfig, shared_database_url
 from hotline.fleet.nginx import Upstream, render
 from hotline.settings import Settings
 
@@ -63,3 +64,23 @@ def test_a_fleet_shares_one_store_even_when_its_sqlite_path_is_relative(
     for url in ("sqlite+aiosqlite:////var/lib/hotline/hotline.db",
                 "postgresql+asyncpg://hotline:secret@db:5432/hotline"):
         assert shared_database_url(url) == url
+
+
+def test_fleet_up_hands_the_users_settings_to_every_instance(tmp_path: Path) -> None:
+    """The instances run in their own directories with no HOTLINE_* of their own: the
+    user's secrets (environment or .env) must reach them; the fleet's own settings win."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("HOTLINE_OPENAI_API_KEY=sk-from-dotenv\n"
+                        "HOTLINE_TWILIO_AUTH_TOKEN=from-dotenv\n"
+                        "HOTLINE_DATABASE_URL=sqlite+aiosqlite:///./other.db\n")
+    environ = {"HOTLINE_TWILIO_AUTH_TOKEN": "from-env", "HOTLINE_PORT": "9999", "PATH": "/bin"}
+    passed = user_settings(environ, env_file)
+    assert passed == {"HOTLINE_OPENAI_API_KEY": "sk-from-dotenv",
+                      "HOTLINE_TWILIO_AUTH_TOKEN": "from-env"}
+    fleet = Fleet(FleetConfig(database_url="sqlite+aiosqlite:////srv/hotline.db",
+                              redis_url="redis://127.0.0.1:6379/0", work_dir=tmp_path,
+                              port=8080, instance_ports=(8001, 8002), env=passed))
+    for instance in fleet.instances:
+        assert instance.env["HOTLINE_OPENAI_API_KEY"] == "sk-from-dotenv"
+        assert instance.env["HOTLINE_DATABASE_URL"] == "sqlite+aiosqlite:////srv/hotline.db"
+    assert user_settings({}, tmp_path / "missing.env") == {}

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from dotenv import dotenv_values
 
 from hotline.cli import app
 from hotline.cli.db import console, fail
@@ -18,6 +21,11 @@ from hotline.fleet.fleet import Fleet, FleetConfig
 from hotline.settings import load_settings
 
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
+# Settings the fleet gives each instance itself (from its options, or per instance).
+FLEET_MANAGED = frozenset({
+    "HOTLINE_DATABASE_URL", "HOTLINE_REDIS_URL", "HOTLINE_PUBLIC_URL", "HOTLINE_FAILOVER_URL",
+    "HOTLINE_DRAIN_TIMEOUT_S", "HOTLINE_HOST", "HOTLINE_PORT", "HOTLINE_INSTANCE_ID",
+    "HOTLINE_INSTANCE_URL", "HOTLINE_DATA_DIR", "HOTLINE_GREETING_CACHE_DIR"})
 
 fleet_app = typer.Typer(help="Several instances behind nginx (README: Running in production).",
                         no_args_is_help=True)
@@ -55,7 +63,8 @@ def up(
             redis_url=redis_url or settings.redis_url or LOCAL_REDIS_URL,
             work_dir=work_dir or Path(temp), instances=instances, host=host, port=port,
             public_url=public_url, pin_streams=pin_streams,
-            drain_timeout_s=settings.drain_timeout_s)
+            drain_timeout_s=settings.drain_timeout_s,
+            env=user_settings(os.environ, Path(".env")))
         try:
             asyncio.run(_run(config))
         except HotlineError as exc:
@@ -86,6 +95,18 @@ async def _run(config: FleetConfig) -> None:
         out.print("stopping: the instances drain…")
         await fleet.stop()
         out.print("fleet stopped")
+
+
+def user_settings(environ: Mapping[str, str], env_file: Path) -> dict[str, str]:
+    """The user's HOTLINE_* settings (the environment's over the .env file's, as for
+    `hotline serve`), for every instance: each runs in its own directory, where this .env
+    is not, and the fleet starts it with no HOTLINE_* of its own. Without them the
+    instances ran with the placeholder OpenAI key and Twilio token."""
+    found = {k: v for k, v in dotenv_values(env_file).items() if v is not None} if (
+        env_file.is_file()) else {}
+    found.update(environ)
+    return {k.upper(): v for k, v in found.items()
+            if k.upper().startswith("HOTLINE_") and k.upper() not in FLEET_MANAGED}
 
 
 def _without_password(url: str) -> str:
