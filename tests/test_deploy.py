@@ -84,3 +84,14 @@ def test_fleet_up_hands_the_users_settings_to_every_instance(tmp_path: Path) -> 
         assert instance.env["HOTLINE_OPENAI_API_KEY"] == "sk-from-dotenv"
         assert instance.env["HOTLINE_DATABASE_URL"] == "sqlite+aiosqlite:////srv/hotline.db"
     assert user_settings({}, tmp_path / "missing.env") == {}
+
+
+def test_compose_takes_every_setting_from_its_env_file() -> None:
+    """Compose fills ${...} from the shell or deploy/.env, never from `env_file`: one there
+    made `docker compose up`, as the README has it, refuse to start."""
+    text = (ROOT / "deploy" / "docker-compose.yml").read_text()
+    assert "${" not in text
+    example = dict(line.split("=", 1) for line in
+                   (ROOT / "deploy" / "hotline.env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert example["HOTLINE_FAILOVER_URL"] == example["HOTLINE_PUBLIC_URL"] + "/twilio/voice"
