@@ -76,6 +76,7 @@ class FleetStack:
 @asynccontextmanager
 async def fleet_stack(database_url: str, tmp_path: Path, businesses: Iterable[BusinessConfig],
                       *, instances: int = 2, pin_streams: bool = True,
+                      public_url: str | None = None,
                       profile: LatencyProfile | None = None,
                       **settings: str) -> AsyncIterator[FleetStack]:
     if shutil.which("nginx") is None and shutil.which("/usr/sbin/nginx") is None:
@@ -108,14 +109,16 @@ async def fleet_stack(database_url: str, tmp_path: Path, businesses: Iterable[Bu
                               port=free_port(),
                               instance_ports=tuple(free_port() for _ in range(instances)),
                               pin_streams=pin_streams, check_interval_s=0.1,
+                              public_url=public_url,
                               drain_timeout_s=float(settings.get("drain_timeout_s", "60")),
                               env=env))
     http = httpx.AsyncClient(timeout=10)
     try:
         await fleet.start()
+        # A public URL of its own (a tunnel, TLS in front of nginx) is reached at nginx.
         phone = twilio.attach_phone(SimulatedPhone(
             server_url=fleet.public_url, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID,
-            clock=TEST_CLOCK))
+            clock=TEST_CLOCK, connect_to=fleet.url if public_url else None))
         yield FleetStack(fleet, redis, engine, twilio, phone, store, http)
     except BaseException:
         for instance in fleet.instances:

@@ -232,3 +232,25 @@ async def test_with_redis_down_calls_still_complete_and_the_instances_rejoin(
     for record in [*down_records, again_record]:
         assert record.outcome == "completed"
         assert stages(record)["stream_claimed"].endswith("same instance")
+
+
+async def test_behind_a_public_url_of_its_own_streams_still_come_back_to_their_instance(
+        database_url: str, tmp_path: Path) -> None:
+    """Behind a tunnel or TLS (HOTLINE_PUBLIC_URL not nginx's), Twilio cannot reach an
+    instance's own 127.0.0.1 port: its stream URL is its own path through nginx."""
+    public = "https://hotline.example.test"
+    async with fleet_stack(database_url, tmp_path, [make_business()],
+                           public_url=public) as stack:
+        # Round robin: one call's webhook on each instance.
+        found = [await stack.phone.call(to=TEST_NUMBER, from_=CALLER,
+                                        script=LISTEN_THEN_HANG_UP) for _ in range(2)]
+        records = [await stack.record(r.call_sid) for r in found]
+
+    for result, record in zip(found, records, strict=True):
+        assert result.stream_url is not None
+        assert result.stream_url.startswith("wss://hotline.example.test/instances/hotline-")
+        assert record.outcome == "completed", record.timeline
+        assert stages(record)["stream_claimed"].endswith("same instance")
+        assert stages(record)["engine_ready"] == "warm"
+    assert {stages(r)["stream_claimed"].split(",")[0] for r in records} == {
+        "webhook on hotline-1", "webhook on hotline-2"}

@@ -3,7 +3,8 @@ store and one Redis (`hotline fleet up`, the fleet tests, `hotline bench fleet`)
 
 Each instance gets its own port, id (`hotline-1`, …), data dir (its journal) and greeting
 cache; all share HOTLINE_PUBLIC_URL (nginx's URL: Twilio signs over it). With
-`pin_streams` (the default) each also gets HOTLINE_INSTANCE_URL, its own URL, so a call's
+`pin_streams` (the default) each also gets HOTLINE_INSTANCE_URL, its own URL (its own
+path through nginx when the public URL is another's: a tunnel, TLS in front), so a call's
 media stream comes back to the instance that took its webhook (the warm engine session);
 without it streams go through nginx to any instance (the cross-instance path).
 
@@ -27,7 +28,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from hotline.fleet.instance import Instance
-from hotline.fleet.nginx import NginxProcess, Upstream
+from hotline.fleet.nginx import NginxProcess, Upstream, instance_path
 from hotline.store.database import Store
 
 log = logging.getLogger("hotline.fleet")
@@ -84,7 +85,9 @@ class Fleet:
         ports = list(config.instance_ports) or [free_port(config.host)
                                                 for _ in range(config.instances)]
         self.instances = [self._instance(index, port) for index, port in enumerate(ports)]
-        self.nginx = NginxProcess(config.work_dir / "nginx", f"{config.host}:{self.port}")
+        self.nginx = NginxProcess(config.work_dir / "nginx", f"{config.host}:{self.port}",
+                                  pinned=tuple((i.instance_id, i.address)
+                                               for i in self.instances))
         self._http = httpx.AsyncClient()
         self._held_down: set[str] = set()  # taken out by a restart, whatever /readyz says
         self._ready: dict[str, bool] = {}
@@ -104,7 +107,12 @@ class Fleet:
             "HOTLINE_DRAIN_TIMEOUT_S": str(config.drain_timeout_s),
         })
         if config.pin_streams:
-            env["HOTLINE_INSTANCE_URL"] = f"http://{config.host}:{port}"
+            # A URL Twilio can reach: the instance's own address when nginx's URL is the
+            # public one (all on this machine), else its path through nginx (behind a
+            # tunnel or TLS, 127.0.0.1 would be no way in: every stream failed).
+            env["HOTLINE_INSTANCE_URL"] = (
+                f"http://{config.host}:{port}" if self.public_url == self.url
+                else self.public_url + instance_path(instance_id))
         env.update(config.env)
         if index < len(config.instance_env):
             env.update(config.instance_env[index])

@@ -33,10 +33,33 @@ def template() -> str:
     return files("hotline.fleet").joinpath("nginx.conf.template").read_text(encoding="utf-8")
 
 
+def instance_path(instance_id: str) -> str:
+    """The path prefix nginx sends to this instance alone (its HOTLINE_INSTANCE_URL's)."""
+    return f"/instances/{instance_id}"
+
+
+def _pinned_location(instance_id: str, address: str) -> str:
+    return f"""        # {instance_id}'s own way in (its HOTLINE_INSTANCE_URL): the media streams of
+        # the calls whose webhook it took, down in the upstream (draining) or not.
+        location = {instance_path(instance_id)}/twilio/media {{
+            proxy_pass http://{address}/twilio/media;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_buffering off;
+            proxy_read_timeout 3600s;
+            proxy_send_timeout 3600s;
+        }}
+"""
+
+
 def render(listen: str, upstreams: list[Upstream], *, workers: str = "auto",
-           global_lines: tuple[str, ...] = (), http_lines: tuple[str, ...] = ()) -> str:
+           global_lines: tuple[str, ...] = (), http_lines: tuple[str, ...] = (),
+           pinned: tuple[tuple[str, str], ...] = ()) -> str:
     """The config for these instances. Every instance `down` would leave nothing to send
-    calls to: then all are kept (nginx's passive checks still skip a dead one)."""
+    calls to: then all are kept (nginx's passive checks still skip a dead one). `pinned`:
+    (instance id, address) pairs, each reachable at its `instance_path`."""
     if not upstreams:
         raise ValueError("a fleet needs at least one instance")
     if all(u.down for u in upstreams):
@@ -47,7 +70,9 @@ def render(listen: str, upstreams: list[Upstream], *, workers: str = "auto",
     values = {"LISTEN": listen, "SERVERS": servers, "WORKERS": workers,
               "GLOBAL": "\n".join(global_lines), "HTTP": "\n".join(f"    {line}"
                                                                    for line in http_lines)}
-    text = re.sub(r"@([A-Z]+)@", lambda m: values[m.group(1)], template())
+    locations = "".join(_pinned_location(i, address) for i, address in pinned)
+    text = re.sub(r"^@PINNED@\n", lambda _: locations, template(), flags=re.MULTILINE)
+    text = re.sub(r"@([A-Z]+)@", lambda m: values[m.group(1)], text)
     return text
 
 
@@ -75,9 +100,11 @@ def nginx_binary() -> str:
 class NginxProcess:
     """`nginx -p WORK -c WORK/nginx.conf` in the foreground, as a child of this process."""
 
-    def __init__(self, work_dir: Path, listen: str) -> None:
+    def __init__(self, work_dir: Path, listen: str,
+                 pinned: tuple[tuple[str, str], ...] = ()) -> None:
         self.work_dir = work_dir
         self.listen = listen
+        self.pinned = pinned
         self.config_path = work_dir / "nginx.conf"
         self._process: asyncio.subprocess.Process | None = None
         self.reloads = 0
@@ -86,7 +113,7 @@ class NginxProcess:
         global_lines, http_lines = private_lines(self.work_dir)
         # One worker: round robin is then strict alternation (a local fleet, and its tests).
         text = render(self.listen, upstreams, workers="1", global_lines=global_lines,
-                      http_lines=http_lines)
+                      http_lines=http_lines, pinned=self.pinned)
         temporary = self.config_path.with_suffix(".tmp")
         temporary.write_text(text, encoding="utf-8")
         temporary.replace(self.config_path)
