@@ -534,10 +534,9 @@ def test_transcript_marks_interrupted_turns() -> None:
 
 
 @pytest.mark.sockets
-def test_business_import_tells_running_instances_through_redis(database_url: str) -> None:
-    """With HOTLINE_REDIS_URL, a change made with the CLI is announced on the signal channel
-    the instances listen to (they reload at once, not at their next poll); unchanged
-    businesses announce nothing."""
+def config_announcements(database_url: str, *commands: list[str]) -> int:
+    """Run these CLI commands with HOTLINE_REDIS_URL; how many config changes they
+    announced on the signal channel the instances listen to."""
     url = redis_url()
     client = redis.Redis.from_url(url)
     try:
@@ -548,8 +547,8 @@ def test_business_import_tells_running_instances_through_redis(database_url: str
     pubsub.subscribe("hotline:signals")
     env = {"HOTLINE_DATABASE_URL": database_url, "HOTLINE_REDIS_URL": url, "COLUMNS": "200"}
     try:
-        ok(CliRunner().invoke(app, ["business", "import", str(EXAMPLES)], env=env))
-        ok(CliRunner().invoke(app, ["business", "import", str(EXAMPLES)], env=env))
+        for command in commands:
+            ok(CliRunner().invoke(app, command, env=env))
         ours: list[object] = []
         deadline = time.monotonic() + 5  # then 0.3 s more, for a second one that must not come
         while time.monotonic() < deadline:
@@ -560,4 +559,24 @@ def test_business_import_tells_running_instances_through_redis(database_url: str
     finally:
         pubsub.close()
         client.close()
-    assert len(ours) == 1, ours  # the first import changed things, the second did not
+    return len(ours)
+
+
+def test_business_import_tells_running_instances_through_redis(database_url: str) -> None:
+    """With HOTLINE_REDIS_URL, a change made with the CLI is announced on the signal channel
+    the instances listen to (they reload at once, not at their next poll); unchanged
+    businesses announce nothing."""
+    # The first import changed things, the second did not.
+    assert config_announcements(database_url, ["business", "import", str(EXAMPLES)],
+                                ["business", "import", str(EXAMPLES)]) == 1
+
+
+def test_template_add_tells_running_instances_through_redis(cli: Cli,
+                                                           database_url: str) -> None:
+    """A template is its business's config: the instances must place the next outbound
+    call with it, not wait for their poll."""
+    ok(cli("business", "import", str(EXAMPLES)))  # (without Redis: told nobody)
+    slug = "smile-dental-tlv"  # examples/businesses.yaml's first
+    assert config_announcements(database_url, [
+        "template", "add", "--business", slug, "--name", "fleet-reminder",
+        "--greeting", "Hi {name}, a reminder from us."]) == 1

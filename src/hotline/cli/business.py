@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -14,13 +13,11 @@ from rich.text import Text
 from hotline.business import BusinessConfig, GreetingTiming
 from hotline.business_yaml import dump_business_yaml, load_businesses_yaml
 from hotline.cli import app
+from hotline.cli.announce import announce_config_change
 from hotline.cli.db import console, fail, run_with_store
 from hotline.cli.template import templates_table
-from hotline.errors import HotlineError, RegistryUnavailable
+from hotline.errors import HotlineError
 from hotline.prompts import compact_prompt, full_prompt, language_name
-from hotline.registry.redis import RedisCallRegistry
-from hotline.services import Signal
-from hotline.settings import load_settings
 from hotline.store import Store
 
 business_app = typer.Typer(
@@ -204,26 +201,6 @@ def import_(
             str(len(full_prompt(b))),
         )
     console().print(table)
-
-
-def announce_config_change() -> None:
-    """Tell running instances (with HOTLINE_REDIS_URL) to reload now, not at their next
-    poll (HOTLINE_CONFIG_REFRESH_S); without Redis, or with it down, they still will."""
-    url = load_settings().redis_url
-    if not url:
-        return
-
-    async def publish(redis_url: str) -> None:
-        registry = RedisCallRegistry(redis_url)
-        try:
-            await registry.publish("", Signal.CONFIG, "cli")
-        except RegistryUnavailable as exc:
-            console().print(f"running instances not told at once ({exc}); they reload "
-                            "within HOTLINE_CONFIG_REFRESH_S")
-        finally:
-            await registry.close()
-
-    asyncio.run(publish(url))
 
 
 # What each greeting timing means, for `business show`.

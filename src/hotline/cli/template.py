@@ -11,6 +11,7 @@ from rich.text import Text
 
 from hotline.business import BusinessConfig, GreetingTiming, TemplateConfig
 from hotline.cli import app
+from hotline.cli.announce import announce_config_change
 from hotline.cli.db import console, fail, run_with_store
 from hotline.store import Store
 from hotline.store.validation import check_greeting_template
@@ -40,6 +41,7 @@ def add(
     template = TemplateConfig(name=name, greeting_template=greeting, instructions=instructions,
                               greeting_timing=greeting_timing)
     saved = run_with_store(lambda store: store.save_template(business, template))
+    announce_config_change()  # a template is the business's config too
     placeholders = ", ".join(f"{{{p}}}" for p in check_greeting_template(saved.greeting_template))
     console().print(
         Text.assemble(
