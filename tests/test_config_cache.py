@@ -119,6 +119,22 @@ async def test_a_greeting_timing_from_yaml_reaches_the_outbound_plan(
     assert plan.greeting_timing is GreetingTiming.AFTER_AMD and plan.greets_after_amd
 
 
+async def test_a_change_saved_here_is_announced_even_when_the_poll_loaded_it_first(
+        store: Store) -> None:
+    """The API saves, then loads: the poll may reload the new version in between (the API
+    sees nothing changed). The fleet's other instances must still be told."""
+    await store.save_business(make_business())
+    cache = ConfigCache(store, refresh_s=60)
+    await cache.load()  # at start: nothing to tell
+    told: list[str] = []
+    cache.on_local_change = told.append
+    await store.save_business(make_business(greeting="Acme Dental, good morning!"))
+    assert await cache.refresh() is True  # the poll, between the save and the API's load
+    assert told == []  # the poll's reload is not a change made here
+    await cache.load()  # the API's, after its save
+    assert told == [await store.config_version()]
+
+
 async def test_refresh_reloads_only_when_the_store_changed(store: Store) -> None:
     await store.save_business(make_business())
     await store.save_business(make_business(slug="caller-first", name="Caller First Co",

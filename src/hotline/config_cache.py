@@ -42,14 +42,16 @@ class ConfigCache:
         """(Re)load every business; `local_change`: a save made through this instance
         (the API, the dashboard) asked for it, so other instances are told."""
         version = await self._source.config_version()
-        changed = self._version is not None and version != self._version
+        # Told even if the version is the one already loaded: the poll may have reloaded
+        # this save between it and this load (the others then reload only if they lag).
+        announce = local_change and self._version is not None
         businesses = await self._source.list_businesses()
         self._by_slug = {b.slug: b for b in businesses}
         self._by_number = {n: b for b in businesses for n in b.phone_numbers}
         self._version = version
         for listener in self.listeners:
             listener(businesses)
-        if changed and local_change and self.on_local_change is not None:
+        if announce and self.on_local_change is not None:
             self.on_local_change(version)
         log.info("config loaded: %d businesses, %d numbers", len(self._by_slug),
                  len(self._by_number))
