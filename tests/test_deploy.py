@@ -83,6 +83,7 @@ def test_fleet_up_hands_the_users_settings_to_every_instance(tmp_path: Path) -> 
     for instance in fleet.instances:
         assert instance.env["HOTLINE_OPENAI_API_KEY"] == "sk-from-dotenv"
         assert instance.env["HOTLINE_DATABASE_URL"] == "sqlite+aiosqlite:////srv/hotline.db"
+        assert "sk-from-dotenv" not in repr(instance)  # (a failing test's output shows it)
     assert user_settings({}, tmp_path / "missing.env") == {}
 
 

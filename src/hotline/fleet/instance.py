@@ -29,7 +29,8 @@ class Instance:
     host: str
     port: int
     work_dir: Path
-    env: dict[str, str]  # HOTLINE_* and the rest of its environment
+    # HOTLINE_* (secrets among them: not in its repr) and the rest of its environment.
+    env: dict[str, str] = field(repr=False)
     process: asyncio.subprocess.Process | None = None
     starts: int = 0
     exit_codes: list[int] = field(default_factory=list)
