@@ -31,13 +31,22 @@ def test_the_shipped_unit_is_the_readme_one_and_outlasts_the_drain() -> None:
 
 def test_the_compose_nginx_config_is_the_template_rendered_for_its_two_instances() -> None:
     shipped = (ROOT / "deploy" / "nginx.conf").read_text()
-    assert shipped == render("80", [Upstream("hotline-1:8000"), Upstream("hotline-2:8000")])
+    pinned = (("hotline-1", "hotline-1:8000"), ("hotline-2", "hotline-2:8000"))
+    assert shipped == render("80", [Upstream("hotline-1:8000"), Upstream("hotline-2:8000")],
+                             pinned=pinned)
     compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())
     instances = {name for name in compose["services"] if name.startswith("hotline-")}
     assert instances == {"hotline-1", "hotline-2"}
     for name in instances:
         service = compose["services"][name]
         assert service["environment"]["HOTLINE_INSTANCE_ID"] == name
+        # Its stream comes back to it through nginx (the warm session; Redis down).
+        instance_url = service["environment"]["HOTLINE_INSTANCE_URL"]
+        assert f"location = {instance_url}/twilio/media {{" in shipped
+        settings = Settings(_env_file=None, public_url="https://hotline.example.com",  # type: ignore[call-arg]
+                            instance_url=instance_url)
+        assert settings.instance_stream_url == (
+            f"wss://hotline.example.com/instances/{name}/twilio/media")
         assert service["environment"]["HOTLINE_REDIS_URL"].startswith("redis://")
         assert service["stop_grace_period"] == "360s"
 

@@ -49,9 +49,9 @@ class Settings(BaseSettings):
 
     # A fleet (README "Running in production"): this instance's name in timelines and logs
     # (unset: hostname:port), and the URL Twilio reaches this instance itself at, past the
-    # load balancer. Set, a call's TwiML sends its media stream here, to the instance that
-    # took the webhook and holds its warm engine session; unset, through public_url to any
-    # instance (the cross-instance path: a cold engine session).
+    # load balancer (a path: on public_url). Set, a call's TwiML sends its media stream here, to
+    # the instance that took the webhook and holds its warm engine session; unset, through
+    # public_url to any instance (the cross-instance path: a cold engine session).
     instance_id: str | None = None
     instance_url: str | None = None
 
@@ -142,8 +142,13 @@ class Settings(BaseSettings):
 
     @property
     def instance_stream_url(self) -> str | None:
-        """This instance's own media stream URL (HOTLINE_INSTANCE_URL), if it has one."""
-        return _stream_url(self.instance_url) if self.instance_url else None
+        """This instance's own media stream URL (HOTLINE_INSTANCE_URL), if it has one; a
+        path is on the public URL (the load balancer routes it to this instance)."""
+        if not self.instance_url:
+            return None
+        if self.instance_url.startswith("/"):
+            return _stream_url(self.public_url.rstrip("/") + self.instance_url)
+        return _stream_url(self.instance_url)
 
     @property
     def instance_name(self) -> str:
