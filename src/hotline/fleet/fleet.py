@@ -112,7 +112,7 @@ class Fleet:
             # tunnel or TLS, 127.0.0.1 would be no way in: every stream failed).
             env["HOTLINE_INSTANCE_URL"] = (
                 f"http://{config.host}:{port}" if self.public_url == self.url
-                else self.public_url + instance_path(instance_id))
+                else instance_path(instance_id))  # (a path: on the public URL)
         env.update(config.env)
         if index < len(config.instance_env):
             env.update(config.instance_env[index])
