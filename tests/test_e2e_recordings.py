@@ -341,6 +341,30 @@ async def test_the_sweeper_deletes_expired_recordings_and_says_so(
 
 
 @pytest.mark.database
+async def test_a_recording_that_cannot_be_deleted_does_not_hold_back_the_others(
+        database_url: str, tmp_path: Path) -> None:
+    store = Store(database_url)
+    await store.upgrade()
+    data_dir = tmp_path / "data"
+    try:
+        await store.save_business(make_business(recording=True, recording_retention_days=7))
+        # The oldest one's path is a directory: unlink fails (a real OSError, even as root).
+        stuck = data_dir / "recordings/acme-dental/CAstuck.wav"
+        stuck.mkdir(parents=True)
+        await store.save_call(old_call("CAstuck", "acme-dental", timedelta(days=10)))
+        later = await keep(store, data_dir, old_call("CAlater", "acme-dental",
+                                                     timedelta(days=9)))
+        result = await sweep_recordings(store, data_dir)
+        assert (result.deleted, result.failed) == (["CAlater"], ["CAstuck"])
+        assert not later.exists() and stuck.is_dir()
+        left = await store.get_call("CAstuck")
+        assert left is not None and left.recording_file is not None  # tried again next time
+        assert left.recording_deleted_at is None
+    finally:
+        await store.close()
+
+
+@pytest.mark.database
 def test_hotline_recordings_sweep_deletes_and_lists(database_url: str, tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
 

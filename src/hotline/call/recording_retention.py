@@ -32,6 +32,7 @@ FIRST_SWEEP_AFTER_S = 60.0
 class SweepResult:
     deleted: list[str] = field(default_factory=list)  # CallSids whose recording went
     missing: list[str] = field(default_factory=list)  # of those, the file was gone already
+    failed: list[str] = field(default_factory=list)  # not deletable (logged): left as they are
 
 
 async def sweep_recordings(store: Store, data_dir: Path,
@@ -42,16 +43,32 @@ async def sweep_recordings(store: Store, data_dir: Path,
     while True:
         expired = await store.expired_recordings(
             now, orphan_retention_days=DEFAULT_RECORDING_RETENTION_DAYS, limit=BATCH)
+        progress = False
         for recording in expired:
-            if await asyncio.to_thread(_delete_file, data_dir, recording):
+            if recording.call_sid in result.failed:
+                continue
+            try:
+                gone = await asyncio.to_thread(_delete_file, data_dir, recording)
+            except OSError as exc:
+                # One file that cannot go (a directory in its place, its permissions) must
+                # not stop the sweep: oldest first, it would hold back every other one.
+                log.error("recording %s of %s not deleted: %r", recording.recording_file,
+                          recording.call_sid, exc)
+                result.failed.append(recording.call_sid)
+                continue
+            if gone:
                 result.missing.append(recording.call_sid)
             await store.mark_recording_deleted(recording.call_sid, now)
             result.deleted.append(recording.call_sid)
-        if len(expired) < BATCH:
+            progress = True
+        if len(expired) < BATCH or not progress:  # a batch of failures only: no more
             break
     if result.deleted:
         log.info("retention: %d recordings deleted (%d already gone)", len(result.deleted),
                  len(result.missing))
+    if result.failed:
+        log.warning("retention: %d recordings could not be deleted (next sweep tries again)",
+                    len(result.failed))
     return result
 
 

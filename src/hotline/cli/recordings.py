@@ -27,3 +27,6 @@ def sweep() -> None:
               + (f" ({len(result.missing)} files already gone)" if result.missing else ""))
     for call_sid in result.deleted:
         out.print(f"  {call_sid}")
+    if result.failed:
+        out.print(f"{len(result.failed)} could not be deleted (see the log): "
+                  + ", ".join(result.failed))
