@@ -212,8 +212,11 @@ async def test_a_recording_is_served_in_ranges_to_its_own_business_only(
         head = await http.get(url, headers={"Range": "bytes=0-43"})
         tail = await http.get(url, headers={"Range": "bytes=44-"})
         past = await http.get(url, headers={"Range": f"bytes={len(whole.content) + 10}-"})
+        two = await http.get(url, headers={"Range": "bytes=0-3,8-11"})
+        asked = await http.head(url)
     async with recorded.client(recorded.bolt) as http:
         other = await http.get(url)
+        other_head = await http.head(url)
     async with recorded.client(ADMIN_TOKEN) as http:
         admin = await http.get(url)
         openapi = (await http.get("/api/openapi.json")).json()
@@ -225,7 +228,14 @@ async def test_a_recording_is_served_in_ranges_to_its_own_business_only(
     assert tail.status_code == 206
     assert tail.headers["content-range"] == f"bytes 44-{size - 1}/{size}"
     assert head.content + tail.content == whole.content
-    assert past.status_code == 416
+    assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{size}"
+    assert two.status_code == 206
+    assert two.headers["content-type"].startswith("multipart/byteranges")
+    assert b"RIFF" in two.content and b"WAVE" in two.content
+    assert asked.status_code == 200 and asked.content == b""
+    assert asked.headers["content-length"] == str(size)
+    assert asked.headers["accept-ranges"] == "bytes"
+    assert other_head.status_code == 404
     assert other.status_code == 404 and result.call_sid not in other.text.replace(
         f"no call {result.call_sid}", "")  # the same answer as a call that does not exist
     assert other.json() == {"detail": f"no call {result.call_sid}"}

@@ -23,6 +23,9 @@ router = APIRouter(prefix="/api/v1/calls", tags=["calls"])
 Caller = Annotated[Principal, Depends(principal)]
 
 
+# HEAD too (FastAPI answers a GET-only route's HEAD with 405): players and download tools
+# ask it for the length before they fetch ranges. Not in the schema: the same operation.
+@router.head("/{call_sid}/recording", include_in_schema=False)
 @router.get("/{call_sid}/recording", response_class=FileResponse, responses={
     200: {"content": {"audio/wav": {}}, "description": "the whole recording"},
     206: {"content": {"audio/wav": {}}, "description": "the range asked for"},
