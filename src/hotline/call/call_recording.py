@@ -56,25 +56,27 @@ def recording_file(business_slug: str, call_sid: str) -> str | None:
     return f"{RECORDINGS_DIR}/{business_slug}/{call_sid}.wav"
 
 
-def write_recording(data_dir: Path, record: CallRecord, tape: CallTape, end_ms: float) -> None:
-    """Write the call's WAV and note it in `record` (its path and length in ms); a call
-    with no audio, or a file that cannot be written (logged), leaves the record without."""
+def write_recording(data_dir: Path, record: CallRecord, tape: CallTape,
+                    end_ms: float) -> tuple[str, int] | None:
+    """Write the call's WAV: its path (relative to `data_dir`) and length in ms, for the
+    caller to put in the record on the event loop (this runs in a thread: a record it set
+    itself could be journaled half set). None: a call with no audio, or a file that cannot
+    be written (logged)."""
     relative = recording_file(record.business_slug, record.call_sid)
     path = resolve(data_dir, relative) if relative is not None else None
     if relative is None or path is None:
         log.error("call %r of %r: no recording (not a safe file name)", record.call_sid,
                   record.business_slug)
-        return
+        return None
     placed = place_frames(tape.stream_started_ms, _paced(tape.caller), _paced(tape.agent),
                           end_ms)
     samples = recording_samples(placed)
     if samples == 0:
-        return
+        return None
     caller, agent = channels(_paced(placed), samples)
     try:
         write_atomically(path, lambda out: write_wav(out, caller, agent))
     except OSError as exc:
         log.error("recording %s not written: %r", relative, exc)
-        return
-    record.recording_file = relative
-    record.recording_ms = round(samples / SAMPLES_PER_MS)
+        return None
+    return relative, round(samples / SAMPLES_PER_MS)

@@ -155,13 +155,27 @@ async def media_stream(websocket: WebSocket) -> None:
         raise
     finally:
         services.active_calls.pop(plan.call_sid, None)
-    if runner.message_audio:  # the caller's recorded message (engine unavailable)
-        written = await asyncio.to_thread(write_message_audio,
-                                          Path(services.settings.data_dir), runner.message_audio)
+    written: set[str] = set()  # the message audio files written (none until they are)
+    try:
+        if runner.message_audio:  # the caller's recorded message (engine unavailable)
+            written = await asyncio.to_thread(write_message_audio,
+                                              Path(services.settings.data_dir),
+                                              runner.message_audio)
+        if runner.tape is not None:  # the business records its calls
+            recording = await asyncio.to_thread(write_recording,
+                                                Path(services.settings.data_dir), record,
+                                                runner.tape, runner.ended_ms)
+            if recording is not None:
+                record.recording_file, record.recording_ms = recording
+    except asyncio.CancelledError:
+        # A forced shutdown while its files were written (an hour's call takes seconds;
+        # the drain no longer counts it): the record is kept, without what was not written.
         keep_written(record, written)
-    if runner.tape is not None:  # the business records its calls
-        await asyncio.to_thread(write_recording, Path(services.settings.data_dir), record,
-                                runner.tape, runner.ended_ms)
+        services.recorder.submit(record)
+        raise
+    except Exception:  # a bug (or no memory for an hours-long call) must not lose the record
+        log_for_call.exception("call %s: its audio files not written", plan.call_sid)
+    keep_written(record, written)
     services.recorder.submit(record)
     services.metrics.call_ended(record)
     log_for_call.info("call %s ended: %s, %d turns", plan.call_sid, record.outcome,
