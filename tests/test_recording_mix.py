@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 import wave
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,6 +23,7 @@ from hotline.audio.recording_mix import (
     place_tape,
     recording_samples,
 )
+from hotline.call.runner import CallClock
 from hotline.core.commands import TwilioClear, TwilioMarkOut, TwilioMediaOut
 from hotline.core.events import TwilioMark, TwilioMedia, TwilioStart
 
@@ -86,6 +89,21 @@ def test_the_tape_places_the_caller_by_twilio_timestamps_from_the_stream_start()
     caller = [(p.start, p.samples) for p in placed if p.side is Side.CALLER]
     assert caller == [(5600, FRAME), (5760, FRAME), (5920, FRAME)]
     assert agent_at(placed) == [(6400, 80)]  # cut by the clear 10 ms in
+
+
+def test_the_caller_is_placed_from_the_start_s_arrival_not_its_dispatch() -> None:
+    """The media handler notes when the start arrived; the runner dispatches it after the
+    plan's claim (a Redis round trip, long when Redis is slow): the earlier time holds."""
+    clock = CallClock(time.time() * 1000 - 1000, speed=5)
+    arrived = time.monotonic()
+    assert abs(clock.ms_at(arrived) - clock.now_ms()) < 50 * 5
+    assert clock.ms_at(arrived - 0.2) == pytest.approx(clock.ms_at(arrived) - 1000)
+    tape = CallTape()
+    tape.stream_started_ms = 700.0  # noted on arrival
+    tape.heard(TwilioStart("MZ1", "CA1", {}), 1900.0)  # dispatched after a slow claim
+    tape.heard(TwilioMedia(frame_b64(3), 0), 1900.0)
+    [caller] = place_tape(tape, end_ms=5000)
+    assert caller.start == 700 * 8
 
 
 def test_nothing_is_heard_after_the_call_ended() -> None:

@@ -63,8 +63,8 @@ class CallTape:
         """An event from Twilio: the caller's audio (and the stream's start)."""
         if type(event) is TwilioMedia:
             self.caller.append((event.timestamp_ms, event.payload_b64))
-        elif type(event) is TwilioStart:
-            self.stream_started_ms = now_ms
+        elif type(event) is TwilioStart and self.stream_started_ms is None:
+            self.stream_started_ms = now_ms  # unless its arrival was noted before
 
     def sent(self, message: TwilioMessage, now_ms: float) -> None:
         """A message to Twilio: the agent's audio, or a clear of what is queued."""

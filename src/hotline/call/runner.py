@@ -112,6 +112,10 @@ class CallClock:
     def now_ms(self) -> float:
         return (self._offset_ms + (time.monotonic() - self._mono0) * 1000) * self.speed
 
+    def ms_at(self, monotonic_s: float) -> float:
+        """Call time at an earlier (or later) `time.monotonic()` reading."""
+        return (self._offset_ms + (monotonic_s - self._mono0) * 1000) * self.speed
+
     def wall_s(self, delay_ms: float) -> float:
         """Wall-clock seconds that `delay_ms` of call time take."""
         return delay_ms / 1000 / self.speed

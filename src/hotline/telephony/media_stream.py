@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -107,6 +108,7 @@ async def media_stream(websocket: WebSocket) -> None:
     if start is None:
         return
     started_at = datetime.now(UTC)
+    start_seen = time.monotonic()  # Twilio's media timestamps count from here
     try:
         plan = await services.registry.claim(start.call_sid, start.parameters.get("token", ""))
     except (InvalidStreamToken, CallPlanNotFound) as exc:
@@ -135,6 +137,10 @@ async def media_stream(websocket: WebSocket) -> None:
                                           plan.language),
                         reopen_engine=services.warm.reopen,
                         connect_budget_s=services.settings.engine_connect_budget_ms / 1000)
+    if runner.tape is not None:
+        # The claim (a Redis round trip, a second or more when Redis is slow) comes between
+        # the start and the runner: the caller's audio is placed from the start's arrival.
+        runner.tape.stream_started_ms = clock.ms_at(start_seen)
     stage = _stream_stage(services, plan, clock.now_ms())
     runner.timeline.append(stage)
     log_for_call.info("stage %-24s %8.1f ms %s", stage.stage, stage.ms, stage.detail)
