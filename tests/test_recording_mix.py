@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import time
+import tracemalloc
 import wave
 
 import pytest
@@ -104,6 +105,26 @@ def test_the_caller_is_placed_from_the_start_s_arrival_not_its_dispatch() -> Non
     tape.heard(TwilioMedia(frame_b64(3), 0), 1900.0)
     [caller] = place_tape(tape, end_ms=5000)
     assert caller.start == 700 * 8
+
+
+def test_the_tape_keeps_no_object_per_frame_beside_the_payload() -> None:
+    """A call's tape is held for its whole length (hours at most): per frame, the payload
+    string the loop already had, plus a number and a pointer; no tuple, no boxed time."""
+    payloads = [frame_b64(i % 256) for i in range(5000)]
+    frames = [TwilioMedia(p, 1000 + 20 * i) for i, p in enumerate(payloads)]
+    sent = [TwilioMediaOut(p) for p in payloads]
+    tape = CallTape()
+    tracemalloc.start()
+    try:
+        for i, (frame, out) in enumerate(zip(frames, sent, strict=True)):
+            tape.heard(frame, 1000.5 + 20 * i)
+            tape.sent(out, 1010.5 + 20 * i)
+        kept, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert kept / (2 * len(payloads)) < 24  # bytes per frame (a tuple alone is 56)
+    assert list(tape.caller)[1] == (1020, payloads[1])
+    assert list(tape.agent)[1] == (1030.5, payloads[1])
 
 
 def test_nothing_is_heard_after_the_call_ended() -> None:

@@ -18,9 +18,10 @@ Nothing plays after the call ended: what lies past `end_ms` is cut off.
 
 from __future__ import annotations
 
+import array
 import base64
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from hotline.audio.mulaw import BYTES_PER_MS, SILENCE_BYTE, b64_decoded_len
@@ -48,30 +49,48 @@ class Placed:
 
 
 class CallTape:
-    """Appended to on the media loop, read after the call: one append per frame."""
+    """Appended to on the media loop, read after the call: one append per frame.
 
-    __slots__ = ("agent", "caller", "stream_started_ms")
+    Times and payloads in parallel (an array of numbers beside a list of the strings), not
+    a tuple per frame: a 20 ms caller frame costs 281 bytes, not 361 (a 10-minute call's
+    caller side 8.4 MB, not 10.8), for no more work on the loop."""
+
+    __slots__ = ("_agent_at", "_agent_payloads", "_caller_payloads", "_caller_stamps",
+                 "stream_started_ms")
 
     def __init__(self) -> None:
         self.stream_started_ms: float | None = None
-        # (Twilio's media timestamp, payload)
-        self.caller: list[tuple[int, str]] = []
-        # (call ms when sent, payload; None: a clear)
-        self.agent: list[tuple[float, str | None]] = []
+        self._caller_stamps = array.array("q")  # Twilio's media timestamps (ms)
+        self._caller_payloads: list[str] = []
+        self._agent_at = array.array("d")  # call ms when sent
+        self._agent_payloads: list[str | None] = []  # None: a clear
+
+    @property
+    def caller(self) -> Iterator[tuple[int, str]]:
+        """(Twilio's media timestamp, payload) per frame the caller sent."""
+        return zip(self._caller_stamps, self._caller_payloads, strict=True)
+
+    @property
+    def agent(self) -> Iterator[tuple[float, str | None]]:
+        """(call ms when sent, payload; None: a clear) per message sent to Twilio."""
+        return zip(self._agent_at, self._agent_payloads, strict=True)
 
     def heard(self, event: CallEvent, now_ms: float) -> None:
         """An event from Twilio: the caller's audio (and the stream's start)."""
         if type(event) is TwilioMedia:
-            self.caller.append((event.timestamp_ms, event.payload_b64))
+            self._caller_stamps.append(event.timestamp_ms)
+            self._caller_payloads.append(event.payload_b64)
         elif type(event) is TwilioStart and self.stream_started_ms is None:
             self.stream_started_ms = now_ms  # unless its arrival was noted before
 
     def sent(self, message: TwilioMessage, now_ms: float) -> None:
         """A message to Twilio: the agent's audio, or a clear of what is queued."""
         if type(message) is TwilioMediaOut:
-            self.agent.append((now_ms, message.payload_b64))
+            self._agent_at.append(now_ms)
+            self._agent_payloads.append(message.payload_b64)
         elif type(message) is TwilioClear:
-            self.agent.append((now_ms, None))
+            self._agent_at.append(now_ms)
+            self._agent_payloads.append(None)
 
 
 def place_tape(tape: CallTape, end_ms: float) -> list[Placed]:
