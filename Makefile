@@ -28,10 +28,12 @@ install: $(STAMP) system-deps
 
 # Debian packages the demo and the tests use, as `command:package` (one per line, so that
 # each feature adds its own): espeak-ng gives the simulators real speech (without it they
-# fall back to a tone); nginx is the fleet's load balancer (`make fleet`, tests/test_fleet.py).
+# fall back to a tone); nginx is the fleet's load balancer (`make fleet`, tests/test_fleet.py);
+# chromium runs the dashboard's browser tests (Playwright drives it).
 SYSTEM_PACKAGES := \
   espeak-ng:espeak-ng \
-  nginx:nginx
+  nginx:nginx \
+  chromium:chromium
 system-deps:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
 	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \

@@ -16,6 +16,7 @@ from hotline import __version__
 from hotline.admin.api import router as api_router
 from hotline.admin.businesses import router as businesses_router
 from hotline.admin.calls import router as calls_router
+from hotline.admin.dashboard import install as install_dashboard
 from hotline.admin.messages import router as messages_router
 from hotline.admin.recordings import router as recordings_router
 from hotline.admin.stats import router as stats_router
@@ -138,4 +139,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(messages_router, dependencies=checked)  # /api/v1/messages
     app.include_router(metrics_router)
     app.include_router(readiness_router)  # /healthz, /readyz
+    install_dashboard(app)  # the owner's dashboard: /, /calls, /businesses, … and /static
     return app

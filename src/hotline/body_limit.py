@@ -27,6 +27,7 @@ LINGER_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_LIMITS: tuple[tuple[str, int], ...] = (
     ("/twilio/", WEBHOOK_MAX_BODY_BYTES),
     ("/api/", API_MAX_BODY_BYTES),
+    ("/businesses", API_MAX_BODY_BYTES),  # the dashboard's settings form: a business's prompts
 )
 
 

@@ -123,3 +123,9 @@ async def _resolve(services: Services, authorization: str | None) -> Principal |
     if not key_matches(secret.get_secret_value(), presented, stored.key_hash):
         return None
     return Principal(business=stored.business_slug)
+
+
+async def principal_of_key(services: Services, key: str) -> Principal | None:
+    """Who a key presented outside a header stands for (the dashboard's sign-in form): the
+    admin token or a live business key; None for anything else. Constant-time, as above."""
+    return await _resolve(services, f"Bearer {key}")
