@@ -50,6 +50,10 @@ HEBREW_LINE = "שלום, אני רוצה לקבוע תור לניקוי אבני
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 15_000
+# For a failure's message: the elements that stick out of a phone's screen.
+WIDER_THAN_THE_SCREEN = """() => [...document.querySelectorAll('body *')]
+  .filter(e => { const r = e.getBoundingClientRect(); return r.right > innerWidth + 1 || r.left < -1; })
+  .slice(0, 5).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().width))"""
 
 
 @dataclass
@@ -197,13 +201,15 @@ async def test_the_owner_s_dashboard_in_a_browser(site: Site) -> None:
     assert await direction(phone, "html") == "rtl"
     assert await phone.get_attribute("html", "lang") == "he"
     assert "שיחות" in await phone.locator("nav").inner_text()
-    assert await phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     await shot(phone, "calls-phone-he")
+    assert await phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], \
+        await phone.evaluate(WIDER_THAN_THE_SCREEN)
     await phone.goto(f"{site.url}/calls/{hebrew_call.call_sid}")
     assert await direction(phone, "main") == "rtl"
     assert await direction(phone, ".transcript .turn p") == "rtl"
-    assert await phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     await shot(phone, "call-phone-he")
+    assert await phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], \
+        await phone.evaluate(WIDER_THAN_THE_SCREEN)
     # The language is switchable: English, left to right, on the same page.
     await phone.click("button[name=lang][value=en]")
     await phone.wait_for_url(f"**/calls/{hebrew_call.call_sid}")

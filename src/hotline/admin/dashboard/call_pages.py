@@ -27,6 +27,7 @@ from hotline.store.call_views import CallDirection, CallQuery, CallView, Invalid
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 25
 LIVE_POLL_MS = 2000
+RTL_LANGUAGES = frozenset({"he", "iw", "ar", "fa", "ur", "yi"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +127,8 @@ async def call(page: Viewer, call_sid: str) -> Response:
         timezone=business.timezone if business is not None else "UTC",
         waterfall=charts.waterfall(record.timeline),
         stream_start_ms=stream_start_ms,
-        has_recording=recording is not None and recording.file is not None)
+        has_recording=recording is not None and recording.file is not None,
+        transcript_dir=text_direction(business.language if business is not None else ""))
 
 
 @router.get("/calls/{call_sid}/recording")
@@ -140,6 +142,15 @@ async def recording(page: Viewer, call_sid: str) -> Response:
     if path is None or not path.is_file():
         raise page.not_found()
     return FileResponse(path, media_type="audio/wav")
+
+
+def text_direction(language: str) -> str:
+    """The direction of a business's language ("auto" when we cannot tell): the transcript
+    is laid out in it, and each turn still finds its own (`dir="auto"`)."""
+    primary = language.split("-")[0].lower()
+    if primary in RTL_LANGUAGES:
+        return "rtl"
+    return "ltr" if primary else "auto"
 
 
 def _zone(page: Page, business: str | None) -> ZoneInfo:

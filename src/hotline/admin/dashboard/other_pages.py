@@ -85,7 +85,7 @@ async def stats(page: Viewer, business: str = "", days: int = 30) -> Response:
     found = await page.services.store.business_stats(target.slug, start, end)
     per_day = charts.columns([(day.strftime("%d.%m"), float(n)) for day, n in found.per_day])
     latency = charts.hbars([
-        (f"{row.path.value} {label}", value, f"{value:.0f} ms")
+        (f"{row.path.value} {label}", value, f"{value:.1f} ms")
         for row in found.greeting if row.calls
         for label, value in (("p50", row.p50_ms or 0.0), ("p95", row.p95_ms or 0.0))])
     outcomes = charts.hbars([(name, float(n), str(n)) for name, n in found.outcomes.items()])

@@ -20,6 +20,7 @@ from babel.dates import format_date, format_datetime
 from babel.numbers import format_decimal
 from fastapi import Depends, Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -169,14 +170,17 @@ def environment(lang: Lang) -> Environment:
     return env
 
 
-def _when(moment: datetime | None, timezone: str, lang: Lang) -> str:
+def _when(moment: datetime | None, timezone: str, lang: Lang) -> Markup:
+    """A moment in the business's timezone and the interface's language, isolated left to
+    right (a date and a time in Hebrew text otherwise come out in a jumbled order)."""
     if moment is None:
-        return ""
+        return Markup("")
     try:
         zone = ZoneInfo(timezone or "UTC")
     except (ValueError, KeyError):
         zone = ZoneInfo("UTC")
-    return format_datetime(moment, format="short", tzinfo=zone, locale=lang.value)
+    shown = format_datetime(moment, format="short", tzinfo=zone, locale=lang.value)
+    return Markup('<bdi dir="ltr">{}</bdi>').format(shown)
 
 
 def with_lang(session: WebSession, lang: Lang) -> WebSession:
