@@ -52,8 +52,10 @@ PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 15_000
 # For a failure's message: the elements that stick out of a phone's screen.
 WIDER_THAN_THE_SCREEN = """() => [...document.querySelectorAll('body *')]
-  .filter(e => { const r = e.getBoundingClientRect(); return r.right > innerWidth + 1 || r.left < -1; })
-  .slice(0, 5).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().width))"""
+  .filter(e => { const r = e.getBoundingClientRect();
+                 return r.right > innerWidth + 1 || r.left < -1; })
+  .slice(0, 5)
+  .map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().width))"""
 
 
 @dataclass
