@@ -44,8 +44,10 @@ system-deps:
 	      || echo "could not install$$missing"; \
 	  else echo "not installed:$$missing (run as root with apt-get to install)"; fi; fi
 
+# The dashboard's URL and keys are printed first; `make demo SERVE=1` keeps it up after the
+# calls, until Ctrl-C.
 demo: install
-	$(BIN)/hotline demo
+	$(BIN)/hotline demo $(if $(SERVE),--serve)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -7,13 +7,20 @@ reach a person (a transfer through the REST API), and an outbound call reaches a
 answering machine (a voicemail after the beep). Each call's transcript and latency
 waterfall are printed; what each phone heard is written as a WAV file, its timings as JSON.
 
+The dashboard is served all along: its URL, the admin token and a business key are printed
+first (the calls show up live), and `then` (`hotline demo --serve`: until Ctrl-C) runs with
+everything still up once the calls are done. The demo records its calls, so the dashboard
+plays them.
+
 `run_demo` runs on real time unless given a faster `clock` (the tests replay it compressed).
 """
 
 from __future__ import annotations
 
+import secrets
 import shutil
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -24,6 +31,7 @@ from rich.table import Table
 
 from hotline.business_yaml import load_businesses_yaml
 from hotline.core.record import CallRecord
+from hotline.keys import new_key
 from hotline.server import RunningServer, start_server
 from hotline.settings import DEV_ACCOUNT_SID, DEV_AUTH_TOKEN, DEV_OPENAI_KEY, Settings
 from hotline.sim.call_result import PhoneCallResult
@@ -81,14 +89,34 @@ def prepare_output_dir(output_dir: Path) -> None:
     output_dir.mkdir(parents=True)
 
 
+@dataclass(frozen=True)
+class DemoKeys:
+    """The demo's own secrets, new each run: the dashboard's admin token, and one business
+    key (the Hebrew clinic's) to sign in as its owner."""
+
+    admin_token: str
+    key_secret: str
+    business_slug: str
+    business_key: str
+
+
 async def run_demo(output_dir: Path, *, profile: LatencyProfile, console: Console,
-                   clock: SimClock = REAL_TIME) -> list[DemoCall]:
+                   clock: SimClock = REAL_TIME, port: int = 0,
+                   then: Callable[[list[DemoCall]], Awaitable[None]] | None = None,
+                   ) -> list[DemoCall]:
     database_url = f"sqlite+aiosqlite:///{output_dir / 'demo.db'}"
-    businesses = load_businesses_yaml(demo_businesses_path())
+    businesses = [replace(b, recording=True)
+                  for b in load_businesses_yaml(demo_businesses_path())]
+    key_secret = secrets.token_urlsafe(32)
+    business_key = new_key(key_secret)
+    keys = DemoKeys(secrets.token_urlsafe(24), key_secret, businesses[0].slug,
+                    business_key.key)
     store = Store(database_url)
     await store.upgrade()
     for business in businesses:
         await store.save_business(business)
+    await store.create_api_key(keys.business_slug, "demo", business_key.prefix,
+                               business_key.key_hash)
     await store.close()
 
     engine = EngineSimulator(profile, api_key=DEV_OPENAI_KEY, clock=clock)
@@ -107,10 +135,14 @@ async def run_demo(output_dir: Path, *, profile: LatencyProfile, console: Consol
             database_url=database_url, openai_realtime_url=engine.url,
             openai_api_key=SecretStr(DEV_OPENAI_KEY), twilio_api_url=twilio.url,
             twilio_account_sid=DEV_ACCOUNT_SID, twilio_auth_token=SecretStr(DEV_AUTH_TOKEN),
-            journal_path=str(output_dir / "journal.jsonl"), api_token=None,
-            greeting_cache_dir=str(output_dir / "greeting-cache"), clock_speed=clock.speed))
+            journal_path=str(output_dir / "journal.jsonl"),
+            api_token=SecretStr(keys.admin_token), key_secret=SecretStr(keys.key_secret),
+            data_dir=str(output_dir / "data"),
+            greeting_cache_dir=str(output_dir / "greeting-cache"), clock_speed=clock.speed),
+            port=port)
         console.print(f"[dim]server {server.url} · engine simulator {engine.url} · "
                       f"Twilio simulator {twilio.url} · profile {describe_profile(profile)}[/dim]")
+        print_dashboard(server.url, keys, console)
         with console.status("the engine is rendering the inbound greetings (cached audio)…"):
             await server.services.greetings.wait_ready(businesses, timeout_s=120)
         # Attached to the Twilio simulator, so the server can transfer its calls.
@@ -137,7 +169,7 @@ async def run_demo(output_dir: Path, *, profile: LatencyProfile, console: Consol
                       f"{DEMO_LEAD} (template {template.name}, name=Dana); it rings "
                       f"{DEMO_RING_MS // 1000} s while the engine renders the greeting, which "
                       "plays at pickup while answering-machine detection runs alongside")
-        calls.append(await _place(server, twilio, english.slug, template.name, DEMO_LEAD,
+        calls.append(await _place(server, keys, twilio, english.slug, template.name, DEMO_LEAD,
                                   f"outbound → {DEMO_LEAD}"))
 
         number = english.phone_numbers[0]
@@ -152,8 +184,10 @@ async def run_demo(output_dir: Path, *, profile: LatencyProfile, console: Consol
 
         console.print(f"[bold]5/{CALLS}[/bold] outbound call to {DEMO_VOICEMAIL}: an "
                       "answering machine; the voicemail is left after its beep")
-        calls.append(await _place(server, twilio, english.slug, template.name,
+        calls.append(await _place(server, keys, twilio, english.slug, template.name,
                                   DEMO_VOICEMAIL, f"outbound → voicemail {DEMO_VOICEMAIL}"))
+        if then is not None:
+            await then(calls)
     finally:
         if server is not None:
             await server.stop()
@@ -162,10 +196,11 @@ async def run_demo(output_dir: Path, *, profile: LatencyProfile, console: Consol
     return calls
 
 
-async def _place(server: RunningServer, twilio: TwilioApiSimulator, business: str,
-                 template: str, to: str, label: str) -> DemoCall:
+async def _place(server: RunningServer, keys: DemoKeys, twilio: TwilioApiSimulator,
+                 business: str, template: str, to: str, label: str) -> DemoCall:
     """An outbound call through the product's API, followed to its record."""
-    async with httpx.AsyncClient(base_url=server.url) as http:
+    async with httpx.AsyncClient(base_url=server.url, headers={
+            "Authorization": f"Bearer {keys.admin_token}"}) as http:
         response = await http.post("/api/calls", json={
             "business": business, "to": to, "template": template,
             "variables": {"name": "Dana"}})
@@ -200,6 +235,12 @@ def print_demo(calls: list[DemoCall], console: Console, output_dir: Path) -> Non
     console.print(f"WAV recordings and timings: {output_dir}/ · call records: "
                   f"HOTLINE_DATABASE_URL=sqlite+aiosqlite:///{output_dir}/demo.db "
                   f"hotline calls list")
+
+
+def print_dashboard(url: str, keys: DemoKeys, console: Console) -> None:
+    console.print(f"[bold]Dashboard:[/bold] {url}/ · sign in with the admin token "
+                  f"[bold]{keys.admin_token}[/bold], or as {keys.business_slug}'s owner with "
+                  f"the key [bold]{keys.business_key}[/bold]")
 
 
 def describe_profile(profile: LatencyProfile) -> str:
