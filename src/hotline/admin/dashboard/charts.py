@@ -91,11 +91,15 @@ def waterfall(timeline: Sequence[TimelineStage]) -> Chart:
     return Chart(WIDTH, height, tuple(bars), ticks, plot_left, plot_right, AXIS_HEIGHT, height)
 
 
-def columns(values: Sequence[tuple[str, float]], *, height: float = 180) -> Chart:
-    """Vertical columns, one per (label, value), on a y axis from 0 with round ticks."""
+def columns(values: Sequence[tuple[str, float]], *, height: float = 180,
+            counts: bool = True) -> Chart:
+    """Vertical columns, one per (label, value), on a y axis from 0 with round ticks (whole
+    ones for counts)."""
     plot_left, plot_right, plot_top, plot_bottom = 36.0, WIDTH - 8.0, 10.0, height - 24.0
     top = max((value for _, value in values), default=0.0)
     step = nice_step(max(top, 1.0), 4)
+    if counts:
+        step = max(step, 1.0)
     axis_max = step * max(1, math.ceil(top / step))
     slot = (plot_right - plot_left) / max(len(values), 1)
     scale = (plot_bottom - plot_top) / axis_max

@@ -1,0 +1,225 @@
+"""The dashboard over HTTP (no browser): the session cookie and its CSRF token, sign-in and
+its rate limit, tenants kept apart, the interface language; and its pure parts: the
+language negotiation, the Hebrew catalogue covering every message, the chart geometry and
+where a validation error is shown. The browser's view is tests/test_dashboard_browser.py.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from babel.messages.extract import extract_from_dir
+
+from hotline.admin.dashboard.business_pages import error_of
+from hotline.admin.dashboard.charts import columns, nice_step, waterfall
+from hotline.admin.dashboard.i18n import Lang, from_accept_language, translations
+from hotline.admin.dashboard.session import COOKIE
+from hotline.core.outcomes import Outcome
+from hotline.core.record import CallRecord, LeadMessage, TimelineStage
+from hotline.errors import DuplicateNumber, InvalidBusiness
+from hotline.keys import new_key
+from tests.factories import make_business
+from tests.stack import Stack, running_stack
+
+ADMIN_TOKEN = "dashboard-admin-token"
+KEY_SECRET = "dashboard-key-secret"
+TEMPLATES = Path(__file__).resolve().parent.parent / "src/hotline/admin/dashboard/templates"
+CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+# -- pure parts ------------------------------------------------------------------------------
+@pytest.mark.parametrize(("header", "expected"), [
+    (None, Lang.EN), ("", Lang.EN), ("he-IL,he;q=0.9,en;q=0.8", Lang.HE),
+    ("en-US,en;q=0.9,he;q=0.8", Lang.EN), ("fr-FR,fr;q=0.9", Lang.EN),
+    ("fr,he;q=0.5", Lang.HE), ("iw", Lang.HE), ("en;q=0.1,he;q=0.9", Lang.HE),
+    ("he;q=0", Lang.EN), ("he;q=abc,en", Lang.EN),
+])
+def test_the_interface_language_follows_accept_language(header: str | None,
+                                                        expected: Lang) -> None:
+    assert from_accept_language(header) is expected
+
+
+def test_every_message_of_the_templates_has_its_hebrew() -> None:
+    hebrew = translations(Lang.HE)
+    messages = {message for _, _, message, _, _ in extract_from_dir(
+        str(TEMPLATES), method_map=[("**.html", "jinja2"), ("**.svg", "jinja2")])}
+    assert len(messages) > 50
+    untranslated = sorted(m for m in messages if hebrew.gettext(m) == m)
+    assert untranslated == []  # add them to locale/he/LC_MESSAGES/messages.po
+
+
+def test_the_waterfall_draws_each_stage_from_the_previous_one_to_scale() -> None:
+    chart = waterfall([TimelineStage("webhook_received", 0), TimelineStage("stream_start", 100),
+                       TimelineStage("first_audio_to_caller", 400, ""),
+                       TimelineStage("tool_called", 300, "check_hours")])
+    labels = [bar.label for bar in chart.bars]
+    assert labels == ["webhook_received", "stream_start", "tool_called (check_hours)",
+                      "first_audio_to_caller"]  # in time order
+    stream, tool, first = chart.bars[1:]
+    assert tool.x == pytest.approx(stream.x + stream.width)
+    assert first.width == pytest.approx(2 * stream.width / 2 * 1)  # 100 ms each
+    assert first.highlight and tool.minor and not stream.minor
+    assert [tick.label for tick in chart.ticks][:2] == ["0", "100"]
+
+
+def test_columns_share_one_scale_from_zero() -> None:
+    chart = columns([("a", 0.0), ("b", 3.0), ("c", 6.0)])
+    assert chart.bars[0].height == 0
+    assert chart.bars[2].height == pytest.approx(2 * chart.bars[1].height)
+    assert nice_step(7) == 2 and nice_step(0.3) == 0.1 and nice_step(5000) == 1000
+
+
+def test_a_validation_error_names_the_form_field_it_belongs_to() -> None:
+    assert error_of(InvalidBusiness("numbers[0]: '555' is not E.164")) == \
+        ("numbers", "'555' is not E.164")
+    assert error_of(InvalidBusiness("prompt.role: must not be empty")) == \
+        ("prompt.role", "must not be empty")
+    assert error_of(InvalidBusiness("hours: 'mon': '9-5' is not a HH:MM-HH:MM range"))[0] == \
+        "hours"
+    assert error_of(InvalidBusiness("templates[x].greeting: {who} is not filled"))[0] == \
+        "templates[x].greeting"
+    assert error_of(DuplicateNumber("+1555 already belongs to business 'b'"))[0] == "numbers"
+
+
+# -- over HTTP -------------------------------------------------------------------------------
+@pytest.fixture
+async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    businesses = [make_business(), make_business(slug="other-co", name="Other Co",
+                                                 phone_numbers=("+15005550007",))]
+    async with running_stack(database_url, tmp_path, businesses, greeting_cache=False,
+                             api_token=ADMIN_TOKEN, key_secret=KEY_SECRET) as running:
+        yield running
+
+
+async def business_key(stack: Stack, slug: str) -> tuple[str, str]:
+    key = new_key(KEY_SECRET)
+    await stack.services.store.create_api_key(slug, "test", key.prefix, key.key_hash)
+    return key.key, key.prefix
+
+
+@asynccontextmanager
+async def signed_in(stack: Stack, key: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.server.url) as client:
+        csrf = csrf_of((await client.get("/signin")).text)
+        answer = await client.post("/signin", data={"csrf": csrf, "key": key, "next": "/calls"})
+        assert answer.status_code == 303 and answer.headers["location"] == "/calls"
+        yield client
+
+
+def csrf_of(html: str) -> str:
+    found = CSRF_RE.search(html)
+    assert found is not None
+    return found[1]
+
+
+async def save_call(stack: Stack, call_sid: str, slug: str, text: str) -> None:
+    now = datetime.now(UTC)
+    await stack.services.store.save_call(CallRecord(
+        call_sid=call_sid, business_slug=slug, direction="inbound", from_number="+15550001111",
+        to_number="+15005550006", status="completed", outcome=Outcome.COMPLETED,
+        started_at=now, ended_at=now, messages=[LeadMessage("Dana", "+15550001111", text, 0)]))
+
+
+async def test_forms_need_the_session_s_csrf_token_and_the_cookie_is_locked_down(
+        stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.server.url) as client:
+        page = await client.get("/calls")
+        assert page.status_code == 303 and page.headers["location"] == "/signin?next=/calls"
+        cookie = page.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
+        form = await client.get("/signin")
+        csrf = csrf_of(form.text)
+        for data in ({"key": ADMIN_TOKEN}, {"key": ADMIN_TOKEN, "csrf": csrf + "x"}):
+            refused = await client.post("/signin", data=data)
+            assert refused.status_code == 403
+            assert COOKIE not in refused.headers.get("set-cookie", "")  # not signed in
+        # Another browser's token (a cross-site form) does not fit this session either.
+        async with httpx.AsyncClient(base_url=stack.server.url) as other:
+            foreign = csrf_of((await other.get("/signin")).text)
+        assert (await client.post("/signin", data={"key": ADMIN_TOKEN, "csrf": foreign})
+                ).status_code == 403
+        assert (await client.post("/signin", data={"key": ADMIN_TOKEN, "csrf": csrf})
+                ).status_code == 303
+        calls = await client.get("/calls")
+        assert calls.status_code == 200
+        # Signed in, the token is new (not the one the sign-in page showed) and still needed.
+        assert csrf_of(calls.text) != csrf
+        assert (await client.post("/signout", data={"csrf": csrf})).status_code == 403
+        assert (await client.get("/calls")).status_code == 200
+        assert (await client.post("/signout", data={"csrf": csrf_of(calls.text)})
+                ).status_code == 303
+        assert (await client.get("/calls")).status_code == 303
+
+
+async def test_a_tampered_cookie_or_a_revoked_key_is_signed_out(stack: Stack) -> None:
+    key, prefix = await business_key(stack, "acme-dental")
+    async with signed_in(stack, key) as client:
+        assert (await client.get("/calls")).status_code == 200
+        good = client.cookies[COOKIE]
+        client.cookies.set(COOKIE, good[:-2] + ("AA" if not good.endswith("AA") else "BB"))
+        assert (await client.get("/calls")).status_code == 303
+        client.cookies.set(COOKIE, good)
+        assert (await client.get("/calls")).status_code == 200
+        await stack.services.store.revoke_api_key(prefix)
+        answer = await client.get("/calls")
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/signin")
+
+
+async def test_wrong_keys_are_rate_limited_with_the_api(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.server.url) as client:
+        csrf = csrf_of((await client.get("/signin")).text)
+        for _ in range(10):
+            wrong = await client.post("/signin", data={"csrf": csrf, "key": "hk_nope"})
+            assert wrong.status_code == 401
+            assert "hk_nope" not in wrong.text  # never echoed
+        throttled = await client.post("/signin", data={"csrf": csrf, "key": ADMIN_TOKEN})
+        assert throttled.status_code == 429
+        # The API's limiter: the same address is refused there too.
+        api = await client.get("/api/v1/businesses",
+                               headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert api.status_code == 429
+
+
+async def test_a_business_key_sees_its_own_business_only(stack: Stack) -> None:
+    await save_call(stack, "CA" + "1" * 32, "acme-dental", "call me back about a filling")
+    await save_call(stack, "CA" + "2" * 32, "other-co", "secret of the other business")
+    key, _ = await business_key(stack, "acme-dental")
+    async with signed_in(stack, key) as client:
+        calls = await client.get("/calls", params={"business": "other-co"})
+        assert "CA" + "1" * 32 in calls.text and "CA" + "2" * 32 not in calls.text
+        for path in (f"/calls/CA{'2' * 32}", f"/calls/CA{'2' * 32}/recording",
+                     "/businesses/other-co", "/businesses/other-co/greeting", "/businesses",
+                     f"/messages/CA{'2' * 32}-1/audio", "/calls/CA-nothing-here"):
+            answer = await client.get(path)
+            assert answer.status_code == 404, path
+            assert "secret of the other business" not in answer.text
+        messages = await client.get("/messages")
+        assert "a filling" in messages.text and "secret of the other" not in messages.text
+        csrf = csrf_of(messages.text)
+        other = await client.post(f"/messages/CA{'2' * 32}-1/handled",
+                                  data={"csrf": csrf, "handled": "1"})
+        assert other.status_code == 404
+        assert (await stack.services.store.get_message(f"CA{'2' * 32}-1")).handled_at is None  # type: ignore[union-attr]
+        changed = await client.post("/businesses/other-co", data={"csrf": csrf, "name": "x"})
+        assert changed.status_code == 404
+        assert (await stack.services.store.get_business("other-co")).name == "Other Co"  # type: ignore[union-attr]
+        stats = await client.get("/stats", params={"business": "other-co"})
+        assert stats.status_code == 200 and "Acme Dental" in stats.text
+
+
+async def test_the_hebrew_interface_is_mirrored(stack: Stack) -> None:
+    async with signed_in(stack, ADMIN_TOKEN) as client:
+        english = await client.get("/calls")
+        assert '<html lang="en" dir="ltr">' in english.text
+        hebrew = await client.get("/calls", headers={"Accept-Language": "he-IL,he;q=0.9"})
+        assert '<html lang="he" dir="rtl">' in hebrew.text and "שיחות" in hebrew.text
+        switched = await client.post("/lang", data={"csrf": csrf_of(english.text),
+                                                    "lang": "he", "next": "//evil.example/"})
+        assert switched.status_code == 303 and switched.headers["location"] == "/calls"
+        assert '<html lang="he" dir="rtl">' in (await client.get("/calls")).text  # kept
