@@ -14,6 +14,7 @@ shows them).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -181,7 +182,15 @@ async def test_the_owner_s_dashboard_in_a_browser(site: Site) -> None:
     assert "E.164" in await plumber.locator("#error-numbers").inner_text() or \
         await plumber.locator("#error-numbers").count() == 1
     assert await plumber.locator("#f-numbers.invalid").count() == 1
-    english_call = await place_call(site, "+14155550100", "Is the shop open today?", "en")
+    # The calls page shows the call while it runs, without a reload (it polls).
+    await plumber.goto(f"{site.url}/calls")
+    await plumber.locator("#live .empty").wait_for()
+    running = asyncio.create_task(
+        place_call(site, "+14155550100", "Is the shop open today?", "en"))
+    await plumber.locator("#live .live-calls li", has_text=CALLER).wait_for()
+    await shot(plumber, "calls-live")
+    english_call = await running
+    await plumber.locator("#live .empty").wait_for()  # and drops it once it has ended
     first_agent_turn = next(t for t in english_call.transcript if t.speaker == "agent")
     assert first_agent_turn.text == greeting
     await plumber.goto(f"{site.url}/calls/{english_call.call_sid}")
