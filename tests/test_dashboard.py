@@ -223,3 +223,25 @@ async def test_the_hebrew_interface_is_mirrored(stack: Stack) -> None:
                                                     "lang": "he", "next": "//evil.example/"})
         assert switched.status_code == 303 and switched.headers["location"] == "/calls"
         assert '<html lang="he" dir="rtl">' in (await client.get("/calls")).text  # kept
+
+
+async def test_the_call_page_shows_tool_calls_waterfall_and_outcome(stack: Stack) -> None:
+    now = datetime.now(UTC)
+    await stack.services.store.save_call(CallRecord(
+        call_sid="CA" + "3" * 32, business_slug="acme-dental", direction="inbound",
+        from_number="+15550001111", to_number="+15005550006", status="completed",
+        outcome=Outcome.TRANSFERRED, started_at=now, ended_at=now,
+        timeline=[TimelineStage("webhook_received", 0), TimelineStage("stream_start", 90),
+                  TimelineStage("greeting_requested", 91, "live, compact prompt"),
+                  TimelineStage("first_audio_to_caller", 400),
+                  TimelineStage("tool_called", 900, 'check_hours {"day": "<b>mon</b>"}'),
+                  TimelineStage("tool_done", 950, 'check_hours: ok {"open": true}')]))
+    async with signed_in(stack, ADMIN_TOKEN) as client:
+        page = (await client.get(f"/calls/CA{'3' * 32}")).text
+    assert "check_hours" in page and "&#34;open&#34;: true" in page
+    assert "<b>mon</b>" not in page and "&lt;b&gt;mon&lt;/b&gt;" in page  # escaped, in SVG too
+    assert re.search(r'<svg class="waterfall"[^>]*>', page)
+    assert page.count('<g class="stage') == 6
+    assert "first_audio_to_caller" in page and "310.0 ms" in page  # stream start → audio
+    assert 'class="path">cold<' in page  # live, with no warm session: cold
+    assert "transferred" in page

@@ -7,7 +7,10 @@ so the form is no way around its rate limit.
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from hotline.admin.auth import failure_limiter, principal_of_key
@@ -17,6 +20,7 @@ from hotline.admin.dashboard.web import AnyPage, codec_of, form_of, with_lang
 from hotline.keys import key_prefix
 
 router = APIRouter(include_in_schema=False)
+log = logging.getLogger(__name__)
 
 
 def _safe_next(value: object) -> str:
@@ -33,8 +37,9 @@ async def home(page: AnyPage) -> Response:
 
 
 @router.get("/signin")
-async def sign_in_form(page: AnyPage, next: str = "/calls") -> Response:
-    return page.render("signin.html", next_url=_safe_next(next), error=None)
+async def sign_in_form(page: AnyPage,
+                       next_url: Annotated[str, Query(alias="next")] = "/calls") -> Response:
+    return page.render("signin.html", next_url=_safe_next(next_url), error=None)
 
 
 @router.post("/signin")
@@ -51,6 +56,7 @@ async def sign_in(page: AnyPage) -> Response:
     found = await principal_of_key(page.services, key) if key else None
     if found is None:
         limiter.failed(address)
+        log.warning("dashboard sign-in failed from %s", address)  # never the key
         return page.render("signin.html", status=401, next_url=next_url, error="wrong_key")
     if found.business is None:
         page.save(codec_of(request).admin_session(page.session))

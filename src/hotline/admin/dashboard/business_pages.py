@@ -78,7 +78,17 @@ def business_from_form(current: BusinessConfig, form: FormData) -> BusinessConfi
                             if _text(form, f"hours.{day}")),
         tools=tuple(tool for tool in BUILTIN_TOOLS if form.get(f"tool.{tool}") == "on"),
         transfer_number=_text(form, "transfer_number") or None,
+        recording=form.get("recording") == "on",
+        recording_retention_days=_whole_number(_text(form, "recording_retention_days")),
         templates=tuple(templates))
+
+
+def _whole_number(text: str) -> int:
+    """The number typed, or -1 (which the check refuses, naming the field) for none."""
+    try:
+        return int(text)
+    except ValueError:
+        return -1
 
 
 async def _visible(page: Page, slug: str) -> BusinessConfig:

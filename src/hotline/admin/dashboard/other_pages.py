@@ -65,7 +65,7 @@ async def message_audio(page: Viewer, message_id: str) -> Response:
 
 
 @router.get("/stats")
-async def stats(page: Viewer, business: str = "", days: int = 30) -> Response:
+async def stats(page: Viewer, business: str = "", days: str = "30") -> Response:
     config = page.services.config
     slug = _business_choice(page, business)
     if slug is None:
@@ -74,13 +74,13 @@ async def stats(page: Viewer, business: str = "", days: int = 30) -> Response:
     target = config.business(slug) if slug else None
     if slug is not None and target is None and page.is_admin:
         raise page.not_found()
+    period = int(days) if days.isdigit() and int(days) in STATS_DAYS else 30
     if target is None:
         return page.render("stats.html", stats=None, businesses=config.businesses(),
-                           slug="", days=days, choices=STATS_DAYS)
-    days = days if days in STATS_DAYS else 30
+                           slug="", days=period, choices=STATS_DAYS)
     zone = ZoneInfo(target.timezone)
     today = datetime.now(zone).date()
-    start = datetime.combine(today - timedelta(days=days - 1), time(), zone).astimezone(UTC)
+    start = datetime.combine(today - timedelta(days=period - 1), time(), zone).astimezone(UTC)
     end = datetime.combine(today + timedelta(days=1), time(), zone).astimezone(UTC)
     found = await page.services.store.business_stats(target.slug, start, end)
     per_day = charts.columns([(day.strftime("%d.%m"), float(n)) for day, n in found.per_day])
@@ -91,4 +91,4 @@ async def stats(page: Viewer, business: str = "", days: int = 30) -> Response:
     outcomes = charts.hbars([(name, float(n), str(n)) for name, n in found.outcomes.items()])
     return page.render("stats.html", stats=found, business=target, per_day=per_day,
                        latency=latency, outcomes=outcomes, businesses=config.businesses(),
-                       slug=target.slug, days=days, choices=STATS_DAYS)
+                       slug=target.slug, days=period, choices=STATS_DAYS)

@@ -72,7 +72,9 @@ class Page:
 
     @property
     def principal(self) -> Principal:
-        """Only meaningful on a signed-in page (`viewer`)."""
+        """Who is signed in; only on a signed-in page (`viewer`), never a stranger's."""
+        if not self.session.signed_in:
+            raise RuntimeError("no principal: nobody is signed in on this page")
         return Principal(business=None if self.session.admin else self.session.business)
 
     @property
