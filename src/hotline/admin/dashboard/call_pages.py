@@ -41,6 +41,8 @@ class LiveCall:
 
 @dataclass(frozen=True, slots=True)
 class Filters:
+    """The list's filters as the form sent them (kept as typed, to show them again)."""
+
     business: str = ""
     direction: str = ""
     outcome: str = ""
@@ -53,7 +55,7 @@ class Filters:
         zone = _zone(page, business)
         return CallQuery(
             business_slug=business,
-            direction=_enum(CallDirection, self.direction),
+            direction=_direction(self.direction),
             outcome=self.outcome or None,
             started_from=_day_start(self.day_from, zone, 0),
             started_to=_day_start(self.day_to, zone, 1),
@@ -170,8 +172,8 @@ def _day_start(value: str, zone: ZoneInfo, plus_days: int) -> datetime | None:
     return datetime.combine(day, clock_time(), zone).astimezone(UTC)
 
 
-def _enum(kind: type[CallDirection], value: str) -> CallDirection | None:
+def _direction(value: str) -> CallDirection | None:
     try:
-        return kind(value) if value else None
+        return CallDirection(value) if value else None
     except ValueError:
         return None
