@@ -133,6 +133,7 @@ async def test_forms_need_the_session_s_csrf_token_and_the_cookie_is_locked_down
         assert page.status_code == 303 and page.headers["location"] == "/signin?next=/calls"
         cookie = page.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
         form = await client.get("/signin")
         csrf = csrf_of(form.text)
         for data in ({"key": ADMIN_TOKEN}, {"key": ADMIN_TOKEN, "csrf": csrf + "x"}):

@@ -30,6 +30,14 @@ from hotline.admin.dashboard.session import SessionCodec, WebSession, csrf_match
 from hotline.services import Services
 
 STATIC_PREFIX = "/static"
+# Every page: our own scripts, styles and media only (no inline script, so an injected one
+# cannot run), never framed by another site, forms only back to us.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; "
+                               "form-action 'self'; base-uri 'none'; object-src 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 
 
 class SignInRequired(Exception):
@@ -105,6 +113,7 @@ class Page:
     def _finish(self, response: Response) -> None:
         # Pages depend on the session (who, which language): no shared cache may keep them.
         response.headers["Cache-Control"] = "no-store"
+        response.headers.update(SECURITY_HEADERS)
         if self.changed:
             codec_of(self.request).write(response, self.session)
 
