@@ -190,7 +190,9 @@ async def test_the_owner_s_dashboard_in_a_browser(site: Site) -> None:
     await plumber.locator("#live .live-calls li", has_text=CALLER).wait_for()
     await shot(plumber, "calls-live")
     english_call = await running
-    await plumber.locator("#live .empty").wait_for()  # and drops it once it has ended
+    await plumber.locator("#live .empty").wait_for()  # and drops it once it has ended,
+    # when the call joins the list below, still without a reload.
+    await plumber.locator(f"#calls-list a[href='/calls/{english_call.call_sid}']").wait_for()
     first_agent_turn = next(t for t in english_call.transcript if t.speaker == "agent")
     assert first_agent_turn.text == greeting
     await plumber.goto(f"{site.url}/calls/{english_call.call_sid}")

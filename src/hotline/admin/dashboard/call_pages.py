@@ -85,7 +85,7 @@ async def calls(page: Viewer, business: str = "", direction: str = "", outcome: 
         "calls.html", filters=filters, calls=found.calls, businesses=businesses,
         next_link=filters.link(found.next_cursor) if found.next_cursor else None,
         outcomes=list(Outcome), directions=list(CallDirection), live=live_calls(page),
-        poll_ms=LIVE_POLL_MS)
+        poll_ms=LIVE_POLL_MS, filters_paged=bool(cursor))
 
 
 @router.get("/calls/live")

@@ -3,19 +3,36 @@
 
 // Polling: an element with data-poll="URL" gets that URL's HTML every data-every ms (the
 // live calls, a greeting being rendered). A reply holding [data-done] stops the polling.
+// With data-refresh="#id", a change of the reply (a call started or ended) also reloads
+// that part of the page, then and once more a tick later (an ended call's record is
+// written just after it ends).
 function poll(element) {
   const every = Number(element.dataset.every) || 2000;
+  let last = element.innerHTML.trim(), again = false;
   const tick = async () => {
     try {
       const reply = await fetch(element.dataset.poll, {credentials: "same-origin"});
       if (reply.ok) {
-        element.innerHTML = await reply.text();  // our own server's escaped HTML
+        const html = (await reply.text()).trim();
+        const changed = html !== last;
+        last = html;
+        element.innerHTML = html;  // our own server's escaped HTML
         if (element.querySelector("[data-done]")) return;
+        if (element.dataset.refresh && (changed || again)) refresh(element.dataset.refresh);
+        again = changed;
       }
     } catch (error) { /* offline for a moment: try again */ }
     setTimeout(tick, every);
   };
   setTimeout(tick, every);
+}
+
+async function refresh(selector) {
+  const reply = await fetch(location.href, {credentials: "same-origin"});
+  if (!reply.ok) return;
+  const fresh = new DOMParser().parseFromString(await reply.text(), "text/html");
+  const source = fresh.querySelector(selector), target = document.querySelector(selector);
+  if (source && target) target.innerHTML = source.innerHTML;
 }
 document.querySelectorAll("[data-poll]").forEach(poll);
 
