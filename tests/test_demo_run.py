@@ -7,11 +7,12 @@ import os
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 from rich.console import Console
 
 from hotline.business_yaml import load_businesses_yaml
-from hotline.demo import demo_businesses_path, run_demo
+from hotline.demo import DemoCall, demo_businesses_path, run_demo
 from hotline.prompts import (
     GOODBYE_INSTRUCTIONS,
     HANDOVER_INSTRUCTIONS,
@@ -49,10 +50,29 @@ def _warm_speech_cache() -> None:
 
 async def test_demo_transcripts_contain_no_instruction_text(tmp_path: Path) -> None:
     _warm_speech_cache()
-    console = Console(file=io.StringIO(), width=200)
+    output = io.StringIO()
+    console = Console(file=output, width=400)
+    seen: dict[str, int] = {}
+
+    async def sign_in_to_the_dashboard(calls: list[DemoCall]) -> None:
+        """What `hotline demo --serve` leaves up: the dashboard, with the keys it printed."""
+        printed = re.search(r"Dashboard: (\S+)/ · sign in with the admin token (\S+), or as "
+                            r"smile-dental-tlv's owner with the key (\S+)", output.getvalue())
+        assert printed is not None
+        url, *keys = printed.groups()
+        for who, key in zip(("admin", "clinic"), keys, strict=True):
+            async with httpx.AsyncClient(base_url=url) as client:
+                form = await client.get("/signin")
+                csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+                assert csrf is not None
+                await client.post("/signin", data={"csrf": csrf[1], "key": key})
+                page = await client.get("/calls")
+                seen[who] = len({sid for sid in re.findall(r'href="/calls/(CA\w+)"', page.text)})
+
     calls = await run_demo(tmp_path, profile=LatencyProfile.zero(), console=console,
-                           clock=DEMO_CLOCK)
+                           clock=DEMO_CLOCK, then=sign_in_to_the_dashboard)
     assert len(calls) == 5
+    assert seen == {"admin": 5, "clinic": 1}  # the clinic's key: its own call only
     turns = [(call.label, turn) for call in calls for turn in call.record.transcript]
     agent_lines = [turn.text for _, turn in turns if turn.speaker == "agent"]
     assert agent_lines
