@@ -16,7 +16,7 @@ import httpx
 import pytest
 from babel.messages.extract import extract_from_dir
 
-from hotline.admin.dashboard.business_pages import error_of
+from hotline.admin.dashboard.business_pages import error_of, placed_errors
 from hotline.admin.dashboard.charts import columns, nice_step, waterfall
 from hotline.admin.dashboard.i18n import Lang, from_accept_language, translations
 from hotline.admin.dashboard.session import COOKIE
@@ -85,6 +85,9 @@ def test_a_validation_error_names_the_form_field_it_belongs_to() -> None:
     assert error_of(InvalidBusiness("templates[x].greeting: {who} is not filled"))[0] == \
         "templates[x].greeting"
     assert error_of(DuplicateNumber("+1555 already belongs to business 'b'"))[0] == "numbers"
+    assert placed_errors({"dtmf": "'x' is not a phone key"}) == {"": "'x' is not a phone key"}
+    assert placed_errors({"templates[a].greeting": "r", "hours": "h"}) == \
+        {"templates[a].greeting": "r", "hours": "h"}
 
 
 # -- over HTTP -------------------------------------------------------------------------------

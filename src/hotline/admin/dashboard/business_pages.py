@@ -140,11 +140,26 @@ def _greeting_state(page: Page, business: BusinessConfig) -> dict[str, str]:
     return {"greeting_state": "ready" if ready else "rendering"}
 
 
+# The settings form's fields an error can be shown beside (and templates[…].…, new_template.…).
+SETTINGS_FIELDS = frozenset({
+    "name", "language", "voice", "timezone", "transfer_number", "numbers", "greeting",
+    "prompt", "prompt.role", "prompt.tone", "prompt.greeting_rules", "prompt.knowledge",
+    "prompt.policies", "prompt.faq", "hours", "tools", "recording",
+    "recording_retention_days"})
+
+
+def placed_errors(errors: dict[str, str]) -> dict[str, str]:
+    """Errors of fields the form does not show (dtmf, http_tools: the API's) go on top."""
+    return {field if field in SETTINGS_FIELDS or field.startswith(("templates[", NEW_TEMPLATE))
+            else "": reason for field, reason in errors.items()}
+
+
 def _render(page: Page, business: BusinessConfig, *, errors: dict[str, str], saved: bool,
             status: int = 200) -> Response:
     running = page.services.config.business(business.slug) or business
     return page.render(
-        "business.html", status=status, business=business, errors=errors, saved=saved,
+        "business.html", status=status, business=business, errors=placed_errors(errors),
+        saved=saved,
         weekdays=WEEKDAYS, hours=dict(business.opening_hours), builtin_tools=BUILTIN_TOOLS,
         new_template=NEW_TEMPLATE, poll_ms=GREETING_POLL_MS,
         greeting_state=_greeting_state(page, running)["greeting_state"])
