@@ -128,9 +128,12 @@ async def browser_page(site: Site, *, viewport: dict[str, int] = DESKTOP,
     return page
 
 
-async def sign_in(site: Site, page: playwright_api.Page, key: str, path: str = "/calls") -> None:
+async def sign_in(site: Site, page: playwright_api.Page, key: str, path: str = "/calls",
+                  screenshot: str = "") -> None:
     await page.goto(site.url + path)
     assert "/signin" in page.url  # not signed in yet: the sign-in page, then back here
+    if screenshot:
+        await shot(page, screenshot)
     await page.fill("#key", key)
     await page.click("form[action='/signin'] button[type=submit]")
     await page.wait_for_url(re.compile(re.escape(path) + r"$"))
@@ -225,7 +228,7 @@ async def test_the_owner_s_dashboard_in_a_browser(site: Site) -> None:
 
     # -- a phone's width, in the Hebrew interface -------------------------------------------
     phone = await browser_page(site, viewport=PHONE, locale="he-IL")
-    await sign_in(site, phone, site.keys[HEBREW])
+    await sign_in(site, phone, site.keys[HEBREW], screenshot="signin-phone-he")
     assert await direction(phone, "html") == "rtl"
     assert await phone.get_attribute("html", "lang") == "he"
     assert "שיחות" in await phone.locator("nav").inner_text()
