@@ -128,7 +128,8 @@ async def page(request: Request) -> Page:
 
 async def viewer(current: Annotated[Page, Depends(page)]) -> Page:
     if not await _still_valid(current):
-        current.save(current.session.signed_out())
+        if current.session.signed_in:  # no longer valid: forget who it was
+            current.save(current.session.signed_out())
         request = current.request
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise SignInRequired(current, target)
