@@ -17,7 +17,7 @@ PG_WORKERS ?= 3
 # (gitignored) that takes half the time, so tests write them even where the shell says not.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test lint typecheck unit pg-test install system-deps bench fleet clean
+.PHONY: demo test lint typecheck unit pg-test install system-deps bench fleet screenshots clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -86,6 +86,10 @@ bench: install
 # the HOTLINE_DATABASE_URL store (README: "Running in production"); Ctrl-C stops them all.
 fleet: install
 	$(BIN)/hotline fleet up
+
+# The dashboard's screenshots in docs/screenshots/, taken again by its browser test.
+screenshots: install
+	HOTLINE_TEST_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest -q -p no:xdist tests/test_dashboard_browser.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache .mypy_cache .test-logs hotline.db

@@ -8,13 +8,15 @@ with a business key; call the Hebrew clinic and see the call's transcript laid o
 to left, its latency waterfall and its recording playing; edit the English business's
 greeting and hear it in the next call's transcript; fail to open another business's call;
 the same pages at a phone's width and in the Hebrew interface; messages, stats and the
-admin's businesses. Each page's screenshot is written to docs/screenshots/ (the README
-shows them).
+admin's businesses. Each page's screenshot is written to .test-logs/screenshots/, or to
+the folder HOTLINE_TEST_SCREENSHOTS names: `make screenshots` renews docs/screenshots/ (the
+README shows them), so that a test run leaves the checkout as it was.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -48,7 +50,9 @@ pytestmark = [pytest.mark.sockets, pytest.mark.asyncio(loop_scope="module")]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = Path(os.environ.get("HOTLINE_TEST_SCREENSHOTS")
+                   or ROOT / ".test-logs" / "screenshots")
 ADMIN_TOKEN = "browser-test-admin-token"
 KEY_SECRET = "browser-test-key-secret"
 HEBREW = "smile-dental-tlv"
@@ -140,7 +144,7 @@ async def sign_in(site: Site, page: playwright_api.Page, key: str, path: str = "
 
 
 async def shot(page: playwright_api.Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(SCREENSHOTS.mkdir, parents=True, exist_ok=True)
     await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
