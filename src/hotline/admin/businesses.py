@@ -223,11 +223,14 @@ async def update_business(slug: str, body: BusinessPatch, request: Request,
     services = services_of(request)
     current = await visible_business(services, caller, slug)
     values = body.model_dump(exclude_unset=True)
-    nulls = [key for key, value in values.items()
-             if value is None and key != "transfer_number"]
+    nulls: list[tuple[str, ...]] = [("body", key) for key, value in values.items()
+                                    if value is None and key != "transfer_number"]
+    # A prompt part too (`{"prompt": {"role": null}}`): None is no text to check or keep.
+    nulls += [("body", "prompt", part) for part, text in (values.get("prompt") or {}).items()
+              if text is None]
     if nulls:
-        raise RequestValidationError([{"loc": ("body", key), "msg": "may not be null",
-                                       "type": "value_error"} for key in nulls])
+        raise RequestValidationError([{"loc": loc, "msg": "may not be null",
+                                       "type": "value_error"} for loc in nulls])
     return business_out(await _save(services, replace(current, **_config_fields(values))))
 
 
