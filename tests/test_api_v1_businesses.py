@@ -169,6 +169,15 @@ async def test_a_number_of_another_business_is_a_conflict(tenants: Tenants) -> N
                                            "msg": "may not be null", "type": "value_error"}]
 
 
+async def test_a_business_key_is_not_told_whose_number_it_asked_for(tenants: Tenants) -> None:
+    async with tenants.client(tenants.acme) as http:
+        response = await http.patch("/api/v1/businesses/acme-dental",
+                                    json={"numbers": [TEST_NUMBER, OTHER_NUMBER]})
+    assert response.status_code == 409, response.text
+    assert response.json() == {"detail": f"{OTHER_NUMBER} already belongs to another business"}
+    assert "bolt" not in response.text
+
+
 async def test_a_patched_greeting_is_what_the_next_call_says(tenants: Tenants) -> None:
     stack = tenants.stack
     services = stack.services

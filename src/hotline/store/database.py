@@ -723,7 +723,8 @@ async def _refuse_taken_numbers(session: AsyncSession, business: BusinessConfig)
         number, owner = taken
         raise DuplicateNumber(
             f"{number} already belongs to business {owner!r}; "
-            f"remove it there before giving it to {business.slug!r}"
+            f"remove it there before giving it to {business.slug!r}",
+            number=number,
         )
 
 
