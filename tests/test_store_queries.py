@@ -202,6 +202,11 @@ async def test_one_call_with_transcript_timeline_tool_calls_and_recording(store:
         None, 41_000, deleted)
     assert await store.call_view("CAnone") is None
     assert await store.get_call("CA1") == view.record  # the same record as before
+    # Asked for one business's, another's call is not there (not loaded, then refused).
+    assert await store.call_view("CA1", business_slug="bolt") is None
+    assert await store.get_call("CA1", business_slug="bolt") is None
+    assert await store.call_view("CA1", business_slug="acme") == view
+    assert await store.get_call("CA1", business_slug="acme") == view.record
 
 
 def test_tool_calls_skip_what_does_not_parse() -> None:

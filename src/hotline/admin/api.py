@@ -70,7 +70,8 @@ async def place_call(body: PlaceCallRequest, request: Request,
 
 @router.get("/calls/{call_sid}", responses=NOT_FOUND)
 async def get_call(call_sid: str, request: Request, caller: Caller) -> dict[str, object]:
-    record = await services_of(request).store.get_call(call_sid)
+    record = await services_of(request).store.get_call(call_sid,
+                                                       business_slug=caller.business)
     if record is None or not caller.may_see(record.business_slug):
         raise HTTPException(status_code=404, detail=f"no call {call_sid}")
     return {

@@ -227,7 +227,8 @@ async def list_calls(
 @router.get("/{call_sid}", responses=NOT_FOUND)
 async def get_call(call_sid: str, request: Request, caller: Caller) -> CallDetail:
     """The call with its transcript, latency timeline, tool calls and recording."""
-    view = await services_of(request).store.call_view(call_sid)
+    view = await services_of(request).store.call_view(call_sid,
+                                                      business_slug=caller.business)
     if view is None or not caller.may_see(view.record.business_slug):
         raise HTTPException(status_code=404, detail=f"no call {call_sid}")
     record = view.record
