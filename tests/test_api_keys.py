@@ -217,6 +217,18 @@ def test_the_failure_window_slides() -> None:
     assert limiter._failures == {}  # quiet addresses are forgotten
 
 
+def test_addresses_that_never_come_back_are_forgotten() -> None:
+    # An address's failures are dropped when it asks again; one that never does must not
+    # stay in the table for ever (many addresses, each failing once, would fill memory).
+    now = [0.0]
+    limiter = FailureLimiter(max_failures=3, window_s=60, clock=lambda: now[0], sweep_above=8)
+    for n in range(100):
+        limiter.failed(f"10.0.{n}.1")
+        now[0] += 10  # six addresses fail within any window
+    assert limiter.addresses() <= 16
+    assert limiter.retry_after("10.0.99.1") is None  # one failure: not held up
+
+
 # -- keys in the store ----------------------------------------------------------------------------
 def test_no_key_is_made_without_the_server_secret() -> None:
     for secret in (None, ""):
