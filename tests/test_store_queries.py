@@ -4,6 +4,8 @@ their handled state, and a business's stats."""
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -121,8 +123,18 @@ async def test_search_pages_with_a_cursor_newest_first_ties_by_id(store: Store) 
     assert (await store.search_calls(limit=7)).next_cursor is not None
 
 
+def _raw_cursor(value: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
 async def test_a_bad_cursor_or_page_size_is_refused(store: Store) -> None:
-    for cursor in ("nonsense", "", encode_cursor(T0, 1)[:-3], "W10", "WyJ4IiwgMV0"):
+    # A tampered cursor whose moment leaves datetime's range in UTC, or whose id no
+    # database integer holds, is refused too (it was a 500: OverflowError, a driver error).
+    tampered = [_raw_cursor(["0001-01-01T00:00:00+01:00", 1]),
+                _raw_cursor(["9999-12-31T23:59:59-01:00", 1]),
+                _raw_cursor([T0.isoformat(), 2**63])]
+    for cursor in ("nonsense", "", encode_cursor(T0, 1)[:-3], "W10", "WyJ4IiwgMV0",
+                   *tampered):
         with pytest.raises(InvalidCursor):
             await store.search_calls(cursor=cursor or "=")
     for limit in (0, MAX_PAGE_SIZE + 1):
