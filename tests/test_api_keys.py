@@ -80,11 +80,16 @@ async def test_a_business_key_cannot_place_a_call_for_another_business(
     async with tenants.client(tenants.acme) as http:
         other = await http.post("/api/calls", json=place("bolt-plumbing"))
         unknown = await http.post("/api/calls", json=place("nobody"))
+        # Its own business, but with another tenant's number as the caller id.
+        spoofed = await http.post("/api/calls", json={**place("acme-dental"),
+                                                      "from": OTHER_NUMBER})
         assert stack.twilio.created == []
         own = await http.post("/api/calls", json=place("acme-dental"))
     for response in (other, unknown):  # another tenant's and no tenant's: the same answer
         assert response.status_code == 404, response.text
         assert "Bolt" not in response.text and OTHER_NUMBER not in response.text
+    assert spoofed.status_code == 422, spoofed.text
+    assert "must be one of business acme-dental's numbers" in spoofed.json()["detail"]
     assert own.status_code == 201, own.text
     assert own.json()["business"] == "acme-dental"
     assert len(stack.twilio.created) == 1
