@@ -80,11 +80,16 @@ async def test_a_business_key_cannot_place_a_call_for_another_business(
     async with tenants.client(tenants.acme) as http:
         other = await http.post("/api/calls", json=place("bolt-plumbing"))
         unknown = await http.post("/api/calls", json=place("nobody"))
+        # Its own business, but with another tenant's number as the caller id.
+        spoofed = await http.post("/api/calls", json={**place("acme-dental"),
+                                                      "from": OTHER_NUMBER})
         assert stack.twilio.created == []
         own = await http.post("/api/calls", json=place("acme-dental"))
     for response in (other, unknown):  # another tenant's and no tenant's: the same answer
         assert response.status_code == 404, response.text
         assert "Bolt" not in response.text and OTHER_NUMBER not in response.text
+    assert spoofed.status_code == 422, spoofed.text
+    assert "must be one of business acme-dental's numbers" in spoofed.json()["detail"]
     assert own.status_code == 201, own.text
     assert own.json()["business"] == "acme-dental"
     assert len(stack.twilio.created) == 1
@@ -215,6 +220,18 @@ def test_the_failure_window_slides() -> None:
     now[0] = 2000
     assert limiter.retry_after("10.0.0.1") is None
     assert limiter._failures == {}  # quiet addresses are forgotten
+
+
+def test_addresses_that_never_come_back_are_forgotten() -> None:
+    # An address's failures are dropped when it asks again; one that never does must not
+    # stay in the table for ever (many addresses, each failing once, would fill memory).
+    now = [0.0]
+    limiter = FailureLimiter(max_failures=3, window_s=60, clock=lambda: now[0], sweep_above=8)
+    for n in range(100):
+        limiter.failed(f"10.0.{n}.1")
+        now[0] += 10  # six addresses fail within any window
+    assert limiter.addresses() <= 16
+    assert limiter.retry_after("10.0.99.1") is None  # one failure: not held up
 
 
 # -- keys in the store ----------------------------------------------------------------------------

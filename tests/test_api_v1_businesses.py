@@ -160,8 +160,22 @@ async def test_a_number_of_another_business_is_a_conflict(tenants: Tenants) -> N
         response = await http.patch("/api/v1/businesses/acme-dental",
                                     json={"numbers": [OTHER_NUMBER]})
         null = await http.patch("/api/v1/businesses/acme-dental", json={"greeting": None})
+        null_part = await http.patch("/api/v1/businesses/acme-dental",
+                                     json={"prompt": {"tone": "calm", "role": None}})
     assert response.status_code == 409 and "bolt-plumbing" in response.text
     assert null.status_code == 422 and null.json()["detail"][0]["loc"] == ["body", "greeting"]
+    assert null_part.status_code == 422, null_part.text  # was a 500
+    assert null_part.json()["detail"] == [{"loc": ["body", "prompt", "role"],
+                                           "msg": "may not be null", "type": "value_error"}]
+
+
+async def test_a_business_key_is_not_told_whose_number_it_asked_for(tenants: Tenants) -> None:
+    async with tenants.client(tenants.acme) as http:
+        response = await http.patch("/api/v1/businesses/acme-dental",
+                                    json={"numbers": [TEST_NUMBER, OTHER_NUMBER]})
+    assert response.status_code == 409, response.text
+    assert response.json() == {"detail": f"{OTHER_NUMBER} already belongs to another business"}
+    assert "bolt" not in response.text
 
 
 async def test_a_patched_greeting_is_what_the_next_call_says(tenants: Tenants) -> None:

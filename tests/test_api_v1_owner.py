@@ -166,7 +166,11 @@ async def test_a_business_key_cannot_place_a_call_for_another_tenant(tenants: Te
     async with tenants.client(tenants.acme) as http:
         other = await http.post("/api/v1/calls", json=place("bolt-plumbing"))
         unknown = await http.post("/api/v1/calls", json=place("nobody"))
+        # Its own business, but with another tenant's number as the caller id.
+        spoofed = await http.post("/api/v1/calls", json=place(**{"from": OTHER_NUMBER}))
     assert other.status_code == 404 and other.json() == {"detail": "no business bolt-plumbing"}
+    assert errors(spoofed) == {("body", "from"): "must be one of business acme-dental's "
+                                                 f"numbers: {TEST_NUMBER}"}
     assert unknown.status_code == 404
     assert tenants.stack.twilio.created == []
 

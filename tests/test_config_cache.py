@@ -198,6 +198,54 @@ async def test_the_poll_loop_keeps_the_cached_config_through_an_outage(
         await cache.stop()
 
 
+class HeldSource:
+    """The real store; once `hold()` is called, the next `list_businesses()` reads the store,
+    then waits for `release()` before answering (a slow query, on cue)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._gate = asyncio.Event()
+        self._held = False
+        self.read = asyncio.Event()
+
+    def hold(self) -> None:
+        self._held = True
+
+    def release(self) -> None:
+        self._gate.set()
+
+    async def config_version(self) -> str:
+        return await self._store.config_version()
+
+    async def list_businesses(self) -> list[BusinessConfig]:
+        held, self._held = self._held, False
+        businesses = await self._store.list_businesses()
+        if held:
+            self.read.set()
+            await self._gate.wait()
+        return businesses
+
+
+async def test_a_slow_reload_does_not_overwrite_a_later_one(store: Store) -> None:
+    # A reload (a poll, another save) that read the store before a save and answers after
+    # the save's own reload must not put the older config back in the cache.
+    await store.save_business(make_business())
+    source = HeldSource(store)
+    cache = ConfigCache(source, refresh_s=60)
+    await cache.load()
+    source.hold()
+    slow = asyncio.create_task(cache.load())
+    await source.read.wait()
+    await store.save_business(make_business(greeting="Saved meanwhile."))
+    latest = asyncio.create_task(cache.load())
+    # Unlocked, the later load finishes meanwhile; locked, it waits for the slow one.
+    await asyncio.wait({latest}, timeout=0.5)
+    source.release()
+    await asyncio.gather(slow, latest)
+    business = cache.business("acme-dental")
+    assert business is not None and business.greeting == "Saved meanwhile."
+
+
 async def test_stop_ends_the_poll_loop(store: Store) -> None:
     await store.save_business(make_business())
     cache = ConfigCache(store, refresh_s=0.01)

@@ -4,6 +4,8 @@ their handled state, and a business's stats."""
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -95,7 +97,8 @@ async def test_search_filters_each_and_together(store: Store) -> None:
 
 async def test_search_pages_with_a_cursor_newest_first_ties_by_id(store: Store) -> None:
     await two_businesses(store)
-    # Seven calls, three of them at the very same moment: the id breaks the tie.
+    # Seven calls, three of them at the very same moment: the id breaks the tie, also
+    # between two pages (pages of 2 end between CA3 and CA2, both at minute 10).
     moments = [0, 10, 10, 10, 20, 30, 40]
     for n, minutes in enumerate(moments):
         await store.save_call(call(f"CA{n}", started_at=T0 + timedelta(minutes=minutes)))
@@ -103,7 +106,7 @@ async def test_search_pages_with_a_cursor_newest_first_ties_by_id(store: Store) 
     cursor: str | None = None
     pages = 0
     while True:
-        page = await store.search_calls(cursor=cursor, limit=3)
+        page = await store.search_calls(cursor=cursor, limit=2)
         pages += 1
         seen += [view.record.call_sid for view in page.calls]
         if pages == 1:  # a call that comes in meanwhile is not in the later pages
@@ -112,7 +115,7 @@ async def test_search_pages_with_a_cursor_newest_first_ties_by_id(store: Store) 
             break
         cursor = page.next_cursor
     assert seen == ["CA6", "CA5", "CA4", "CA3", "CA2", "CA1", "CA0"]
-    assert pages == 3
+    assert pages == 4
     first = await store.search_calls(limit=2)
     assert [v.record.call_sid for v in first.calls] == ["CAnew", "CA6"]
     # A page that ends exactly at the last call says there is no next one.
@@ -120,8 +123,18 @@ async def test_search_pages_with_a_cursor_newest_first_ties_by_id(store: Store) 
     assert (await store.search_calls(limit=7)).next_cursor is not None
 
 
+def _raw_cursor(value: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
 async def test_a_bad_cursor_or_page_size_is_refused(store: Store) -> None:
-    for cursor in ("nonsense", "", encode_cursor(T0, 1)[:-3], "W10", "WyJ4IiwgMV0"):
+    # A tampered cursor whose moment leaves datetime's range in UTC, or whose id no
+    # database integer holds, is refused too (it was a 500: OverflowError, a driver error).
+    tampered = [_raw_cursor(["0001-01-01T00:00:00+01:00", 1]),
+                _raw_cursor(["9999-12-31T23:59:59-01:00", 1]),
+                _raw_cursor([T0.isoformat(), 2**63])]
+    for cursor in ("nonsense", "", encode_cursor(T0, 1)[:-3], "W10", "WyJ4IiwgMV0",
+                   *tampered):
         with pytest.raises(InvalidCursor):
             await store.search_calls(cursor=cursor or "=")
     for limit in (0, MAX_PAGE_SIZE + 1):
@@ -201,6 +214,11 @@ async def test_one_call_with_transcript_timeline_tool_calls_and_recording(store:
         None, 41_000, deleted)
     assert await store.call_view("CAnone") is None
     assert await store.get_call("CA1") == view.record  # the same record as before
+    # Asked for one business's, another's call is not there (not loaded, then refused).
+    assert await store.call_view("CA1", business_slug="bolt") is None
+    assert await store.get_call("CA1", business_slug="bolt") is None
+    assert await store.call_view("CA1", business_slug="acme") == view
+    assert await store.get_call("CA1", business_slug="acme") == view.record
 
 
 def test_tool_calls_skip_what_does_not_parse() -> None:

@@ -32,6 +32,9 @@ class ConfigCache:
         self._by_number: dict[str, BusinessConfig] = {}
         self._version: str | None = None
         self._task: asyncio.Task[None] | None = None
+        # One (re)load at a time: one that read the store before a save must not finish
+        # after the save's own reload and put the older config back.
+        self._loading = asyncio.Lock()
         # Called with the new list of businesses after every (re)load.
         self.listeners: list[Callable[[list[BusinessConfig]], None]] = []
         # Called with the new version when a change made here (`load()` after a save) is
@@ -41,6 +44,10 @@ class ConfigCache:
     async def load(self, *, local_change: bool = True) -> None:
         """(Re)load every business; `local_change`: a save made through this instance
         (the API, the dashboard) asked for it, so other instances are told."""
+        async with self._loading:
+            await self._load(local_change=local_change)
+
+    async def _load(self, *, local_change: bool) -> None:
         version = await self._source.config_version()
         # Told even if the version is the one already loaded: the poll may have reloaded
         # this save between it and this load (the others then reload only if they lag).

@@ -59,7 +59,12 @@ class ApiKeyError(HotlineError):
 
 
 class DuplicateNumber(HotlineError):
-    """A phone number is already answered by another business."""
+    """A phone number is already answered by another business (the message names it;
+    `number` alone is what a tenant who asked for the number may be told)."""
+
+    def __init__(self, message: str, *, number: str = "") -> None:
+        super().__init__(message)
+        self.number = number
 
 
 class StoreUnavailable(HotlineError):

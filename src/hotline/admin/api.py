@@ -13,7 +13,14 @@ from pydantic import BaseModel, Field
 
 from hotline.admin import placing
 from hotline.admin.auth import Principal, principal
-from hotline.admin.v1 import COMMON_RESPONSES, NOT_FOUND, Problem, Readable, ValidationProblem
+from hotline.admin.v1 import (
+    COMMON_RESPONSES,
+    NOT_FOUND,
+    Problem,
+    Readable,
+    ValidationProblem,
+    not_own_number,
+)
 from hotline.call.message_audio import resolve
 from hotline.core.record import TimelineStage, TranscriptTurn
 from hotline.errors import TemplateError, UnknownNumber
@@ -57,6 +64,11 @@ async def place_call(body: PlaceCallRequest, request: Request,
                      caller: Caller) -> PlacedCallResponse:
     if not caller.may_see(body.business):
         raise HTTPException(status_code=404, detail=f"no business {body.business}")
+    business = services_of(request).config.business(body.business)
+    if (caller.business is not None and business is not None
+            and body.from_number is not None and body.from_number not in business.phone_numbers):
+        # A business calls from its own numbers only, never with another tenant's caller id.
+        raise HTTPException(status_code=422, detail=f"from {not_own_number(business)}")
     try:
         placed = await placing.place_call(
             services_of(request), business=body.business, to=body.to, template=body.template,
@@ -70,7 +82,8 @@ async def place_call(body: PlaceCallRequest, request: Request,
 
 @router.get("/calls/{call_sid}", responses=NOT_FOUND)
 async def get_call(call_sid: str, request: Request, caller: Caller) -> dict[str, object]:
-    record = await services_of(request).store.get_call(call_sid)
+    record = await services_of(request).store.get_call(call_sid,
+                                                       business_slug=caller.business)
     if record is None or not caller.may_see(record.business_slug):
         raise HTTPException(status_code=404, detail=f"no call {call_sid}")
     return {

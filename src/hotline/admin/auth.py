@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 MAX_FAILURES = 10
 WINDOW_S = 60.0
+# Past this many addresses, failed() forgets those whose failures all aged out: an address
+# that never comes back would otherwise stay in the table for ever.
+SWEEP_ABOVE = 4096
 UNAUTHORIZED = "missing or wrong bearer token"
 
 
@@ -48,11 +51,13 @@ class FailureLimiter:
     """A sliding window of failed attempts per client address."""
 
     def __init__(self, max_failures: int = MAX_FAILURES, window_s: float = WINDOW_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 sweep_above: int = SWEEP_ABOVE) -> None:
         self.max_failures = max_failures
         self.window_s = window_s
         self._clock = clock
         self._failures: dict[str, deque[float]] = {}
+        self._sweep_above = self._min_sweep = sweep_above
 
     def retry_after(self, address: str) -> int | None:
         """Seconds until the address may try again, or None when it may now."""
@@ -63,6 +68,15 @@ class FailureLimiter:
 
     def failed(self, address: str) -> None:
         self._failures.setdefault(address, deque()).append(self._clock())
+        if len(self._failures) > self._sweep_above:
+            for other in list(self._failures):
+                self._recent(other)
+            # Many addresses failing at once: sweep again only once their number doubles.
+            self._sweep_above = max(self._min_sweep, 2 * len(self._failures))
+
+    def addresses(self) -> int:
+        """How many addresses are remembered."""
+        return len(self._failures)
 
     def _recent(self, address: str) -> deque[float]:
         failures = self._failures.get(address)

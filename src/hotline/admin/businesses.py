@@ -21,6 +21,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import Field
 
+from hotline.admin.auth import Principal
 from hotline.admin.v1 import (
     COMMON_RESPONSES,
     Caller,
@@ -179,11 +180,16 @@ def _check(business: BusinessConfig) -> BusinessConfig:
         raise invalid_business(exc) from None
 
 
-async def _save(services: Services, business: BusinessConfig) -> BusinessConfig:
+async def _save(services: Services, caller: Principal, business: BusinessConfig
+                ) -> BusinessConfig:
     try:
         saved = await services.store.save_business(_check(business))
     except DuplicateNumber as exc:
-        raise HTTPException(status_code=409, detail=str(exc)) from None
+        # The admin is told whose number it is; a business key only that it is taken (the
+        # other tenant's slug is not its to know).
+        detail = (str(exc) if caller.business is None
+                  else f"{exc.number} already belongs to another business")
+        raise HTTPException(status_code=409, detail=detail) from None
     await services.config.load()  # this instance at once; others within their refresh
     return saved
 
@@ -208,7 +214,7 @@ async def create_business(body: BusinessCreate, request: Request,
     business = _check(business)
     if await services.store.get_business(business.slug) is not None:
         raise HTTPException(status_code=409, detail=f"business {business.slug} exists")
-    return business_out(await _save(services, business))
+    return business_out(await _save(services, caller, business))
 
 
 @router.get("/{slug}", responses={404: {"description": "no such business (or not yours)"}})
@@ -223,12 +229,16 @@ async def update_business(slug: str, body: BusinessPatch, request: Request,
     services = services_of(request)
     current = await visible_business(services, caller, slug)
     values = body.model_dump(exclude_unset=True)
-    nulls = [key for key, value in values.items()
-             if value is None and key != "transfer_number"]
+    nulls: list[tuple[str, ...]] = [("body", key) for key, value in values.items()
+                                    if value is None and key != "transfer_number"]
+    # A prompt part too (`{"prompt": {"role": null}}`): None is no text to check or keep.
+    nulls += [("body", "prompt", part) for part, text in (values.get("prompt") or {}).items()
+              if text is None]
     if nulls:
-        raise RequestValidationError([{"loc": ("body", key), "msg": "may not be null",
-                                       "type": "value_error"} for key in nulls])
-    return business_out(await _save(services, replace(current, **_config_fields(values))))
+        raise RequestValidationError([{"loc": loc, "msg": "may not be null",
+                                       "type": "value_error"} for loc in nulls])
+    return business_out(await _save(services, caller,
+                                     replace(current, **_config_fields(values))))
 
 
 @router.delete("/{slug}", status_code=204,

@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from hotline.admin import placing
+from hotline.admin.auth import Principal
 from hotline.admin.v1 import (
     COMMON_RESPONSES,
     NOT_FOUND,
@@ -22,6 +23,7 @@ from hotline.admin.v1 import (
     Strict,
     invalid,
     not_found,
+    not_own_number,
     scope,
     services_of,
     utc,
@@ -57,7 +59,11 @@ class PlacedCall(BaseModel):
     from_number: str = Field(serialization_alias="from")
 
 
-def _check_placing(body: PlaceCall, business: BusinessConfig) -> None:
+def _errors_at(errors: list[tuple[list[str | int], str]], field: str) -> bool:
+    return any(loc == ["body", field] for loc, _ in errors)
+
+
+def _check_placing(body: PlaceCall, business: BusinessConfig, caller: Principal) -> None:
     """Everything the dialer would refuse, as a 422 naming the field, before dialling."""
     errors: list[tuple[list[str | int], str]] = []
     for field, number in (("to", body.to), ("from", body.from_number)):
@@ -66,6 +72,11 @@ def _check_placing(body: PlaceCall, business: BusinessConfig) -> None:
                 check_phone_number(number, field)
             except InvalidBusiness as exc:
                 errors.append((["body", field], str(exc).partition(": ")[2]))
+    if (caller.business is not None and body.from_number is not None
+            and not _errors_at(errors, "from")
+            and body.from_number not in business.phone_numbers):
+        # A business calls from its own numbers only, never with another tenant's caller id.
+        errors.append((["body", "from"], not_own_number(business)))
     template = next((t for t in business.templates if t.name == body.template), None)
     if template is None:
         known = ", ".join(t.name for t in business.templates) or "none"
@@ -96,7 +107,7 @@ async def place_call(body: PlaceCall, request: Request, caller: Caller) -> Place
                 else None)
     if business is None:
         raise not_found(f"business {body.business}")
-    _check_placing(body, business)
+    _check_placing(body, business, caller)
     try:
         placed = await placing.place_call(
             services, business=business.slug, to=check_phone_number(body.to),
@@ -227,7 +238,8 @@ async def list_calls(
 @router.get("/{call_sid}", responses=NOT_FOUND)
 async def get_call(call_sid: str, request: Request, caller: Caller) -> CallDetail:
     """The call with its transcript, latency timeline, tool calls and recording."""
-    view = await services_of(request).store.call_view(call_sid)
+    view = await services_of(request).store.call_view(call_sid,
+                                                      business_slug=caller.business)
     if view is None or not caller.may_see(view.record.business_slug):
         raise HTTPException(status_code=404, detail=f"no call {call_sid}")
     record = view.record

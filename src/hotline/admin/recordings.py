@@ -34,7 +34,7 @@ Caller = Annotated[Principal, Depends(principal)]
 })
 async def call_recording(call_sid: str, request: Request, caller: Caller) -> FileResponse:
     services: Services = request.app.state.services
-    record = await services.store.get_call(call_sid)
+    record = await services.store.get_call(call_sid, business_slug=caller.business)
     if record is None or not caller.may_see(record.business_slug):
         raise HTTPException(status_code=404, detail=f"no call {call_sid}")
     if record.recording_file is None:

@@ -114,6 +114,11 @@ async def visible_business(services: Services, caller: Principal, slug: str) -> 
     return business
 
 
+def not_own_number(business: BusinessConfig) -> str:
+    """Why a business key may not place a call from a number (the reason, for `from`)."""
+    return f"must be one of business {business.slug}'s numbers: {', '.join(business.phone_numbers)}"
+
+
 def scope(caller: Principal, wanted: str | None) -> tuple[bool, str | None]:
     """The business a list is limited to: (False, _) when a business key asks for another
     business's (the list is empty, as for one that does not exist)."""

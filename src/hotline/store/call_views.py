@@ -130,9 +130,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         at = datetime.fromisoformat(at_text)
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
         raise InvalidCursor("not a cursor this server gave out") from None
-    if not isinstance(call_id, int) or isinstance(call_id, bool) or at.tzinfo is None:
+    if (not isinstance(call_id, int) or isinstance(call_id, bool) or at.tzinfo is None
+            or not -(2**63) <= call_id < 2**63):  # ids are BIGINT at most
         raise InvalidCursor("not a cursor this server gave out")
-    return at, call_id
+    try:  # the store compares in UTC: a moment at datetime's edge may not convert
+        return at.astimezone(UTC), call_id
+    except (OverflowError, ValueError):
+        raise InvalidCursor("not a cursor this server gave out") from None
 
 
 def page_size(limit: int | None) -> int:

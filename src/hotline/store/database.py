@@ -427,16 +427,20 @@ class Store:
             rows = (await session.execute(query)).all()
             return [_call_record(call, slug) for call, slug in rows]
 
-    async def get_call(self, call_sid: str) -> CallRecord | None:
-        """The call with its transcript and timeline, each in the order recorded."""
+    async def get_call(self, call_sid: str, *, business_slug: str | None = None
+                       ) -> CallRecord | None:
+        """The call with its transcript and timeline, each in the order recorded; None if
+        there is none (of this business, when a slug is given)."""
         async with self._session() as session:
-            found = await _load_call(session, call_sid)
+            found = await _load_call(session, call_sid, business_slug)
             return None if found is None else found[1]
 
-    async def call_view(self, call_sid: str) -> CallView | None:
-        """The call with its transcript, timeline, tool calls, greeting and recording."""
+    async def call_view(self, call_sid: str, *, business_slug: str | None = None
+                        ) -> CallView | None:
+        """The call with its transcript, timeline, tool calls, greeting and recording; None
+        if there is none (of this business, when a slug is given)."""
         async with self._session() as session:
-            found = await _load_call(session, call_sid)
+            found = await _load_call(session, call_sid, business_slug)
         if found is None:
             return None
         call, record = found
@@ -723,7 +727,8 @@ async def _refuse_taken_numbers(session: AsyncSession, business: BusinessConfig)
         number, owner = taken
         raise DuplicateNumber(
             f"{number} already belongs to business {owner!r}; "
-            f"remove it there before giving it to {business.slug!r}"
+            f"remove it there before giving it to {business.slug!r}",
+            number=number,
         )
 
 
@@ -894,16 +899,19 @@ def _stored_message(row: models.Message, business_slug: str | None) -> StoredMes
     )
 
 
-async def _load_call(session: AsyncSession, call_sid: str
+async def _load_call(session: AsyncSession, call_sid: str, business_slug: str | None = None
                      ) -> tuple[models.Call, CallRecord] | None:
-    """The call's row and its record with transcript and timeline, in the order recorded."""
-    found = (
-        await session.execute(
-            select(models.Call, models.Business.slug)
-            .outerjoin(models.Business, models.Call.business_id == models.Business.id)
-            .where(models.Call.call_sid == call_sid)
-        )
-    ).first()
+    """The call's row and its record with transcript and timeline, in the order recorded.
+    With a slug, another business's call is not loaded at all: it answers as quickly as
+    one that does not exist (a tenant cannot tell them apart by the time taken)."""
+    query = (
+        select(models.Call, models.Business.slug)
+        .outerjoin(models.Business, models.Call.business_id == models.Business.id)
+        .where(models.Call.call_sid == call_sid)
+    )
+    if business_slug is not None:
+        query = query.where(models.Business.slug == business_slug)
+    found = (await session.execute(query)).first()
     if found is None:
         return None
     call, slug = found
