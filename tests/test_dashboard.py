@@ -249,3 +249,22 @@ async def test_the_call_page_shows_tool_calls_waterfall_and_outcome(stack: Stack
     assert "first_audio_to_caller" in page and "310.0 ms" in page  # stream start → audio
     assert 'class="path">cold<' in page  # live, with no warm session: cold
     assert "transferred" in page
+
+
+async def test_the_polled_parts_answer_401_when_signed_out_not_the_sign_in_page(
+        stack: Stack) -> None:
+    """The page's script fetches them every few seconds: a redirect would be followed and
+    the sign-in page pasted into the live calls, polled on forever."""
+    key, prefix = await business_key(stack, "acme-dental")
+    parts = ("/calls/live", "/businesses/acme-dental/greeting")
+    async with httpx.AsyncClient(base_url=stack.server.url) as stranger:
+        for path in parts:
+            answer = await stranger.get(path)
+            assert answer.status_code == 401, path
+            assert 'name="key"' not in answer.text
+    async with signed_in(stack, key) as client:
+        for path in parts:
+            assert (await client.get(path)).status_code == 200, path
+        await stack.services.store.revoke_api_key(prefix)
+        assert (await client.get("/calls/live")).status_code == 401
+        assert (await client.get("/calls")).status_code == 303  # the reload signs in again

@@ -16,7 +16,7 @@ from fastapi import APIRouter
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
-from hotline.admin.dashboard.web import Page, PageError, Viewer, form_of
+from hotline.admin.dashboard.web import FragmentViewer, Page, PageError, Viewer, form_of
 from hotline.business import BUILTIN_TOOLS, BusinessConfig, TemplateConfig
 from hotline.errors import DuplicateNumber, InvalidBusiness
 from hotline.hours import WEEKDAYS
@@ -120,7 +120,7 @@ async def save_settings(page: Viewer, slug: str) -> Response:
 
 
 @router.get("/businesses/{slug}/greeting")
-async def greeting_status(page: Viewer, slug: str) -> Response:
+async def greeting_status(page: FragmentViewer, slug: str) -> Response:
     """Whether the business's greeting (as the running config has it) is rendered yet."""
     if not page.principal.may_see(slug):
         raise page.not_found()

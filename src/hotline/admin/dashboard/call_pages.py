@@ -19,7 +19,7 @@ from fastapi import APIRouter
 from starlette.responses import FileResponse, Response
 
 from hotline.admin.dashboard import charts
-from hotline.admin.dashboard.web import Page, Viewer
+from hotline.admin.dashboard.web import FragmentViewer, Page, Viewer
 from hotline.call.message_audio import resolve
 from hotline.core.outcomes import Outcome
 from hotline.store.call_views import CallDirection, CallQuery, CallView, InvalidCursor
@@ -89,7 +89,7 @@ async def calls(page: Viewer, business: str = "", direction: str = "", outcome: 
 
 
 @router.get("/calls/live")
-async def live(page: Viewer) -> Response:
+async def live(page: FragmentViewer) -> Response:
     """The live calls, alone: what the list page polls."""
     businesses = {b.slug: b for b in page.services.config.businesses()}
     return page.render("_live.html", live=live_calls(page), businesses=businesses)

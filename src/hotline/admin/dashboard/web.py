@@ -50,7 +50,7 @@ class SignInRequired(Exception):
 
 class PageError(Exception):
     """Answered with the error page: 404 for anything not found *or not yours*, 403 for a
-    form whose CSRF token is wrong or an admin-only page."""
+    form whose CSRF token is wrong, 401 for a polled part of a page when signed out."""
 
     def __init__(self, status: int, page: Page) -> None:
         self.status = status
@@ -136,7 +136,18 @@ async def viewer(current: Annotated[Page, Depends(page)]) -> Page:
     return current
 
 
+async def fragment_viewer(current: Annotated[Page, Depends(page)]) -> Page:
+    """`viewer` for a part of a page that the page's script polls: signed out, it answers
+    401 (the script reloads the page, which goes to the sign-in page), not a redirect that
+    fetch() would follow and paste the sign-in page into the part, polling on forever."""
+    try:
+        return await viewer(current)
+    except SignInRequired:
+        raise PageError(401, current) from None
+
+
 Viewer = Annotated[Page, Depends(viewer)]
+FragmentViewer = Annotated[Page, Depends(fragment_viewer)]
 AnyPage = Annotated[Page, Depends(page)]
 
 

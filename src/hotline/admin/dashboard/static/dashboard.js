@@ -5,13 +5,18 @@
 // live calls, a greeting being rendered). A reply holding [data-done] stops the polling.
 // With data-refresh="#id", a change of the reply (a call started or ended) also reloads
 // that part of the page, then and once more a tick later (an ended call's record is
-// written just after it ends).
+// written just after it ends). Signed out (401), the page reloads, to the sign-in page; any
+// other refusal (4xx) ends the polling. A hidden tab does not poll.
 function poll(element) {
   const every = Number(element.dataset.every) || 2000;
   let last = element.innerHTML.trim(), again = false;
   const tick = async () => {
+    if (document.hidden) { setTimeout(tick, every); return; }
     try {
-      const reply = await fetch(element.dataset.poll, {credentials: "same-origin"});
+      const reply = await fetch(element.dataset.poll,
+                                {credentials: "same-origin", redirect: "error"});
+      if (reply.status === 401) { location.reload(); return; }
+      if (reply.status >= 400 && reply.status < 500) return;
       if (reply.ok) {
         const html = (await reply.text()).trim();
         const changed = html !== last;
