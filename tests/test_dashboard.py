@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
@@ -20,6 +22,7 @@ from hotline.admin.dashboard.business_pages import error_of, placed_errors
 from hotline.admin.dashboard.charts import columns, nice_step, waterfall
 from hotline.admin.dashboard.i18n import Lang, from_accept_language, translations
 from hotline.admin.dashboard.session import COOKIE
+from hotline.business import GreetingTiming, HttpTool, TemplateConfig
 from hotline.core.outcomes import Outcome
 from hotline.core.record import CallRecord, LeadMessage, TimelineStage
 from hotline.errors import DuplicateNumber, InvalidBusiness
@@ -268,3 +271,79 @@ async def test_the_polled_parts_answer_401_when_signed_out_not_the_sign_in_page(
         await stack.services.store.revoke_api_key(prefix)
         assert (await client.get("/calls/live")).status_code == 401
         assert (await client.get("/calls")).status_code == 303  # the reload signs in again
+
+
+class FormFields(HTMLParser):
+    """What a browser sends for a page's form of `form_class`: its fields as shown."""
+
+    def __init__(self, form_class: str) -> None:
+        super().__init__()
+        self.form_class, self.inside, self.textarea = form_class, False, None
+        self.fields: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        if tag == "form":
+            self.inside = named.get("class") == self.form_class
+        elif self.inside and tag == "input" and named.get("name"):
+            if named.get("type") != "checkbox" or "checked" in named:
+                self.fields[named["name"] or ""] = named.get("value") or (
+                    "on" if named.get("type") == "checkbox" else "")
+        elif self.inside and tag == "textarea":
+            self.textarea = named.get("name")
+            self.fields[self.textarea or ""] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "textarea":
+            self.textarea = None
+        elif tag == "form":
+            self.inside = False
+
+    def handle_data(self, data: str) -> None:
+        if self.textarea:
+            self.fields[self.textarea] += data
+
+
+def form_fields(html: str, form_class: str) -> dict[str, str]:
+    parser = FormFields(form_class)
+    parser.feed(html)
+    return parser.fields
+
+
+async def test_saving_the_settings_keeps_what_the_form_does_not_show(stack: Stack) -> None:
+    """DTMF actions, HTTP tools, timings and the call cap are set through the API only: the
+    form must not erase them, nor a template added since the page was loaded."""
+    store = stack.services.store
+    business = await store.get_business("acme-dental")
+    assert business is not None
+    await store.save_business(replace(
+        business, dtmf_actions=(("0", "transfer_to_human"),), transfer_number="+15550009999",
+        tools=("end_call", "transfer_to_human"), max_call_duration_s=321,
+        bot_speaks_first=False, greeting_timing=GreetingTiming.AFTER_AMD,
+        http_tools=(HttpTool("book", "Books a slot", "https://example.com/book",
+                             {"type": "object", "properties": {}}),),
+        templates=(replace(business.templates[0], greeting_timing=GreetingTiming.AFTER_AMD),)))
+    await stack.services.config.load()
+    async with signed_in(stack, ADMIN_TOKEN) as client:
+        shown = form_fields((await client.get("/businesses/acme-dental")).text, "settings")
+        assert shown["greeting"] == "Hi, Acme Dental, how can I help?"
+        before = await store.get_business("acme-dental")
+        assert before is not None
+        # Meanwhile, a template is added through the API.
+        await store.save_business(replace(before, templates=(*before.templates, TemplateConfig(
+            "follow_up", "Hi {name}, Acme Dental again.", "Ask how the visit went."))))
+        saved = await client.post("/businesses/acme-dental",
+                                  data={**shown, "greeting": "Hello from Acme!"})
+        assert saved.status_code == 303, re.findall(r"role=\"alert\">([^<]*)", saved.text)
+    after = await store.get_business("acme-dental")
+    assert after is not None and after.greeting == "Hello from Acme!"
+    assert after.dtmf_actions == (("0", "transfer_to_human"),)
+    assert [tool.name for tool in after.http_tools] == ["book"]
+    assert after.tools == ("end_call", "transfer_to_human")
+    assert (after.max_call_duration_s, after.bot_speaks_first, after.greeting_timing) == \
+        (321, False, GreetingTiming.AFTER_AMD)
+    assert after.knowledge == business.knowledge and after.faq == business.faq
+    templates = {t.name: t for t in after.templates}
+    assert templates["reminder"].greeting_timing is GreetingTiming.AFTER_AMD
+    assert templates["reminder"].greeting_template == business.templates[0].greeting_template
+    assert templates["follow_up"].greeting_template == "Hi {name}, Acme Dental again."

@@ -53,10 +53,14 @@ def _text(form: FormData, name: str, default: str = "") -> str:
 
 def business_from_form(current: BusinessConfig, form: FormData) -> BusinessConfig:
     """The business as the form would have it (not yet checked)."""
+    # A template the form did not show (added through the API since the page was loaded)
+    # keeps what it has: an absent field is not an emptied one.
     templates = [
-        replace(t, greeting_template=_text(form, f"templates[{t.name}].greeting"),
-                voicemail_template=_text(form, f"templates[{t.name}].voicemail"),
-                instructions=_text(form, f"templates[{t.name}].instructions"))
+        replace(t, greeting_template=_text(form, f"templates[{t.name}].greeting",
+                                           t.greeting_template),
+                voicemail_template=_text(form, f"templates[{t.name}].voicemail",
+                                         t.voicemail_template),
+                instructions=_text(form, f"templates[{t.name}].instructions", t.instructions))
         for t in current.templates]
     new_name = _text(form, f"{NEW_TEMPLATE}.name")
     if new_name:
