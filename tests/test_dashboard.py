@@ -162,6 +162,9 @@ async def test_forms_need_the_session_s_csrf_token_and_the_cookie_is_locked_down
         assert (await client.post("/signout", data={"csrf": csrf_of(calls.text)})
                 ).status_code == 303
         assert (await client.get("/calls")).status_code == 303
+        # Signing out again (the form of a tab left open) lands on the sign-in page.
+        again = await client.post("/signout", data={"csrf": csrf_of(calls.text)})
+        assert again.status_code == 303 and again.headers["location"] == "/signin"
 
 
 async def test_a_tampered_cookie_or_a_revoked_key_is_signed_out(stack: Stack) -> None:

@@ -68,6 +68,10 @@ async def sign_in(page: AnyPage) -> Response:
 
 @router.post("/signout")
 async def sign_out(page: AnyPage) -> Response:
+    if not page.session.signed_in:
+        # Already out (the session expired, or the cookie was lost): nothing to change, and
+        # the form's token, of the old session, cannot match; not a "form expired" page.
+        return page.redirect("/signin")
     await form_of(page)
     page.save(page.session.signed_out())
     return page.redirect("/signin")
