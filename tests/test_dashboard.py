@@ -6,6 +6,7 @@ where a validation error is shown. The browser's view is tests/test_dashboard_br
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,10 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 from babel.messages.extract import extract_from_dir
+from itsdangerous import URLSafeTimedSerializer
 
 from hotline.admin.dashboard.business_pages import error_of, placed_errors
 from hotline.admin.dashboard.charts import columns, nice_step, waterfall
 from hotline.admin.dashboard.i18n import Lang, from_accept_language, translations
+from hotline.admin.dashboard.session import _SALT as SESSION_SALT
 from hotline.admin.dashboard.session import COOKIE
 from hotline.business import GreetingTiming, HttpTool, TemplateConfig
 from hotline.core.outcomes import Outcome
@@ -350,3 +353,16 @@ async def test_saving_the_settings_keeps_what_the_form_does_not_show(stack: Stac
     assert templates["reminder"].greeting_timing is GreetingTiming.AFTER_AMD
     assert templates["reminder"].greeting_template == business.templates[0].greeting_template
     assert templates["follow_up"].greeting_template == "Hi {name}, Acme Dental again."
+
+
+async def test_the_admin_cookie_holds_no_plain_digest_of_the_admin_token(stack: Stack) -> None:
+    """The cookie is signed, not encrypted: whoever holds it reads it. A plain hash of the
+    token there could be guessed offline; the mark is keyed with the server's secret."""
+    async with signed_in(stack, ADMIN_TOKEN) as client:
+        valid, payload = URLSafeTimedSerializer("not the secret").loads_unsafe(
+            client.cookies[COOKIE])
+    assert not valid and payload["admin"] is True
+    mark = payload["admin_mark"]
+    for digest in (hashlib.sha256(SESSION_SALT.encode() + ADMIN_TOKEN.encode()),
+                   hashlib.sha256(ADMIN_TOKEN.encode())):
+        assert digest.hexdigest()[:len(mark)] != mark

@@ -53,7 +53,8 @@ class WebSession:
 
 class SessionCodec:
     def __init__(self, settings: Settings) -> None:
-        self._serializer = URLSafeTimedSerializer(_secret(settings), salt=_SALT)
+        self._secret = _secret(settings)
+        self._serializer = URLSafeTimedSerializer(self._secret, salt=_SALT)
         self._secure = settings.public_url.startswith("https://")
         self._admin_token = (settings.api_token.get_secret_value()
                              if settings.api_token is not None else None)
@@ -79,10 +80,13 @@ class SessionCodec:
                             path="/", httponly=True, samesite="lax", secure=self._secure)
 
     def admin_mark(self) -> str | None:
-        """A digest naming the current admin token (None: no admin token is set)."""
+        """A digest naming the current admin token (None: no admin token is set). Keyed with
+        the session secret: the cookie is signed, not encrypted, and a plain hash of the token
+        in it could be guessed offline."""
         if self._admin_token is None:
             return None
-        return hashlib.sha256(_SALT.encode() + self._admin_token.encode()).hexdigest()[:32]
+        return hmac.new(self._secret.encode(), self._admin_token.encode(),
+                        hashlib.sha256).hexdigest()[:32]
 
     def admin_session(self, session: WebSession) -> WebSession:
         return replace(session.signed_out(), admin=True, admin_mark=self.admin_mark())
@@ -94,8 +98,10 @@ def csrf_matches(session: WebSession, presented: str | None) -> bool:
 
 
 def _secret(settings: Settings) -> str:
+    """Derived with scrypt (once per process, ~50 ms): every visitor gets a cookie signed with
+    it, so a fast derivation would let anyone test guesses of the token offline quickly."""
     for source in (settings.key_secret, settings.api_token):
         if source is not None:
-            return hmac.new(source.get_secret_value().encode(), _SALT.encode(),
-                            hashlib.sha256).hexdigest()
+            return hashlib.scrypt(source.get_secret_value().encode(), salt=_SALT.encode(),
+                                  n=2 ** 14, r=8, p=1, dklen=32).hex()
     return secrets.token_hex(32)
