@@ -45,6 +45,8 @@ CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
     ("en-US,en;q=0.9,he;q=0.8", Lang.EN), ("fr-FR,fr;q=0.9", Lang.EN),
     ("fr,he;q=0.5", Lang.HE), ("iw", Lang.HE), ("en;q=0.1,he;q=0.9", Lang.HE),
     ("he;q=0", Lang.EN), ("he;q=abc,en", Lang.EN),
+    ("en;q=0.2, he ; Q = 0.8", Lang.HE), ("en;q=0.5,he;level=1;q=0.9", Lang.HE),
+    ("he;q=nan,en;q=0.5", Lang.EN), ("en;q=0.5,he;q=7", Lang.EN),
 ])
 def test_the_interface_language_follows_accept_language(header: str | None,
                                                         expected: Lang) -> None:

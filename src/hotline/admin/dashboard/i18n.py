@@ -67,19 +67,26 @@ def from_accept_language(header: str | None) -> Lang:
     """The best language of an Accept-Language header that we have (q-values honoured)."""
     best: tuple[float, Lang] | None = None
     for position, part in enumerate((header or "").split(",")):
-        tag, _, params = part.partition(";")
-        quality = 1.0
-        params = params.strip()
-        if params.startswith("q="):
-            try:
-                quality = float(params[2:])
-            except ValueError:
-                continue
+        tag, *params = part.split(";")
+        quality = _quality(params)
         lang = parse_lang(tag)
-        if lang is None or quality <= 0:
+        if lang is None or quality is None or quality <= 0:
             continue
         # Equal q: the earlier one wins (the list is in the browser's order).
         ranked = (quality - position * 1e-6, lang)
         if best is None or ranked[0] > best[0]:
             best = ranked
     return best[1] if best is not None else DEFAULT
+
+
+def _quality(params: list[str]) -> float | None:
+    """A language range's q (1 when absent; None when malformed: the range is ignored)."""
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                quality = float(value.strip())
+            except ValueError:
+                return None
+            return quality if 0 <= quality <= 1 else None
+    return 1.0
