@@ -294,5 +294,12 @@ async def test_the_owner_s_dashboard_in_a_browser(site: Site) -> None:
     assert site.stack.services.config.business("corner-bakery") is not None
     await admin.goto(f"{site.url}/businesses")
     await shot(admin, "businesses")
+    # -- signed out in another tab: the calls page's next poll takes it to the sign-in page --
+    await plumber.goto(f"{site.url}/calls")
+    other_tab = await plumber.context.new_page()
+    await other_tab.goto(f"{site.url}/calls")
+    await other_tab.click("form[action='/signout'] button[type=submit]")
+    await other_tab.wait_for_url("**/signin")
+    await plumber.wait_for_url("**/signin?next=/calls")
     for page in (dental, plumber, phone, admin):
         await page.context.close()
