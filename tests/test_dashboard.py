@@ -368,3 +368,17 @@ async def test_the_admin_cookie_holds_no_plain_digest_of_the_admin_token(stack: 
     for digest in (hashlib.sha256(SESSION_SALT.encode() + ADMIN_TOKEN.encode()),
                    hashlib.sha256(ADMIN_TOKEN.encode())):
         assert digest.hexdigest()[:len(mark)] != mark
+
+
+async def test_a_form_sent_signed_out_signs_in_back_to_the_form_s_page(stack: Stack) -> None:
+    """Not to the form's action: "Mark handled" is POST only, so going back there after
+    signing in answered 405."""
+    async with httpx.AsyncClient(base_url=stack.server.url) as stranger:
+        sent = await stranger.post("/messages/CA-x-1/handled", data={"handled": "1"},
+                                   headers={"Referer": f"{stack.server.url}/messages?show=done"})
+        assert sent.status_code == 303
+        assert sent.headers["location"] == "/signin?next=/messages%3Fshow%3Ddone"
+        for referer in ("https://elsewhere.example/messages", ""):
+            sent = await stranger.post("/messages/CA-x-1/handled", data={"handled": "1"},
+                                       headers={"Referer": referer})
+            assert sent.headers["location"] == "/signin?next=/calls"

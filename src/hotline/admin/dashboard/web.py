@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import cache
 from importlib import resources
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_date, format_datetime
@@ -131,9 +131,20 @@ async def viewer(current: Annotated[Page, Depends(page)]) -> Page:
         if current.session.signed_in:  # no longer valid: forget who it was
             current.save(current.session.signed_out())
         request = current.request
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if request.method == "GET":
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        else:  # a form's action (POST only: back there would be a 405): the form's page
+            target = _came_from(request)
         raise SignInRequired(current, target)
     return current
+
+
+def _came_from(request: Request) -> str:
+    """The page of this site a form was sent from (its Referer), else the calls."""
+    referer = urlsplit(request.headers.get("referer", ""))
+    if referer.netloc != request.url.netloc or not referer.path.startswith("/"):
+        return "/calls"
+    return referer.path + (f"?{referer.query}" if referer.query else "")
 
 
 async def fragment_viewer(current: Annotated[Page, Depends(page)]) -> Page:
