@@ -25,6 +25,7 @@ import contextlib
 import datetime
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -102,6 +103,8 @@ class StepResult:
     truncates_past_audio: int
     engine_errors: int
     failures: list[str] = field(default_factory=list)
+    load_average: float = 0.0  # the machine's 1-minute load average after the window
+    untagged: int = 0  # frames the engine did not make (canned lines: the engine failed)
 
     @property
     def cpu_ms_per_call_s(self) -> float:
@@ -122,7 +125,7 @@ class StepResult:
     @property
     def passed(self) -> bool:
         return (self.p99_ms <= P99_TARGET_MS and self.lost == 0 and self.duplicated == 0
-                and self.reordered == 0 and self.frames > 0)
+                and self.reordered == 0 and self.frames > 0 and self.untagged == 0)
 
     @property
     def generator_limited(self) -> bool:
@@ -142,6 +145,7 @@ class CapacityRun:
     config: CapacityConfig
     steps: list[StepResult]
     profile: Profile | None = None
+    server_log: list[str] = field(default_factory=list)  # its warnings and errors
 
     def best(self) -> StepResult | None:
         """The highest concurrency that passed."""
@@ -189,6 +193,17 @@ class SoakResult:
                   f"- records: {self.recorded} of {self.placed} calls placed have their "
                   f"record in the store ({self.placed - self.recorded} lost)"]
         return "\n".join(lines) + "\n"
+
+
+def _log_problems(path: Path) -> list[str]:
+    """The server's warning and error lines, counted by message (ids left out)."""
+    counts: dict[str, int] = {}
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            if "WARNING" in line or "ERROR" in line:
+                key = re.sub(r"\b(CA|MZ)[0-9a-f]{32}\b|\d+", "#", line)[:160]
+                counts[key] = counts.get(key, 0) + 1
+    return [f"{n} × {key}" for key, n in sorted(counts.items(), key=lambda kv: -kv[1])]
 
 
 def _free_port() -> int:
@@ -262,9 +277,11 @@ class CapacityBench:
                 url = self._start_server(Path(tmp))
                 idle_rss = _proc_rss_mb(self._server_pid)
                 self._start_generators(url)
-                return CapacityRun(self.config, self._steps(idle_rss), self.profile)
+                run = CapacityRun(self.config, self._steps(idle_rss), self.profile)
             finally:
                 self._stop()
+            run.server_log = _log_problems(Path(tmp) / "server.log")
+            return run
 
     def soak(self, calls: int, minutes: float) -> SoakResult:
         """`calls` calls held for `minutes` (each replaced after `call_s`), measured in
@@ -438,7 +455,7 @@ class CapacityBench:
                 lags[int(key)] = lags.get(int(key), 0) + n
         total = {key: sum(r[key] for r in reports) for key in (
             "frames", "lost", "duplicated", "reordered", "gaps", "marks_echoed", "clears",
-            "turns", "truncates_past_audio", "engine_errors")}
+            "turns", "truncates_past_audio", "engine_errors", "untagged")}
         cores = max(1, (os.cpu_count() or 2) - 1)
         return StepResult(
             calls=sum(r["calls"] for r in reports), window_s=elapsed,
@@ -455,7 +472,8 @@ class CapacityBench:
             marks=total["marks_echoed"], clears=total["clears"], turns=total["turns"],
             truncates_past_audio=total["truncates_past_audio"],
             engine_errors=total["engine_errors"],
-            failures=[f for r in reports for f in r["failures"]][:5])
+            failures=[f for r in reports for f in r["failures"]][:5],
+            load_average=os.getloadavg()[0], untagged=total["untagged"])
 
     def _stop(self) -> None:
         for generator in self._generators:
@@ -489,7 +507,7 @@ def _step_line(step: StepResult) -> str:
 
 COLUMNS = ("calls", "CPU ms / call-s", "calls / core", "server CPU", "RSS MB", "MB / call",
            "relay p50 ms", "relay p99 ms", "relay max ms", "lost / dup / reord", "gaps",
-           "barge-ins", "gen. lag p99 ms", "gen. CPU", "result", "limit")
+           "barge-ins", "gen. lag p99 ms", "gen. CPU", "load avg", "result", "limit")
 
 
 def step_row(step: StepResult) -> tuple[str, ...]:
@@ -498,7 +516,7 @@ def step_row(step: StepResult) -> tuple[str, ...]:
             f"{step.p50_ms:.1f}", f"{step.p99_ms:.1f}", f"{step.max_ms:.0f}",
             f"{step.lost} / {step.duplicated} / {step.reordered}", str(step.gaps),
             str(step.clears), f"{step.lag_p99_ms:.1f}", f"{step.generator_cpu:.0%}",
-            "pass" if step.passed else "FAIL", step.limit)
+            f"{step.load_average:.1f}", "pass" if step.passed else "FAIL", step.limit)
 
 
 def verdict(run: CapacityRun) -> str:
@@ -557,7 +575,10 @@ def markdown(runs: list[CapacityRun], command: str, extra: str = "") -> str:
         f"their CPU ≥ {GENERATOR_CPU_LIMIT:.0%}: the harness is the limit).", ""]
     for run in runs:
         lines += [f"### {run.config.delta_ms} ms engine deltas", "", markdown_table(run), "",
-                  f"- {verdict(run)}", ""]
+                  f"- {verdict(run)}",
+                  "- the server's log: " + ("; ".join(f"`{x}`" for x in run.server_log[:5])
+                                            if run.server_log else "no warning, no error"),
+                  ""]
         if run.profile is not None:
             lines += [run.profile.markdown(f"Server profile, {run.config.delta_ms} ms deltas"),
                       ""]
@@ -572,6 +593,8 @@ def bench_capacity(configs: list[CapacityConfig], console: Console, command: str
         console.print(f"[bold]{config.delta_ms} ms engine deltas[/bold]")
         run = CapacityBench(config, console).run()
         print_run(run, console)
+        for line in run.server_log[:8]:
+            console.print(f"server log: {line}", markup=False)
         if run.profile is not None:
             console.print(run.profile.markdown("Server profile"))
         runs.append(run)

@@ -28,18 +28,23 @@ FIRST_AUDIO_MS = 200  # a response's first audio, after response.create
 MAX_RESPONSE_MS = 120_000
 VOICED_FRAMES_TO_START = 3  # prefix padding: 60 ms of voice
 SILENT_B64 = "////"  # μ-law 0xFF: silence (three samples)
-TAG_BYTES = 12  # sent-at µs (6) + response number (2) + frame number (4)
+TAG_BYTES = 12  # a magic byte, sent-at µs (5), response number (2), frame number (4)
+TAG_MAGIC = 0xA5
 _ids = itertools.count(1)
 
 
 def tag(sent_us: int, response: int, seq: int) -> bytes:
-    return (sent_us & 0xFFFFFFFFFFFF).to_bytes(6, "big") + struct.pack(">HI", response, seq)
+    return struct.pack(">BIBHI", TAG_MAGIC, (sent_us >> 8) & 0xFFFFFFFF, sent_us & 0xFF,
+                       response, seq)
 
 
-def read_tag(audio_head: bytes) -> tuple[int, int, int]:
-    """(sent-at µs mod 2^48, response, frame) from a delta's first 12 decoded bytes."""
-    response, frame_no = struct.unpack(">HI", audio_head[6:12])
-    return int.from_bytes(audio_head[:6], "big"), response, frame_no
+def read_tag(audio_head: bytes) -> tuple[int, int, int] | None:
+    """(sent-at µs mod 2^40, response, frame) from a delta's first 12 decoded bytes; None
+    for audio the engine did not make (the server's own canned lines)."""
+    magic, high, low, response, frame_no = struct.unpack(">BIBHI", audio_head[:TAG_BYTES])
+    if magic != TAG_MAGIC:
+        return None
+    return high << 8 | low, response, frame_no
 
 
 class DeltaAudio:
@@ -159,7 +164,9 @@ class EngineSession(WsServerConnection):
                         "Conversation already has an active response in progress")
             return
         self._stats.responses += 1
-        self._response_no += 1
+        # Numbered by the clock all processes share (0.1 s, wrapping after ~109 min), so a
+        # call's later sessions (a reconnect may land in another generator) number on.
+        self._response_no = int(time.monotonic() * 10) & 0xFFFF
         self._response_id = f"resp_{next(_ids)}"
         self._item_id = f"item_{next(_ids)}"
         self._item_sent_ms[self._item_id] = 0

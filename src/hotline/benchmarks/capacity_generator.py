@@ -127,6 +127,7 @@ class Generator:
             "duplicated": stats.duplicated, "reordered": stats.reordered, "gaps": stats.gaps,
             "max_gap_ms": stats.max_gap_ms, "marks_echoed": stats.marks_echoed,
             "clears": stats.clears, "frames_sent": stats.frames_sent,
+            "untagged": stats.untagged,
             "lags": {i: n for i, n in enumerate(self.lags) if n}, "lag_max_ms": self.lag_max_ms,
             "deltas_sent": engine.deltas_sent, "responses": engine.responses,
             "turns": engine.turns, "truncates": engine.truncates,

@@ -35,7 +35,7 @@ DELAY_BUCKET_MS = 0.1
 DELAY_BUCKETS = 50_000  # up to 5 s; beyond goes in the last bucket
 _SILENT = base64.b64encode(b"\xff" * 160).decode()
 _LOUD = base64.b64encode(b"\x80\x00" * 80).decode()
-_MASK48 = (1 << 48) - 1
+_MASK40 = (1 << 40) - 1
 
 
 class PhoneStats:
@@ -46,7 +46,7 @@ class PhoneStats:
         self.delay_max_ms = 0.0
         self.frames = self.lost = self.duplicated = self.reordered = self.gaps = 0
         self.max_gap_ms = 0.0
-        self.marks_echoed = self.clears = self.frames_sent = 0
+        self.marks_echoed = self.clears = self.frames_sent = self.untagged = 0
         self.failures: list[str] = []
 
     def delay(self, ms: float) -> None:
@@ -75,7 +75,7 @@ class PhoneCall(WsClient):
         self._turn_offset = random.uniform(0, turn_every_s)
         self._playout_end = 0.0
         self._marks: deque[tuple[float, bytes]] = deque()
-        self._last = (0, -1)  # (response, frame) last received
+        self._last: tuple[int, int] | None = None  # (response, frame) last received
         self._last_at = 0.0
         self.hung_up = False
         sid = self.stream_sid.encode()
@@ -152,14 +152,24 @@ class PhoneCall(WsClient):
 
     def _media(self, payload: bytes, start: int, now: float) -> None:
         end = payload.index(b'"', start)
-        sent_us, response, frame_no = read_tag(base64.b64decode(payload[start:start + 16]))
+        tagged = read_tag(base64.b64decode(payload[start:start + 16]))
         stats = self.stats
-        stats.delay(((time.monotonic_ns() // 1000 - sent_us) & _MASK48) / 1000)
+        if tagged is None:
+            stats.untagged += 1  # the server's canned audio (an apology, a hold line)
+            return
+        sent_us, response, frame_no = tagged
+        stats.delay(((time.monotonic_ns() // 1000 - sent_us) & _MASK40) / 1000)
         length = end - start
         audio_ms = (length * 3 // 4 - payload.count(b"=", end - 2, end)) / BYTES_PER_MS
         self._playout_end = max(now, self._playout_end) + audio_ms / 1000
+        if self._last is None:
+            self._last = (response, frame_no)
+            self._last_at = now
+            stats.lost += frame_no
+            return
         last_response, last_frame = self._last
-        if response == last_response:
+        ahead = (response - last_response) & 0xFFFF  # response numbers wrap
+        if ahead == 0:
             if frame_no == last_frame + 1:
                 gap_ms = (now - self._last_at) * 1000
                 if gap_ms > stats.max_gap_ms:
@@ -174,7 +184,7 @@ class PhoneCall(WsClient):
             else:
                 stats.reordered += 1
                 return
-        elif response > last_response:
+        elif ahead < 0x8000:
             stats.lost += frame_no  # a response's first frames never came
         else:
             stats.reordered += 1
