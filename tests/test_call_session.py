@@ -61,6 +61,7 @@ from hotline.core.events import (
 from hotline.core.greeting import CACHED_GREETING_HEARD_ITEM, CACHED_GREETING_ITEM, heard_part
 from hotline.core.outcomes import Outcome
 from hotline.core.phase import CallPhase
+from hotline.core.playback import Playback
 from hotline.core.record import LeadMessage, TimelineStage, TranscriptTurn
 from hotline.core.session import CallSession
 from hotline.core.timers import TimerName
@@ -203,6 +204,60 @@ class TestGreeting:
         assert isinstance(sent[1], TwilioMarkOut)
         assert stages(cmds) == ["first_audio_from_engine", "first_audio_to_caller"]
         assert stages(call(EngineAudioDelta("r1", "i1", delta), 1400)) == []
+
+
+class TestMarksPerChunk:
+    """20 ms deltas get a mark per 100 ms of audio and one after an item's last audio; the
+    truncation stays exact: extrapolated from the last echo, never past the next pending
+    mark, and audio sent after Twilio's buffer ran dry plays from when it was sent."""
+
+    def test_a_mark_per_100_ms_and_one_after_the_last_audio(self) -> None:
+        call = Call()
+        call(START, 0)
+        names = call.speak("r1", "i1", [20] * 12, 0)
+        assert len(names) == 2  # after 100 and 200 ms; 40 ms not marked yet
+        last = marks(call(EngineResponseDone("r1", "completed"), 10))
+        assert len(last) == 1  # the item's last 40 ms
+        for name in names:
+            call(TwilioMark(name), 200)
+        assert call.session._s.playback.audible  # the last 40 ms still play
+        call(TwilioMark(last[0]), 240)
+        assert not call.session._s.playback.audible
+
+    def test_truncates_at_the_extrapolated_position_between_marks(self) -> None:
+        call = Call()
+        call(START, 0)
+        names = call.speak("r1", "i1", [20] * 15, 0)
+        call(TwilioMark(names[0]), 100)  # 100 ms played at 100
+        cmds = call.talk(until_ms=170)
+        assert control_sent(cmds) == [Truncate("i1", 170), CancelResponse()]
+
+    def test_never_past_an_unechoed_mark(self) -> None:
+        call = Call()
+        call(START, 0)
+        names = call.speak("r1", "i1", [20] * 15, 0)
+        call(TwilioMark(names[0]), 100)
+        cmds = call.talk(until_ms=900)  # the 200 ms mark never came back
+        assert control_sent(cmds) == [Truncate("i1", 200), CancelResponse()]
+
+    def test_audio_after_the_buffer_ran_dry_plays_from_when_it_was_sent(self) -> None:
+        playback = Playback()
+        playback.start_item("i1", "r1", 0)
+        for at_ms in (0, 20, 40):  # 60 ms, in time, no mark yet
+            assert marks(playback.send("i1", audio_b64(20), at_ms)) == []
+        assert playback.heard_ms(200) == 60  # all of it played
+        playback.send("i1", audio_b64(20), 300)  # late: Twilio played nothing in between
+        assert playback.heard_ms(310) == 70  # not 80: the new 20 ms began at 300
+        names = marks(playback.send("i1", audio_b64(40), 330))  # 20 ms ran dry at 320
+        assert playback.heard_ms(350) == 100 and len(names) == 1
+        playback.on_mark(names[0], 370)  # echoed late: all 120 ms played by then
+        assert playback.heard_ms(380) == 120
+
+    def test_cached_audio_ends_with_a_mark(self) -> None:  # greeting, hold line, apology
+        frames = tuple(audio_b64(20) for _ in range(7))
+        session = CallSession(make_plan(greeting_prerequested=False), frames)
+        cmds = session.handle(START, 0)
+        assert len(marks(cmds)) == 2  # at 100 ms and after the last 40 ms
 
 
 class TestPromptUpgrade:
