@@ -422,8 +422,9 @@ class CapacityBench:
         deadline = time.monotonic() + 30 + calls / 50
         up = 0
         while time.monotonic() < deadline:
-            up = sum(g.ask({"report": 1})["calls"] for g in self._generators)
-            if up == calls:
+            reports = [g.ask({"report": 1}) for g in self._generators]
+            up = sum(r["calls"] for r in reports)
+            if up == calls and not any(r["placing"] for r in reports):
                 return
             time.sleep(0.25)
         self.console.print(f"[yellow]only {up} of {calls} calls up[/yellow]")

@@ -135,7 +135,7 @@ class Generator:
             "engine_errors": engine.errors, "sessions": len(self.sessions),
             "failures": (self.failures + stats.failures)[:5],
             "failure_count": len(self.failures) + len(stats.failures),
-            "placed": self.placed, "ended": self.ended,
+            "placed": self.placed, "ended": self.ended, "placing": self.placing,
         }
 
     def reset(self) -> None:
