@@ -76,6 +76,9 @@ class CapacityConfig:
     profile_at: int | None = None  # py-spy the server during this step's window
     server_src: str | None = None  # run the server from another checkout's src (before/after)
     call_s: float = 0.0  # calls hang up after this long and are replaced (0: never)
+    # The server's and the generators' niceness: on a shared machine, a negative one (root
+    # only) keeps other work from starving them, as dedicated cores would.
+    nice: int = 0
 
 
 @dataclass(slots=True)
@@ -224,8 +227,11 @@ def _proc_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def _pinned(core: str) -> list[str]:
-    return ["taskset", "-c", core] if shutil.which("taskset") else []
+def _pinned(core: str, nice: int = 0) -> list[str]:
+    prefix = ["taskset", "-c", core] if shutil.which("taskset") else []
+    if nice and (nice > 0 or os.geteuid() == 0):
+        prefix = ["nice", "-n", str(nice), *prefix]
+    return prefix
 
 
 def _percentile(buckets: dict[int, int], q: float, width: float) -> float:
@@ -352,7 +358,7 @@ class CapacityBench:
         if self.config.server_src:
             env["PYTHONPATH"] = self.config.server_src
         self._server = subprocess.Popen(
-            [*_pinned(str(self.config.server_core)), sys.executable, "-c",
+            [*_pinned(str(self.config.server_core), self.config.nice), sys.executable, "-c",
              "from hotline.cli import main; main()", "serve", "--host", "127.0.0.1",
              "--port", str(server_port)],
             env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=open(  # noqa: SIM115
@@ -379,7 +385,7 @@ class CapacityBench:
                       "to": lane_number(0), "delta_ms": self.config.delta_ms,
                       "turn_every_s": self.config.turn_every_s}
             process = subprocess.Popen(
-                [*(_pinned(others) if others else []), sys.executable, "-c",
+                [*(_pinned(others, self.config.nice) if others else []), sys.executable, "-c",
                  "from hotline.benchmarks.capacity_generator import generator_main; "
                  "generator_main()", orjson.dumps(config).decode()],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -557,7 +563,9 @@ def markdown(runs: list[CapacityRun], command: str, extra: str = "") -> str:
         f"- Run: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, `{command}`; "
         f"{platform.python_implementation()} {platform.python_version()}, "
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores (shared, noisy)",
-        f"- One `hotline serve` process pinned to core {config.server_core} (`taskset`), "
+        f"- One `hotline serve` process pinned to core {config.server_core} (`taskset`"
+        + (f", `nice -n {config.nice}` so that other work on this shared machine does not "
+           "starve it or the generators" if config.nice else "") + "), "
         "SQLite store, greeting cache off (every agent frame comes from the engine). "
         f"{config.generators} load generators on the other core(s), each a lean engine "
         "(the Realtime protocol over real WebSockets) and lean phones (signed webhook, "

@@ -256,6 +256,10 @@ def capacity(
     server_src: Path | None = typer.Option(
         None, "--server-src", help="Run the server from another checkout's src/ (to measure "
                                    "a before against an after)."),
+    nice: int = typer.Option(
+        0, "--nice", min=-20, max=19,
+        help="Niceness of the server and the generators (negative: root only), so that other "
+             "work on a shared machine does not starve them."),
     keep_going: bool = typer.Option(False, "--keep-going",
                                     help="Run every step even after one fails."),
     quick: bool = typer.Option(False, "--quick",
@@ -295,9 +299,9 @@ def capacity(
         length = call_s or 60.0
         command = ["hotline", "bench", "capacity", "--soak", str(soak_calls), "--soak-minutes",
                    f"{soak_minutes:g}", "--delta-ms", str(deltas[0]), "--window", f"{window:g}",
-                   "--call-length", f"{length:g}"]
+                   "--call-length", f"{length:g}", "--nice", str(nice)]
         config = CapacityConfig(delta_ms=deltas[0], generators=generators, window_s=window,
-                                turn_every_s=turn_every_s, call_s=length,
+                                turn_every_s=turn_every_s, call_s=length, nice=nice,
                                 server_src=str(server_src) if server_src else None)
         try:
             result = bench_soak(config, soak_calls, soak_minutes, Console(), shlex.join(command),
@@ -310,12 +314,14 @@ def capacity(
         return
     if label:
         command += ["--label", label]
+    if nice:
+        command += ["--nice", str(nice)]
     configs = [CapacityConfig(steps=step_list, delta_ms=d, generators=generators,
                               window_s=window_s, settle_s=settle_s, turn_every_s=turn_every_s,
                               stop_on_fail=not keep_going and not quick,
                               profile_at=profile_at if d == deltas[0] else None,
                               server_src=str(server_src) if server_src else None,
-                              call_s=call_s)
+                              call_s=call_s, nice=nice)
                for d in deltas]
     try:
         bench_capacity(configs, Console(), shlex.join(command),
