@@ -111,7 +111,9 @@ class StepResult:
 
     @property
     def cpu_ms_per_call_s(self) -> float:
-        return self.server_cpu_s * 1000 / max(1e-9, self.calls * self.window_s)
+        if not self.calls:
+            return float("nan")  # no call was up in the window
+        return self.server_cpu_s * 1000 / (self.calls * self.window_s)
 
     @property
     def calls_per_core(self) -> float:
