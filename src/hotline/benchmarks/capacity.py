@@ -427,7 +427,7 @@ class CapacityBench:
         count = len(self._generators)
         for index, generator in enumerate(self._generators):
             generator.ask({"calls": calls // count + (1 if index < calls % count else 0)})
-        deadline = time.monotonic() + 30 + calls / 50
+        deadline = time.monotonic() + 30 + calls / 20
         up = 0
         while time.monotonic() < deadline:
             reports = [g.ask({"report": 1}) for g in self._generators]

@@ -27,7 +27,10 @@ from hotline.benchmarks.capacity_engine import DeltaAudio, EngineSession, Engine
 from hotline.benchmarks.capacity_phone import PhoneCall, PhoneStats, place_call
 
 TICK_S = 0.020
-RAMP_PER_S = 100  # new calls a second, per generator
+# New calls a second, per generator: a burst of engine connects (each an SDK
+# connect and session.update) slower than this overran the server's 900 ms connect budget
+# on a loaded machine, and those calls went on without an engine.
+RAMP_PER_S = 20
 LAG_BUCKET_MS = 1.0
 
 
@@ -96,7 +99,7 @@ class Generator:
             if missing < 0:
                 for call in self.calls[missing:]:
                     call.hang_up()
-            for _ in range(max(0, min(missing, RAMP_PER_S // 10))):
+            for _ in range(max(0, min(missing, max(1, RAMP_PER_S // 10)))):
                 self.placing += 1
                 asyncio.get_running_loop().create_task(self._place(http))
             await asyncio.sleep(0.1)
