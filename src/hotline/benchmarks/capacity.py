@@ -164,12 +164,18 @@ class SoakResult:
     windows: list[StepResult]
     placed: int  # calls placed during the soak
     recorded: int  # of them, with their record in the store afterwards
+    server_log: list[str] = field(default_factory=list)
+
+    @property
+    def warm_up(self) -> int:
+        """Windows of warm-up: the first fifth (2 minutes of 10)."""
+        return max(1, len(self.windows) // 5)
 
     def rss_growth(self) -> float:
-        """RSS growth from the end of the first window (the warm-up) to the last."""
-        if len(self.windows) < 2:
+        """RSS growth from the end of the warm-up to the end of the soak."""
+        if len(self.windows) <= self.warm_up:
             return 0.0
-        first = self.windows[0].rss_mb
+        first = self.windows[self.warm_up - 1].rss_mb
         return (self.windows[-1].rss_mb - first) / first
 
     def markdown(self, command: str) -> str:
@@ -190,13 +196,16 @@ class SoakResult:
                   f"{w.duplicated} / {w.reordered} | {w.gaps} | {w.lag_p99_ms:.1f} |"
                   for n, w in enumerate(windows)]
         lines += ["",
-                  f"- RSS growth after the first window: {self.rss_growth():+.1%} "
-                  f"({windows[0].rss_mb:.0f} → {windows[-1].rss_mb:.0f} MB)",
+                  f"- RSS growth after the warm-up (the first {self.warm_up} windows): "
+                  f"{self.rss_growth():+.1%} ({windows[self.warm_up - 1].rss_mb:.0f} → "
+                  f"{windows[-1].rss_mb:.0f} MB; {windows[0].rss_mb:.0f} MB after the first)",
                   f"- frames lost, duplicated or reordered: {lost}",
                   f"- relay p99 per window: {min(p99s):.1f}–{max(p99s):.1f} ms; CPU per "
                   f"call-second {min(cpu):.2f}–{max(cpu):.2f} ms",
                   f"- records: {self.recorded} of {self.placed} calls placed have their "
-                  f"record in the store ({self.placed - self.recorded} lost)"]
+                  f"record in the store ({self.placed - self.recorded} lost)",
+                  "- the server's log: " + ("; ".join(f"`{x}`" for x in self.server_log[:5])
+                                            if self.server_log else "no warning, no error")]
         return "\n".join(lines) + "\n"
 
 
@@ -313,9 +322,11 @@ class CapacityBench:
                 self._hold(0)
                 placed = sum(g.ask({"report": 1})["placed"] for g in self._generators)
                 recorded = self._records(Path(tmp) / "bench.db", placed)
-                return SoakResult(calls, windows, placed, recorded)
+                result = SoakResult(calls, windows, placed, recorded)
             finally:
                 self._stop()
+            result.server_log = _log_problems(Path(tmp) / "server.log")
+            return result
 
     def _records(self, database: Path, placed: int, timeout_s: float = 60) -> int:
         """Calls with their record written (all of them, once the server has caught up)."""

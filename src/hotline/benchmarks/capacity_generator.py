@@ -88,9 +88,9 @@ class Generator:
         """Place or hang up calls until `wanted` are up, `RAMP_PER_S` a second."""
         while True:
             if self.call_s:
-                expired = time.monotonic() - self.call_s
+                now = time.monotonic()
                 for call in self.calls:
-                    if call.placed_at < expired:
+                    if now - call.placed_at > self.call_s * call.length_factor:
                         call.hang_up()
             before = len(self.calls)
             self.calls = [c for c in self.calls if c.open]

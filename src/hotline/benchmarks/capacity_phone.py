@@ -71,6 +71,8 @@ class PhoneCall(WsClient):
         self._chunk = 0
         self._started = 0.0
         self.placed_at = time.monotonic()
+        # Calls placed together do not all end together (a soak's calls are replaced).
+        self.length_factor = random.uniform(0.75, 1.25)
         self._turn_every = turn_every_s
         self._turn_offset = random.uniform(0, turn_every_s)
         self._playout_end = 0.0
