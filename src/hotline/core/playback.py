@@ -136,12 +136,14 @@ class Playback:
         item = self.items.get(item_id)
         if item is not None:
             item.played_ms = max(item.played_ms, played_ms)
-        current = self.current_item_id
         finished = not self.has_pending(item_id)
-        if item_id == current:
+        if item_id == self.current_item_id:
             self._playhead = _Playhead(item_id, now_ms, played_ms)
-        elif current is not None and finished:
-            self._playhead = _Playhead(current, now_ms, 0.0)  # the next item starts now
+        elif finished:
+            # The item queued next starts now: the current one, or one still before it.
+            following = next(iter(self._pending_marks.values()), (self._unmarked, 0.0))[0]
+            if following is not None:
+                self._playhead = _Playhead(following, now_ms, self.items[following].played_ms)
         return MarkEcho(item_id, finished)
 
     def has_pending(self, item_id: str) -> bool:
