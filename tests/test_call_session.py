@@ -207,17 +207,18 @@ class TestGreeting:
 
 
 class TestMarksPerChunk:
-    """20 ms deltas get a mark per 100 ms of audio and one after an item's last audio; the
-    truncation stays exact: extrapolated from the last echo, never past the next pending
-    mark, and audio sent after Twilio's buffer ran dry plays from when it was sent."""
+    """20 ms deltas get a mark after the one that starts playback, then per 100 ms of
+    audio, and one after an item's last audio; the truncation stays exact: extrapolated
+    from the last echo, never past the next pending mark, and audio sent after Twilio's
+    buffer ran dry plays from when it was sent."""
 
     def test_a_mark_per_100_ms_and_one_after_the_last_audio(self) -> None:
         call = Call()
         call(START, 0)
         names = call.speak("r1", "i1", [20] * 12, 0)
-        assert len(names) == 2  # after 100 and 200 ms; 40 ms not marked yet
+        assert len(names) == 3  # after 20 (it starts playback), 120, 220 ms; 20 ms to go
         last = marks(call(EngineResponseDone("r1", "completed"), 10))
-        assert len(last) == 1  # the item's last 40 ms
+        assert len(last) == 1  # the item's last 20 ms
         for name in names:
             call(TwilioMark(name), 200)
         assert call.session._s.playback.audible  # the last 40 ms still play
@@ -228,7 +229,7 @@ class TestMarksPerChunk:
         call = Call()
         call(START, 0)
         names = call.speak("r1", "i1", [20] * 15, 0)
-        call(TwilioMark(names[0]), 100)  # 100 ms played at 100
+        call(TwilioMark(names[1]), 120)  # 120 ms played at 120
         cmds = call.talk(until_ms=170)
         assert control_sent(cmds) == [Truncate("i1", 170), CancelResponse()]
 
@@ -236,28 +237,33 @@ class TestMarksPerChunk:
         call = Call()
         call(START, 0)
         names = call.speak("r1", "i1", [20] * 15, 0)
-        call(TwilioMark(names[0]), 100)
-        cmds = call.talk(until_ms=900)  # the 200 ms mark never came back
-        assert control_sent(cmds) == [Truncate("i1", 200), CancelResponse()]
+        call(TwilioMark(names[1]), 120)
+        cmds = call.talk(until_ms=900)  # the 220 ms mark never came back
+        assert control_sent(cmds) == [Truncate("i1", 220), CancelResponse()]
 
     def test_audio_after_the_buffer_ran_dry_plays_from_when_it_was_sent(self) -> None:
         playback = Playback()
         playback.start_item("i1", "r1", 0)
-        for at_ms in (0, 20, 40):  # 60 ms, in time, no mark yet
+        [first] = marks(playback.send("i1", audio_b64(20), 0))  # it starts playback
+        for at_ms in (20, 40):  # 40 ms more, in time, no mark
             assert marks(playback.send("i1", audio_b64(20), at_ms)) == []
+        assert playback.heard_ms(200) == 20  # not past the first chunk before its echo
+        playback.on_mark(first, 20)
         assert playback.heard_ms(200) == 60  # all of it played
-        playback.send("i1", audio_b64(20), 300)  # late: Twilio played nothing in between
+        # Late: Twilio played nothing in between; the chunk starts playback again.
+        [again] = marks(playback.send("i1", audio_b64(20), 300))
         assert playback.heard_ms(310) == 70  # not 80: the new 20 ms began at 300
-        names = marks(playback.send("i1", audio_b64(40), 330))  # 20 ms ran dry at 320
-        assert playback.heard_ms(350) == 100 and len(names) == 1
-        playback.on_mark(names[0], 370)  # echoed late: all 120 ms played by then
+        playback.on_mark(again, 320)
+        [last] = marks(playback.send("i1", audio_b64(40), 330))  # 20 ms ran dry at 320
+        assert playback.heard_ms(350) == 100
+        playback.on_mark(last, 370)  # echoed late: all 120 ms played by then
         assert playback.heard_ms(380) == 120
 
     def test_cached_audio_ends_with_a_mark(self) -> None:  # greeting, hold line, apology
         frames = tuple(audio_b64(20) for _ in range(7))
         session = CallSession(make_plan(greeting_prerequested=False), frames)
         cmds = session.handle(START, 0)
-        assert len(marks(cmds)) == 2  # at 100 ms and after the last 40 ms
+        assert len(marks(cmds)) == 3  # at 20 ms (it starts playback), 120, after the last 20
 
 
 class TestPromptUpgrade:

@@ -7,6 +7,9 @@ echoes a mark once the audio before it has played, so an echoed mark is a checkp
 X played up to Y ms". Between checkpoints the position is extrapolated from the last one
 at real-time speed, never past the next un-echoed mark nor past what was sent; and when
 audio is sent after Twilio's buffer has (by that estimate) run dry, it plays from now.
+The chunk that starts playback (from quiet, or after the buffer ran dry) has a mark of
+its own: it takes time to reach Twilio, and until its echo the guess may lead what
+played by no more than that chunk, as when every chunk had a mark.
 That keeps the truncation position exact with a mark per ~100 ms rather than per delta
 (half the messages to Twilio and a fifth of the echoes, at 20 ms deltas). After a
 `clear`, Twilio returns the marks it flushed: they are no longer pending, so they are
@@ -69,6 +72,7 @@ class Playback:
         self._playhead: _Playhead | None = None
         self._unmarked: str | None = None  # the item whose last audio has no mark yet
         self._unmarked_ms = 0.0  # how much of it
+        self._last_sent: str | None = None  # the item of the last audio sent
 
     @property
     def audible(self) -> bool:
@@ -93,20 +97,22 @@ class Playback:
         commands: list[Command] = []
         if self._unmarked is not None and self._unmarked != item_id:
             commands = self.mark()  # the other item's last audio is marked first
-        if not self.audible:
-            self._playhead = _Playhead(item_id, now_ms, item.sent_ms)  # plays from now
-        else:
-            head = self._playhead
-            if (head is not None and head.item_id == item_id
-                    and head.played_ms + (now_ms - head.at_ms) >= item.sent_ms):
-                # Twilio's buffer has run dry (by the estimate): this plays from now.
-                self._playhead = _Playhead(item_id, now_ms, item.sent_ms)
+        head = self._playhead
+        starts = not self.audible or (
+            head is not None and head.item_id == self._last_sent
+            and head.played_ms + (now_ms - head.at_ms) > self.items[head.item_id].sent_ms)
+        if starts:
+            # Nothing plays, or Twilio's buffer has run dry (by the estimate: all the audio
+            # sent has played): this plays from now, or from when it reaches Twilio. Its
+            # own mark bounds the guess to this chunk until the echo says when it played.
+            self._playhead = _Playhead(item_id, now_ms, item.sent_ms)
+        self._last_sent = item_id
         ms = b64_decoded_len(payload_b64) / BYTES_PER_MS
         item.sent_ms += ms
         self._unmarked = item_id
         self._unmarked_ms += ms
         commands.append(SendToTwilio(TwilioMediaOut(payload_b64)))
-        if self._unmarked_ms >= MARK_EVERY_MS:
+        if starts or self._unmarked_ms >= MARK_EVERY_MS:
             commands += self.mark()
         return commands
 
@@ -181,6 +187,7 @@ class Playback:
         self._playhead = None
         self._unmarked = None
         self._unmarked_ms = 0.0
+        self._last_sent = None
 
     def turns(self, response_id: str | None) -> list[TranscriptTurn]:
         """Transcript turns of one response's items (None: every item not yet recorded)."""
