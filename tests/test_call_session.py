@@ -45,6 +45,7 @@ from hotline.core.events import (
     EngineError,
     EngineFunctionCall,
     EngineInputCommitted,
+    EngineLost,
     EngineResponseCreated,
     EngineResponseDone,
     EngineSessionUpdated,
@@ -264,6 +265,57 @@ class TestMarksPerChunk:
         session = CallSession(make_plan(greeting_prerequested=False), frames)
         cmds = session.handle(START, 0)
         assert len(marks(cmds)) == 3  # at 20 ms (it starts playback), 120, after the last 20
+
+
+    def test_the_goodbye_in_20_ms_deltas_hangs_up_only_at_its_end_mark(self) -> None:
+        call, first = conversing()
+        call(TwilioMark(first[0]), 500)
+        call(EngineResponseCreated("r2"), 1000)
+        names = [name for _ in range(8)
+                 for name in marks(call(EngineAudioDelta("r2", "i2", audio_b64(20)), 1000))]
+        call(EngineFunctionCall("r2", "f1", "c1", "end_call", "{}"), 1000)
+        call(ToolFinished("c1", "end_call", "{}", ToolEffect.END_CALL), 1000)
+        assert len(names) == 2  # after 20 ms (it starts playback) and 120 ms; 40 ms to go
+        [end] = marks(call(EngineResponseDone("r2", "completed"), 1001))
+        for name in names:  # 120 of the 160 ms played: the goodbye is not over
+            assert commands_of(call(TwilioMark(name), 1120), HangUpCall) == []
+        assert commands_of(call(TwilioMark(end), 1160), HangUpCall) == [HangUpCall()]
+
+    def test_marks_flushed_by_a_clear_change_nothing_and_the_next_line_starts_anew(
+            self) -> None:
+        call = Call()
+        call(START, 0)
+        names = call.speak("r1", "i1", [20] * 15, 0)  # marks at 20, 120, 220 ms
+        call(TwilioMark(names[0]), 20)
+        call(TwilioMark(names[1]), 120)
+        cmds = call.talk(until_ms=150)
+        assert TwilioClear() in twilio_sent(cmds)
+        assert control_sent(cmds) == [Truncate("i1", 150), CancelResponse()]
+        # Twilio returns the flushed mark at once: it is no longer pending.
+        assert call(TwilioMark(names[2]), 151) == []
+        call(EngineResponseDone("r1", "cancelled"), 160)
+        assert not call.session._s.playback.audible
+        call(EngineSpeechStopped(0, "u1"), 400)
+        call(EngineInputCommitted("u1"), 400)
+        later = call.speak("r2", "i2", [20] * 10, 1000)
+        assert len(later) == 2  # its first chunk has a mark of its own again
+        call(TwilioMark(later[0]), 1020)
+        cmds = call.talk(until_ms=1090)
+        assert control_sent(cmds) == [Truncate("i2", 90), CancelResponse()]
+
+    def test_an_engine_drop_while_closing_marks_the_end_of_what_was_sent(self) -> None:
+        call, first = conversing()
+        call(TwilioMark(first[0]), 500)
+        call(EngineResponseCreated("r2"), 1000)
+        names = [name for _ in range(4)
+                 for name in marks(call(EngineAudioDelta("r2", "i2", audio_b64(20)), 1000))]
+        call(EngineFunctionCall("r2", "f1", "c1", "end_call", "{}"), 1000)
+        call(ToolFinished("c1", "end_call", "{}", ToolEffect.END_CALL), 1000)
+        cmds = call(EngineLost("1011"), 1010)
+        [end] = marks(cmds)  # the 60 ms after the first chunk's mark, marked at the drop
+        assert commands_of(cmds, HangUpCall) == []
+        call(TwilioMark(names[0]), 1020)
+        assert commands_of(call(TwilioMark(end), 1080), HangUpCall) == [HangUpCall()]
 
 
 class TestPromptUpgrade:
