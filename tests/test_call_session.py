@@ -45,6 +45,7 @@ from hotline.core.events import (
     EngineError,
     EngineFunctionCall,
     EngineInputCommitted,
+    EngineLost,
     EngineResponseCreated,
     EngineResponseDone,
     EngineSessionUpdated,
@@ -61,6 +62,7 @@ from hotline.core.events import (
 from hotline.core.greeting import CACHED_GREETING_HEARD_ITEM, CACHED_GREETING_ITEM, heard_part
 from hotline.core.outcomes import Outcome
 from hotline.core.phase import CallPhase
+from hotline.core.playback import Playback
 from hotline.core.record import LeadMessage, TimelineStage, TranscriptTurn
 from hotline.core.session import CallSession
 from hotline.core.timers import TimerName
@@ -203,6 +205,117 @@ class TestGreeting:
         assert isinstance(sent[1], TwilioMarkOut)
         assert stages(cmds) == ["first_audio_from_engine", "first_audio_to_caller"]
         assert stages(call(EngineAudioDelta("r1", "i1", delta), 1400)) == []
+
+
+class TestMarksPerChunk:
+    """20 ms deltas get a mark after the one that starts playback, then per 100 ms of
+    audio, and one after an item's last audio; the truncation stays exact: extrapolated
+    from the last echo, never past the next pending mark, and audio sent after Twilio's
+    buffer ran dry plays from when it was sent."""
+
+    def test_a_mark_per_100_ms_and_one_after_the_last_audio(self) -> None:
+        call = Call()
+        call(START, 0)
+        names = call.speak("r1", "i1", [20] * 12, 0)
+        assert len(names) == 3  # after 20 (it starts playback), 120, 220 ms; 20 ms to go
+        last = marks(call(EngineResponseDone("r1", "completed"), 10))
+        assert len(last) == 1  # the item's last 20 ms
+        for name in names:
+            call(TwilioMark(name), 200)
+        assert call.session._s.playback.audible  # the last 40 ms still play
+        call(TwilioMark(last[0]), 240)
+        assert not call.session._s.playback.audible
+
+    def test_truncates_at_the_extrapolated_position_between_marks(self) -> None:
+        call = Call()
+        call(START, 0)
+        names = call.speak("r1", "i1", [20] * 15, 0)
+        call(TwilioMark(names[1]), 120)  # 120 ms played at 120
+        cmds = call.talk(until_ms=170)
+        assert control_sent(cmds) == [Truncate("i1", 170), CancelResponse()]
+
+    def test_never_past_an_unechoed_mark(self) -> None:
+        call = Call()
+        call(START, 0)
+        names = call.speak("r1", "i1", [20] * 15, 0)
+        call(TwilioMark(names[1]), 120)
+        cmds = call.talk(until_ms=900)  # the 220 ms mark never came back
+        assert control_sent(cmds) == [Truncate("i1", 220), CancelResponse()]
+
+    def test_audio_after_the_buffer_ran_dry_plays_from_when_it_was_sent(self) -> None:
+        playback = Playback()
+        playback.start_item("i1", "r1", 0)
+        [first] = marks(playback.send("i1", audio_b64(20), 0))  # it starts playback
+        for at_ms in (20, 40):  # 40 ms more, in time, no mark
+            assert marks(playback.send("i1", audio_b64(20), at_ms)) == []
+        assert playback.heard_ms(200) == 20  # not past the first chunk before its echo
+        playback.on_mark(first, 20)
+        assert playback.heard_ms(200) == 60  # all of it played
+        # Late: Twilio played nothing in between; the chunk starts playback again.
+        [again] = marks(playback.send("i1", audio_b64(20), 300))
+        assert playback.heard_ms(310) == 70  # not 80: the new 20 ms began at 300
+        playback.on_mark(again, 320)
+        [last] = marks(playback.send("i1", audio_b64(40), 330))  # 20 ms ran dry at 320
+        assert playback.heard_ms(350) == 100
+        playback.on_mark(last, 370)  # echoed late: all 120 ms played by then
+        assert playback.heard_ms(380) == 120
+
+    def test_cached_audio_ends_with_a_mark(self) -> None:  # greeting, hold line, apology
+        frames = tuple(audio_b64(20) for _ in range(7))
+        session = CallSession(make_plan(greeting_prerequested=False), frames)
+        cmds = session.handle(START, 0)
+        assert len(marks(cmds)) == 3  # at 20 ms (it starts playback), 120, after the last 20
+
+
+    def test_the_goodbye_in_20_ms_deltas_hangs_up_only_at_its_end_mark(self) -> None:
+        call, first = conversing()
+        call(TwilioMark(first[0]), 500)
+        call(EngineResponseCreated("r2"), 1000)
+        names = [name for _ in range(8)
+                 for name in marks(call(EngineAudioDelta("r2", "i2", audio_b64(20)), 1000))]
+        call(EngineFunctionCall("r2", "f1", "c1", "end_call", "{}"), 1000)
+        call(ToolFinished("c1", "end_call", "{}", ToolEffect.END_CALL), 1000)
+        assert len(names) == 2  # after 20 ms (it starts playback) and 120 ms; 40 ms to go
+        [end] = marks(call(EngineResponseDone("r2", "completed"), 1001))
+        for name in names:  # 120 of the 160 ms played: the goodbye is not over
+            assert commands_of(call(TwilioMark(name), 1120), HangUpCall) == []
+        assert commands_of(call(TwilioMark(end), 1160), HangUpCall) == [HangUpCall()]
+
+    def test_marks_flushed_by_a_clear_change_nothing_and_the_next_line_starts_anew(
+            self) -> None:
+        call = Call()
+        call(START, 0)
+        names = call.speak("r1", "i1", [20] * 15, 0)  # marks at 20, 120, 220 ms
+        call(TwilioMark(names[0]), 20)
+        call(TwilioMark(names[1]), 120)
+        cmds = call.talk(until_ms=150)
+        assert TwilioClear() in twilio_sent(cmds)
+        assert control_sent(cmds) == [Truncate("i1", 150), CancelResponse()]
+        # Twilio returns the flushed mark at once: it is no longer pending.
+        assert call(TwilioMark(names[2]), 151) == []
+        call(EngineResponseDone("r1", "cancelled"), 160)
+        assert not call.session._s.playback.audible
+        call(EngineSpeechStopped(0, "u1"), 400)
+        call(EngineInputCommitted("u1"), 400)
+        later = call.speak("r2", "i2", [20] * 10, 1000)
+        assert len(later) == 2  # its first chunk has a mark of its own again
+        call(TwilioMark(later[0]), 1020)
+        cmds = call.talk(until_ms=1090)
+        assert control_sent(cmds) == [Truncate("i2", 90), CancelResponse()]
+
+    def test_an_engine_drop_while_closing_marks_the_end_of_what_was_sent(self) -> None:
+        call, first = conversing()
+        call(TwilioMark(first[0]), 500)
+        call(EngineResponseCreated("r2"), 1000)
+        names = [name for _ in range(4)
+                 for name in marks(call(EngineAudioDelta("r2", "i2", audio_b64(20)), 1000))]
+        call(EngineFunctionCall("r2", "f1", "c1", "end_call", "{}"), 1000)
+        call(ToolFinished("c1", "end_call", "{}", ToolEffect.END_CALL), 1000)
+        cmds = call(EngineLost("1011"), 1010)
+        [end] = marks(cmds)  # the 60 ms after the first chunk's mark, marked at the drop
+        assert commands_of(cmds, HangUpCall) == []
+        call(TwilioMark(names[0]), 1020)
+        assert commands_of(call(TwilioMark(end), 1080), HangUpCall) == [HangUpCall()]
 
 
 class TestPromptUpgrade:

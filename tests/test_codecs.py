@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hotline.core.commands import (
@@ -241,3 +243,22 @@ def test_engine_optional_fields_of_the_wrong_type_are_ignored() -> None:
         "r1", "cancelled", None)
     assert parse_engine(_engine("session.updated", session={"instructions": 5})) == (
         EngineSessionUpdated(0))
+
+
+# -- the hot messages' templates: the same JSON as orjson's, whatever the text -------------
+_NO_CONTROL = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=40)
+_PAYLOADS = st.one_of(st.binary(max_size=400).map(lambda b: base64.b64encode(b).decode()),
+                      _NO_CONTROL)  # base64 as the codecs let through, or any quotes, `\`
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=_PAYLOADS, sid=st.text(st.characters(blacklist_categories=("Cs",)),
+                                      max_size=40))
+def test_media_and_append_templates_render_what_orjson_would(payload: str, sid: str) -> None:
+    """A stream id is escaped once per call, a payload with a quote or backslash falls back
+    to orjson: nothing breaks the JSON or adds a field. (A control character in a payload
+    would: the codecs and the cached audio only ever pass base64.)"""
+    assert orjson.loads(render_twilio(sid, TwilioMediaOut(payload))) == {
+        "event": "media", "streamSid": sid, "media": {"payload": payload}}
+    assert orjson.loads(render_engine(AppendAudio(payload))) == {
+        "type": "input_audio_buffer.append", "audio": payload}

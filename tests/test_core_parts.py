@@ -94,9 +94,9 @@ class TestPlayback:
     def test_an_echo_confirms_every_earlier_mark_and_unknown_ones_are_ignored(self) -> None:
         playback = Playback()
         playback.start_item("i1", "r1", 0)
-        for _ in range(3):
-            playback.send("i1", audio_b64(20), 0)
-        echo = playback.on_mark("m3", 60)
+        for _ in range(3):  # a mark after each (100 ms each)
+            playback.send("i1", audio_b64(100), 0)
+        echo = playback.on_mark("m3", 300)
         assert echo is not None and echo.item_finished and not playback.audible
         assert playback.on_mark("m3", 61) is None  # a duplicate
         assert playback.on_mark("m9", 61) is None  # never sent

@@ -41,22 +41,41 @@ def frame_power(payload_b64: str) -> tuple[float, float]:
     return sum(map(_SQUARES.__getitem__, audio)) / len(audio), len(audio) / BYTES_PER_MS
 
 
+def _quiet_codes(power_threshold: float) -> bytes:
+    """The μ-law codes no louder than the threshold: a frame made only of these has a mean
+    square at or under it, so it is not voiced without summing anything."""
+    return bytes(code for code in range(256) if _SQUARES[code] <= power_threshold)
+
+
 class SpeechGate:
-    __slots__ = ("_gap_ms", "_min_speech_ms", "_power_threshold", "voiced_ms")
+    __slots__ = ("_gap_ms", "_min_speech_ms", "_power_threshold", "_quiet", "voiced_ms")
 
     def __init__(self, min_speech_ms: int, threshold: float) -> None:
         self._min_speech_ms = min_speech_ms
         self._power_threshold = level_for_threshold(threshold) ** 2
+        self._quiet = _quiet_codes(self._power_threshold)
         self.voiced_ms = 0.0  # voiced audio in the current run
         self._gap_ms = 0.0
 
+    def _power(self, payload_b64: str) -> tuple[float, float]:
+        """As `frame_power`, but a frame with no sample over the threshold (most of a
+        listening caller's) costs a decode and a `translate` (~1 µs), not a sum (~13 µs);
+        its power reads 0, which is below the threshold like its true power."""
+        try:
+            audio = base64.b64decode(payload_b64)
+        except (binascii.Error, ValueError):
+            return 0.0, 0.0
+        if not audio.translate(None, self._quiet):
+            return 0.0, len(audio) / BYTES_PER_MS
+        return sum(map(_SQUARES.__getitem__, audio)) / len(audio), len(audio) / BYTES_PER_MS
+
     def voiced(self, payload_b64: str) -> bool:
         """One frame loud enough to be voice (no run kept: for a caller we only listen to)."""
-        return frame_power(payload_b64)[0] > self._power_threshold
+        return self._power(payload_b64)[0] > self._power_threshold
 
     def feed(self, payload_b64: str) -> bool:
         """Take one caller frame; True once the current run is long enough to be speech."""
-        power, ms = frame_power(payload_b64)
+        power, ms = self._power(payload_b64)
         if power > self._power_threshold:
             self.voiced_ms += ms
             self._gap_ms = 0.0

@@ -232,3 +232,101 @@ def fleet(
     if not no_output:
         write_section(output, SECTION, render_section(result, command_line(calls)))
         typer.echo(f"written to {output}")
+
+
+@bench_app.command("capacity")
+def capacity(
+    steps: str = typer.Option("50,100,200,300,400,500,600", "--steps",
+                              help="Concurrent calls at each step, comma-separated."),
+    delta_ms: str = typer.Option(
+        "20,100", "--delta-ms",
+        help="Engine delta sizes to run, comma-separated: 20 (the worst case) and 100 (the "
+             "larger deltas the real API sends)."),
+    generators: int = typer.Option(2, "--generators", "-g", min=1,
+                                   help="Load-generator processes (on the other cores)."),
+    window_s: float = typer.Option(8.0, "--window", min=0.5,
+                                   help="Seconds measured at each step."),
+    settle_s: float = typer.Option(2.0, "--settle", min=0.0,
+                                   help="Seconds after a step's calls are up, before measuring."),
+    turn_every_s: float = typer.Option(4.0, "--turn-every", min=1.0,
+                                       help="A caller turn (a barge-in) this often per call."),
+    profile_at: int | None = typer.Option(
+        None, "--profile-at", help="Profile the server with py-spy (the dev extra) during "
+                                   "the window of the step with this many calls."),
+    server_src: Path | None = typer.Option(
+        None, "--server-src", help="Run the server from another checkout's src/ (to measure "
+                                   "a before against an after)."),
+    nice: int = typer.Option(
+        0, "--nice", min=-20, max=19,
+        help="Niceness of the server and the generators (negative: root only), so that other "
+             "work on a shared machine does not starve them."),
+    keep_going: bool = typer.Option(False, "--keep-going",
+                                    help="Run every step even after one fails."),
+    quick: bool = typer.Option(False, "--quick",
+                               help="A few seconds: 2 steps of a few calls (a smoke test)."),
+    label: str = typer.Option("", "--label",
+                              help="Write the report's section `capacity-LABEL` (e.g. `before` "
+                                   "with --server-src) instead of `capacity`."),
+    soak_calls: int = typer.Option(0, "--soak", min=0,
+                                   help="Instead of the steps: a soak at this many calls."),
+    soak_minutes: float = typer.Option(10.0, "--soak-minutes", min=0.1),
+    call_s: float = typer.Option(0.0, "--call-length", min=0.0,
+                                 help="Calls hang up after this many seconds and are replaced "
+                                      "(0: they last the step; the soak defaults to 60)."),
+    output: Path = REPORT_OPTION,
+    no_output: bool = NO_REPORT_OPTION,
+) -> None:
+    """Concurrent full-duplex calls against one `hotline serve` pinned to one core: relay
+    delay, lost frames, CPU per call-second and RSS per step; calls per core."""
+    from rich.console import Console
+
+    from hotline.benchmarks.capacity import SECTION, CapacityConfig, bench_capacity, bench_soak
+
+    try:
+        step_list = tuple(int(x) for x in steps.split(",") if x.strip())
+        deltas = tuple(int(x) for x in delta_ms.split(",") if x.strip())
+    except ValueError as exc:
+        raise typer.BadParameter("comma-separated integers") from exc
+    if quick:
+        step_list, window_s, settle_s, deltas = (2, 4), 1.0, 0.5, deltas[:1]
+    command = ["hotline", "bench", "capacity", "--steps", ",".join(map(str, step_list)),
+               "--delta-ms", ",".join(map(str, deltas)), "--generators", str(generators),
+               "--window", f"{window_s:g}"]
+    if profile_at is not None:
+        command += ["--profile-at", str(profile_at)]
+    if soak_calls:
+        window = window_s if window_s != 8.0 else 30.0
+        length = call_s or 60.0
+        command = ["hotline", "bench", "capacity", "--soak", str(soak_calls), "--soak-minutes",
+                   f"{soak_minutes:g}", "--delta-ms", str(deltas[0]), "--window", f"{window:g}",
+                   "--call-length", f"{length:g}", "--nice", str(nice)]
+        config = CapacityConfig(delta_ms=deltas[0], generators=generators, window_s=window,
+                                turn_every_s=turn_every_s, call_s=length, nice=nice,
+                                server_src=str(server_src) if server_src else None)
+        try:
+            result = bench_soak(config, soak_calls, soak_minutes, Console(), shlex.join(command),
+                                None if no_output else output)
+        except RuntimeError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        if result.recorded < result.placed:
+            raise typer.Exit(1)
+        return
+    if label:
+        command += ["--label", label]
+    if nice:
+        command += ["--nice", str(nice)]
+    configs = [CapacityConfig(steps=step_list, delta_ms=d, generators=generators,
+                              window_s=window_s, settle_s=settle_s, turn_every_s=turn_every_s,
+                              stop_on_fail=not keep_going and not quick,
+                              profile_at=profile_at if d == deltas[0] else None,
+                              server_src=str(server_src) if server_src else None,
+                              call_s=call_s, nice=nice)
+               for d in deltas]
+    try:
+        bench_capacity(configs, Console(), shlex.join(command),
+                       None if no_output else output,
+                       section=f"{SECTION}-{label}" if label else SECTION)
+    except RuntimeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc

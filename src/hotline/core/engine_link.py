@@ -89,8 +89,9 @@ def lost(s: CallState, detail: str, now_ms: float) -> list[Command]:
             cut_response = item.response_id
         else:
             # A finished reply's audio plays out (it needs no engine); the new session
-            # has its words in the replay, under another id.
+            # has its words in the replay, under another id. Its end is marked.
             item.engine_gone = True
+            commands += s.playback.mark()
     wanted = s.responses.lost()
     if wanted is not None and wanted.purpose in _WANTED_AGAIN:
         # The new session says it (its cut line replayed), as it was asked for.
@@ -123,7 +124,8 @@ def _lost_while_closing(s: CallState, closing: Closing, detail: str,
     s.turns.abandon()
     s.recent_audio.since(None)
     closing.line_lost()
-    return [Record(TimelineStage("engine_lost", now_ms,
+    return [*s.playback.mark(),  # the end of what was sent of the line plays out
+            Record(TimelineStage("engine_lost", now_ms,
                                  f"{detail[:250]}; closing without the engine")),
             *ending.maybe_act(s, now_ms)]
 

@@ -342,7 +342,8 @@ class CallSession:
     def _on_response_done(self, event: EngineResponseDone, now_ms: float) -> list[Command]:
         s = self._s
         s.responses.done(event.response_id)
-        commands = s.agent_turns(event.response_id)
+        commands = s.playback.mark()  # its audio is all sent: its end is marked
+        commands += s.agent_turns(event.response_id)
         if not s.first_response_done:
             s.first_response_done = True
             commands += self._first_response_over(event.status, now_ms)

@@ -69,7 +69,7 @@ def play_cached(s: CallState, item_id: str, frames: tuple[str, ...], text: str,
     for frame in frames:
         commands += s.playback.send(item_id, frame, now_ms)
     s.stats.deltas_out += len(frames)
-    return commands
+    return commands + s.playback.mark()  # all of it is sent: its end is marked
 
 
 def finish_cached_greeting(s: CallState, now_ms: float, how: str) -> list[Command]:

@@ -161,10 +161,14 @@ def parse_engine(data: str | bytes) -> EngineEvent | Unhandled:
 def render_engine(message: EngineMessage) -> str:
     event: dict[str, Any]
     if isinstance(message, AppendAudio):
-        # The hottest message. orjson escapes the payload (~1 µs), so a hostile "payload"
-        # from the Twilio side cannot inject fields into the engine's JSON.
-        event = {"type": "input_audio_buffer.append", "audio": message.audio_b64}
-        return orjson.dumps(event).decode()
+        # The hottest message, from a template when nothing in the payload needs escaping
+        # (the Twilio codec lets only base64 through; the check is ~0.1 µs, a third of
+        # orjson's dict); otherwise orjson escapes it, so a hostile "payload" cannot inject
+        # fields into the engine's JSON.
+        audio = message.audio_b64
+        if '"' not in audio and "\\" not in audio:
+            return '{"type":"input_audio_buffer.append","audio":"' + audio + '"}'
+        return orjson.dumps({"type": "input_audio_buffer.append", "audio": audio}).decode()
     if isinstance(message, CreateResponse):
         event = {"type": "response.create"}
         if message.event_id is not None:

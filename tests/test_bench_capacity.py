@@ -1,0 +1,85 @@
+"""`hotline bench capacity` in its quick mode: a real `hotline serve` process and a load
+generator, a few calls; the figures are checked for being measured and consistent, never
+against times (this runs on shared CI machines)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from hotline.benchmarks.capacity import (
+    SECTION,
+    CapacityBench,
+    CapacityConfig,
+    bench_capacity,
+    markdown,
+)
+from hotline.benchmarks.capacity_engine import DeltaAudio, read_tag, tag
+from hotline.benchmarks.capacity_profile import parse_collapsed
+from hotline.benchmarks.capacity_wire import FrameReader, frame, unmask
+from hotline.benchmarks.doc_sections import markers
+
+
+def test_a_delta_carries_its_tag_in_its_first_bytes() -> None:
+    audio = DeltaAudio(20)
+    decoded = base64.b64decode(audio.payload(513, 7))
+    assert len(decoded) == 160  # 20 ms of μ-law
+    sent_us, response, frame_no = read_tag(decoded[:12]) or (0, 0, 0)
+    assert (response, frame_no) == (513, 7) and sent_us > 0
+    assert read_tag(b"\xff" * 12) is None  # audio the engine did not make
+    assert read_tag(tag(2**45 + 5, 1, 2)) == (5 + (2**45 & (2**40 - 1)), 1, 2)
+
+
+def test_frames_round_trip_masked_fragmented_and_split() -> None:
+    reader = FrameReader()
+    key = b"\x01\x02\x03\x04"
+    masked = bytes((0x81, 0x80 | 5)) + key + unmask(b"hello", key)
+    big = frame(b"x" * 70_000)
+    fragments = bytes((0x01, 3)) + b"abc" + bytes((0x80, 3)) + b"def"
+    data = masked + big + fragments + frame(b"ping", 0x9)
+    messages = []
+    for i in range(0, len(data), 7):  # any split across reads
+        messages += reader.feed(data[i:i + 7])
+    assert messages == [(1, b"hello"), (1, b"x" * 70_000), (1, b"abcdef"), (9, b"ping")]
+
+
+def test_a_profile_sums_self_time_by_function_and_areas_inclusively() -> None:
+    collapsed = ("main (a.py);_execute (hotline/call/runner.py);send (starlette/websockets.py) 6\n"
+                 "main (a.py);feed (hotline/audio/speech_gate.py) 4\n")
+    profile = parse_collapsed(collapsed, calls=10)
+    assert profile is not None and profile.samples == 10
+    assert profile.functions[0] == ("send (starlette/websockets.py)", 0.6)
+    assert dict(profile.areas) == {"Starlette/FastAPI WebSocket": 0.6,
+                                   "call core (session, playback, gate)": 0.4}
+
+
+@pytest.mark.sockets
+def test_the_quick_capacity_run_measures_every_step(tmp_path: Path) -> None:
+    config = CapacityConfig(steps=(2, 4), generators=1, window_s=2.0, settle_s=0.5,
+                            turn_every_s=1.0, stop_on_fail=False)
+    [run] = bench_capacity([config], Console(quiet=True), "hotline bench capacity --quick",
+                           tmp_path / "benchmarks.md")
+    assert [s.calls for s in run.steps] == [2, 4]
+    for step in run.steps:
+        assert step.frames > 0 and step.marks > 0  # relayed, and its marks echoed
+        assert (step.lost, step.duplicated, step.reordered, step.untagged) == (0, 0, 0, 0)
+        assert step.server_cpu_s > 0 and step.rss_mb > step.idle_rss_mb > 0
+        assert step.engine_errors == 0 and step.truncates_past_audio == 0
+    assert sum(s.turns for s in run.steps) > 0  # the caller spoke (the engine's VAD heard it)
+    text = (tmp_path / "benchmarks.md").read_text()
+    start, end = markers(SECTION)
+    assert start in text and end in text and "| 4 |" in text
+    assert markdown([run], "x").count("| calls |") == 1
+
+
+@pytest.mark.sockets
+def test_a_short_soak_loses_no_record(tmp_path: Path) -> None:
+    config = CapacityConfig(generators=1, window_s=1.0, turn_every_s=1.0, call_s=1.5)
+    result = CapacityBench(config, Console(quiet=True)).soak(calls=3, minutes=3 / 60)
+    assert len(result.windows) == 3
+    assert result.placed > 3  # calls were replaced as they ended
+    assert result.recorded == result.placed
+    assert "records: " in result.markdown("x")
