@@ -65,19 +65,24 @@ pg-test: $(STAMP)
 
 # ruff, then mypy, the SQLite suite and the store tests again on PostgreSQL, all three at
 # once (a call mostly waits on sockets: one run alone leaves the cores half idle). mypy's
-# and PostgreSQL's output is shown after the SQLite suite's; any failure fails the target.
+# and PostgreSQL's output is shown after the SQLite suite's. Then the fleet's tests alone,
+# on PostgreSQL: each runs two `hotline serve` processes behind nginx, and beside nine
+# other test workers on two cores their calls starved. Any failure fails the target.
 test: install
 	$(BIN)/ruff check .
 	@mkdir -p .test-logs; \
 	$(BIN)/mypy > .test-logs/mypy.log 2>&1 & mypy=$$!; \
 	HOTLINE_TEST_DATABASE_URL=$(PG_TEST_URL) HOTLINE_TEST_REDIS_URL=$(REDIS_TEST_URL) \
-	  $(PYTEST) -n $(PG_WORKERS) -m database > .test-logs/postgresql.log 2>&1 & pg=$$!; \
+	  $(PYTEST) -n $(PG_WORKERS) -m "database and not fleet" > .test-logs/postgresql.log 2>&1 & pg=$$!; \
 	echo "== the suite on SQLite"; \
-	HOTLINE_TEST_REDIS_URL=$(REDIS_TEST_URL) $(PYTEST); sqlite=$$?; \
+	HOTLINE_TEST_REDIS_URL=$(REDIS_TEST_URL) $(PYTEST) -m "not fleet"; sqlite=$$?; \
 	wait $$mypy; mypy_rc=$$?; wait $$pg; pg_rc=$$?; \
 	echo "== mypy"; cat .test-logs/mypy.log; \
 	echo "== the store and end-to-end tests again, on PostgreSQL"; cat .test-logs/postgresql.log; \
-	exit $$(( sqlite || mypy_rc || pg_rc ))
+	echo "== the fleet (nginx, two instances, Redis), on PostgreSQL"; \
+	HOTLINE_TEST_DATABASE_URL=$(PG_TEST_URL) HOTLINE_TEST_REDIS_URL=$(REDIS_TEST_URL) \
+	  $(PYTEST) -n 3 -m fleet; fleet=$$?; \
+	exit $$(( sqlite || mypy_rc || pg_rc || fleet ))
 
 bench: install
 	$(BIN)/hotline bench greeting

@@ -24,7 +24,14 @@ from hotline.store.database import Store
 from tests.redis_server import PrivateRedis
 from tests.server_process import SRC, free_port
 from tests.services import unavailable
-from tests.stack import ACCOUNT_SID, AUTH_TOKEN, OPENAI_KEY, TEST_CLOCK
+from tests.stack import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    OPENAI_KEY,
+    TEST_CLOCK,
+    seeded_store,
+    started_simulators,
+)
 
 API_TOKEN = "fleet-api-token-123456"
 
@@ -81,18 +88,10 @@ async def fleet_stack(database_url: str, tmp_path: Path, businesses: Iterable[Bu
                       **settings: str) -> AsyncIterator[FleetStack]:
     if shutil.which("nginx") is None and shutil.which("/usr/sbin/nginx") is None:
         unavailable("nginx", "not installed (make install)")
-    store = Store(database_url)
-    await store.upgrade()
-    for business in businesses:
-        await store.save_business(business)
+    store = await seeded_store(database_url, businesses)
     redis = PrivateRedis(tmp_path / "redis")
     await redis.start()
-    engine = EngineSimulator(profile or LatencyProfile.zero(), api_key=OPENAI_KEY,
-                             clock=TEST_CLOCK)
-    await engine.start()
-    twilio = TwilioApiSimulator(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, ring_ms=100,
-                                clock=TEST_CLOCK)
-    await twilio.start()
+    engine, twilio = await started_simulators(profile, TEST_CLOCK)
     env = {
         "PYTHONPATH": str(SRC),
         "HOTLINE_OPENAI_API_KEY": OPENAI_KEY, "HOTLINE_OPENAI_REALTIME_URL": engine.url,

@@ -25,8 +25,14 @@ from hotline.business import BusinessConfig
 from hotline.sim.engine import EngineSimulator, LatencyProfile
 from hotline.sim.phone import SimulatedPhone
 from hotline.sim.twilio_api import TwilioApiSimulator
-from hotline.store.database import Store
-from tests.stack import ACCOUNT_SID, AUTH_TOKEN, OPENAI_KEY, TEST_CLOCK
+from tests.stack import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    OPENAI_KEY,
+    TEST_CLOCK,
+    seeded_store,
+    started_simulators,
+)
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 START_TIMEOUT_S = 60.0
@@ -105,17 +111,8 @@ async def served(database_url: str, tmp_path: Path, businesses: Iterable[Busines
                  **settings: str) -> AsyncIterator[ServerProcess]:
     """`hotline serve` (its settings: HOTLINE_<NAME> for each keyword) with the simulators;
     killed at the end if the test has not made it exit."""
-    seed = Store(database_url)
-    await seed.upgrade()
-    for business in businesses:
-        await seed.save_business(business)
-    await seed.close()
-    engine = EngineSimulator(profile or LatencyProfile.zero(), api_key=OPENAI_KEY,
-                             clock=TEST_CLOCK)
-    await engine.start()
-    twilio = TwilioApiSimulator(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, ring_ms=100,
-                                clock=TEST_CLOCK)
-    await twilio.start()
+    await (await seeded_store(database_url, businesses)).close()
+    engine, twilio = await started_simulators(profile, TEST_CLOCK)
     port = free_port()
     journal_path = tmp_path / "data" / "journal.jsonl"  # its default place, in the data dir
     env = {

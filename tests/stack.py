@@ -50,20 +50,32 @@ class Stack:
         return [sql for at, sql in self.statements if start <= at <= end]
 
 
-@asynccontextmanager
-async def running_stack(database_url: str, tmp_path: Path, businesses: Iterable[BusinessConfig],
-                        *, profile: LatencyProfile | None = None,
-                        clock: SimClock = TEST_CLOCK, **settings: Any) -> AsyncIterator[Stack]:
-    seed = Store(database_url)
-    await seed.upgrade()
+async def seeded_store(database_url: str, businesses: Iterable[BusinessConfig]) -> Store:
+    """The store at the latest revision with these businesses saved (open: close it)."""
+    store = Store(database_url)
+    await store.upgrade()
     for business in businesses:
-        await seed.save_business(business)
-    await seed.close()
+        await store.save_business(business)
+    return store
+
+
+async def started_simulators(profile: LatencyProfile | None,
+                             clock: SimClock) -> tuple[EngineSimulator, TwilioApiSimulator]:
+    """The simulated engine and Twilio REST API, listening (stop both at the end)."""
     engine = EngineSimulator(profile or LatencyProfile.zero(), api_key=OPENAI_KEY, clock=clock)
     await engine.start()
     twilio = TwilioApiSimulator(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, ring_ms=100,
                                 clock=clock)
     await twilio.start()
+    return engine, twilio
+
+
+@asynccontextmanager
+async def running_stack(database_url: str, tmp_path: Path, businesses: Iterable[BusinessConfig],
+                        *, profile: LatencyProfile | None = None,
+                        clock: SimClock = TEST_CLOCK, **settings: Any) -> AsyncIterator[Stack]:
+    await (await seeded_store(database_url, businesses)).close()
+    engine, twilio = await started_simulators(profile, clock)
     server: RunningServer | None = None
     try:
         # (A test may point the server elsewhere: an engine that is down, say.)

@@ -29,7 +29,8 @@ from tests.stack import ACCOUNT_SID, AUTH_TOKEN
 from tests.test_e2e_call_control import reminder
 from tests.test_e2e_calls import CALLER, LONG_GREETING
 
-pytestmark = pytest.mark.sockets
+# `fleet`: `make test` runs these alone, after the suites (see the Makefile).
+pytestmark = [pytest.mark.sockets, pytest.mark.fleet]
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 LISTEN_THEN_HANG_UP = CallScript([WaitForAgentSilence(quiet_ms=1200, timeout_ms=20_000),
@@ -86,11 +87,12 @@ async def test_a_call_split_across_instances_greets_from_the_cache_and_is_barged
     assert detail["engine_ready"] == "cold"  # its own session on the stream's instance
     assert detail["greeting_requested"].startswith("cached audio")  # rendered there too
     assert "barge_in" in detail and record.transcript[0].interrupted
-    # The engine saw the webhook's warm session and the stream's own, both closed.
+    # The engine saw the stream's own session and, unless the claim cut its opening short
+    # (a handshake closed half-way never becomes a session), the webhook's warm one.
     calls = [s for s in stack.engine.sessions
              if not any(r.type == "response.create" and "word for word" in str(r.event)
                         for r in s.received)]
-    assert len(calls) == 2
+    assert 1 <= len(calls) <= 2
 
 
 async def test_config_and_amd_verdicts_reach_the_instance_that_needs_them_and_a_stopping_one_leaves(
@@ -155,8 +157,10 @@ async def test_config_and_amd_verdicts_reach_the_instance_that_needs_them_and_a_
 
 
 async def results(calls: list[PhoneCall], timeout_s: float = 90.0) -> list[PhoneCallResult]:
-    async with asyncio.timeout(timeout_s):
-        return [await call.wait() for call in calls]
+    _, pending = await asyncio.wait([call.task for call in calls], timeout=timeout_s)
+    # A call still on: what it had got to (its result so far), not a bare TimeoutError.
+    assert not pending, [str(call.result)[:600] for call in calls if call.task in pending]
+    return [await call.wait() for call in calls]
 
 
 async def until_running(stack: FleetStack, instance_id: str, timeout_s: float = 20.0) -> None:
