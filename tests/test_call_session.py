@@ -268,13 +268,7 @@ class TestMarksPerChunk:
 
 
     def test_the_goodbye_in_20_ms_deltas_hangs_up_only_at_its_end_mark(self) -> None:
-        call, first = conversing()
-        call(TwilioMark(first[0]), 500)
-        call(EngineResponseCreated("r2"), 1000)
-        names = [name for _ in range(8)
-                 for name in marks(call(EngineAudioDelta("r2", "i2", audio_b64(20)), 1000))]
-        call(EngineFunctionCall("r2", "f1", "c1", "end_call", "{}"), 1000)
-        call(ToolFinished("c1", "end_call", "{}", ToolEffect.END_CALL), 1000)
+        call, names = goodbye_in_20_ms_deltas(8)
         assert len(names) == 2  # after 20 ms (it starts playback) and 120 ms; 40 ms to go
         [end] = marks(call(EngineResponseDone("r2", "completed"), 1001))
         for name in names:  # 120 of the 160 ms played: the goodbye is not over
@@ -304,13 +298,7 @@ class TestMarksPerChunk:
         assert control_sent(cmds) == [Truncate("i2", 90), CancelResponse()]
 
     def test_an_engine_drop_while_closing_marks_the_end_of_what_was_sent(self) -> None:
-        call, first = conversing()
-        call(TwilioMark(first[0]), 500)
-        call(EngineResponseCreated("r2"), 1000)
-        names = [name for _ in range(4)
-                 for name in marks(call(EngineAudioDelta("r2", "i2", audio_b64(20)), 1000))]
-        call(EngineFunctionCall("r2", "f1", "c1", "end_call", "{}"), 1000)
-        call(ToolFinished("c1", "end_call", "{}", ToolEffect.END_CALL), 1000)
+        call, names = goodbye_in_20_ms_deltas(4)
         cmds = call(EngineLost("1011"), 1010)
         [end] = marks(cmds)  # the 60 ms after the first chunk's mark, marked at the drop
         assert commands_of(cmds, HangUpCall) == []
@@ -640,6 +628,19 @@ def conversing(**plan_overrides: object) -> tuple[Call, list[str]]:
     call(START, 0)
     names = call.speak("r1", "i1", [500], 0)
     call(EngineResponseDone("r1", "completed"), 10)
+    return call, names
+
+
+def goodbye_in_20_ms_deltas(count: int) -> tuple[Call, list[str]]:
+    """A conversing call whose reply r2 sends `count` deltas of 20 ms at 1000 ms and calls
+    end_call (answered); the marks those deltas got."""
+    call, first = conversing()
+    call(TwilioMark(first[0]), 500)
+    call(EngineResponseCreated("r2"), 1000)
+    names = [name for _ in range(count)
+             for name in marks(call(EngineAudioDelta("r2", "i2", audio_b64(20)), 1000))]
+    call(EngineFunctionCall("r2", "f1", "c1", "end_call", "{}"), 1000)
+    call(ToolFinished("c1", "end_call", "{}", ToolEffect.END_CALL), 1000)
     return call, names
 
 
