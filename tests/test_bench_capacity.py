@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import orjson
 import pytest
+import typer
 from rich.console import Console
 
 from hotline.benchmarks.capacity import (
@@ -17,7 +19,13 @@ from hotline.benchmarks.capacity import (
     bench_capacity,
     markdown,
 )
-from hotline.benchmarks.capacity_engine import DeltaAudio, read_tag, tag
+from hotline.benchmarks.capacity_engine import (
+    DeltaAudio,
+    EngineSession,
+    EngineStats,
+    read_tag,
+    tag,
+)
 from hotline.benchmarks.capacity_profile import parse_collapsed
 from hotline.benchmarks.capacity_wire import FrameReader, frame, unmask
 from hotline.benchmarks.doc_sections import markers
@@ -46,6 +54,35 @@ def test_frames_round_trip_masked_fragmented_and_split() -> None:
     assert messages == [(1, b"hello"), (1, b"x" * 70_000), (1, b"abcdef"), (9, b"ping")]
 
 
+class _Wire:
+    def __init__(self) -> None:
+        self.frames = FrameReader()
+        self.events: list[dict[str, object]] = []
+
+    def write(self, data: bytes) -> None:
+        self.events += [orjson.loads(payload) for _, payload in self.frames.feed(data)]
+
+
+def test_the_lean_engine_hears_an_append_of_any_length_20_ms_at_a_time() -> None:
+    session = EngineSession(set(), DeltaAudio(20), EngineStats())
+    wire = _Wire()
+    session.transport = wire  # type: ignore[assignment]
+    session.open = True
+    quiet, loud = b"\xff" * 160, b"\x80\x00" * 80
+
+    def append(audio: bytes) -> None:
+        session.on_message(1, b'{"type":"input_audio_buffer.append","audio":"'
+                           + base64.b64encode(audio) + b'"}')
+
+    append(quiet * 5)  # 100 ms of quiet in one append
+    append(quiet * 2 + loud * 2)  # the lead-in and the first speech
+    assert not wire.events
+    append(loud)  # one frame alone: the third voiced frame starts the turn
+    [started] = wire.events
+    assert started["type"] == "input_audio_buffer.speech_started"
+    assert started["audio_start_ms"] == 140  # its first voiced frame began there
+
+
 def test_a_profile_sums_self_time_by_function_and_areas_inclusively() -> None:
     collapsed = ("main (a.py);_execute (hotline/call/runner.py);send (starlette/websockets.py) 6\n"
                  "main (a.py);feed (hotline/audio/speech_gate.py) 4\n")
@@ -68,6 +105,9 @@ def test_the_quick_capacity_run_measures_every_step(tmp_path: Path) -> None:
         assert (step.lost, step.duplicated, step.reordered, step.untagged) == (0, 0, 0, 0)
         assert step.server_cpu_s > 0 and step.rss_mb > step.idle_rss_mb > 0
         assert step.engine_errors == 0 and step.truncates_past_audio == 0
+        # Every relayed frame is a message through the server; so is each caller frame.
+        assert step.messages > 2 * step.frames and step.us_per_message > 0
+        assert 0 <= step.server_kernel_s <= step.server_cpu_s
     assert sum(s.turns for s in run.steps) > 0  # the caller spoke (the engine's VAD heard it)
     text = (tmp_path / "benchmarks.md").read_text()
     start, end = markers(SECTION)
@@ -83,3 +123,14 @@ def test_a_short_soak_loses_no_record(tmp_path: Path) -> None:
     assert result.placed > 3  # calls were replaced as they ended
     assert result.recorded == result.placed
     assert "records: " in result.markdown("x")
+
+
+def test_server_settings_must_be_hotline_names_with_values() -> None:
+    from hotline.cli.bench import _server_env_args, _server_settings
+
+    settings = _server_settings(["HOTLINE_QUIET_AUDIO_BATCH_MS=100", "HOTLINE_X=a=b"])
+    assert settings == (("HOTLINE_QUIET_AUDIO_BATCH_MS", "100"), ("HOTLINE_X", "a=b"))
+    assert _server_env_args(settings)[:2] == ["--server-env", "HOTLINE_QUIET_AUDIO_BATCH_MS=100"]
+    for bad in ("PATH=/tmp", "HOTLINE_QUIET_AUDIO_BATCH_MS"):
+        with pytest.raises(typer.BadParameter, match="HOTLINE_NAME=VALUE"):
+            _server_settings([bad])

@@ -79,6 +79,8 @@ class CapacityConfig:
     # The server's and the generators' niceness: on a shared machine, a negative one (root
     # only) keeps other work from starving them, as dedicated cores would.
     nice: int = 0
+    # HOTLINE_* settings for the server under test (e.g. a setting's effect on capacity).
+    server_env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)
@@ -108,6 +110,28 @@ class StepResult:
     failures: list[str] = field(default_factory=list)
     load_average: float = 0.0  # the machine's 1-minute load average after the window
     untagged: int = 0  # frames the engine did not make (canned lines: the engine failed)
+    server_kernel_s: float = 0.0  # of server_cpu_s, in the kernel (stime)
+    messages: int = 0  # WebSocket messages through the server in the window, both ways
+    generator_cpu_s: float = 0.0  # the generators' CPU seconds in the window, all of them
+
+    @property
+    def messages_per_call_s(self) -> float:
+        return self.messages / max(1e-9, self.calls * self.window_s)
+
+    @property
+    def us_per_message(self) -> float:
+        """The server's CPU per WebSocket message it received or sent, all work included."""
+        return self.server_cpu_s * 1e6 / max(1, self.messages)
+
+    @property
+    def generator_us_per_message(self) -> float:
+        """The lean generators' CPU per message: they are the other end of every message
+        the server handles, with pre-framed writes and no library."""
+        return self.generator_cpu_s * 1e6 / max(1, self.messages)
+
+    @property
+    def kernel_share(self) -> float:
+        return self.server_kernel_s / max(1e-9, self.server_cpu_s)
 
     @property
     def cpu_ms_per_call_s(self) -> float:
@@ -226,9 +250,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _proc_cpu_s(pid: int) -> float:
+def _proc_cpu_split(pid: int) -> tuple[float, float]:
+    """(user, kernel) CPU seconds of `pid` so far: utime and stime in /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def _proc_cpu_s(pid: int) -> float:
+    return sum(_proc_cpu_split(pid))
 
 
 def _proc_rss_mb(pid: int) -> float:
@@ -370,6 +400,7 @@ class CapacityBench:
             env.pop(name, None)
         if self.config.server_src:
             env["PYTHONPATH"] = self.config.server_src
+        env.update(self.config.server_env)
         self._server = subprocess.Popen(
             [*_pinned(str(self.config.server_core), self.config.nice), sys.executable, "-c",
              "from hotline.cli import main; main()", "serve", "--host", "127.0.0.1",
@@ -454,13 +485,13 @@ class CapacityBench:
         generator_cpu = [_proc_cpu_s(g.process.pid) for g in self._generators]
         for generator in self._generators:
             generator.ask({"reset": 1})
-        cpu0, started = _proc_cpu_s(pid), time.monotonic()
+        (user0, kernel0), started = _proc_cpu_split(pid), time.monotonic()
         window = self.config.window_s
         spy = (start_profiler(pid, window) if calls == self.config.profile_at else None)
         while (left := started + window - time.monotonic()) > 0:
             time.sleep(min(0.5, left))
             progress.advance(task, min(0.5, left))
-        cpu1, elapsed = _proc_cpu_s(pid), time.monotonic() - started
+        (user1, kernel1), elapsed = _proc_cpu_split(pid), time.monotonic() - started
         if spy is not None:
             self.profile = finish_profiler(*spy, calls=calls)
         reports = [g.ask({"report": 1}) for g in self._generators]
@@ -479,7 +510,9 @@ class CapacityBench:
         cores = max(1, (os.cpu_count() or 2) - 1)
         return StepResult(
             calls=sum(r["calls"] for r in reports), window_s=elapsed,
-            server_cpu_s=cpu1 - cpu0, rss_mb=_proc_rss_mb(pid), idle_rss_mb=idle_rss,
+            server_cpu_s=user1 + kernel1 - user0 - kernel0, server_kernel_s=kernel1 - kernel0,
+            messages=sum(r["messages"] for r in reports), generator_cpu_s=sum(generator_cpu),
+            rss_mb=_proc_rss_mb(pid), idle_rss_mb=idle_rss,
             frames=total["frames"], lost=total["lost"], duplicated=total["duplicated"],
             reordered=total["reordered"], gaps=total["gaps"],
             max_gap_ms=max(r["max_gap_ms"] for r in reports),
@@ -518,21 +551,27 @@ def _step_line(step: StepResult) -> str:
     note = " (load generator limited)" if step.generator_limited else ""
     failures = f"; {step.failures[0]}" if step.failures else ""
     return (f"{step.calls} calls: {step.cpu_ms_per_call_s:.2f} ms CPU/call-s "
-            f"(≈{step.calls_per_core:.0f} calls/core), server CPU {step.server_cpu:.0%}, "
+            f"(≈{step.calls_per_core:.0f} calls/core; {step.messages_per_call_s:.0f} msgs/call-s, "
+            f"{step.us_per_message:.1f} µs/msg, {step.kernel_share:.0%} kernel), "
+            f"server CPU {step.server_cpu:.0%}, "
             f"relay p50 {step.p50_ms:.1f} / p99 {step.p99_ms:.1f} / max {step.max_ms:.0f} ms, "
             f"lost {step.lost}, gaps {step.gaps}, {step.mb_per_call:.2f} MB/call, "
             f"generator lag p99 {step.lag_p99_ms:.1f} ms CPU {step.generator_cpu:.0%}: "
             f"{verdict}{note}{failures}")
 
 
-COLUMNS = ("calls", "CPU ms / call-s", "calls / core", "server CPU", "RSS MB", "MB / call",
+COLUMNS = ("calls", "CPU ms / call-s", "calls / core", "msgs / call-s", "CPU µs / msg",
+           "kernel share", "gen. µs / msg", "server CPU", "RSS MB", "MB / call",
            "relay p50 ms", "relay p99 ms", "relay max ms", "lost / dup / reord", "gaps",
            "barge-ins", "gen. lag p99 ms", "gen. CPU", "load avg", "result", "limit")
 
 
 def step_row(step: StepResult) -> tuple[str, ...]:
     return (str(step.calls), f"{step.cpu_ms_per_call_s:.2f}", f"{step.calls_per_core:.0f}",
-            f"{step.server_cpu:.0%}", f"{step.rss_mb:.0f}", f"{step.mb_per_call:.2f}",
+            f"{step.messages_per_call_s:.0f}", f"{step.us_per_message:.1f}",
+            f"{step.kernel_share:.0%}", f"{step.generator_us_per_message:.1f}",
+            f"{step.server_cpu:.0%}", f"{step.rss_mb:.0f}",
+            f"{step.mb_per_call:.2f}",
             f"{step.p50_ms:.1f}", f"{step.p99_ms:.1f}", f"{step.max_ms:.0f}",
             f"{step.lost} / {step.duplicated} / {step.reordered}", str(step.gaps),
             str(step.clears), f"{step.lag_p99_ms:.1f}", f"{step.generator_cpu:.0%}",
@@ -579,7 +618,8 @@ def markdown(runs: list[CapacityRun], command: str, extra: str = "") -> str:
         f"- One `hotline serve` process pinned to core {config.server_core} (`taskset`"
         + (f", `nice -n {config.nice}` so that other work on this shared machine does not "
            "starve it or the generators" if config.nice else "") + "), "
-        "SQLite store, greeting cache off (every agent frame comes from the engine). "
+        "SQLite store, greeting cache off (every agent frame comes from the engine)"
+        + "".join(f", `{name}={value}`" for name, value in config.server_env) + ". "
         f"{config.generators} load generators on the other core(s), each a lean engine "
         "(the Realtime protocol over real WebSockets) and lean phones (signed webhook, "
         "then Media Streams) for its share of the calls.",
@@ -589,7 +629,12 @@ def markdown(runs: list[CapacityRun], command: str, extra: str = "") -> str:
         "agent (clear, truncate, cancel) and gets a new reply.",
         f"- Each step: calls ramped up, {config.settle_s:g} s to settle, then a "
         f"{config.window_s:g} s window. Server CPU = utime + stime of its pid in "
-        "/proc over the window; RSS from /proc; MB per call = (RSS − idle RSS) ÷ calls. "
+        "/proc over the window (kernel share: stime's part); RSS from /proc; MB per call = "
+        "(RSS − idle RSS) ÷ calls. Messages: the WebSocket messages the server received or "
+        "sent on both sockets (counted by the generators, the other end of every one); CPU "
+        "µs per message = server CPU ÷ messages, all its work included; gen. µs per message: "
+        "the same for the generators (pre-framed writes, no WebSocket library: what a lean "
+        "layer costs on these messages). "
         "Relay delay: the engine sent a delta → the phone received its media frame (a tag "
         "in the audio). Gaps: a frame later than its audio length + 40 ms. A step passes "
         f"with p99 relay ≤ {P99_TARGET_MS:.0f} ms and no frame lost, duplicated or reordered. "

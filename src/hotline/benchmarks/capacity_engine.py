@@ -4,8 +4,9 @@ Hotline uses it, over real WebSockets, at a few µs a message.
 Per session: `session.created`, `session.updated` for each `session.update`; a
 `response.create` starts a response that streams `response.output_audio.delta` in real time
 (after `FIRST_AUDIO_MS`) until it is cancelled (`response.cancel` → `response.done`
-cancelled) or runs `MAX_RESPONSE_MS`; a server VAD on the appended audio (a frame is voiced
-when its first samples are not μ-law silence) announces `speech_started`, then after
+cancelled) or runs `MAX_RESPONSE_MS`; a server VAD on the appended audio, heard 20 ms at a
+time whatever an append's length (a frame is voiced when its first samples are not μ-law
+silence), announces `speech_started`, then after
 `silence_duration_ms` `speech_stopped`, `committed` and the transcription; a truncate is
 answered `conversation.item.truncated`, or an error when it is past the audio sent (the
 real API refuses it: a truncation must be exact). Each delta carries in its first 12
@@ -15,6 +16,7 @@ measures the relay delay and sees lost, duplicated or reordered frames.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import struct
 import time
@@ -28,6 +30,8 @@ FIRST_AUDIO_MS = 200  # a response's first audio, after response.create
 MAX_RESPONSE_MS = 120_000
 VOICED_FRAMES_TO_START = 3  # prefix padding: 60 ms of voice
 SILENT_B64 = "////"  # μ-law 0xFF: silence (three samples)
+FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
+FRAME_B64_CHARS = 216  # its base64
 TAG_BYTES = 12  # a magic byte, sent-at µs (5), response number (2), frame number (4)
 TAG_MAGIC = 0xA5
 _ids = itertools.count(1)
@@ -54,9 +58,8 @@ class DeltaAudio:
     def __init__(self, delta_ms: int) -> None:
         self.delta_ms = delta_ms
         tail = bytes([0x7E, 0xFE]) * (delta_ms * 4 - TAG_BYTES // 2)  # a quiet tone
-        from base64 import b64encode
-        self._b64 = b64encode
-        self.tail = b64encode(tail).decode()
+        self._b64 = base64.b64encode
+        self.tail = base64.b64encode(tail).decode()
 
     def payload(self, response: int, seq: int) -> str:
         return (self._b64(tag(time.monotonic_ns() // 1000, response, seq)).decode()
@@ -123,7 +126,10 @@ class EngineSession(WsServerConnection):
     # -- client events ----------------------------------------------------------------------
     def _on_message(self, opcode: int, payload: bytes) -> None:
         if payload.startswith(b'{"type":"input_audio_buffer.append","audio":"'):
-            self._hear(payload[45:49].decode() != SILENT_B64)
+            if payload[45 + FRAME_B64_CHARS:45 + FRAME_B64_CHARS + 1] == b'"':
+                self._hear(payload[45:49].decode() != SILENT_B64)  # one 20 ms frame
+            else:
+                self._hear_audio(payload[45:payload.index(b'"', 45)])
             return
         try:
             event = orjson.loads(payload)
@@ -132,7 +138,7 @@ class EngineSession(WsServerConnection):
             self._error("invalid_request_error", "could not parse the event")
             return
         if kind == "input_audio_buffer.append":  # the same, in another key order
-            self._hear(not str(event.get("audio", "")).startswith(SILENT_B64))
+            self._hear_audio(str(event.get("audio", "")).encode())
         elif kind == "session.update":
             session = event.get("session") or {}
             self._instructions = session.get("instructions", self._instructions)
@@ -208,6 +214,17 @@ class EngineSession(WsServerConnection):
         self._event({"type": "conversation.item.truncated", "item_id": item_id,
                      "content_index": 0, "audio_end_ms": end_ms})
 
+    def _hear_audio(self, audio_b64: bytes) -> None:
+        """An append of any length (Hotline may send quiet audio in bigger appends): its
+        audio heard 20 ms at a time."""
+        try:
+            audio = base64.b64decode(audio_b64, validate=True)
+        except ValueError:
+            self._error("invalid_value", "audio is not base64")
+            return
+        for at in range(0, len(audio), FRAME_BYTES):
+            self._hear(audio[at:at + 3] != b"\xff\xff\xff")
+
     def _hear(self, voiced: bool) -> None:
         """Server VAD, one 20 ms frame at a time."""
         self._input_ms += 20
@@ -218,7 +235,7 @@ class EngineSession(WsServerConnection):
                 self._turn_item = f"item_{next(_ids)}"
                 self._stats.turns += 1
                 self._event({"type": "input_audio_buffer.speech_started",
-                             "audio_start_ms": self._input_ms - 60 * VOICED_FRAMES_TO_START,
+                             "audio_start_ms": self._input_ms - 20 * VOICED_FRAMES_TO_START,
                              "item_id": self._turn_item})
             return
         self._voiced = 0

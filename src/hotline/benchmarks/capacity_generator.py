@@ -25,6 +25,7 @@ import orjson
 
 from hotline.benchmarks.capacity_engine import DeltaAudio, EngineSession, EngineStats
 from hotline.benchmarks.capacity_phone import PhoneCall, PhoneStats, place_call
+from hotline.benchmarks.capacity_wire import MESSAGE_COUNT
 
 TICK_S = 0.020
 # New calls a second, per generator: a burst of engine connects (each an SDK
@@ -139,6 +140,7 @@ class Generator:
             "failures": (self.failures + stats.failures)[:5],
             "failure_count": len(self.failures) + len(stats.failures),
             "placed": self.placed, "ended": self.ended, "placing": self.placing,
+            "messages": MESSAGE_COUNT.messages,
         }
 
     def reset(self) -> None:
@@ -151,6 +153,7 @@ class Generator:
         self.failures = []
         self.window_started = time.monotonic()
         self.cpu_started = time.process_time()
+        MESSAGE_COUNT.messages = 0
 
 
 async def _main(config: dict[str, Any]) -> None:

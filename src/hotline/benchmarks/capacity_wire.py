@@ -107,6 +107,19 @@ class FrameReader:
 OnMessage = Callable[[int, bytes], None]
 
 
+class MessageCount:
+    """Data messages this process sent and received over all its connections: the same
+    messages the server under test received and sent (every one of them crosses it)."""
+
+    __slots__ = ("messages",)
+
+    def __init__(self) -> None:
+        self.messages = 0
+
+
+MESSAGE_COUNT = MessageCount()
+
+
 class WsConnection(asyncio.Protocol):
     """An upgraded socket on either side: `send` pre-framed bytes, messages to `on_message`,
     pings answered, a close echoed. `handshake` is the HTTP part, done by the subclass."""
@@ -125,8 +138,10 @@ class WsConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def send(self, data: bytes) -> None:
+        """One pre-framed data message."""
         if self.open and self.transport is not None:
             self.transport.write(data)
+            MESSAGE_COUNT.messages += 1
 
     def send_text(self, text: bytes) -> None:
         self.send(frame(text, TEXT, masked=self.masked))
@@ -151,13 +166,15 @@ class WsConnection(asyncio.Protocol):
                 return
         for opcode, payload in self.reader.feed(data):
             if opcode == PING:
-                self.send(frame(payload, PONG, masked=self.masked))
+                if self.open and self.transport is not None:
+                    self.transport.write(frame(payload, PONG, masked=self.masked))
             elif opcode == CLOSE:
                 if self.open and self.transport is not None:
                     self.transport.write(frame(payload[:2], CLOSE, masked=self.masked))
                     self.open = False
                     self.transport.close()
             elif opcode != PONG:
+                MESSAGE_COUNT.messages += 1
                 self.on_message(opcode, payload)
 
     def connection_lost(self, exc: Exception | None) -> None:

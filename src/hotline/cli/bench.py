@@ -267,6 +267,9 @@ def capacity(
     label: str = typer.Option("", "--label",
                               help="Write the report's section `capacity-LABEL` (e.g. `before` "
                                    "with --server-src) instead of `capacity`."),
+    server_env: list[str] = typer.Option(
+        [], "--server-env", help="A HOTLINE_*=VALUE setting for the server under test "
+                                 "(repeatable), e.g. HOTLINE_QUIET_AUDIO_BATCH_MS=100."),
     soak_calls: int = typer.Option(0, "--soak", min=0,
                                    help="Instead of the steps: a soak at this many calls."),
     soak_minutes: float = typer.Option(10.0, "--soak-minutes", min=0.1),
@@ -287,6 +290,7 @@ def capacity(
         deltas = tuple(int(x) for x in delta_ms.split(",") if x.strip())
     except ValueError as exc:
         raise typer.BadParameter("comma-separated integers") from exc
+    settings = _server_settings(server_env)
     if quick:
         step_list, window_s, settle_s, deltas = (2, 4), 1.0, 0.5, deltas[:1]
     command = ["hotline", "bench", "capacity", "--steps", ",".join(map(str, step_list)),
@@ -299,9 +303,11 @@ def capacity(
         length = call_s or 60.0
         command = ["hotline", "bench", "capacity", "--soak", str(soak_calls), "--soak-minutes",
                    f"{soak_minutes:g}", "--delta-ms", str(deltas[0]), "--window", f"{window:g}",
-                   "--call-length", f"{length:g}", "--nice", str(nice)]
+                   "--call-length", f"{length:g}", "--nice", str(nice),
+                   *_server_env_args(settings)]
         config = CapacityConfig(delta_ms=deltas[0], generators=generators, window_s=window,
                                 turn_every_s=turn_every_s, call_s=length, nice=nice,
+                                server_env=settings,
                                 server_src=str(server_src) if server_src else None)
         try:
             result = bench_soak(config, soak_calls, soak_minutes, Console(), shlex.join(command),
@@ -316,12 +322,13 @@ def capacity(
         command += ["--label", label]
     if nice:
         command += ["--nice", str(nice)]
+    command += _server_env_args(settings)
     configs = [CapacityConfig(steps=step_list, delta_ms=d, generators=generators,
                               window_s=window_s, settle_s=settle_s, turn_every_s=turn_every_s,
                               stop_on_fail=not keep_going and not quick,
                               profile_at=profile_at if d == deltas[0] else None,
                               server_src=str(server_src) if server_src else None,
-                              call_s=call_s, nice=nice)
+                              call_s=call_s, nice=nice, server_env=settings)
                for d in deltas]
     try:
         bench_capacity(configs, Console(), shlex.join(command),
@@ -330,3 +337,18 @@ def capacity(
     except RuntimeError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
+
+
+def _server_settings(pairs: list[str]) -> tuple[tuple[str, str], ...]:
+    settings = []
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.startswith("HOTLINE_"):
+            raise typer.BadParameter(f"{pair!r}: expected HOTLINE_NAME=VALUE",
+                                     param_hint="--server-env")
+        settings.append((name, value))
+    return tuple(settings)
+
+
+def _server_env_args(settings: tuple[tuple[str, str], ...]) -> list[str]:
+    return [arg for name, value in settings for arg in ("--server-env", f"{name}={value}")]
