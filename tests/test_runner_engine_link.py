@@ -252,6 +252,33 @@ async def test_audio_waiting_for_the_engine_is_bounded_and_what_is_dropped_count
     assert orjson.dumps(record.stats)  # plain ints
 
 
+async def test_the_audio_bound_counts_frames_not_appends_when_quiet_audio_is_batched(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batched append of quiet frames (HOTLINE_QUIET_AUDIO_BATCH_MS) counts as the frames
+    it holds: what waits stays ~30 s of audio, not 30 s times the batch."""
+    monkeypatch.setattr(runner_module, "MAX_BACKLOG_AUDIO", 5)
+    connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    engine = FakeEngine()
+
+    async def open_engine(plan: CallPlan) -> EngineHandle:
+        await connected
+        return EngineHandle(engine, "cold")
+
+    # The test's frames are 15 ms of quiet: three make an append of 40 ms or more.
+    call = Call(plan=make_plan(quiet_audio_batch_ms=40), engine=engine,
+                open_engine=open_engine)
+    async with running(call) as task:
+        call.twilio.media(8)  # two appends of three frames, two frames held
+        await until(call.twilio.idle, "read while connecting")
+        connected.set_result(None)
+        await until(lambda: engine_has(engine, "input_audio_buffer.append", 1), "sent")
+        call.twilio.disconnect()
+        record = await ended(task)
+    assert engine.types().count("input_audio_buffer.append") == 1
+    assert record.stats["engine_audio_dropped"] == 3
+    assert record.stats["audio_appends"] == 2 and record.stats["media_in"] == 8
+
+
 async def test_a_drop_while_closing_hangs_up_without_reconnecting() -> None:
     first = DroppingEngine()
     reopens: list[float] = []

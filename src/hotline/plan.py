@@ -81,6 +81,9 @@ class CallPlan:
     hold_audio_key: str | None = None
     message_max_ms: int = 120_000
     message_end_silence_ms: int = 4_000
+    # Caller audio to the engine: 0, each frame as it came; else quiet frames in appends of
+    # this many ms, speech at once (Settings.quiet_audio_batch_ms, core/quiet_audio.py).
+    quiet_audio_batch_ms: int = 0
     # The business records its calls: the runner keeps a tape of both sides' audio.
     recording: bool = False
     # Stages reached before the stream opened, (stage, ms since the webhook arrived).
@@ -175,6 +178,7 @@ def _common(settings: Settings, business: BusinessConfig) -> dict[str, Any]:
         "message_max_ms": int(settings.message_max_s * 1000),
         "message_end_silence_ms": int(settings.message_end_silence_s * 1000),
         "recording": business.recording,
+        "quiet_audio_batch_ms": settings.quiet_audio_batch_ms,
     }
 
 

@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REAL_TWILIO_API_URL = "https://api.twilio.com"
@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     # A goodbye (end_call, silence, time limit) whose audio never finishes playing does not
     # hold the line: the call is hung up this long after it was asked for.
     goodbye_cap_s: float = Field(10.0, gt=0)
+    # Capacity (issue 12): 0 (off) sends each caller frame to the engine as it came, one
+    # append per 20 ms frame. On, the caller's quiet frames (no caller turn open, under the
+    # speech gate's threshold) go in one append per this many ms, re-packed (the μ-law bytes
+    # unchanged); speech goes at once. 0, or a multiple of 20 from 40 to 200.
+    quiet_audio_batch_ms: int = 0
     # HMAC-SHA256 key for the X-Hotline-Signature header on HTTP tool requests. Unset: HTTP
     # tools answer the model with an error instead of calling out unsigned.
     tool_signing_secret: SecretStr | None = None
@@ -134,6 +139,14 @@ class Settings(BaseSettings):
     # /readyz waits for every inbound greeting to be rendered at most this long after start
     # (wall clock); after that it is ready anyway, and says which greetings are missing.
     ready_greetings_wait_s: float = Field(20.0, ge=0)
+
+    @field_validator("quiet_audio_batch_ms")
+    @classmethod
+    def _quiet_audio_batch(cls, value: int) -> int:
+        if value != 0 and not (40 <= value <= 200 and value % 20 == 0):
+            raise ValueError("must be 0 (off) or a multiple of 20 from 40 to 200 (ms of "
+                             f"20 ms frames in one append), not {value}")
+        return value
 
     @property
     def media_stream_url(self) -> str:

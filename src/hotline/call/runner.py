@@ -26,6 +26,7 @@ from typing import Any, Protocol, assert_never
 from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed
 
+from hotline.audio.mulaw import FRAME_BYTES, b64_decoded_len
 from hotline.audio.recording_mix import CallTape
 from hotline.core.closing import ControlAction
 from hotline.core.commands import (
@@ -76,7 +77,8 @@ EngineOpener = Callable[[CallPlan], Awaitable[EngineHandle]]
 # most this many more, at once, all within the connect budget (a hanging one is cut there).
 ENGINE_CONNECT_RETRIES = 2
 DEFAULT_CONNECT_BUDGET_S = 0.9  # see Settings.engine_connect_budget_ms
-# Caller audio kept while the engine (re)connects: about 30 s of Twilio's 20 ms frames.
+# Caller audio kept while the engine (re)connects: about 30 s of Twilio's 20 ms frames,
+# counted in frames, not appends (a batch of quiet frames is one append of several).
 MAX_BACKLOG_AUDIO = 1500
 
 
@@ -387,8 +389,10 @@ class CallRunner:
                         self.tape.sent(command.message, self._clock.now_ms())
                     await self._send_twilio(render_twilio(self._stream_sid, command.message))
                 case SendToEngine():
-                    await self._send_engine(render_engine(command.message),
-                                            isinstance(command.message, AppendAudio))
+                    message = command.message
+                    await self._send_engine(render_engine(message),
+                                            _audio_frames(message.audio_b64)
+                                            if isinstance(message, AppendAudio) else 0)
                 case Record():
                     self._record(command.item)
                 case StartTimer():
@@ -420,13 +424,15 @@ class CallRunner:
             self._log.info("Twilio socket gone while sending: %r", exc)
             await self._dispatch(TwilioClosed())
 
-    async def _send_engine(self, text: str, audio: bool = False) -> None:
+    async def _send_engine(self, text: str, audio_frames: int = 0) -> None:
+        """`audio_frames`: the caller audio an append carries, in 20 ms frames (0: no
+        audio); what waits for the engine is bounded in those."""
         if self._engine_backlog is not None:
-            if audio:
-                if self._backlog_audio >= MAX_BACKLOG_AUDIO:
-                    self.session.stats.engine_audio_dropped += 1
+            if audio_frames:
+                if self._backlog_audio + audio_frames > MAX_BACKLOG_AUDIO:
+                    self.session.stats.engine_audio_dropped += audio_frames
                     return
-                self._backlog_audio += 1
+                self._backlog_audio += audio_frames
             self._engine_backlog.append(text)
             return
         if self._engine is None:
@@ -441,7 +447,7 @@ class CallRunner:
             if self._engine_backlog is None:
                 self._engine_backlog = []
             self._engine_backlog.append(text)
-            self._backlog_audio += int(audio)
+            self._backlog_audio += audio_frames
 
     def _start_timer(self, timer: TimerName, delay_ms: int) -> None:
         old = self._timers.pop(timer, None)
@@ -530,6 +536,11 @@ class CallRunner:
                 await self._twilio.send({"type": "websocket.close", "code": 1000, "reason": ""})
             except (OSError, RuntimeError, WebSocketDisconnect) as exc:
                 self._log.debug("Twilio close: %r", exc)
+
+
+def _audio_frames(payload_b64: str) -> int:
+    """The 20 ms frames an append's audio makes (at least 1: a Twilio frame is one)."""
+    return max(1, -(-b64_decoded_len(payload_b64) // FRAME_BYTES))
 
 
 def _close_detail(exc: ConnectionClosed) -> str:

@@ -102,6 +102,14 @@ def lost(s: CallState, detail: str, now_ms: float) -> list[Command]:
         s.responses.want(instructions, wanted.purpose)
     # The caller's turn the dead engine never transcribed goes to the new session again.
     s.resend_audio = s.recent_audio.since(s.turns.abandon())
+    if s.quiet_audio is not None:
+        # Quiet frames held back (quiet_audio.py) never reached the dead engine: they go to
+        # the new one, in order with the turn's audio sent again. Both are the caller's
+        # latest frames (recent_audio keeps every frame forwarded), so the longer list
+        # holds the shorter.
+        held = s.quiet_audio.take()
+        if len(held) > len(s.resend_audio):
+            s.resend_audio = held
     voiced = [p for p in s.resend_audio if s.turns.voiced(p)]
     s.voiced_while_lost_ms = sum(b64_decoded_len(p) for p in voiced) / BYTES_PER_MS
     if cut_response is not None:
@@ -123,6 +131,8 @@ def _lost_while_closing(s: CallState, closing: Closing, detail: str,
     s.responses.lost()  # the rest of the line never comes
     s.turns.abandon()
     s.recent_audio.since(None)
+    if s.quiet_audio is not None:
+        s.quiet_audio.take()  # silence, and the call is ending
     closing.line_lost()
     return [*s.playback.mark(),  # the end of what was sent of the line plays out
             Record(TimelineStage("engine_lost", now_ms,

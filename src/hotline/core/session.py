@@ -241,7 +241,7 @@ class CallSession:
             # The first moments after pickup are noise or a "Hello?", not a turn.
             s.stats.media_dropped_warmup += 1
             return []
-        commands: list[Command] = [SendToEngine(AppendAudio(event.payload_b64))]
+        commands = self._caller_audio(event.payload_b64)
         s.recent_audio.add(now_ms, event.payload_b64, s.turns.pending)
         if s.engine_lost_ms is not None:
             engine_link.caller_frame(s, event.payload_b64)
@@ -252,6 +252,39 @@ class CallSession:
                 # The engine's VAD and the gate agree: the caller is speaking over the agent.
                 commands += self._barge_in(now_ms)
         return commands
+
+    def _caller_audio(self, payload_b64: str) -> list[Command]:
+        """The append a forwarded caller frame makes: at once, or held with the quiet audio
+        (`quiet_audio_batch_ms`) to go in one append with the frames after it.
+
+        Only the caller's audio waits: what else goes to the engine meanwhile (a key
+        pressed, response.create, the prompt upgrade, a truncate) overtakes held quiet
+        frames without a flush, as none of it depends on them: a quiet frame makes no turn
+        (and while a turn is open nothing is held, so its end is heard at once), so the
+        engine's conversation is the same either way. A drop hands the held frames to the
+        resume (engine_link.lost), ahead of the audio that waits in the runner."""
+        s = self._s
+        batch = s.quiet_audio
+        if batch is None:
+            payload: str | None = payload_b64
+        elif s.turns.open or s.turns.voiced(payload_b64):
+            payload = batch.flush(payload_b64)  # speech at once, its quiet lead-in with it
+        else:
+            payload = batch.hold(payload_b64)
+        if payload is None:
+            return []
+        s.stats.audio_appends += 1
+        return [SendToEngine(AppendAudio(payload))]
+
+    def _flush_quiet_audio(self) -> list[Command]:
+        """A caller turn opened: what quiet audio is held goes now (nothing waits in a turn:
+        its end, silence, is what the engine's VAD listens for)."""
+        batch = self._s.quiet_audio
+        payload = batch.flush() if batch is not None else None
+        if payload is None:
+            return []
+        self._s.stats.audio_appends += 1
+        return [SendToEngine(AppendAudio(payload))]
 
     def _on_mark(self, event: TwilioMark, now_ms: float) -> list[Command]:
         s = self._s
@@ -290,11 +323,12 @@ class CallSession:
     def _on_speech_started(self, event: EngineSpeechStarted, now_ms: float) -> list[Command]:
         s = self._s
         audible = s.agent_audible()
+        commands = self._flush_quiet_audio()
         if s.turns.started(event.item_id, now_ms, audible) is TurnVerdict.UNDECIDED:
             if not audible:
                 s.stats.barge_ins_ignored_cooldown += 1
-            return []  # the gate decides whether this is speech
-        commands = s.silence.disarm()
+            return commands  # the gate decides whether this is speech
+        commands += s.silence.disarm()
         if audible:
             commands += self._barge_in(now_ms)  # the gate was first: now the turn is open
         return commands

@@ -16,6 +16,7 @@ from hotline.core.message_recording import MessageRecording
 from hotline.core.outcomes import Outcome
 from hotline.core.phase import CallPhase, Phase
 from hotline.core.playback import Playback
+from hotline.core.quiet_audio import QuietAudioBatch
 from hotline.core.record import TimelineStage
 from hotline.core.responses import Purpose, ResponseQueue
 from hotline.core.silence import SilenceTimers
@@ -62,14 +63,19 @@ class CallState:
     # transcribed, taken at the drop to be sent to the new session again (caller_audio.py).
     recent_audio: RecentCallerAudio = field(default_factory=RecentCallerAudio)
     resend_audio: list[str] = field(default_factory=list)
+    # The caller's quiet frames held to go to the engine in one append (quiet_audio.py);
+    # None: each frame goes as it came (`quiet_audio_batch_ms` 0).
+    quiet_audio: QuietAudioBatch | None = None
 
     @classmethod
     def for_plan(cls, plan: CallPlan, greeting_frames: tuple[str, ...] | None,
                  voicemail_frames: tuple[str, ...] | None) -> CallState:
+        quiet_audio = (QuietAudioBatch(plan.quiet_audio_batch_ms)
+                       if plan.quiet_audio_batch_ms else None)
         return cls(plan, greeting_frames, voicemail_frames, Playback(), ResponseQueue(),
                    CallerTurns(plan.barge_in_min_speech_ms, plan.vad_threshold), ToolLedger(),
                    SilenceTimers(plan.silence_nudge_ms, plan.silence_hangup_ms),
-                   AmdWait(plan.vad_silence_ms))
+                   AmdWait(plan.vad_silence_ms), quiet_audio=quiet_audio)
 
     def stage_once(self, stage: str, now_ms: float, detail: str = "") -> list[Command]:
         if stage in self.seen:

@@ -10,6 +10,9 @@ class CallStats:
     media_in: int = 0  # caller frames received
     media_dropped_warmup: int = 0  # caller frames dropped right after pickup
     media_held_for_amd: int = 0  # callee frames not sent: awaiting the verdict, or a machine's
+    # Appends of caller audio sent to the engine: one a frame forwarded, fewer with
+    # quiet_audio_batch_ms (its quiet frames go several to an append).
+    audio_appends: int = 0
     deltas_out: int = 0  # agent audio chunks sent to Twilio
     deltas_dropped: int = 0  # agent audio of a dropped response, or before the stream
     barge_ins: int = 0
@@ -28,7 +31,7 @@ class CallStats:
     engine_connect_failures: int = 0  # counted by the runner
     engine_drops: int = 0
     engine_resumes: int = 0
-    engine_audio_dropped: int = 0  # counted by the runner
+    engine_audio_dropped: int = 0  # counted by the runner, in 20 ms frames
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
