@@ -26,7 +26,7 @@ from hotline.benchmarks.capacity_engine import (
     read_tag,
     tag,
 )
-from hotline.benchmarks.capacity_profile import parse_collapsed
+from hotline.benchmarks.capacity_profile import NO_SOCKET, SOCKETS, parse_collapsed
 from hotline.benchmarks.capacity_wire import FrameReader, frame, unmask
 from hotline.benchmarks.doc_sections import markers
 
@@ -91,6 +91,21 @@ def test_a_profile_sums_self_time_by_function_and_areas_inclusively() -> None:
     assert profile.functions[0] == ("send (starlette/websockets.py)", 0.6)
     assert dict(profile.areas) == {"Starlette/FastAPI WebSocket": 0.6,
                                    "call core (session, playback, gate)": 0.4}
+    sockets = dict(profile.sockets)
+    assert sockets[SOCKETS[0][0]] == 0.6 and sockets[NO_SOCKET] == 0.4
+
+
+def test_the_parser_both_sockets_share_is_counted_for_the_socket_above_it() -> None:
+    collapsed = (
+        "run (a.py);data_received (uvicorn/protocols/websockets/websockets_sansio_impl.py);"
+        "parse (websockets/protocol.py) 3\n"
+        "run (a.py);_send (openai/_websocket_connection.py);send (websockets/asyncio/"
+        "connection.py);parse (websockets/protocol.py) 5\n"
+        "run (a.py);handle (hotline/core/session.py) 2\n")
+    profile = parse_collapsed(collapsed, calls=1)
+    assert profile is not None
+    assert profile.sockets == [(SOCKETS[0][0], 0.3), (SOCKETS[1][0], 0.5), (NO_SOCKET, 0.2)]
+    assert "by socket" in profile.markdown("x")
 
 
 @pytest.mark.sockets

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 RATE_HZ = 250
@@ -22,6 +22,16 @@ AREAS = (
     ("runner (dispatch, sends)", ("call/runner.py",)),
     ("event loop, sockets", ("asyncio/", "uvloop")),
 )
+# Whose WebSocket library work a sample is (its innermost library frame): the Twilio socket
+# (uvicorn's protocol, Starlette's WebSocket) or the engine's (the openai SDK's connection,
+# the websockets client under it). websockets' sans-I/O parser serves both, so the caller
+# above it decides.
+SOCKETS = (
+    ("Twilio socket: uvicorn + websockets sans-I/O + Starlette",
+     ("websockets_sansio_impl", "websockets_impl", "wsproto_impl", "starlette/websockets.py")),
+    ("engine socket: openai SDK + websockets client", ("websockets/asyncio", "openai/")),
+)
+NO_SOCKET = "neither: the call core, runner, codecs, event loop"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +40,17 @@ class Profile:
     samples: int
     functions: list[tuple[str, float]]  # (function (file:line), share of samples), self time
     areas: list[tuple[str, float]]  # inclusive share per area
+    # Share per socket of the samples in WebSocket library code, and the rest.
+    sockets: list[tuple[str, float]] = field(default_factory=list)
 
     def markdown(self, title: str) -> str:
         lines = [f"#### {title}: py-spy, {self.calls} calls, {self.samples} samples", "",
                  "| area (inclusive) | share |", "|---|---:|"]
         lines += [f"| {name} | {share:.0%} |" for name, share in self.areas]
+        if self.sockets:
+            lines += ["", "| WebSocket library work by socket (inclusive) | share |",
+                      "|---|---:|"]
+            lines += [f"| {name} | {share:.0%} |" for name, share in self.sockets]
         lines += ["", "| function (self time) | share |", "|---|---:|"]
         lines += [f"| `{name}` | {share:.1%} |" for name, share in self.functions]
         return "\n".join(lines) + "\n"
@@ -74,6 +90,7 @@ def parse_collapsed(text: str, *, calls: int, top: int = 15) -> Profile | None:
     `function (file)` (py-spy leaves idle samples, the loop's wait, out)."""
     by_function: dict[str, int] = {}
     by_area: dict[str, int] = {}
+    by_socket: dict[str, int] = {}
     total = 0
     for line in text.splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -88,12 +105,17 @@ def parse_collapsed(text: str, *, calls: int, top: int = 15) -> Profile | None:
         area = next((label for frame in reversed(frames) for label, marks in AREAS
                      if any(mark in frame for mark in marks)), "other")
         by_area[area] = by_area.get(area, 0) + count
+        socket = next((label for frame in reversed(frames) for label, marks in SOCKETS
+                       if any(mark in frame for mark in marks)), NO_SOCKET)
+        by_socket[socket] = by_socket.get(socket, 0) + count
     if not total:
         return None
     functions = sorted(by_function.items(), key=lambda kv: -kv[1])[:top]
     areas = sorted(by_area.items(), key=lambda kv: -kv[1])
     return Profile(calls, total, [(n, c / total) for n, c in functions],
-                   [(n, c / total) for n, c in areas])
+                   [(n, c / total) for n, c in areas],
+                   [(n, by_socket.get(n, 0) / total)
+                    for n in (*(label for label, _ in SOCKETS), NO_SOCKET)])
 
 
 def _short(frame: str) -> str:
