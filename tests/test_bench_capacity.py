@@ -13,9 +13,11 @@ import typer
 from rich.console import Console
 
 from hotline.benchmarks.capacity import (
+    FLOOR_SECTION,
     SECTION,
     CapacityBench,
     CapacityConfig,
+    ServerKind,
     bench_capacity,
     markdown,
 )
@@ -128,6 +130,24 @@ def test_the_quick_capacity_run_measures_every_step(tmp_path: Path) -> None:
     start, end = markers(SECTION)
     assert start in text and end in text and "| 4 |" in text
     assert markdown([run], "x").count("| calls |") == 1
+
+
+@pytest.mark.sockets
+def test_the_floor_relay_carries_the_same_calls_and_is_labelled(tmp_path: Path) -> None:
+    config = CapacityConfig(steps=(3,), generators=1, window_s=2.5, settle_s=0.5,
+                            turn_every_s=1.0, stop_on_fail=False, server=ServerKind.FLOOR)
+    [run] = bench_capacity([config], Console(quiet=True), "hotline bench capacity --floor",
+                           tmp_path / "benchmarks.md", section=FLOOR_SECTION)
+    [step] = run.steps
+    assert step.calls == 3 and step.frames > 0 and step.marks > 0
+    assert (step.lost, step.duplicated, step.reordered, step.untagged) == (0, 0, 0, 0)
+    assert step.turns > 0 and step.clears > 0  # the caller barged in; the relay cut the agent
+    assert step.engine_errors == 0 and step.truncates_past_audio == 0
+    assert step.messages > 2 * step.frames and step.server_cpu_s > 0
+    text = (tmp_path / "benchmarks.md").read_text()
+    start, end = markers(FLOOR_SECTION)
+    assert start in text and end in text and "NOT Hotline" in text
+    assert markers(SECTION)[0] not in text  # Hotline's own section is left alone
 
 
 @pytest.mark.sockets

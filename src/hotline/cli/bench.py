@@ -265,7 +265,8 @@ def capacity(
     quick: bool = typer.Option(False, "--quick",
                                help="A few seconds: 2 steps of a few calls (a smoke test)."),
     label: str = typer.Option("", "--label",
-                              help="Write the report's section `capacity-LABEL` (e.g. `before` "
+                              help="Write the report's section `capacity-LABEL` "
+                                   "(`capacity-floor-LABEL` with --floor; e.g. `before` "
                                    "with --server-src) instead of `capacity`."),
     server_env: list[str] = typer.Option(
         [], "--server-env", help="A HOTLINE_*=VALUE setting for the server under test "
@@ -276,6 +277,11 @@ def capacity(
     call_s: float = typer.Option(0.0, "--call-length", min=0.0,
                                  help="Calls hang up after this many seconds and are replaced "
                                       "(0: they last the step; the soak defaults to 60)."),
+    floor: bool = typer.Option(
+        False, "--floor",
+        help="Measure the floor relay (the leanest Python relay of this traffic, benchmark "
+             "code, not Hotline) instead of `hotline serve`: what Python costs at best. "
+             "Its section is `capacity-floor`."),
     output: Path = REPORT_OPTION,
     no_output: bool = NO_REPORT_OPTION,
 ) -> None:
@@ -283,7 +289,14 @@ def capacity(
     delay, lost frames, CPU per call-second and RSS per step; calls per core."""
     from rich.console import Console
 
-    from hotline.benchmarks.capacity import SECTION, CapacityConfig, bench_capacity, bench_soak
+    from hotline.benchmarks.capacity import (
+        FLOOR_SECTION,
+        SECTION,
+        CapacityConfig,
+        ServerKind,
+        bench_capacity,
+        bench_soak,
+    )
 
     try:
         step_list = tuple(int(x) for x in steps.split(",") if x.strip())
@@ -291,6 +304,11 @@ def capacity(
     except ValueError as exc:
         raise typer.BadParameter("comma-separated integers") from exc
     settings = _server_settings(server_env)
+    server = ServerKind.FLOOR if floor else ServerKind.HOTLINE
+    if floor and (soak_calls or server_src or settings):
+        raise typer.BadParameter("the floor relay keeps no records and has no settings: "
+                                 "not with --soak, --server-src or --server-env",
+                                 param_hint="--floor")
     if quick:
         step_list, window_s, settle_s, deltas = (2, 4), 1.0, 0.5, deltas[:1]
     command = ["hotline", "bench", "capacity", "--steps", ",".join(map(str, step_list)),
@@ -318,6 +336,8 @@ def capacity(
         if result.recorded < result.placed:
             raise typer.Exit(1)
         return
+    if floor:
+        command += ["--floor"]
     if label:
         command += ["--label", label]
     if nice:
@@ -328,15 +348,19 @@ def capacity(
                               stop_on_fail=not keep_going and not quick,
                               profile_at=profile_at if d == deltas[0] else None,
                               server_src=str(server_src) if server_src else None,
-                              call_s=call_s, nice=nice, server_env=settings)
+                              call_s=call_s, nice=nice, server_env=settings, server=server)
                for d in deltas]
     try:
         bench_capacity(configs, Console(), shlex.join(command),
                        None if no_output else output,
-                       section=f"{SECTION}-{label}" if label else SECTION)
+                       section=_section(FLOOR_SECTION if floor else SECTION, label))
     except RuntimeError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
+
+
+def _section(base: str, label: str) -> str:
+    return f"{base}-{label}" if label else base
 
 
 def _server_settings(pairs: list[str]) -> tuple[tuple[str, str], ...]:
