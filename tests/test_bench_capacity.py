@@ -83,6 +83,31 @@ def test_the_lean_engine_hears_an_append_of_any_length_20_ms_at_a_time() -> None
     assert started["audio_start_ms"] == 140  # its first voiced frame began there
 
 
+def test_the_lean_engine_hears_a_frame_split_across_appends_once() -> None:
+    """Appends need not hold whole 20 ms frames: a part waits for the rest (the real VAD
+    hears a stream of samples, not the appends)."""
+    session = EngineSession(set(), DeltaAudio(20), EngineStats())
+    wire = _Wire()
+    session.transport = wire  # type: ignore[assignment]
+    session.open = True
+    quiet, loud = b"\xff" * 160, b"\x80\x00" * 80
+
+    def append(audio: bytes) -> None:
+        session.on_message(1, b'{"type":"input_audio_buffer.append","audio":"'
+                           + base64.b64encode(audio) + b'"}')
+
+    append(quiet[:81])
+    append(quiet[81:] + loud[:10])  # 20 ms of quiet, then the start of the speech
+    append(loud[10:] + loud)
+    session.on_message(1, orjson.dumps({"audio": base64.b64encode(loud[:1]).decode(),
+                                        "type": "input_audio_buffer.append"}))
+    assert not wire.events  # two voiced frames and a sample
+    append(loud[1:])
+    [started] = wire.events
+    assert started["type"] == "input_audio_buffer.speech_started"
+    assert started["audio_start_ms"] == 20
+
+
 def test_a_profile_sums_self_time_by_function_and_areas_inclusively() -> None:
     collapsed = ("main (a.py);_execute (hotline/call/runner.py);send (starlette/websockets.py) 6\n"
                  "main (a.py);feed (hotline/audio/speech_gate.py) 4\n")
