@@ -355,3 +355,30 @@ async def test_quiet_audio_held_at_a_drop_follows_the_batch_that_failed_before_i
         twilio.disconnect()
         await ended(task)
     assert _audio(second) == b"".join(base64.b64decode(p) for p in [*failed, held])
+
+
+async def test_quiet_audio_held_at_a_drop_survives_a_second_drop_during_the_replay() -> None:
+    """The new session drops while the replay is being sent: the replay's unsent rest is
+    stale and dropped, and the quiet frames held at the first drop are not part of it."""
+    first, cut, third = DroppingEngine(), SendCutEngine(sends_before_drop=1), FakeEngine()
+    sessions = [cut, third]
+    reopened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def reopen(plan: CallPlan) -> EngineHandle:
+        await reopened
+        return EngineHandle(sessions.pop(0), "resume")
+
+    twilio = FakeTwilio()
+    call = Call(plan=make_plan(quiet_audio_batch_ms=100), engine=first, twilio=twilio,
+                reopen_engine=reopen)
+    async with running(call) as task:
+        await until(lambda: engine_has(first, "response.create"), "the greeting is asked")
+        twilio.media(2)  # 30 ms of quiet: held
+        await until(twilio.idle, "read")
+        await greeted_then_dropped(call, first)
+        reopened.set_result(None)
+        await until(lambda: call.stages().count("engine_resumed") == 2, "resumed twice")
+        await until(lambda: len(_audio(third)) == 2 * 120, "the held audio reaches the third")
+        twilio.disconnect()
+        await ended(task)
+    assert _audio(first) == b"" and _audio(cut) == b""
