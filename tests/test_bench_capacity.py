@@ -29,7 +29,16 @@ from hotline.benchmarks.capacity_engine import (
     tag,
 )
 from hotline.benchmarks.capacity_profile import NO_SOCKET, SOCKETS, parse_collapsed
-from hotline.benchmarks.capacity_wire import FrameReader, frame, unmask
+from hotline.benchmarks.capacity_wire import (
+    CLOSE,
+    MESSAGE_COUNT,
+    PING,
+    PONG,
+    TEXT,
+    FrameReader,
+    frame,
+    unmask,
+)
 from hotline.benchmarks.doc_sections import markers
 
 
@@ -62,7 +71,11 @@ class _Wire:
         self.events: list[dict[str, object]] = []
 
     def write(self, data: bytes) -> None:
-        self.events += [orjson.loads(payload) for _, payload in self.frames.feed(data)]
+        self.events += [orjson.loads(payload) for opcode, payload in self.frames.feed(data)
+                        if opcode == TEXT]  # not a pong or a close
+
+    def close(self) -> None:
+        pass
 
 
 def test_the_lean_engine_hears_an_append_of_any_length_20_ms_at_a_time() -> None:
@@ -83,6 +96,55 @@ def test_the_lean_engine_hears_an_append_of_any_length_20_ms_at_a_time() -> None
     [started] = wire.events
     assert started["type"] == "input_audio_buffer.speech_started"
     assert started["audio_start_ms"] == 140  # its first voiced frame began there
+
+
+def test_the_lean_engine_hears_a_frame_split_across_appends_once() -> None:
+    """Appends need not hold whole 20 ms frames: a part waits for the rest (the real VAD
+    hears a stream of samples, not the appends)."""
+    session = EngineSession(set(), DeltaAudio(20), EngineStats())
+    wire = _Wire()
+    session.transport = wire  # type: ignore[assignment]
+    session.open = True
+    quiet, loud = b"\xff" * 160, b"\x80\x00" * 80
+
+    def append(audio: bytes) -> None:
+        session.on_message(1, b'{"type":"input_audio_buffer.append","audio":"'
+                           + base64.b64encode(audio) + b'"}')
+
+    append(quiet[:81])
+    append(quiet[81:] + loud[:10])  # 20 ms of quiet, then the start of the speech
+    append(loud[10:] + loud)
+    session.on_message(1, orjson.dumps({"audio": base64.b64encode(loud[:1]).decode(),
+                                        "type": "input_audio_buffer.append"}))
+    assert not wire.events  # two voiced frames and a sample
+    append(loud[1:])
+    [started] = wire.events
+    assert started["type"] == "input_audio_buffer.speech_started"
+    assert started["audio_start_ms"] == 20
+
+
+def test_each_data_message_is_counted_once_either_way_and_control_frames_never() -> None:
+    session = EngineSession(set(), DeltaAudio(20), EngineStats())
+    wire = _Wire()
+    session.transport = wire  # type: ignore[assignment]
+    session.open = True
+    MESSAGE_COUNT.messages = 0
+    update = b'{"type":"session.update","session":{}}'
+    first = bytes([TEXT]) + frame(update[:10], TEXT, masked=True)[1:]  # not final
+    session.data_received(first[:-3])  # split mid-frame
+    session.data_received(first[-3:])
+    assert MESSAGE_COUNT.messages == 0  # the first fragment of a message (not final)
+    session.data_received(b"".join([
+        frame(b"", PING, masked=True), frame(b"", PONG, masked=True),
+        frame(update[10:], 0x0, masked=True),  # its final fragment: one message in
+        frame(b'{"type":"response.cancel"}', TEXT, masked=True)]))
+    # In: the update and the cancel; out: session.updated (the pong is not counted).
+    assert [e["type"] for e in wire.events] == ["session.updated"]
+    assert MESSAGE_COUNT.messages == 3
+    session.data_received(frame(b"\x03\xe8", CLOSE, masked=True))
+    assert MESSAGE_COUNT.messages == 3 and not session.open
+    session.send_text(b"{}")  # closed: nothing goes, nothing counted
+    assert MESSAGE_COUNT.messages == 3
 
 
 def test_a_profile_sums_self_time_by_function_and_areas_inclusively() -> None:

@@ -5,6 +5,7 @@ waited. (The transports and harness are tests/test_runner.py's.)"""
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 
 import orjson
@@ -18,6 +19,7 @@ from hotline.engine.warm import EngineHandle
 from hotline.plan import CallPlan
 from tests.factories import make_plan
 from tests.test_runner import (
+    STREAM_SID,
     Call,
     FakeEngine,
     FakeTwilio,
@@ -304,3 +306,79 @@ async def test_a_drop_while_closing_hangs_up_without_reconnecting() -> None:
     assert "apology_started" not in stages and "engine_connect_failed" not in stages
     assert record.outcome == Outcome.HUNG_UP_BY_AGENT
     assert record.stats["engine_drops"] == 1
+
+
+def _quiet_frame(byte: int) -> str:
+    """15 ms of one quiet μ-law code (under the gate's threshold), base64."""
+    return base64.b64encode(bytes([byte]) * 120).decode()
+
+
+def _audio(engine: FakeEngine) -> bytes:
+    return b"".join(base64.b64decode(e["audio"]) for e in engine.received
+                    if e["type"] == "input_audio_buffer.append")
+
+
+async def test_quiet_audio_held_at_a_drop_follows_the_batch_that_failed_before_it() -> None:
+    """The engine's close has begun (a send fails: that batch waits in the runner) while the
+    pump still reads its last events; a quiet frame held meanwhile reaches the new session
+    after that batch, not ahead of it."""
+    first, second = DroppingEngine(), FakeEngine()
+    reopened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def reopen(plan: CallPlan) -> EngineHandle:
+        await reopened
+        return EngineHandle(second, "resume")
+
+    twilio = FakeTwilio()
+    call = Call(plan=make_plan(quiet_audio_batch_ms=40), engine=first, twilio=twilio,
+                reopen_engine=reopen)
+
+    def media(*frames: str) -> None:
+        for payload in frames:
+            twilio.send_event({"event": "media", "streamSid": STREAM_SID,
+                               "media": {"track": "inbound", "chunk": "1", "timestamp": "0",
+                                         "payload": payload}})
+
+    async with running(call) as task:
+        await until(lambda: engine_has(first, "response.create"), "the greeting is asked")
+        media(*map(_quiet_frame, (0xFF, 0xFE, 0x7E)))  # 45 ms: one append
+        await until(lambda: engine_has(first, "input_audio_buffer.append", 1), "sent")
+        first._gone = True  # closing: sends fail, the pump has not seen the close yet
+        failed = [_quiet_frame(b) for b in (0xFD, 0x7F, 0xFE)]
+        held = _quiet_frame(0x7E)
+        media(*failed, held)
+        await until(twilio.idle, "read")
+        first.drop_abnormally()
+        await until(lambda: "engine_lost" in call.stages(), "the drop is seen")
+        reopened.set_result(None)
+        await until(lambda: len(_audio(second)) == 4 * 120, "the audio reaches the new session")
+        twilio.disconnect()
+        await ended(task)
+    assert _audio(second) == b"".join(base64.b64decode(p) for p in [*failed, held])
+
+
+async def test_quiet_audio_held_at_a_drop_survives_a_second_drop_during_the_replay() -> None:
+    """The new session drops while the replay is being sent: the replay's unsent rest is
+    stale and dropped, and the quiet frames held at the first drop are not part of it."""
+    first, cut, third = DroppingEngine(), SendCutEngine(sends_before_drop=1), FakeEngine()
+    sessions = [cut, third]
+    reopened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def reopen(plan: CallPlan) -> EngineHandle:
+        await reopened
+        return EngineHandle(sessions.pop(0), "resume")
+
+    twilio = FakeTwilio()
+    call = Call(plan=make_plan(quiet_audio_batch_ms=100), engine=first, twilio=twilio,
+                reopen_engine=reopen)
+    async with running(call) as task:
+        await until(lambda: engine_has(first, "response.create"), "the greeting is asked")
+        twilio.media(2)  # 30 ms of quiet: held
+        await until(twilio.idle, "read")
+        await greeted_then_dropped(call, first)
+        reopened.set_result(None)
+        await until(lambda: call.stages().count("engine_resumed") == 2, "resumed twice")
+        await until(lambda: len(_audio(third)) == 2 * 120, "the held audio reaches the third")
+        twilio.disconnect()
+        await ended(task)
+    assert _audio(first) == b"" and _audio(cut) == b""

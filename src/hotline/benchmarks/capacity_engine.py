@@ -102,6 +102,7 @@ class EngineSession(WsServerConnection):
         self._quiet_ms = 0
         self._turn_item: str | None = None
         self._input_ms = 0
+        self._partial = b""  # the start of a 20 ms frame an append ended in
         self._previous_item: str | None = None
         self.on_message = self._on_message
 
@@ -126,7 +127,8 @@ class EngineSession(WsServerConnection):
     # -- client events ----------------------------------------------------------------------
     def _on_message(self, opcode: int, payload: bytes) -> None:
         if payload.startswith(b'{"type":"input_audio_buffer.append","audio":"'):
-            if payload[45 + FRAME_B64_CHARS:45 + FRAME_B64_CHARS + 1] == b'"':
+            if (not self._partial
+                    and payload[45 + FRAME_B64_CHARS:45 + FRAME_B64_CHARS + 1] == b'"'):
                 self._hear(payload[45:49].decode() != SILENT_B64)  # one 20 ms frame
             else:
                 self._hear_audio(payload[45:payload.index(b'"', 45)])
@@ -216,13 +218,15 @@ class EngineSession(WsServerConnection):
 
     def _hear_audio(self, audio_b64: bytes) -> None:
         """An append of any length (Hotline may send quiet audio in bigger appends): its
-        audio heard 20 ms at a time."""
+        audio heard 20 ms at a time, a frame it ends inside completed by the next append."""
         try:
-            audio = base64.b64decode(audio_b64, validate=True)
+            audio = self._partial + base64.b64decode(audio_b64, validate=True)
         except ValueError:
             self._error("invalid_value", "audio is not base64")
             return
-        for at in range(0, len(audio), FRAME_BYTES):
+        whole = len(audio) - len(audio) % FRAME_BYTES
+        self._partial = audio[whole:]
+        for at in range(0, whole, FRAME_BYTES):
             self._hear(audio[at:at + 3] != b"\xff\xff\xff")
 
     def _hear(self, voiced: bool) -> None:

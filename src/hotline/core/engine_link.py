@@ -102,14 +102,7 @@ def lost(s: CallState, detail: str, now_ms: float) -> list[Command]:
         s.responses.want(instructions, wanted.purpose)
     # The caller's turn the dead engine never transcribed goes to the new session again.
     s.resend_audio = s.recent_audio.since(s.turns.abandon())
-    if s.quiet_audio is not None:
-        # Quiet frames held back (quiet_audio.py) never reached the dead engine: they go to
-        # the new one, in order with the turn's audio sent again. Both are the caller's
-        # latest frames (recent_audio keeps every frame forwarded), so the longer list
-        # holds the shorter.
-        held = s.quiet_audio.take()
-        if len(held) > len(s.resend_audio):
-            s.resend_audio = held
+    commands += _held_quiet_audio(s)
     voiced = [p for p in s.resend_audio if s.turns.voiced(p)]
     s.voiced_while_lost_ms = sum(b64_decoded_len(p) for p in voiced) / BYTES_PER_MS
     if cut_response is not None:
@@ -122,6 +115,24 @@ def lost(s: CallState, detail: str, now_ms: float) -> list[Command]:
     if not caller_talking and hold_line.caller_waits(s, agent_was_cut=cut_response is not None):
         commands += hold_line.play(s, now_ms)
     return commands
+
+
+def _held_quiet_audio(s: CallState) -> list[Command]:
+    """Quiet frames held back (quiet_audio.py) never reached the dead engine. They go as
+    any engine message does now: the runner keeps it for the new session behind what
+    failed to send before the drop was seen (a batch sent as the socket was closing), so
+    the caller's audio stays in order; the resend goes ahead of all that, so they are not
+    in it. They are the latest frames forwarded and the resend is the latest ones too
+    (recent_audio keeps every frame forwarded): the held ones are cut off its end."""
+    batch = s.quiet_audio
+    if batch is None or not batch.held_frames:
+        return []
+    held = batch.held_frames
+    del s.resend_audio[max(0, len(s.resend_audio) - held):]
+    payload = batch.flush()
+    assert payload is not None
+    s.stats.audio_appends += 1
+    return [SendToEngine(AppendAudio(payload))]
 
 
 def _lost_while_closing(s: CallState, closing: Closing, detail: str,

@@ -261,8 +261,8 @@ class CallSession:
         pressed, response.create, the prompt upgrade, a truncate) overtakes held quiet
         frames without a flush, as none of it depends on them: a quiet frame makes no turn
         (and while a turn is open nothing is held, so its end is heard at once), so the
-        engine's conversation is the same either way. A drop hands the held frames to the
-        resume (engine_link.lost), ahead of the audio that waits in the runner."""
+        engine's conversation is the same either way. A drop sends the held frames on at
+        once (engine_link.lost): they wait in the runner for the new session, in order."""
         s = self._s
         batch = s.quiet_audio
         if batch is None:
