@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hotline.audio import speech_gate
 from hotline.audio.speech_gate import SpeechGate, frame_power
 
 THRESHOLDS = (0.0, 0.3, 0.5, 0.8, 1.0)
@@ -37,3 +39,19 @@ def test_runs_of_speech_as_before(frames: list[bytes]) -> None:
             if gap_ms >= 60:
                 voiced_ms = gap_ms = 0.0
         assert gate.feed(payload) == (voiced_ms >= 60)
+
+
+def test_a_frame_asked_about_twice_is_measured_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    measured: list[str] = []
+
+    def counting(payload_b64: str, quiet_codes: bytes | None = None) -> tuple[float, float]:
+        measured.append(payload_b64)
+        return frame_power(payload_b64, quiet_codes)
+
+    monkeypatch.setattr(speech_gate, "frame_power", counting)
+    gate = SpeechGate(200, 0.5)
+    loud = base64.b64encode(b"\x80\x00" * 80).decode()
+    assert gate.voiced(loud) and not gate.feed(loud)  # voiced, not yet a run of speech
+    again = base64.b64encode(b"\x80\x00" * 80).decode()  # the same audio, a new frame
+    assert gate.voiced(again)
+    assert len(measured) == 2

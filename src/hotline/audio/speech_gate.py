@@ -54,7 +54,8 @@ def _quiet_codes(power_threshold: float) -> bytes:
 
 
 class SpeechGate:
-    __slots__ = ("_gap_ms", "_min_speech_ms", "_power_threshold", "_quiet", "voiced_ms")
+    __slots__ = ("_gap_ms", "_last", "_min_speech_ms", "_power_threshold", "_quiet",
+                 "voiced_ms")
 
     def __init__(self, min_speech_ms: int, threshold: float) -> None:
         self._min_speech_ms = min_speech_ms
@@ -62,9 +63,17 @@ class SpeechGate:
         self._quiet = _quiet_codes(self._power_threshold)
         self.voiced_ms = 0.0  # voiced audio in the current run
         self._gap_ms = 0.0
+        # The last frame measured and its power: one frame may be asked about twice (is it
+        # quiet enough to hold back, then is it speech over the agent), measured once.
+        self._last: tuple[str, tuple[float, float]] | None = None
 
     def _power(self, payload_b64: str) -> tuple[float, float]:
-        return frame_power(payload_b64, self._quiet)
+        last = self._last
+        if last is not None and last[0] is payload_b64:
+            return last[1]
+        power = frame_power(payload_b64, self._quiet)
+        self._last = (payload_b64, power)
+        return power
 
     def voiced(self, payload_b64: str) -> bool:
         """One frame loud enough to be voice (no run kept: for a caller we only listen to)."""
