@@ -4,8 +4,11 @@ against times (this runs on shared CI machines)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import orjson
 import pytest
@@ -78,16 +81,24 @@ class _Wire:
         pass
 
 
-def test_the_lean_engine_hears_an_append_of_any_length_20_ms_at_a_time() -> None:
+def _lean_engine() -> tuple[EngineSession, Callable[[bytes], None], _Wire]:
+    """A lean engine session on a wire that keeps its events; `append(audio)` sends it
+    an append as Hotline would."""
     session = EngineSession(set(), DeltaAudio(20), EngineStats())
     wire = _Wire()
-    session.transport = wire  # type: ignore[assignment]
+    session.transport = cast(asyncio.Transport, wire)
     session.open = True
-    quiet, loud = b"\xff" * 160, b"\x80\x00" * 80
 
     def append(audio: bytes) -> None:
         session.on_message(1, b'{"type":"input_audio_buffer.append","audio":"'
                            + base64.b64encode(audio) + b'"}')
+
+    return session, append, wire
+
+
+def test_the_lean_engine_hears_an_append_of_any_length_20_ms_at_a_time() -> None:
+    _, append, wire = _lean_engine()
+    quiet, loud = b"\xff" * 160, b"\x80\x00" * 80
 
     append(quiet * 5)  # 100 ms of quiet in one append
     append(quiet * 2 + loud * 2)  # the lead-in and the first speech
@@ -101,15 +112,8 @@ def test_the_lean_engine_hears_an_append_of_any_length_20_ms_at_a_time() -> None
 def test_the_lean_engine_hears_a_frame_split_across_appends_once() -> None:
     """Appends need not hold whole 20 ms frames: a part waits for the rest (the real VAD
     hears a stream of samples, not the appends)."""
-    session = EngineSession(set(), DeltaAudio(20), EngineStats())
-    wire = _Wire()
-    session.transport = wire  # type: ignore[assignment]
-    session.open = True
+    session, append, wire = _lean_engine()
     quiet, loud = b"\xff" * 160, b"\x80\x00" * 80
-
-    def append(audio: bytes) -> None:
-        session.on_message(1, b'{"type":"input_audio_buffer.append","audio":"'
-                           + base64.b64encode(audio) + b'"}')
 
     append(quiet[:81])
     append(quiet[81:] + loud[:10])  # 20 ms of quiet, then the start of the speech
@@ -124,10 +128,7 @@ def test_the_lean_engine_hears_a_frame_split_across_appends_once() -> None:
 
 
 def test_each_data_message_is_counted_once_either_way_and_control_frames_never() -> None:
-    session = EngineSession(set(), DeltaAudio(20), EngineStats())
-    wire = _Wire()
-    session.transport = wire  # type: ignore[assignment]
-    session.open = True
+    session, _, wire = _lean_engine()
     MESSAGE_COUNT.messages = 0
     update = b'{"type":"session.update","session":{}}'
     first = bytes([TEXT]) + frame(update[:10], TEXT, masked=True)[1:]  # not final

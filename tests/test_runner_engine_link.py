@@ -14,6 +14,7 @@ from websockets.exceptions import ConnectionClosedError
 from websockets.frames import Close
 
 import hotline.call.runner as runner_module
+from hotline.call.runner import EngineOpener
 from hotline.core.outcomes import Outcome
 from hotline.engine.warm import EngineHandle
 from hotline.plan import CallPlan
@@ -70,6 +71,20 @@ def sequence(*outcomes: Outcome_) -> tuple[Opener, list[float]]:
 def stage_detail(call: Call, stage: str) -> str:
     return next(s.detail for s in call.runner.timeline if s.stage == stage)
 
+
+
+def reopening(*sessions: FakeEngine,
+              path: str = "resume") -> tuple[asyncio.Future[None], EngineOpener]:
+    """An engine opener that hands out `sessions` in order, each once the future is set
+    (the test decides when a session may come)."""
+    go: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    waiting = list(sessions)
+
+    async def open_engine(plan: CallPlan) -> EngineHandle:
+        await go
+        return EngineHandle(waiting.pop(0), path)
+
+    return go, open_engine
 
 async def test_a_failed_connect_is_retried_at_once_and_the_call_goes_on() -> None:
     engine = FakeEngine()
@@ -134,11 +149,7 @@ async def greeted_then_dropped(call: Call, first: DroppingEngine) -> None:
 
 async def test_a_drop_mid_call_resumes_with_the_replay_before_the_waiting_audio() -> None:
     first, second = DroppingEngine(), FakeEngine()
-    reopened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def reopen(plan: CallPlan) -> EngineHandle:
-        await reopened
-        return EngineHandle(second, "resume")
+    reopened, reopen = reopening(second)
 
     twilio = FakeTwilio()
     call = Call(engine=first, twilio=twilio, reopen_engine=reopen)
@@ -188,12 +199,7 @@ class SendCutEngine(FakeEngine):
 async def test_a_drop_while_the_replay_and_waiting_audio_are_sent_loses_and_doubles_nothing(
         ) -> None:
     first, cut, third = DroppingEngine(), SendCutEngine(sends_before_drop=1), FakeEngine()
-    sessions = [cut, third]
-    reopened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def reopen(plan: CallPlan) -> EngineHandle:
-        await reopened
-        return EngineHandle(sessions.pop(0), "resume")
+    reopened, reopen = reopening(cut, third)
 
     twilio = FakeTwilio()
     call = Call(engine=first, twilio=twilio, reopen_engine=reopen)
@@ -234,12 +240,8 @@ async def test_a_reconnect_that_fails_makes_the_engine_unavailable() -> None:
 async def test_audio_waiting_for_the_engine_is_bounded_and_what_is_dropped_counted(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runner_module, "MAX_BACKLOG_AUDIO", 5)
-    connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     engine = FakeEngine()
-
-    async def open_engine(plan: CallPlan) -> EngineHandle:
-        await connected
-        return EngineHandle(engine, "cold")
+    connected, open_engine = reopening(engine, path="cold")
 
     call = Call(engine=engine, open_engine=open_engine)
     async with running(call) as task:
@@ -259,12 +261,8 @@ async def test_the_audio_bound_counts_frames_not_appends_when_quiet_audio_is_bat
     """A batched append of quiet frames (HOTLINE_QUIET_AUDIO_BATCH_MS) counts as the frames
     it holds: what waits stays ~30 s of audio, not 30 s times the batch."""
     monkeypatch.setattr(runner_module, "MAX_BACKLOG_AUDIO", 5)
-    connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     engine = FakeEngine()
-
-    async def open_engine(plan: CallPlan) -> EngineHandle:
-        await connected
-        return EngineHandle(engine, "cold")
+    connected, open_engine = reopening(engine, path="cold")
 
     # The test's frames are 15 ms of quiet: three make an append of 40 ms or more.
     call = Call(plan=make_plan(quiet_audio_batch_ms=40), engine=engine,
@@ -323,11 +321,7 @@ async def test_quiet_audio_held_at_a_drop_follows_the_batch_that_failed_before_i
     pump still reads its last events; a quiet frame held meanwhile reaches the new session
     after that batch, not ahead of it."""
     first, second = DroppingEngine(), FakeEngine()
-    reopened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def reopen(plan: CallPlan) -> EngineHandle:
-        await reopened
-        return EngineHandle(second, "resume")
+    reopened, reopen = reopening(second)
 
     twilio = FakeTwilio()
     call = Call(plan=make_plan(quiet_audio_batch_ms=40), engine=first, twilio=twilio,
@@ -361,12 +355,7 @@ async def test_quiet_audio_held_at_a_drop_survives_a_second_drop_during_the_repl
     """The new session drops while the replay is being sent: the replay's unsent rest is
     stale and dropped, and the quiet frames held at the first drop are not part of it."""
     first, cut, third = DroppingEngine(), SendCutEngine(sends_before_drop=1), FakeEngine()
-    sessions = [cut, third]
-    reopened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def reopen(plan: CallPlan) -> EngineHandle:
-        await reopened
-        return EngineHandle(sessions.pop(0), "resume")
+    reopened, reopen = reopening(cut, third)
 
     twilio = FakeTwilio()
     call = Call(plan=make_plan(quiet_audio_batch_ms=100), engine=first, twilio=twilio,
