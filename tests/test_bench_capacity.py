@@ -21,9 +21,11 @@ from hotline.benchmarks.capacity import (
     CapacityBench,
     CapacityConfig,
     ServerKind,
+    StepResult,
     bench_capacity,
     markdown,
 )
+from hotline.benchmarks.capacity_ab import AbPair, AbResult, bench_ab
 from hotline.benchmarks.capacity_engine import (
     DeltaAudio,
     EngineSession,
@@ -232,3 +234,39 @@ def test_server_settings_must_be_hotline_names_with_values() -> None:
     for bad in ("PATH=/tmp", "HOTLINE_QUIET_AUDIO_BATCH_MS"):
         with pytest.raises(typer.BadParameter, match="HOTLINE_NAME=VALUE"):
             _server_settings([bad])
+
+
+def _step(calls: int, cpu_ms_per_call_s: float, messages_per_call_s: float) -> StepResult:
+    window_s = 10.0
+    return StepResult(
+        calls=calls, window_s=window_s,
+        server_cpu_s=cpu_ms_per_call_s * calls * window_s / 1000,
+        rss_mb=160, idle_rss_mb=150, frames=100, lost=0, duplicated=0, reordered=0, gaps=0,
+        max_gap_ms=0, p50_ms=1, p99_ms=5, max_ms=8, lag_p99_ms=0, lag_max_ms=0,
+        generator_cpu=0.2, marks=10, clears=1, turns=1, truncates_past_audio=0,
+        engine_errors=0, messages=int(messages_per_call_s * calls * window_s))
+
+
+def test_an_ab_run_reads_the_effect_from_its_pairs() -> None:
+    setting = ("HOTLINE_QUIET_AUDIO_BATCH_MS", "100")
+    pairs = [AbPair(100, _step(100, a, 190), _step(100, b, 160))
+             for a, b in ((5.0, 4.0), (6.0, 4.5), (4.0, 4.4))]
+    result = AbResult(CapacityConfig(steps=(100,)), setting, pairs)
+    assert [round(p.ratio, 2) for p in pairs] == [0.8, 0.75, 1.1]
+    [summary] = result.summary()
+    assert "median **0.80** (-20%) over 3 pairs (range 0.75–1.10)" in summary
+    assert "A 5.00 ms (≈200 calls per core), B 4.40 ms (≈227)" in summary
+    text = result.markdown("hotline bench capacity --ab x")
+    assert "`HOTLINE_QUIET_AUDIO_BATCH_MS=100` against the server without it" in text
+    assert "| 100 | 3 | 4.00 | 4.40 | 1.10 | 190 | 160 |" in text
+
+
+@pytest.mark.sockets
+def test_an_ab_run_alternates_the_server_without_and_with_the_setting() -> None:
+    config = CapacityConfig(steps=(3,), generators=1, window_s=1.5, settle_s=0.5,
+                            turn_every_s=1.0)
+    result = bench_ab(config, ("HOTLINE_QUIET_AUDIO_BATCH_MS", "100"), 1, Console(quiet=True))
+    [pair] = result.pairs
+    assert pair.a.frames > 0 and pair.b.frames > 0 and pair.a.lost == pair.b.lost == 0
+    # The caller's quiet frames went to the engine several to a message with it on.
+    assert pair.b.messages_per_call_s < pair.a.messages_per_call_s

@@ -11,10 +11,14 @@ from __future__ import annotations
 import logging
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from hotline.cli import app
+
+if TYPE_CHECKING:  # the benchmarks load only when one runs
+    from hotline.benchmarks.capacity import CapacityConfig
 
 bench_app = typer.Typer(help="Benchmarks against the simulators, offline.",
                         no_args_is_help=True)
@@ -277,6 +281,11 @@ def capacity(
     call_s: float = typer.Option(0.0, "--call-length", min=0.0,
                                  help="Calls hang up after this many seconds and are replaced "
                                       "(0: they last the step; the soak defaults to 60)."),
+    ab: str = typer.Option(
+        "", "--ab", help="HOTLINE_X=V: measure the server without then with this setting, "
+                         "alternating (--repeat times) at the steps, and report the pairs "
+                         "(section `capacity-ab`)."),
+    repeat: int = typer.Option(4, "--repeat", min=1, help="--ab: pairs per step."),
     floor: bool = typer.Option(
         False, "--floor",
         help="Measure the floor relay (the leanest Python relay of this traffic, benchmark "
@@ -336,6 +345,20 @@ def capacity(
         if result.recorded < result.placed:
             raise typer.Exit(1)
         return
+    if ab:
+        if floor or soak_calls or server_src:
+            raise typer.BadParameter("not with --floor, --soak or --server-src",
+                                     param_hint="--ab")
+        [setting] = _server_settings([ab], "--ab")
+        config = CapacityConfig(steps=step_list, delta_ms=deltas[0], generators=generators,
+                                window_s=window_s, settle_s=settle_s,
+                                turn_every_s=turn_every_s, call_s=call_s, nice=nice,
+                                server_env=settings)
+        command += ["--ab", ab, "--repeat", str(repeat), "--nice", str(nice),
+                    *_server_env_args(settings)]
+        _capacity_ab(config, setting, repeat, shlex.join(command),
+                     None if no_output else output, _section("capacity-ab", label))
+        return
     if floor:
         command += ["--floor"]
     if label:
@@ -359,17 +382,38 @@ def capacity(
         raise typer.Exit(1) from exc
 
 
+def _capacity_ab(config: CapacityConfig, setting: tuple[str, str], repeats: int,
+                 command: str, output: Path | None, section: str) -> None:
+    from rich.console import Console
+
+    from hotline.benchmarks.capacity_ab import bench_ab
+    from hotline.benchmarks.doc_sections import write_section
+
+    console = Console()
+    try:
+        result = bench_ab(config, setting, repeats, console)
+    except RuntimeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    text = result.markdown(command)
+    console.print(text, markup=False)
+    if output is not None:
+        write_section(output, section, text)
+        console.print(f"written: {output}")
+
+
 def _section(base: str, label: str) -> str:
     return f"{base}-{label}" if label else base
 
 
-def _server_settings(pairs: list[str]) -> tuple[tuple[str, str], ...]:
+def _server_settings(pairs: list[str],
+                     option: str = "--server-env") -> tuple[tuple[str, str], ...]:
     settings = []
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name.startswith("HOTLINE_"):
             raise typer.BadParameter(f"{pair!r}: expected HOTLINE_NAME=VALUE",
-                                     param_hint="--server-env")
+                                     param_hint=option)
         settings.append((name, value))
     return tuple(settings)
 
