@@ -54,7 +54,7 @@ class AbResult:
             f"## `hotline bench capacity --ab`: `{name}={value}` against the server without it",
             "",
             f"`{command}`: {len(self.pairs) // max(1, len(self.steps()))} repeats of each step, "
-            f"{config.delta_ms} ms engine deltas, a {config.window_s:g} s window; A (without) "
+            f"{config.delta_ms} ms engine deltas, windows of {config.window_s:g} s; A (without) "
             "and B (with) alternate, each a fresh `hotline serve` and fresh generators "
             "(otherwise as in the `capacity` section), so each pair ran in the same minutes.",
             "", "| calls | pair | A CPU ms / call-s | B CPU ms / call-s | B ÷ A | A msgs / call-s "
