@@ -270,3 +270,70 @@ def test_an_ab_run_alternates_the_server_without_and_with_the_setting() -> None:
     assert pair.a.frames > 0 and pair.b.frames > 0 and pair.a.lost == pair.b.lost == 0
     # The caller's quiet frames went to the engine several to a message with it on.
     assert pair.b.messages_per_call_s < pair.a.messages_per_call_s
+
+
+def test_an_ab_run_puts_each_side_first_in_turn_so_drift_favours_neither(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drift within a pair (this VM's CPU cost rising or falling over minutes) would pass
+    for the setting's effect if B always ran second; ABBA order cancels a steady drift."""
+    from hotline.benchmarks import capacity_ab
+    from hotline.benchmarks.capacity import CapacityRun
+
+    setting = ("HOTLINE_QUIET_AUDIO_BATCH_MS", "100")
+    order: list[str] = []
+
+    class FakeBench:
+        def __init__(self, config: CapacityConfig, console: Console) -> None:
+            self.config = config
+
+        def run(self) -> CapacityRun:
+            side = "B" if setting in self.config.server_env else "A"
+            order.append(side)
+            cpu = 5.0 if side == "A" else 4.0
+            return CapacityRun(self.config, [_step(c, cpu, 190) for c in self.config.steps])
+
+    monkeypatch.setattr(capacity_ab, "CapacityBench", FakeBench)
+    result = bench_ab(CapacityConfig(steps=(50, 100)), setting, 4, Console(quiet=True))
+    assert "".join(order) == "ABBAABBA"
+    assert len(result.pairs) == 8 and all(round(p.ratio, 2) == 0.8 for p in result.pairs)
+    assert "B first" in result.markdown("x")
+
+
+def _capacity_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, list[tuple]]:
+    """`hotline bench capacity ARGS`, with every benchmark replaced by a recorder."""
+    from typer.testing import CliRunner
+
+    from hotline.benchmarks import capacity, capacity_ab
+    from hotline.cli import _register, app
+    from hotline.cli import bench as bench_cli
+
+    ran: list[tuple] = []
+    _register()
+    monkeypatch.setattr(capacity, "bench_capacity", lambda *a, **k: ran.append(("steps", a)))
+    monkeypatch.setattr(capacity, "bench_soak", lambda *a, **k: ran.append(("soak", a)))
+    monkeypatch.setattr(capacity_ab, "bench_ab", lambda *a, **k: ran.append(("ab", a)))
+    monkeypatch.setattr(bench_cli, "_capacity_ab", lambda *a: ran.append(("ab", a)))
+    result = CliRunner().invoke(app, ["bench", "capacity", *args, "--no-output"])
+    return result.exit_code, result.output, ran
+
+
+@pytest.mark.parametrize("args", [
+    ("--soak", "5", "--ab", "HOTLINE_X=1"),  # the soak ran and --ab was ignored
+    ("--ab", "HOTLINE_X=1", "--profile-at", "100"),  # no profile in pairs, yet recorded
+    ("--ab", "HOTLINE_X=1", "--delta-ms", "20,100"),  # only the first size was measured
+    ("--floor", "--call-length", "30"),  # the floor's bare set-up would pass for Hotline's
+])
+def test_capacity_refuses_options_that_would_be_ignored_or_mislead(
+        monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]) -> None:
+    code, output, ran = _capacity_cli(monkeypatch, *args)
+    assert code == 2 and ran == [], output
+
+
+def test_an_ab_run_records_the_one_delta_size_it_measures(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    code, output, ran = _capacity_cli(monkeypatch, "--ab", "HOTLINE_X=1")
+    assert code == 0, output
+    [(kind, (config, setting, repeats, command, *_))] = ran
+    assert kind == "ab" and setting == ("HOTLINE_X", "1") and repeats == 4
+    assert config.delta_ms == 20 and "--delta-ms 20 " in command
+

@@ -4,8 +4,9 @@ call-second, measured so that this machine's drift does not pass for an effect.
 On a shared VM the same configuration reads 20-30 % apart from one minute to the next, so
 two runs an hour apart compare nothing. Here the server without the setting (A) and with
 it (B) alternate, `repeats` times, each a fresh server and fresh generators at the same
-steps; each pair is run back to back, and the effect is read from the pairs: the median of
-B ÷ A over them, with every pair shown.
+steps; each pair is run back to back, A first in odd pairs and B first in even ones (ABBA:
+a steady drift within a pair then favours neither), and the effect is read from the pairs:
+the median of B ÷ A over them, with every pair shown.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ from dataclasses import dataclass, replace
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hotline.benchmarks.capacity import CapacityBench, CapacityConfig, StepResult
+from hotline.benchmarks.capacity import (
+    CapacityBench,
+    CapacityConfig,
+    CapacityRun,
+    StepResult,
+)
 
 AB_SECTION = "capacity-ab"
 
@@ -56,7 +62,9 @@ class AbResult:
             f"`{command}`: {len(self.pairs) // max(1, len(self.steps()))} repeats of each step, "
             f"{config.delta_ms} ms engine deltas, windows of {config.window_s:g} s; A (without) "
             "and B (with) alternate, each a fresh `hotline serve` and fresh generators "
-            "(otherwise as in the `capacity` section), so each pair ran in the same minutes.",
+            "(otherwise as in the `capacity` section), so each pair ran in the same minutes; "
+            "A first in odd pairs, B first in even ones, so that a drift within a pair "
+            "favours neither.",
             "", "| calls | pair | A CPU ms / call-s | B CPU ms / call-s | B ÷ A | A msgs / call-s "
                 "| B msgs / call-s | A relay p99 ms | B relay p99 ms | lost A / B |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -102,12 +110,13 @@ def bench_ab(config: CapacityConfig, setting: tuple[str, str], repeats: int,
     with progress:
         task = progress.add_task("A/B", total=2 * repeats)
         for repeat in range(1, repeats + 1):
-            progress.update(task, description=f"pair {repeat}: A (without)")
-            a_run = CapacityBench(a_config, quiet).run()
-            progress.advance(task)
-            progress.update(task, description=f"pair {repeat}: B ({setting[0]}={setting[1]})")
-            b_run = CapacityBench(b_config, quiet).run()
-            progress.advance(task)
+            runs: dict[str, CapacityRun] = {}
+            sides = (("A", a_config, "without"), ("B", b_config, f"{setting[0]}={setting[1]}"))
+            for side, side_config, what in sides if repeat % 2 else sides[::-1]:
+                progress.update(task, description=f"pair {repeat}: {side} ({what})")
+                runs[side] = CapacityBench(side_config, quiet).run()
+                progress.advance(task)
+            a_run, b_run = runs["A"], runs["B"]
             pairs += [AbPair(calls, a, b) for calls, a, b in zip(
                 config.steps, a_run.steps, b_run.steps, strict=True)]
     return AbResult(config, setting, pairs)
