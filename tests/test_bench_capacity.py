@@ -337,3 +337,45 @@ def test_an_ab_run_records_the_one_delta_size_it_measures(
     assert kind == "ab" and setting == ("HOTLINE_X", "1") and repeats == 4
     assert config.delta_ms == 20 and "--delta-ms 20 " in command
 
+
+def test_the_floor_relay_masks_what_it_sends_the_engine_as_a_real_client_must() -> None:
+    """RFC 6455 §5.3: a client's masking key is fresh and unpredictable per frame. The
+    phones and the lean engine may use the all-zero key (they are the harness), but the
+    floor stands for a real relay to the real API: its masking must be paid for."""
+    from hotline.benchmarks.capacity_floor import Config, EngineSide, TwilioSide
+
+    class Wire:
+        def __init__(self) -> None:
+            self.data: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.data.append(data)
+
+        def is_closing(self) -> bool:
+            return False
+
+    def decoded(data: bytes) -> tuple[bytes, bytes]:
+        assert data[1] & 0x80  # masked
+        [(opcode, payload)] = FrameReader().feed(data)
+        assert opcode == TEXT
+        return data[2:6], payload
+
+    async def scenario() -> list[tuple[bytes, bytes]]:
+        call = TwilioSide(Config(8000, "ws://127.0.0.1:9/v1", "k"))
+        engine = EngineSide("127.0.0.1:9", "/v1/realtime", {}, call)
+        wire = Wire()
+        engine.transport = cast(asyncio.Transport, wire)
+        engine.open = True
+        call.engine = engine
+        media = b'{"event":"media","streamSid":"MZ1","media":{"payload":"AAAAAAAA"}}'
+        call._twilio_message(TEXT, media)
+        call._twilio_message(TEXT, media)
+        engine.send_text(b'{"type":"response.cancel"}')
+        return [decoded(data) for data in wire.data]
+
+    frames = asyncio.run(scenario())
+    assert [p for _, p in frames] == [
+        b'{"type":"input_audio_buffer.append","audio":"AAAAAAAA"}'] * 2 + [
+        b'{"type":"response.cancel"}']
+    keys = [key for key, _ in frames]
+    assert b"\x00\x00\x00\x00" not in keys and len(set(keys)) == 3

@@ -21,7 +21,10 @@ Hotline by what they measure, and it does on the media path what Hotline does:
 
 Leanest means: asyncio protocols on uvloop, the benchmark's own RFC 6455 layer
 (`capacity_wire`), pre-framed writes (a media frame and its mark in one write), media and
-appends never JSON-parsed (the fields are sliced out), no logging, no store.
+appends never JSON-parsed (the fields are sliced out), no logging, no store. What a real
+relay cannot skip, it does not: every frame to the engine is masked with a fresh random
+key (RFC 6455 §5.3; the harness's own clients use the all-zero key, which a relay to the
+real API may not).
 """
 
 from __future__ import annotations
@@ -34,7 +37,13 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from hotline.benchmarks.capacity_wire import TEXT, WsClient, WsServerConnection, frame
+from hotline.benchmarks.capacity_wire import (
+    TEXT,
+    WsClient,
+    WsServerConnection,
+    frame,
+    random_masked_frame,
+)
 
 MARK_EVERY_MS = 100  # as Hotline's playback: at most this much audio without a mark
 BYTES_PER_MS = 8  # μ-law at 8 kHz
@@ -70,7 +79,7 @@ class Config:
         self.twiml = (b'<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="'
                       b"ws://127.0.0.1:" + str(port).encode()
                       + b'/twilio/media"/></Connect></Response>')
-        self.session_update = frame(_session_update(), TEXT, masked=True)
+        self.session_update = _session_update()
 
 
 def _http_response(status: bytes, body: bytes, content_type: bytes = b"text/plain") -> bytes:
@@ -93,6 +102,9 @@ class EngineSide(WsClient):
         super().__init__(host, path, headers)
         self.call = call
         self.on_message = call.engine_message
+
+    def send_text(self, text: bytes) -> None:
+        self.send(random_masked_frame(text))
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -182,7 +194,7 @@ class TwilioSide(WsServerConnection):
             engine.close()
             return
         self.engine = engine
-        engine.send(config.session_update)
+        engine.send_text(config.session_update)
         engine.send_text(b'{"type":"response.create"}')
         self._responding = True
         for message in self._to_engine:
@@ -201,8 +213,8 @@ class TwilioSide(WsServerConnection):
             start = payload.find(b'"payload":"') + 11
             if start > 10:
                 end = payload.find(b'"', start)
-                self._to_engine_frame(frame(_APPEND_HEAD + payload[start:end] + b'"}', TEXT,
-                                            masked=True))
+                self._to_engine_frame(random_masked_frame(
+                    _APPEND_HEAD + payload[start:end] + b'"}'))
                 return
         if payload.startswith(_MARK_EVENT):
             start = payload.find(b'"name":"') + 8
@@ -219,8 +231,8 @@ class TwilioSide(WsServerConnection):
         elif kind == "stop":
             self.close()
         elif kind == "media":  # another key order
-            self._to_engine_frame(frame(_APPEND_HEAD + str(event["media"]["payload"]).encode()
-                                        + b'"}', TEXT, masked=True))
+            self._to_engine_frame(random_masked_frame(
+                _APPEND_HEAD + str(event["media"]["payload"]).encode() + b'"}'))
         elif kind == "mark":
             self._mark_echoed(str(event["mark"]["name"]).encode())
 

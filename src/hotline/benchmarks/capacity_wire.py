@@ -26,17 +26,26 @@ def accept_key(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + GUID).digest())
 
 
-def frame(payload: bytes, opcode: int = TEXT, *, masked: bool = False) -> bytes:
-    """One final frame; `masked` (a client's): the all-zero key, so the payload is as is."""
-    n = len(payload)
+def _head(n: int, opcode: int, masked: bool) -> bytes:
     bit = 0x80 if masked else 0
     if n < 126:
-        head = bytes((0x80 | opcode, bit | n))
-    elif n < 65536:
-        head = bytes((0x80 | opcode, bit | 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0x80 | opcode, bit | 127)) + n.to_bytes(8, "big")
-    return head + (_ZERO_MASK if masked else b"") + payload
+        return bytes((0x80 | opcode, bit | n))
+    if n < 65536:
+        return bytes((0x80 | opcode, bit | 126)) + n.to_bytes(2, "big")
+    return bytes((0x80 | opcode, bit | 127)) + n.to_bytes(8, "big")
+
+
+def frame(payload: bytes, opcode: int = TEXT, *, masked: bool = False) -> bytes:
+    """One final frame; `masked` (a client's): the all-zero key, so the payload is as is."""
+    return _head(len(payload), opcode, masked) + (_ZERO_MASK if masked else b"") + payload
+
+
+def random_masked_frame(payload: bytes, opcode: int = TEXT) -> bytes:
+    """One final client frame masked as RFC 6455 §5.3 asks of a real client (a fresh,
+    unpredictable key per frame): what a relay to the real API must pay, unlike the
+    harness, which may use the all-zero key."""
+    key = os.urandom(4)
+    return _head(len(payload), opcode, True) + key + _apply_mask(payload, key)
 
 
 def unmask(data: bytes, key: bytes) -> bytes:
@@ -46,6 +55,12 @@ def unmask(data: bytes, key: bytes) -> bytes:
     repeated = (key * (n // 4 + 1))[:n]
     return (int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")).to_bytes(
         n, "little")
+
+
+try:  # websockets (uvicorn's) ships it in C: the leanest XOR at hand
+    from websockets.speedups import apply_mask as _apply_mask
+except ImportError:  # pragma: no cover - a platform without its C extension
+    from websockets.utils import apply_mask as _apply_mask
 
 
 class FrameReader:
