@@ -379,3 +379,16 @@ def test_the_floor_relay_masks_what_it_sends_the_engine_as_a_real_client_must() 
         b'{"type":"response.cancel"}']
     keys = [key for key, _ in frames]
     assert b"\x00\x00\x00\x00" not in keys and len(set(keys)) == 3
+
+
+def test_the_openai_sdks_own_work_is_not_counted_as_the_runners() -> None:
+    """The socket split gives the SDK's connection to the engine socket; the area table
+    must not put the same samples under the runner, or the two tables disagree."""
+    collapsed = ("run (a.py);_send_engine (hotline/call/runner.py);"
+                 "_send (openai/_websocket_connection.py) 4\n"
+                 "run (a.py);_dispatch (hotline/call/runner.py) 1\n")
+    profile = parse_collapsed(collapsed, calls=1)
+    assert profile is not None
+    areas = dict(profile.areas)
+    assert areas["runner (dispatch, sends)"] == 0.2
+    assert dict(profile.sockets)[SOCKETS[1][0]] == 0.8

@@ -16,6 +16,9 @@ AREAS = (
                                      "wsproto_impl", "websockets/protocol.py",
                                      "websockets/frames.py", "websockets/asyncio")),
     ("Starlette/FastAPI WebSocket", ("starlette/websockets.py",)),
+    # The SDK's own send path (its queue, task lookup) sits between the runner and the
+    # websockets client: without it here, it was counted as the runner's.
+    ("openai SDK connection", ("openai/",)),
     ("engine codec (JSON in/out)", ("realtime_codec.py",)),
     ("Twilio codec (JSON in/out)", ("media_codec.py",)),
     ("call core (session, playback, gate)", ("hotline/core/", "hotline/audio/")),
