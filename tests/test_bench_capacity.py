@@ -392,3 +392,10 @@ def test_the_openai_sdks_own_work_is_not_counted_as_the_runners() -> None:
     areas = dict(profile.areas)
     assert areas["runner (dispatch, sends)"] == 0.2
     assert dict(profile.sockets)[SOCKETS[1][0]] == 0.8
+
+
+def test_an_ab_report_counts_repeats_not_pairs_when_a_step_repeats() -> None:
+    setting = ("HOTLINE_X", "1")
+    pairs = [AbPair(100, _step(100, 5.0, 190), _step(100, 4.0, 160)) for _ in range(4)]
+    result = AbResult(CapacityConfig(steps=(100, 100)), setting, pairs)  # 2 repeats
+    assert "2 repeats of each step" in result.markdown("x")

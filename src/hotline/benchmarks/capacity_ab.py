@@ -59,7 +59,7 @@ class AbResult:
         lines = [
             f"## `hotline bench capacity --ab`: `{name}={value}` against the server without it",
             "",
-            f"`{command}`: {len(self.pairs) // max(1, len(self.steps()))} repeats of each step, "
+            f"`{command}`: {len(self.pairs) // max(1, len(config.steps))} repeats of each step, "
             f"{config.delta_ms} ms engine deltas, windows of {config.window_s:g} s; A (without) "
             "and B (with) alternate, each a fresh `hotline serve` and fresh generators "
             "(otherwise as in the `capacity` section), so each pair ran in the same minutes; "
