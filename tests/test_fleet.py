@@ -120,6 +120,12 @@ async def test_config_and_amd_verdicts_reach_the_instance_that_needs_them_and_a_
         # plays from the cache on whichever instance nginx gives its webhook.
         stack.twilio.amd_ms = 600_000
         stack.twilio.ring_ms = 20_000  # 4 s of wall clock: time to render, loaded or not
+        # The callee waits for the greeting held for the verdict (the default callee hangs
+        # up after 2 s of call-time silence: 0.4 s of wall clock, less than the verdict's
+        # way here on a loaded machine, and the record had no greeting).
+        stack.twilio.callee_scripts["+15550002222"] = CallScript([
+            Say("Hello?"), WaitForAgentAudio(played_ms=300, timeout_ms=30_000),
+            WaitForAgentSilence(quiet_ms=2000, timeout_ms=30_000), Hangup()])
         placed = await stack.http.post(
             f"{stack.fleet.instance('hotline-1').url}/api/calls", headers=AUTH, json={
                 "business": "acme-dental", "to": "+15550002222", "template": "reminder",
@@ -149,7 +155,8 @@ async def test_config_and_amd_verdicts_reach_the_instance_that_needs_them_and_a_
         after_record = await stack.record(after.call_sid)
 
     assert "amd_verdict" in stages(record) and "amd_cap_reached" not in stages(record)
-    assert "Hi Dana" in record.transcript[0].text
+    assert record.transcript and "Hi Dana" in record.transcript[0].text, (
+        record.outcome, [(s.stage, s.ms, s.detail) for s in record.timeline])
     assert stages(record)["greeting_requested"].startswith("cached audio")
     assert after_record.outcome == "completed"
     assert stages(after_record)["stream_claimed"] == (
