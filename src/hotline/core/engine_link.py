@@ -129,10 +129,7 @@ def _held_quiet_audio(s: CallState) -> list[Command]:
         return []
     held = batch.held_frames
     del s.resend_audio[max(0, len(s.resend_audio) - held):]
-    payload = batch.flush()
-    assert payload is not None
-    s.stats.audio_appends += 1
-    return [SendToEngine(AppendAudio(payload))]
+    return s.caller_audio(batch.flush())
 
 
 def _lost_while_closing(s: CallState, closing: Closing, detail: str,

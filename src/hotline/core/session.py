@@ -25,7 +25,6 @@ from hotline.core import ending, engine_down, engine_link, speaking, tool_flow, 
 from hotline.core.closing import Closing
 from hotline.core.commands import (
     AddUserText,
-    AppendAudio,
     Command,
     DeleteItem,
     Record,
@@ -271,20 +270,13 @@ class CallSession:
             payload = batch.flush(payload_b64)  # speech at once, its quiet lead-in with it
         else:
             payload = batch.hold(payload_b64)
-        if payload is None:
-            return []
-        s.stats.audio_appends += 1
-        return [SendToEngine(AppendAudio(payload))]
+        return s.caller_audio(payload)
 
     def _flush_quiet_audio(self) -> list[Command]:
         """A caller turn opened: what quiet audio is held goes now (nothing waits in a turn:
         its end, silence, is what the engine's VAD listens for)."""
         batch = self._s.quiet_audio
-        payload = batch.flush() if batch is not None else None
-        if payload is None:
-            return []
-        self._s.stats.audio_appends += 1
-        return [SendToEngine(AppendAudio(payload))]
+        return self._s.caller_audio(batch.flush() if batch is not None else None)
 
     def _on_mark(self, event: TwilioMark, now_ms: float) -> list[Command]:
         s = self._s

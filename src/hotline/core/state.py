@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from hotline.core.amd import AmdWait
 from hotline.core.caller_audio import RecentCallerAudio
 from hotline.core.closing import Closing
-from hotline.core.commands import Command, Record
+from hotline.core.commands import AppendAudio, Command, Record, SendToEngine
 from hotline.core.conversation import Conversation
 from hotline.core.greeting import CannedAudio
 from hotline.core.message_recording import MessageRecording
@@ -116,6 +116,13 @@ class CallState:
                 or not self.phase.is_(CallPhase.CONVERSING, CallPhase.LISTENING)):
             return []
         return self.silence.arm()
+
+    def caller_audio(self, payload_b64: str | None) -> list[Command]:
+        """The append of caller audio ready to go to the engine (None: nothing is), counted."""
+        if payload_b64 is None:
+            return []
+        self.stats.audio_appends += 1
+        return [SendToEngine(AppendAudio(payload_b64))]
 
     def agent_turns(self, response_id: str | None) -> list[Command]:
         """Transcript turns of one response's agent items (None: all not yet recorded)."""
