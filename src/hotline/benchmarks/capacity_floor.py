@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from hotline.audio.mulaw import BYTES_PER_MS
 from hotline.benchmarks.capacity_wire import (
     TEXT,
     WsClient,
@@ -46,7 +47,6 @@ from hotline.benchmarks.capacity_wire import (
 )
 
 MARK_EVERY_MS = 100  # as Hotline's playback: at most this much audio without a mark
-BYTES_PER_MS = 8  # μ-law at 8 kHz
 _APPEND_HEAD = b'{"type":"input_audio_buffer.append","audio":"'
 _DELTA_HEAD = b'{"type":"response.output_audio.delta"'
 _MEDIA_EVENT = b'{"event":"media"'
@@ -277,8 +277,7 @@ class TwilioSide(WsServerConnection):
         out += frame(self._media_head + audio_b64 + b'"}}', TEXT)
         if first or self._unmarked_ms >= MARK_EVERY_MS:
             out += self._mark()
-        if self.open and self.transport is not None:
-            self.transport.write(out)
+        self.send(out)
 
     def engine_message(self, opcode: int, payload: bytes) -> None:
         if payload.startswith(_DELTA_HEAD):
@@ -294,8 +293,8 @@ class TwilioSide(WsServerConnection):
             self._audio(str(event["item_id"]).encode(), str(event["delta"]).encode())
         elif kind == "response.done":
             self._responding = False
-            if self._unmarked_ms and self.open and self.transport is not None:
-                self.transport.write(self._mark())  # after the item's last audio
+            if self._unmarked_ms:
+                self.send(self._mark())  # after the item's last audio
         elif kind == "input_audio_buffer.speech_started":
             self._barge_in()
         elif kind == "conversation.item.input_audio_transcription.completed":
@@ -312,8 +311,7 @@ class TwilioSide(WsServerConnection):
         if engine is None:
             return
         if self._marks or self._unmarked_ms:  # agent audio is queued at Twilio
-            if self.open and self.transport is not None:
-                self.transport.write(self._clear)
+            self.send(self._clear)
             heard = self._heard
             end_ms = heard[1] if heard is not None and heard[0] == self._item else 0
             engine.send_text(b'{"type":"conversation.item.truncate","item_id":"' + self._item

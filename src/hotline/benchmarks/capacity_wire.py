@@ -26,6 +26,12 @@ def accept_key(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + GUID).digest())
 
 
+try:  # websockets (uvicorn's) ships it in C: the leanest XOR at hand
+    from websockets.speedups import apply_mask as _apply_mask
+except ImportError:  # pragma: no cover - a platform without its C extension
+    from websockets.utils import apply_mask as _apply_mask
+
+
 def _head(n: int, opcode: int, masked: bool) -> bytes:
     bit = 0x80 if masked else 0
     if n < 126:
@@ -51,16 +57,7 @@ def random_masked_frame(payload: bytes, opcode: int = TEXT) -> bytes:
 def unmask(data: bytes, key: bytes) -> bytes:
     if key == _ZERO_MASK or not data:
         return data
-    n = len(data)
-    repeated = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")).to_bytes(
-        n, "little")
-
-
-try:  # websockets (uvicorn's) ships it in C: the leanest XOR at hand
-    from websockets.speedups import apply_mask as _apply_mask
-except ImportError:  # pragma: no cover - a platform without its C extension
-    from websockets.utils import apply_mask as _apply_mask
+    return _apply_mask(data, key)
 
 
 class FrameReader:
@@ -162,8 +159,12 @@ class WsConnection(asyncio.Protocol):
         self.send(frame(text, TEXT, masked=self.masked))
 
     def close(self, code: int = 1000) -> None:
+        self._close(code.to_bytes(2, "big"))
+
+    def _close(self, status: bytes) -> None:
+        """A close frame with `status` (its code, or none), then the socket closed."""
         if self.open and self.transport is not None:
-            self.transport.write(frame(code.to_bytes(2, "big"), CLOSE, masked=self.masked))
+            self.transport.write(frame(status, CLOSE, masked=self.masked))
             self.open = False
             self.transport.close()
 
@@ -184,10 +185,7 @@ class WsConnection(asyncio.Protocol):
                 if self.open and self.transport is not None:
                     self.transport.write(frame(payload, PONG, masked=self.masked))
             elif opcode == CLOSE:
-                if self.open and self.transport is not None:
-                    self.transport.write(frame(payload[:2], CLOSE, masked=self.masked))
-                    self.open = False
-                    self.transport.close()
+                self._close(payload[:2])  # the peer's code echoed
             elif opcode != PONG:
                 MESSAGE_COUNT.messages += 1
                 self.on_message(opcode, payload)
