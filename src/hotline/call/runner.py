@@ -391,8 +391,8 @@ class CallRunner:
                 case SendToEngine():
                     message = command.message
                     await self._send_engine(render_engine(message),
-                                            _audio_frames(message.audio_b64)
-                                            if isinstance(message, AppendAudio) else 0)
+                                            message.audio_b64
+                                            if isinstance(message, AppendAudio) else None)
                 case Record():
                     self._record(command.item)
                 case StartTimer():
@@ -424,11 +424,12 @@ class CallRunner:
             self._log.info("Twilio socket gone while sending: %r", exc)
             await self._dispatch(TwilioClosed())
 
-    async def _send_engine(self, text: str, audio_frames: int = 0) -> None:
-        """`audio_frames`: the caller audio an append carries, in 20 ms frames (0: no
-        audio); what waits for the engine is bounded in those."""
+    async def _send_engine(self, text: str, audio_b64: str | None = None) -> None:
+        """`audio_b64`: the caller audio an append carries (None: not an append); what
+        waits for the engine is bounded in its 20 ms frames, counted only when it waits."""
         if self._engine_backlog is not None:
-            if audio_frames:
+            if audio_b64 is not None:
+                audio_frames = _audio_frames(audio_b64)
                 if self._backlog_audio + audio_frames > MAX_BACKLOG_AUDIO:
                     self.session.stats.engine_audio_dropped += audio_frames
                     return
@@ -447,7 +448,8 @@ class CallRunner:
             if self._engine_backlog is None:
                 self._engine_backlog = []
             self._engine_backlog.append(text)
-            self._backlog_audio += audio_frames
+            if audio_b64 is not None:
+                self._backlog_audio += _audio_frames(audio_b64)
 
     def _start_timer(self, timer: TimerName, delay_ms: int) -> None:
         old = self._timers.pop(timer, None)
